@@ -1,0 +1,153 @@
+"""The composition root: builds the application, read store, queue connection and fabric from
+settings, and (embedded mode) starts the followers and workers as threads."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, TypeVar
+
+from eventsourcing.persistence import PersistenceError
+from redis import Redis
+
+from orchestrator.application import Orchestrator
+from orchestrator.config import Settings, load_settings
+from orchestrator.dispatcher import Dispatcher, DispatcherThread, Reconciler
+from orchestrator.errors import OrchestratorError, ServiceUnavailableError
+from orchestrator.fabric.local import LocalFabric
+from orchestrator.follower import FollowerThread
+from projections.runner import projection_thread
+from projections.store import ReadStore
+from workers.context import WorkerContext
+from workers.embedded import WorkerThread
+from workers.queues import QUEUES
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    app: Orchestrator
+    store: ReadStore
+    fabric: LocalFabric
+    redis: Redis
+    fake_server: Any = None
+    threads: list[Any] = field(default_factory=list)
+    _lock: IO[str] | None = None
+
+    def worker_context(self) -> WorkerContext:
+        return WorkerContext(app=self.app, fabric=self.fabric, principal=f"worker:{self.settings.principal}")
+
+    def dispatcher_thread(self) -> DispatcherThread:
+        s = self.settings
+        return DispatcherThread(
+            Dispatcher(self.app, self.store, self.redis, s.job_timeout),
+            Reconciler(self.app, self.store, self.redis, s.job_timeout),
+            s.poll_interval,
+            s.reconcile_interval,
+        )
+
+    def projections_thread(self) -> FollowerThread:
+        return projection_thread(self.app, self.store, self.settings.poll_interval)
+
+    def start_services(self) -> None:
+        """Embedded mode: followers and workers as threads of this process (one process per data
+        directory, enforced with a lock file)."""
+        self._take_lock()
+        self.threads = [self.projections_thread(), self.dispatcher_thread()]
+        if self.fake_server is not None:
+            self.threads += [self._worker_thread(i) for i in range(self.settings.workers)]
+        for thread in self.threads:
+            thread.start()
+
+    def _worker_thread(self, index: int) -> WorkerThread:
+        import fakeredis
+
+        connection = fakeredis.FakeRedis(server=self.fake_server)
+        return WorkerThread(connection, QUEUES, self.worker_context(), name=f"worker-{index}")
+
+    def _take_lock(self) -> None:
+        path = self.settings.data_dir / "runtime.lock"
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise OrchestratorError(
+                "DataDirInUse",
+                f"another process runs the embedded orchestrator on {self.settings.data_dir}; "
+                "stop it, or use another BACKUP_DATA_DIR",
+                field="BACKUP_DATA_DIR",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+
+    def close(self) -> None:
+        for thread in reversed(self.threads):
+            thread.stop()
+        self.threads = []
+        self.app.close()
+        self.store.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def bootstrap(settings: Settings) -> Runtime:
+    app = build_app(settings)
+    store = _opening(settings, lambda: _read_store(settings))
+    fake_server = None
+    if settings.redis_url is None:
+        import fakeredis
+
+        fake_server = fakeredis.FakeServer()
+        redis: Redis = fakeredis.FakeRedis(server=fake_server)
+    else:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    return Runtime(settings, app, store, LocalFabric(settings.fabric_path), redis, fake_server)
+
+
+def build_app(settings: Settings) -> Orchestrator:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return _opening(settings, lambda: Orchestrator(env=settings.eventsourcing_env()))
+
+
+def _opening(settings: Settings, open_: Callable[[], T]) -> T:
+    try:
+        return open_()
+    except (PersistenceError, OSError) as exc:
+        raise ServiceUnavailableError(
+            "EventStoreUnavailable",
+            f"cannot open the {settings.event_store} event store: {exc}",
+            field="BACKUP_EVENT_STORE",
+        ) from None
+
+
+def _read_store(settings: Settings) -> ReadStore:
+    if settings.event_store == "sqlite":
+        return ReadStore.sqlite(settings.data_dir / "readmodels.sqlite")
+    return ReadStore.postgres(
+        dbname=settings.postgres_dbname,
+        host=settings.postgres_host,
+        port=settings.postgres_port,
+        user=settings.postgres_user,
+        password=settings.postgres_password,
+        schema=settings.postgres_schema,
+    )
+
+
+def worker_context_from_env() -> WorkerContext:
+    """For `rq worker` processes: settings from the environment, once per process."""
+    settings = load_settings()
+    return WorkerContext(
+        app=build_app(settings),
+        fabric=LocalFabric(settings.fabric_path),
+        principal=f"worker:{settings.principal}",
+    )

@@ -1,0 +1,151 @@
+"""The Python client: the product's main interface. `Client()` with no arguments runs the
+embedded default (SQLite in ./.backup-orchestrator, in-process queue and workers)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Sequence
+from uuid import UUID
+
+from orchestrator import commands as c
+from orchestrator.bootstrap import Runtime, bootstrap
+from orchestrator.config import Settings, load_settings
+from orchestrator.domain import Job
+from orchestrator.domain.values import Operation
+from orchestrator.domain.vault import vault_id_for
+from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError
+from projections import queries
+from projections.queries import ItemRow, JobRow, VaultRow
+from projections.runner import NAMES as PROJECTION_NAMES
+
+READ_MODEL_TIMEOUT = 30.0
+
+
+class Client:
+    def __init__(
+        self, settings: Settings | None = None, *, start_services: bool | None = None, **overrides: Any
+    ) -> None:
+        """`overrides` are settings by field name (`data_dir=...`), winning over BACKUP_* variables.
+        Services (followers, and workers on the embedded queue) start in-process when the queue is
+        embedded, unless `start_services` says otherwise."""
+        self.settings = settings or load_settings(**overrides)
+        self.runtime: Runtime = bootstrap(self.settings)
+        if start_services if start_services is not None else self.settings.embedded_queue:
+            try:
+                self.runtime.start_services()
+            except BaseException:
+                self.runtime.close()
+                raise
+
+    # Commands
+
+    def create_vault(
+        self, name: str, region: str, resource_group: str, subscription: str = "default",
+        kind: str = "recovery_services", replication: str = "geo",
+    ) -> str:
+        """Create a Recovery Services vault (or, with kind="backup_vault", a classic backup vault).
+        Returns the vault id."""
+        return str(self._do(c.CreateVault, name=name, region=region, resource_group=resource_group,
+                            subscription=subscription, kind=kind, replication=replication))
+
+    def set_replication(self, vault_id: str, replication: str) -> None:
+        """Storage replication "geo" or "local"; allowed until the first item is protected."""
+        self._do(c.SetReplication, vault_id=vault_id, replication=replication)
+
+    def discover(self, vault_id: str) -> str:
+        """Start a discovery job; its result lists the new VMs of the vault's region."""
+        return str(self._do(c.DiscoverVms, vault_id=vault_id))
+
+    def register(self, vault_id: str, vm_names: Sequence[str]) -> list[str]:
+        """Register VMs (by name, or `cloud-service/name`): one register job each, all or none."""
+        return [str(j) for j in self._do(c.RegisterVms, vault_id=vault_id, vm_names=list(vm_names))]
+
+    def unregister(self, vault_id: str, vm_name: str) -> str:
+        """Unregister a VM from the vault; returns the (already completed) unregister job id."""
+        return str(self._do(c.UnregisterVm, vault_id=vault_id, vm_name=vm_name))
+
+    # Jobs
+
+    def job(self, job_id: str) -> JobRow:
+        """One job as the jobs read model shows it."""
+        self._catch_up()
+        rows = [r for r in queries.jobs(self.runtime.store) if r.job_id == str(job_id)]
+        if not rows:
+            raise NotFoundError("JobNotFound", f"no job with id {job_id}")
+        return rows[0]
+
+    def wait(self, job_id: str, timeout: float = 120.0) -> JobRow:
+        """Wait for a job to end (completed, with warnings, failed or cancelled) and return it."""
+        deadline = time.monotonic() + timeout
+        job_uuid = _uuid(job_id, "job_id")
+        while not self.runtime.app.get(job_uuid, Job).state.is_terminal:
+            if time.monotonic() > deadline:
+                raise OrchestratorError(
+                    "WaitTimeout", f"job {job_id} was still in progress after {timeout:.0f}s"
+                )
+            time.sleep(0.02)
+        return self.job(job_id)
+
+    def wait_all(self, job_ids: Sequence[str], timeout: float = 300.0) -> list[JobRow]:
+        deadline = time.monotonic() + timeout
+        return [self.wait(j, max(0.0, deadline - time.monotonic())) for j in job_ids]
+
+    def jobs(
+        self, status: str | None = None, operation: str | None = None,
+        start: datetime | None = None, end: datetime | None = None, vault_id: str | None = None,
+    ) -> list[JobRow]:
+        """Job rows, newest first, filtered by status, operation, start-time window and vault."""
+        self._catch_up()
+        if operation is not None:
+            Operation(operation)
+        return queries.jobs(self.runtime.store, status=status, operation=operation, start=start,
+                            end=end, vault_id=vault_id)
+
+    # Read models
+
+    def vaults(self, subscription: str | None = None) -> list[VaultRow]:
+        self._catch_up()
+        return queries.vaults(self.runtime.store, subscription)
+
+    def vault_id(self, name: str, subscription: str = "default") -> str:
+        """The id of the vault called `name` in `subscription`."""
+        vault_id = vault_id_for(subscription, name)
+        if vault_id not in self.runtime.app.repository:
+            raise NotFoundError("VaultNotFound", f"no vault {name!r} in subscription {subscription!r}")
+        return str(vault_id)
+
+    def protected_items(self, vault_id: str, include_former: bool = False) -> list[ItemRow]:
+        """The VMs registered (or registering) in the vault, with their status."""
+        self._catch_up()
+        return queries.items(self.runtime.store, str(vault_id), include_former=include_former)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _do(self, command_class: type[c.C], **values: Any) -> Any:
+        command = c.build(command_class, **values)
+        return self.runtime.app.handle(command, self.settings.principal)
+
+    def _catch_up(self) -> None:
+        """Read your writes: wait until the read models have seen every event stored so far."""
+        head = self.runtime.app.recorder.max_notification_id() or 0
+        if not self.runtime.store.wait(PROJECTION_NAMES, head, READ_MODEL_TIMEOUT):
+            raise ServiceUnavailableError(
+                "ReadModelBehind",
+                f"the read models did not catch up with the event log within "
+                f"{READ_MODEL_TIMEOUT:.0f}s; is the projections service running?",
+            )
+
+
+def _uuid(value: str, field: str) -> UUID:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise OrchestratorError("CommandInvalid", f"{field} {value!r} is not an id", field=field) from None

@@ -1,0 +1,107 @@
+"""Settings: the only module that reads the environment. Every variable starts with BACKUP_."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.errors import SettingsError
+
+PREFIX = "BACKUP_"
+
+
+class Settings(BaseModel):
+    """What each setting means is in the README's settings table; keep the two in step."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Path(".backup-orchestrator")
+    event_store: Literal["sqlite", "postgres"] = "sqlite"
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = Field(5432, ge=1, le=65535)
+    postgres_dbname: str = "backup"
+    postgres_user: str = "postgres"
+    postgres_password: str = ""
+    postgres_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    redis_url: str | None = None
+    fabric: Path | None = None
+    workers: int = Field(2, ge=1, le=32)
+    principal: str = Field(default_factory=getpass.getuser, min_length=1, max_length=200)
+    poll_interval: float = Field(0.1, gt=0, le=10)
+    reconcile_interval: float = Field(5.0, gt=0, le=300)
+    job_timeout: int = Field(600, ge=10, le=86400)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def embedded_queue(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def fabric_path(self) -> Path:
+        """The inventory file: BACKUP_FABRIC, else the one `backupctl fabric init` writes."""
+        return self.fabric or self.data_dir / "fabric" / "inventory.yaml"
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The event store's settings in the eventsourcing library's terms."""
+        if self.event_store == "sqlite":
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(self.data_dir / "events.sqlite"),
+                "SQLITE_LOCK_TIMEOUT": "30",
+            }
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": self.postgres_dbname,
+            "POSTGRES_HOST": self.postgres_host,
+            "POSTGRES_PORT": str(self.postgres_port),
+            "POSTGRES_USER": self.postgres_user,
+            "POSTGRES_PASSWORD": self.postgres_password,
+            "POSTGRES_SCHEMA": self.postgres_schema,
+            "POSTGRES_POOL_SIZE": "1",
+            "POSTGRES_MAX_OVERFLOW": "4",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+        }
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from BACKUP_* variables (and explicit overrides, which win).
+
+    An unknown BACKUP_ variable or a bad value raises SettingsError naming the variable.
+    """
+    env = os.environ if environ is None else environ
+    fields = Settings.model_fields
+    values: dict[str, object] = {}
+    for key, value in env.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX) :].lower()
+        if name not in fields:
+            raise SettingsError(
+                "SettingUnknown",
+                f"{key} is not a setting; known: {', '.join(PREFIX + f.upper() for f in fields)}",
+                field=key,
+            )
+        values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "settings"
+        raise SettingsError(
+            "SettingInvalid",
+            f"{PREFIX}{name.upper()}={values.get(name)!r}: {err['msg']}",
+            field=PREFIX + name.upper(),
+        ) from None

@@ -1,0 +1,121 @@
+"""The dispatcher turns job requests in the event log into RQ jobs, and the reconciler makes
+sure every job in progress is really being worked on."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+from redis import Redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RqJob
+from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
+
+from orchestrator import commands as c
+from orchestrator.application import Orchestrator
+from orchestrator.domain import Job
+from orchestrator.domain.values import Operation
+from orchestrator.follower import Follower, FollowerThread
+from projections import queries
+from projections.store import ReadStore
+from workers.queues import QUEUES, enqueue, is_async, rq_job_id
+
+log = logging.getLogger(__name__)
+
+RECONCILER_PRINCIPAL = "system:reconciler"
+
+
+class Dispatcher(Follower):
+    """Enqueues each new job's task with an id derived from the job, then records its position.
+    A crash between the two re-enqueues on restart, which RQ refuses as a duplicate."""
+
+    name = "dispatcher"
+    topics = (get_topic(Job.Created),)
+
+    def __init__(self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int) -> None:
+        super().__init__(app, store)
+        self.redis = redis
+        self.job_timeout = job_timeout
+
+    def process(self, event: Any, notification_id: int) -> None:
+        if is_async(event.operation):
+            enqueue(self.redis, event.operation, event.originator_id, self.job_timeout)
+        with self.store.transaction() as tx:
+            self.store.advance(tx, self.name, notification_id)
+
+
+class Reconciler:
+    """Finds jobs in progress whose RQ job was lost (Redis restarted), abandoned by a dead worker,
+    or failed after its retries, and re-enqueues or fails them."""
+
+    def __init__(self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int) -> None:
+        self.app = app
+        self.store = store
+        self.redis = redis
+        self.job_timeout = job_timeout
+
+    def run_once(self) -> dict[str, int]:
+        counts = {"requeued": 0, "failed": 0}
+        for name in QUEUES:
+            # Moves jobs whose worker stopped heart-beating to retry or failed, without waiting for
+            # an idle worker's maintenance pass (which may be many minutes away).
+            StartedJobRegistry(name, connection=self.redis).cleanup()
+        for row in queries.jobs(self.store, status="in_progress"):
+            operation = Operation(row.operation)
+            if is_async(operation):
+                outcome = self._reconcile(operation, row.job_id, row.attempts)
+                if outcome:
+                    counts[outcome] += 1
+        return counts
+
+    def _reconcile(self, operation: Operation, job_id: str, attempts: int) -> str | None:
+        try:
+            rq_job = RqJob.fetch(rq_job_id(operation, job_id), connection=self.redis)
+            status = rq_job.get_status()
+        except NoSuchJobError:
+            if enqueue(self.redis, operation, job_id, self.job_timeout):
+                log.warning("job %s had no RQ job (Redis lost it?); enqueued again", job_id)
+                return "requeued"
+            return None
+        if status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            return None
+        result = rq_job.latest_result()
+        detail = (result.exc_string or "").strip().splitlines()[-1:] if result else []
+        lost = any("AbandonedJobError" in line for line in detail) or "Abandoned" in str(detail)
+        code = "WorkerLost" if lost else "WorkerError"
+        reason = (
+            "the worker running it stopped (its process died or lost Redis)"
+            if lost
+            else f"the worker raised: {detail[0] if detail else status.value}"
+        )
+        self.app.handle(
+            c.FailJob(
+                job_id=UUID(job_id),
+                error_code=code,
+                error_message=f"{operation.value} job failed after {attempts} attempt(s): {reason}. "
+                "Check the workers' logs, then submit the operation again.",
+            ),
+            RECONCILER_PRINCIPAL,
+        )
+        return "failed"
+
+
+class DispatcherThread(FollowerThread):
+    def __init__(self, dispatcher: Dispatcher, reconciler: Reconciler, poll: float, every: float) -> None:
+        super().__init__([dispatcher], poll, name="dispatcher")
+        self.reconciler = reconciler
+        self.every = every
+        self._last = 0.0
+
+    def after_pass(self) -> None:
+        if time.monotonic() - self._last < self.every:
+            return
+        self._last = time.monotonic()
+        try:
+            self.reconciler.run_once()
+        except Exception:
+            log.exception("reconciliation failed; will try again in %.0fs", self.every)

@@ -1,0 +1,62 @@
+"""Pydantic aggregates and events for eventsourcing 9.5 (the library ships no pydantic module).
+
+Every event records the principal who caused it, taken from a context variable that the
+application sets around each command, so the audit log can say who did what.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Any, ClassVar, Iterator
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
+from pydantic import BaseModel, ConfigDict, Field
+
+_principal: ContextVar[str] = ContextVar("principal", default="system")
+
+
+def current_principal() -> str:
+    return _principal.get()
+
+
+@contextmanager
+def acting_as(principal: str) -> Iterator[None]:
+    """Record `principal` on every event created inside the block."""
+    token = _principal.set(principal)
+    try:
+        yield
+    finally:
+        _principal.reset(token)
+
+
+class Value(BaseModel):
+    """An immutable value object carried inside events and commands."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DomainEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    TOPIC: ClassVar[str]
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+    principal: str = Field(default_factory=current_principal)
+
+
+class Aggregate(BaseAggregate[UUID]):
+    """Base of our aggregates: pydantic events with explicit, stable topics."""
+
+    @staticmethod
+    def create_id(*_: Any, **__: Any) -> UUID:
+        return uuid4()
+
+    class Event(DomainEvent, CanMutateAggregate[UUID]):
+        pass
+
+    class Created(Event, CanInitAggregate[UUID]):
+        originator_topic: str

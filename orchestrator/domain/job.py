@@ -1,0 +1,57 @@
+"""A job: one unit of work an operator can follow, from request to a final state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from orchestrator.domain.base import Aggregate
+from orchestrator.domain.values import Finding, JobState, Operation
+
+
+class Job(Aggregate):
+    TOPIC = "backup.job"
+
+    class Created(Aggregate.Created):
+        TOPIC = "backup.job.created"
+        operation: Operation
+        vault_id: UUID
+        vm_key: str
+        vm_name: str
+
+    @event(Created)
+    def __init__(self, operation: Operation, vault_id: UUID, vm_key: str, vm_name: str) -> None:
+        self.operation = operation
+        self.vault_id = vault_id
+        self.vm_key = vm_key
+        self.vm_name = vm_name
+        self.state = JobState.IN_PROGRESS
+        self.attempts = 0
+        self.result: dict[str, Any] = {}
+        self.warnings: list[Finding] = []
+        self.error_code = ""
+        self.error_message = ""
+
+    @property
+    def ended_on(self) -> datetime | None:
+        """A final event is a job's last, so it ended when it was last modified."""
+        return self.modified_on if self.state.is_terminal else None
+
+    @event("Started", topic="backup.job.started")
+    def start(self, worker: str) -> None:
+        self.attempts += 1
+
+    @event("Completed", topic="backup.job.completed")
+    def complete(self, result: dict[str, Any], warnings: list[Finding]) -> None:
+        self.state = JobState.COMPLETED_WITH_WARNINGS if warnings else JobState.COMPLETED
+        self.result = dict(result)
+        self.warnings = list(warnings)
+
+    @event("Failed", topic="backup.job.failed")
+    def fail(self, error_code: str, error_message: str) -> None:
+        self.state = JobState.FAILED
+        self.error_code = error_code
+        self.error_message = error_message

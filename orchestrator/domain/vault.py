@@ -1,0 +1,135 @@
+"""The vault: where VMs are registered and backup data is kept."""
+
+from __future__ import annotations
+
+import re
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import event
+
+from orchestrator.domain.base import Aggregate
+from orchestrator.domain.values import Replication, VaultKind, VmRef
+from orchestrator.errors import DomainError
+
+VAULT_NAME_MIN, VAULT_NAME_MAX = 2, 50
+_NAME_CHARS = re.compile(r"[A-Za-z0-9-]*")
+_REGION = re.compile(r"[a-z][a-z0-9]{1,39}")
+_RESOURCE_GROUP = re.compile(r"[A-Za-z0-9_.()-]{1,90}")
+
+
+def vault_id_for(subscription: str, name: str) -> UUID:
+    """Vault names are unique per subscription, case-insensitively, so the id derives from both."""
+    return uuid5(NAMESPACE_URL, f"/subscriptions/{subscription.lower()}/vaults/{name.lower()}")
+
+
+def check_vault_name(name: str) -> None:
+    def invalid(rule: str, message: str) -> DomainError:
+        return DomainError(
+            "VaultNameInvalid", message, field="name", details=[{"rule": rule, "name": name}]
+        )
+
+    if not name:
+        raise invalid("required", "a vault name is required (2-50 characters)")
+    if len(name) < VAULT_NAME_MIN or len(name) > VAULT_NAME_MAX:
+        raise invalid(
+            "length",
+            f"vault name {name!r} has {len(name)} characters; it must have "
+            f"{VAULT_NAME_MIN} to {VAULT_NAME_MAX}",
+        )
+    if not ("A" <= name[0].upper() <= "Z"):
+        raise invalid("first_character", f"vault name {name!r} must start with a letter (A-Z)")
+    if not _NAME_CHARS.fullmatch(name):
+        bad = next(c for c in name if not _NAME_CHARS.fullmatch(c))
+        raise invalid(
+            "characters",
+            f"vault name {name!r} contains {bad!r}; only ASCII letters, digits and hyphens "
+            "are allowed",
+        )
+
+
+def check_placement(subscription: str, region: str, resource_group: str) -> None:
+    if not subscription.strip():
+        raise DomainError("SubscriptionInvalid", "a subscription is required", field="subscription")
+    if not _REGION.fullmatch(region):
+        raise DomainError(
+            "RegionInvalid",
+            f"region {region!r} must be a region name such as 'japaneast' "
+            "(lowercase letters and digits, starting with a letter)",
+            field="region",
+        )
+    if not _RESOURCE_GROUP.fullmatch(resource_group) or resource_group.endswith("."):
+        raise DomainError(
+            "ResourceGroupInvalid",
+            f"resource group {resource_group!r} must be 1-90 letters, digits, '_', '-', '.', "
+            "'(' or ')', not ending in '.'",
+            field="resource_group",
+        )
+
+
+class Vault(Aggregate):
+    TOPIC = "backup.vault"
+
+    class Created(Aggregate.Created):
+        TOPIC = "backup.vault.created"
+        name: str
+        subscription: str
+        region: str
+        resource_group: str
+        kind: VaultKind
+        replication: Replication
+        backup_goal: str
+
+    @staticmethod
+    def create_id(subscription: str, name: str) -> UUID:
+        return vault_id_for(subscription, name)
+
+    @event(Created)
+    def __init__(
+        self,
+        name: str,
+        subscription: str,
+        region: str,
+        resource_group: str,
+        kind: VaultKind,
+        replication: Replication,
+        backup_goal: str,
+    ) -> None:
+        self.name = name
+        self.subscription = subscription
+        self.region = region
+        self.resource_group = resource_group
+        self.kind = kind
+        self.replication = replication
+        self.backup_goal = backup_goal
+        self.protected_item_count = 0
+        self.inventory: list[VmRef] = []
+        self.discovered_at_job: UUID | None = None
+
+    def check_replication_changeable(self) -> None:
+        if self.protected_item_count:
+            raise DomainError(
+                "ReplicationLocked",
+                f"vault {self.name!r} already protects {self.protected_item_count} item(s); "
+                "storage replication can only be changed before the first item is protected",
+                field="replication",
+            )
+
+    @event("ReplicationChanged", topic="backup.vault.replication_changed")
+    def change_replication(self, replication: Replication) -> None:
+        self.replication = replication
+
+    @event("InventoryRecorded", topic="backup.vault.inventory_recorded")
+    def record_inventory(self, job_id: UUID, vms: list[VmRef]) -> None:
+        """What the last discovery saw in the vault's subscription (all regions)."""
+        self.inventory = list(vms)
+        self.discovered_at_job = job_id
+
+    def find_in_inventory(self, name: str) -> list[VmRef]:
+        """VMs matching `name` or `qualifier/name` (cloud service or resource group)."""
+        qualifier, _, vm_name = name.rpartition("/")
+        return [
+            vm
+            for vm in self.inventory
+            if vm.name.lower() == vm_name.lower()
+            and (not qualifier or vm.qualifier.lower() == qualifier.lower())
+        ]

@@ -1,0 +1,218 @@
+"""The local fabric's inventory file (YAML or JSON): subscriptions, and their VMs with the facts
+the backup service checks. Each disk is a real image file beside the inventory."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.domain.values import DeploymentModel, VmRef
+from orchestrator.errors import InventoryError
+
+GIB = 1024**3
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PowerState(str, Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DEALLOCATED = "deallocated"
+
+
+class OsSpec(Spec):
+    type: Literal["windows", "linux"]
+    version: str = Field(min_length=1, description="e.g. 'Windows Server 2016' or 'Ubuntu 16.04'")
+
+
+class AgentSpec(Spec):
+    installed: bool = True
+    version: str = "2.7.1198.807"
+    ready: bool = True
+    updating: bool = False
+
+    @field_validator("version")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if value and not all(part.isdigit() for part in value.split(".")):
+            raise ValueError("must be a dotted version such as 2.7.1198.807")
+        return value
+
+
+class ExtensionSpec(Spec):
+    installed: bool = False
+    version: str = "1.0.9169.0"
+
+
+class DiskSpec(Spec):
+    name: str = Field(min_length=1)
+    image: Path
+    size_gb: int = Field(ge=1, le=32767, description="provisioned size; the image holds the data")
+    role: Literal["os", "data"] = "data"
+    storage: Literal["standard", "premium"] = "standard"
+    managed: bool = True
+
+
+class NetworkSpec(Spec):
+    nsg_allows_storage_443: bool = True
+    http_proxy: str | None = None
+    nics: int = Field(1, ge=1)
+    reserved_ips: int = Field(0, ge=0)
+    reserved_ip_endpoints: int = Field(0, ge=0)
+    load_balancer: bool = False
+
+
+class EncryptionSpec(Spec):
+    enabled: bool = False
+    key_vault: str | None = None
+    bek_secret: str | None = None
+    kek_key: str | None = None
+
+
+class VmSpec(Spec):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    cloud_service: str = ""
+    resource_group: str = Field(min_length=1)
+    region: str = Field(pattern=r"^[a-z][a-z0-9]{1,39}$")
+    deployment_model: DeploymentModel = DeploymentModel.RESOURCE_MANAGER
+    os: OsSpec
+    power_state: PowerState = PowerState.RUNNING
+    agent: AgentSpec = AgentSpec()
+    extension: ExtensionSpec = ExtensionSpec()
+    disks: list[DiskSpec] = Field(min_length=1)
+    network: NetworkSpec = NetworkSpec()
+    encryption: EncryptionSpec = EncryptionSpec()
+
+    @model_validator(mode="after")
+    def _classic_has_cloud_service(self) -> VmSpec:
+        if self.deployment_model is DeploymentModel.CLASSIC and not self.cloud_service:
+            raise ValueError("cloud_service: a classic VM needs its cloud service")
+        if sum(d.role == "os" for d in self.disks) != 1:
+            raise ValueError("disks: a VM needs exactly one disk with role 'os'")
+        return self
+
+
+class SubscriptionSpec(Spec):
+    name: str = Field(min_length=1)
+    vms: list[VmSpec] = []
+
+
+class Inventory(Spec):
+    subscriptions: list[SubscriptionSpec] = Field(min_length=1)
+
+
+class FabricVm(BaseModel):
+    """A VM of the fabric with its subscription and the directory its disk paths are under."""
+
+    model_config = ConfigDict(frozen=True)
+    subscription: str
+    spec: VmSpec
+    base_dir: Path
+
+    @property
+    def ref(self) -> VmRef:
+        return VmRef(
+            subscription=self.subscription,
+            name=self.spec.name,
+            cloud_service=self.spec.cloud_service,
+            resource_group=self.spec.resource_group,
+            region=self.spec.region,
+            deployment_model=self.spec.deployment_model,
+        )
+
+    def disk_path(self, disk: DiskSpec) -> Path:
+        return disk.image if disk.image.is_absolute() else self.base_dir / disk.image
+
+
+def load_inventory(path: Path) -> list[FabricVm]:
+    """Read and check an inventory file; errors name the VM and the field."""
+    raw = _read(path)
+    try:
+        inventory = Inventory.model_validate(raw)
+    except ValidationError as exc:
+        raise _inventory_error(path, raw, exc) from None
+    vms = [
+        FabricVm(subscription=sub.name, spec=vm, base_dir=path.parent)
+        for sub in inventory.subscriptions
+        for vm in sub.vms
+    ]
+    _check_unique(path, vms)
+    for vm in vms:
+        _check_disks(path, vm)
+    return vms
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise InventoryError(
+            "FabricNotFound",
+            f"no fabric inventory at {path}; create one with `backupctl fabric init DIR` "
+            "and point BACKUP_FABRIC at its inventory.yaml",
+            field="BACKUP_FABRIC",
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InventoryError("InventoryInvalid", f"{path}: not valid YAML/JSON: {exc}") from None
+
+
+def _inventory_error(path: Path, raw: Any, exc: ValidationError) -> InventoryError:
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    where = _describe_location(raw, loc)
+    return InventoryError(
+        "InventoryInvalid", f"{path}: {where}: {err['msg']}", field=".".join(map(str, loc))
+    )
+
+
+def _describe_location(raw: Any, loc: list[Any]) -> str:
+    """`VM 'web01' (subscription 'prod') field agent.version` rather than a bare index path."""
+    if len(loc) >= 3 and loc[0] == "subscriptions" and loc[2] == "vms" and len(loc) >= 4:
+        try:
+            sub = raw["subscriptions"][loc[1]]
+            vm = sub["vms"][loc[3]]
+            field = ".".join(str(p) for p in loc[4:]) or "(the VM entry)"
+            return f"VM {vm.get('name', '#' + str(loc[3]))!r} (subscription {sub.get('name')!r}) field {field}"
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+    return "field " + ".".join(str(p) for p in loc)
+
+
+def _check_unique(path: Path, vms: list[FabricVm]) -> None:
+    seen: set[str] = set()
+    for vm in vms:
+        key = vm.ref.key.lower()
+        if key in seen:
+            raise InventoryError(
+                "InventoryInvalid",
+                f"{path}: VM {vm.spec.name!r} appears twice in subscription {vm.subscription!r} "
+                f"with cloud service / resource group {vm.ref.qualifier!r}",
+                field="name",
+            )
+        seen.add(key)
+
+
+def _check_disks(path: Path, vm: FabricVm) -> None:
+    for disk in vm.spec.disks:
+        image = vm.disk_path(disk)
+        if not image.is_file():
+            raise InventoryError(
+                "InventoryInvalid",
+                f"{path}: VM {vm.spec.name!r} field disks.{disk.name}.image: no file at {image}",
+                field="image",
+            )
+        if image.stat().st_size > disk.size_gb * GIB:
+            raise InventoryError(
+                "InventoryInvalid",
+                f"{path}: VM {vm.spec.name!r} field disks.{disk.name}.size_gb: the image holds "
+                f"more than {disk.size_gb} GB",
+                field="size_gb",
+            )

@@ -1,0 +1,82 @@
+"""Write a fabric to a directory: inventory.yaml plus small real disk images. Used by
+`backupctl fabric init`, the demo and the tests."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MIB = 1024 * 1024
+
+
+def vm_entry(name: str, region: str, *, disks: int = 1, **facts: Any) -> dict[str, Any]:
+    """An inventory entry for a healthy running Windows VM, with `facts` laid over it."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "resource_group": "rg-" + region,
+        "region": region,
+        "os": {"type": "windows", "version": "Windows Server 2016"},
+        "disks": [
+            {"name": f"{name}-{'os' if i == 0 else f'data{i}'}", "role": "os" if i == 0 else "data",
+             "size_gb": 32 if i == 0 else 64}
+            for i in range(disks)
+        ],
+    }
+    entry.update(facts)
+    return entry
+
+
+def write_fabric(
+    directory: Path, subscriptions: dict[str, list[dict[str, Any]]], *, disk_mib: int = 2
+) -> Path:
+    """Write the inventory and one image per disk (random regions among zeros); return its path."""
+    disk_dir = directory / "disks"
+    disk_dir.mkdir(parents=True, exist_ok=True)
+    subs = []
+    for sub_name, vms in subscriptions.items():
+        for vm in vms:
+            for disk in vm["disks"]:
+                qualifier = vm.get("cloud_service") or vm["resource_group"]
+                image = disk_dir / f"{sub_name}-{qualifier}-{disk['name']}.img"
+                if not image.exists():
+                    _write_image(image, disk_mib, seed=str(image.name))
+                disk.setdefault("image", str(image.relative_to(directory)))
+        subs.append({"name": sub_name, "vms": vms})
+    path = directory / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"subscriptions": subs}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _write_image(path: Path, size_mib: int, seed: str) -> None:
+    """Real bytes: each 512 KiB region is random or zero, like a lightly used disk."""
+    rng = random.Random(seed)
+    region = 512 * 1024
+    with path.open("wb") as f:
+        for _ in range(size_mib * MIB // region):
+            f.write(rng.randbytes(region) if rng.random() < 0.6 else bytes(region))
+
+
+def sample_subscriptions() -> dict[str, list[dict[str, Any]]]:
+    """A dozen VMs across two regions, with the situations a demo should show."""
+    east = [vm_entry(f"web{i:02d}", "japaneast") for i in range(1, 5)]
+    east += [
+        vm_entry("db01", "japaneast", disks=3,
+                 os={"type": "linux", "version": "Ubuntu 16.04"}),
+        vm_entry("batch01", "japaneast", power_state="stopped"),
+        vm_entry("legacy01", "japaneast", agent={"installed": False}),
+    ]
+    west = [vm_entry(f"app{i:02d}", "japanwest") for i in range(1, 4)]
+    west += [
+        vm_entry("shop", "japanwest", cloud_service="shop-cs", deployment_model="classic",
+                 resource_group="rg-classic"),
+        vm_entry("shop", "japanwest", cloud_service="blog-cs", deployment_model="classic",
+                 resource_group="rg-classic"),
+    ]
+    return {"default": east + west}
+
+
+def write_sample_fabric(directory: Path) -> Path:
+    return write_fabric(directory, sample_subscriptions())

@@ -1,0 +1,84 @@
+"""Following the event store's notification log, on SQLite (which cannot be subscribed to) and
+PostgreSQL alike: poll `select_notifications` from a recorded position."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+from eventsourcing.application import Application
+
+from projections.store import ReadStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+class Follower(ABC):
+    """Processes each event after its recorded position; `process` must record the new position
+    (with its own writes, where it has any) so that a restart resumes where it stopped."""
+
+    name: str = ""
+    topics: Sequence[str] = ()  # empty: every event
+
+    def __init__(self, app: Application[Any], store: ReadStore) -> None:
+        self.app = app
+        self.store = store
+
+    @abstractmethod
+    def process(self, event: Any, notification_id: int) -> None: ...
+
+    def run_once(self) -> int:
+        """Process one batch; returns how many events it processed."""
+        position = self.store.position(self.name)
+        head = self.app.recorder.max_notification_id() or 0
+        if head <= position:
+            return 0
+        batch = self.app.recorder.select_notifications(
+            start=position + 1, limit=BATCH, stop=head, topics=self.topics
+        )
+        for notification in batch:
+            self.process(self.app.mapper.to_domain_event(notification), notification.id)
+        if len(batch) < BATCH:
+            # Events between here and `head` are not ours: move past them so waiters see us caught up.
+            with self.store.transaction() as tx:
+                self.store.advance(tx, self.name, head)
+        return len(batch)
+
+
+class FollowerThread(threading.Thread):
+    """Runs followers in turn until stopped. A failing follower is logged and retried after a
+    back-off; it never skips an event."""
+
+    def __init__(self, followers: list[Follower], poll_interval: float, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.followers = followers
+        self.poll_interval = poll_interval
+        self.stop_event = threading.Event()
+        self.failures = 0
+
+    def run(self) -> None:
+        backoff = self.poll_interval
+        while not self.stop_event.is_set():
+            try:
+                busy = sum(follower.run_once() for follower in self.followers)
+                backoff = self.poll_interval
+            except Exception:
+                self.failures += 1
+                log.exception("%s failed; retrying in %.1fs", self.name, backoff)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if not busy:
+                self.stop_event.wait(self.poll_interval)
+            self.after_pass()
+
+    def after_pass(self) -> None:
+        """Hook for periodic work between passes (the dispatcher's reconciliation)."""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        self.join(timeout)

@@ -1,0 +1,40 @@
+"""A projection: one method per event type it cares about, each writing rows and the new
+position in one transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from orchestrator.follower import Follower
+from projections.store import ReadStore, Tx
+
+
+def ts(value: datetime) -> str:
+    """Timestamps as fixed-width UTC text, so they sort and compare as strings on both databases."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class Projection(Follower):
+    tables: ClassVar[tuple[str, ...]] = ()  # CREATE statements with {t} for the table prefix
+
+    def __init__(self, app: Any, store: ReadStore) -> None:
+        super().__init__(app, store)
+        store.create_tables(*(s.format(t=store.prefix + "rm_") for s in self.tables))
+
+    def process(self, event: Any, notification_id: int) -> None:
+        with self.store.transaction() as tx:
+            if self.store.advance(tx, self.name, notification_id):
+                self.apply(event, tx)
+
+    def apply(self, event: Any, tx: Tx) -> None:
+        """Write the rows for `event`; subclasses make this a singledispatchmethod."""
+        raise NotImplementedError
+
+    def table(self, name: str) -> str:
+        return self.store.t(name)

@@ -1,0 +1,66 @@
+"""Jobs read model: one row per job, filtered by status, operation, time and vault."""
+
+from __future__ import annotations
+
+from functools import singledispatchmethod
+from typing import Any
+
+from eventsourcing.utils import get_topic
+
+from orchestrator.domain import Job
+from projections.base import Projection, dumps, ts
+from projections.store import Tx
+
+
+class JobsProjection(Projection):
+    name = "jobs"
+    topics = tuple(get_topic(cls) for cls in (Job.Created, Job.Started, Job.Completed, Job.Failed))
+    tables = (
+        "CREATE TABLE IF NOT EXISTS {t}jobs (job_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "
+        "operation TEXT NOT NULL, status TEXT NOT NULL, vm_key TEXT NOT NULL, vm_name TEXT NOT NULL, "
+        "started_at TEXT NOT NULL, ended_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
+        "error_code TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '', "
+        "warnings TEXT NOT NULL DEFAULT '[]', result TEXT NOT NULL DEFAULT '{{}}', "
+        "principal TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS {t}jobs_started ON {t}jobs (started_at)",
+        "CREATE INDEX IF NOT EXISTS {t}jobs_status ON {t}jobs (status, operation)",
+    )
+
+    @singledispatchmethod
+    def apply(self, event: Any, tx: Tx) -> None:
+        """Events this projection does not handle only move its position."""
+
+    @apply.register
+    def _(self, event: Job.Created, tx: Tx) -> None:
+        tx.execute(
+            f"INSERT INTO {self.table('jobs')} (job_id, vault_id, operation, status, vm_key, "
+            "vm_name, started_at, principal) VALUES (?, ?, ?, 'in_progress', ?, ?, ?, ?)",
+            (str(event.originator_id), str(event.vault_id), event.operation.value, event.vm_key,
+             event.vm_name, ts(event.timestamp), event.principal),
+        )
+
+    @apply.register
+    def _(self, event: Job.Started, tx: Tx) -> None:
+        self._update(tx, event, "attempts = attempts + 1")
+
+    @apply.register
+    def _(self, event: Job.Completed, tx: Tx) -> None:
+        status = "completed_with_warnings" if event.warnings else "completed"
+        self._update(
+            tx, event, "status = ?, ended_at = ?, result = ?, warnings = ?",
+            status, ts(event.timestamp), dumps(event.result),
+            dumps([w.model_dump(mode="json") for w in event.warnings]),
+        )
+
+    @apply.register
+    def _(self, event: Job.Failed, tx: Tx) -> None:
+        self._update(
+            tx, event, "status = 'failed', ended_at = ?, error_code = ?, error_message = ?",
+            ts(event.timestamp), event.error_code, event.error_message,
+        )
+
+    def _update(self, tx: Tx, event: Any, assignments: str, *values: Any) -> None:
+        tx.execute(
+            f"UPDATE {self.table('jobs')} SET {assignments} WHERE job_id = ?",
+            (*values, str(event.originator_id)),
+        )

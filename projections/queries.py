@@ -1,0 +1,118 @@
+"""Queries over the read models, returning pydantic rows."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from projections.base import ts
+from projections.store import ReadStore
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class JobRow(Row):
+    job_id: str
+    vault_id: str
+    operation: str
+    status: str
+    vm_name: str
+    started_at: datetime
+    ended_at: datetime | None
+    attempts: int
+    error_code: str
+    error_message: str
+    warnings: list[dict[str, str]]
+    result: dict[str, Any]
+    principal: str
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return (self.ended_at - self.started_at).total_seconds() if self.ended_at else None
+
+
+class ItemRow(Row):
+    vm_name: str
+    vm_key: str
+    vault_id: str
+    vault_name: str
+    region: str
+    deployment_model: str
+    status: str
+    last_job_id: str
+    extension_version: str
+    updated_at: datetime
+
+
+class VaultRow(Row):
+    vault_id: str
+    name: str
+    subscription: str
+    region: str
+    resource_group: str
+    kind: str
+    replication: str
+    backup_goal: str
+    created_at: datetime
+    created_by: str
+
+
+def _utc(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return ts(value)
+
+
+def jobs(
+    store: ReadStore,
+    *,
+    status: str | None = None,
+    operation: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    vault_id: str | None = None,
+) -> list[JobRow]:
+    """Jobs started in [start, end), newest first."""
+    where, params = [], []
+    for column, value in (("status", status), ("operation", operation), ("vault_id", vault_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if start is not None:
+        where.append("started_at >= ?")
+        params.append(_utc(start))
+    if end is not None:
+        where.append("started_at < ?")
+        params.append(_utc(end))
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = store.fetch(
+        f"SELECT * FROM {store.t('jobs')}{clause} ORDER BY started_at DESC, job_id", tuple(params)
+    )
+    return [
+        JobRow(**{**r, "warnings": json.loads(r["warnings"]), "result": json.loads(r["result"])})
+        for r in rows
+    ]
+
+
+def items(store: ReadStore, vault_id: str, *, include_former: bool = False) -> list[ItemRow]:
+    clause = "" if include_former else " AND status NOT IN ('unregistered', 'registration_failed')"
+    rows = store.fetch(
+        f"SELECT * FROM {store.t('items')} WHERE vault_id = ?{clause} ORDER BY vm_name",
+        (vault_id,),
+    )
+    return [ItemRow(**r) for r in rows]
+
+
+def vaults(store: ReadStore, subscription: str | None = None) -> list[VaultRow]:
+    if subscription is None:
+        rows = store.fetch(f"SELECT * FROM {store.t('vaults')} ORDER BY subscription, name")
+    else:
+        rows = store.fetch(
+            f"SELECT * FROM {store.t('vaults')} WHERE subscription = ? ORDER BY name", (subscription,)
+        )
+    return [VaultRow(**r) for r in rows]

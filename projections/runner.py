@@ -1,0 +1,23 @@
+"""Runs the read-model projections: in a thread (embedded) or as the `projections` service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.follower import FollowerThread
+from projections.base import Projection
+from projections.items import ItemsProjection
+from projections.jobs import JobsProjection
+from projections.store import ReadStore
+from projections.vaults import VaultsProjection
+
+PROJECTIONS: tuple[type[Projection], ...] = (JobsProjection, ItemsProjection, VaultsProjection)
+NAMES = [p.name for p in PROJECTIONS]
+
+
+def build_projections(app: Any, store: ReadStore) -> list[Projection]:
+    return [cls(app, store) for cls in PROJECTIONS]
+
+
+def projection_thread(app: Any, store: ReadStore, poll_interval: float) -> FollowerThread:
+    return FollowerThread(build_projections(app, store), poll_interval, name="projections")

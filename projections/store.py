@@ -1,0 +1,120 @@
+"""Read-model storage on SQLite or PostgreSQL, with follower positions kept beside the rows.
+
+A projection writes its rows and its new position in one transaction, so each event is applied
+exactly once, whatever crashes in between.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Literal, Protocol
+
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
+
+
+class Cursor(Protocol):
+    def execute(self, statement: Any, params: Any = ...) -> Any: ...
+    def fetchall(self) -> Any: ...
+    def fetchone(self) -> Any: ...
+
+
+class Tx:
+    """A transaction's cursor that takes `?` placeholders on both databases."""
+
+    def __init__(self, cursor: Cursor, dialect: str) -> None:
+        self._cursor = cursor
+        self._dialect = dialect
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        if self._dialect == "postgres":
+            sql = sql.replace("?", "%s")
+        self._cursor.execute(sql, params)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._cursor.fetchall()]
+
+    def one(self) -> dict[str, Any] | None:
+        row = self._cursor.fetchone()
+        return dict(row) if row is not None else None
+
+
+class ReadStore:
+    def __init__(
+        self, datastore: SQLiteDatastore | PostgresDatastore, dialect: Literal["sqlite", "postgres"],
+        schema: str = "",
+    ) -> None:
+        self.datastore = datastore
+        self.dialect = dialect
+        self.prefix = f"{schema}." if schema else ""
+        self._create(
+            f"CREATE TABLE IF NOT EXISTS {self.t('follower_positions')} ("
+            "follower TEXT PRIMARY KEY, notification_id BIGINT NOT NULL)"
+        )
+
+    @classmethod
+    def sqlite(cls, path: Path) -> ReadStore:
+        return cls(SQLiteDatastore(str(path), lock_timeout=30), "sqlite")
+
+    @classmethod
+    def postgres(cls, **connect: Any) -> ReadStore:
+        schema = connect.pop("schema", "public")
+        datastore = PostgresDatastore(schema=schema, pool_size=1, max_overflow=4, **connect)
+        return cls(datastore, "postgres", schema)
+
+    def t(self, name: str) -> str:
+        return f"{self.prefix}rm_{name}" if name != "follower_positions" else f"{self.prefix}{name}"
+
+    def _create(self, *statements: str) -> None:
+        with self.transaction() as tx:
+            for statement in statements:
+                tx.execute(statement)
+
+    def create_tables(self, *statements: str) -> None:
+        self._create(*statements)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield Tx(cursor, self.dialect)
+
+    def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as cursor:
+            tx = Tx(cursor, self.dialect)
+            tx.execute(sql, params)
+            return tx.rows()
+
+    def position(self, follower: str) -> int:
+        rows = self.fetch(
+            f"SELECT notification_id FROM {self.t('follower_positions')} WHERE follower = ?",
+            (follower,),
+        )
+        return int(rows[0]["notification_id"]) if rows else 0
+
+    def advance(self, tx: Tx, follower: str, notification_id: int) -> bool:
+        """Move `follower` to `notification_id` inside `tx`; False if it was already there."""
+        table = self.t("follower_positions")
+        tx.execute(
+            f"INSERT INTO {table} (follower, notification_id) VALUES (?, ?) "
+            "ON CONFLICT (follower) DO UPDATE SET notification_id = excluded.notification_id "
+            f"WHERE {table}.notification_id < excluded.notification_id RETURNING notification_id",
+            (follower, notification_id),
+        )
+        return tx.one() is not None
+
+    def wait(self, followers: list[str], notification_id: int, timeout: float) -> bool:
+        """Wait until every follower has passed `notification_id`; False on timeout."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            if all(self.position(f) >= notification_id for f in followers):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def close(self) -> None:
+        self.datastore.close()

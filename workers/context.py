@@ -1,0 +1,49 @@
+"""What a task needs (the application, the fabric, who it acts as), found without arguments.
+
+Embedded worker threads are bound to their process's runtime; a distributed `rq worker` builds
+its own from the BACKUP_* environment on first use, once per process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.application import Orchestrator
+from orchestrator.commands import Command
+from orchestrator.fabric import Fabric
+
+
+@dataclass
+class WorkerContext:
+    app: Orchestrator
+    fabric: Fabric
+    principal: str
+
+    def report(self, command: Command) -> Any:
+        """Send a command through the same code path as an operator's."""
+        return self.app.handle(command, self.principal)
+
+
+_bound = threading.local()
+_per_process: dict[int, WorkerContext] = {}
+_lock = threading.Lock()
+
+
+def bind(context: WorkerContext | None) -> None:
+    _bound.context = context
+
+
+def current() -> WorkerContext:
+    context: WorkerContext | None = getattr(_bound, "context", None)
+    if context is not None:
+        return context
+    with _lock:
+        pid = os.getpid()
+        if pid not in _per_process:
+            from orchestrator.bootstrap import worker_context_from_env
+
+            _per_process[pid] = worker_context_from_env()
+        return _per_process[pid]

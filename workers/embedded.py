@@ -1,0 +1,56 @@
+"""RQ SimpleWorkers as threads on an in-process fakeredis server (the embedded mode).
+
+RQ's workers install signal handlers and time jobs out with SIGALRM, both main-thread only; these
+overrides are private RQ hooks, so the RQ range is pinned and tests run this path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.timeouts import TimerDeathPenalty
+
+from workers import context
+
+log = logging.getLogger(__name__)
+
+
+class ThreadWorker(SimpleWorker):
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        """Signals belong to the main thread; the runtime stops these workers itself."""
+
+
+class WorkerThread(threading.Thread):
+    def __init__(
+        self, connection: Redis, queue_names: tuple[str, ...], ctx: context.WorkerContext,
+        name: str, idle_wait: float = 0.05,
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.connection = connection
+        self.queue_names = queue_names
+        self.ctx = ctx
+        self.idle_wait = idle_wait
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        context.bind(self.ctx)
+        queues = [Queue(n, connection=self.connection) for n in self.queue_names]
+        while not self.stop_event.is_set():
+            # Burst runs, so the thread notices a stop request between jobs and never blocks in Redis.
+            worker = ThreadWorker(queues, connection=self.connection, name=f"{self.name}-{id(self)}")
+            try:
+                worked = worker.work(burst=True, logging_level="WARNING")
+            except Exception:
+                log.exception("embedded worker %s failed; restarting it", self.name)
+                worked = False
+            if not worked:
+                self.stop_event.wait(self.idle_wait)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        self.join(timeout)
