@@ -1,0 +1,210 @@
+"""`backupctl`: a thin layer over the client. Tables by default, `--json` for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, Sequence
+from uuid import UUID
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.client import Client
+from orchestrator.errors import OrchestratorError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Event-sourced VM backup orchestrator.")
+vault_app = typer.Typer(no_args_is_help=True, help="Create and inspect vaults.")
+fabric_app = typer.Typer(no_args_is_help=True, help="The local fabric (VM inventory and disk images).")
+serve_app = typer.Typer(no_args_is_help=True, help="Run a service of the distributed deployment.")
+app.add_typer(vault_app, name="vault")
+app.add_typer(fabric_app, name="fabric")
+app.add_typer(serve_app, name="serve")
+
+out = Console()
+err = Console(stderr=True)
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Subscription = Annotated[str, typer.Option("--subscription", "-s", help="Subscription of the vault.")]
+Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to end.")]
+
+JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "ended_at", "error_code")
+
+
+def _client() -> Client:
+    return Client()
+
+
+def _emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool, columns: Sequence[str] = ()) -> None:
+    if isinstance(rows, BaseModel):
+        rows = [rows]
+    if as_json:
+        data = rows if isinstance(rows, dict) else [r.model_dump(mode="json") for r in rows]
+        out.print_json(json.dumps(data, default=str))
+        return
+    if isinstance(rows, dict):
+        for key, value in rows.items():
+            out.print(f"[bold]{key}[/bold]: {value}")
+        return
+    table = Table(*columns)
+    for row in rows:
+        values = row.model_dump(mode="json")
+        table.add_row(*(_cell(values.get(col)) for col in columns))
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str) and len(value) > 20 and value[4:5] == "-" and "T" in value:
+        return value[:19].replace("T", " ")
+    return str(value)
+
+
+def _vault(client: Client, vault: str, subscription: str) -> str:
+    try:
+        return str(UUID(vault))
+    except ValueError:
+        return client.vault_id(vault, subscription)
+
+
+def _run(action: Callable[[Client], None]) -> None:
+    try:
+        with _client() as client:
+            action(client)
+    except OrchestratorError as exc:
+        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+@vault_app.command("create")
+def vault_create(
+    name: str,
+    region: Annotated[str, typer.Option(help="Region, e.g. japaneast.")],
+    resource_group: Annotated[str, typer.Option("--resource-group", "-g")],
+    subscription: Subscription = "default",
+    kind: Annotated[str, typer.Option(help="recovery_services or backup_vault (classic).")] = "recovery_services",
+    replication: Annotated[str, typer.Option(help="geo or local.")] = "geo",
+    as_json: Json = False,
+) -> None:
+    """Create a vault."""
+    _run(lambda c: _emit({"vault_id": c.create_vault(name, region, resource_group, subscription, kind, replication)}, as_json))
+
+
+@vault_app.command("list")
+def vault_list(subscription: Annotated[Optional[str], typer.Option("--subscription", "-s")] = None, as_json: Json = False) -> None:
+    """List vaults."""
+    _run(lambda c: _emit(c.vaults(subscription), as_json, ("name", "subscription", "region", "kind", "replication", "vault_id")))
+
+
+@vault_app.command("set-replication")
+def vault_set_replication(vault: str, replication: str, subscription: Subscription = "default") -> None:
+    """Set storage replication (geo or local); allowed until the first item is protected."""
+    _run(lambda c: c.set_replication(_vault(c, vault, subscription), replication))
+
+
+@app.command()
+def discover(vault: str, subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Discover the VMs of the vault's region that are not registered anywhere."""
+
+    def action(c: Client) -> None:
+        job = c.wait(c.discover(_vault(c, vault, subscription)))
+        _emit(job.result if job.status != "failed" else {"error": f"[{job.error_code}] {job.error_message}"}, as_json)
+
+    _run(action)
+
+
+@app.command()
+def register(vm_names: list[str], vault: Annotated[str, typer.Option("--vault", "-v")], subscription: Subscription = "default",
+             wait: Wait = True, as_json: Json = False) -> None:
+    """Register VMs in a vault (one job each; `cloud-service/name` tells classic VMs apart)."""
+
+    def action(c: Client) -> None:
+        job_ids = c.register(_vault(c, vault, subscription), vm_names)
+        rows = c.wait_all(job_ids) if wait else [c.job(j) for j in job_ids]
+        _emit(rows, as_json, JOB_COLUMNS + ("error_message",))
+
+    _run(action)
+
+
+@app.command()
+def unregister(vm_name: str, vault: Annotated[str, typer.Option("--vault", "-v")], subscription: Subscription = "default",
+               as_json: Json = False) -> None:
+    """Unregister a VM from its vault."""
+    _run(lambda c: _emit(c.job(c.unregister(_vault(c, vault, subscription), vm_name)), as_json, JOB_COLUMNS))
+
+
+@app.command()
+def jobs(
+    status: Annotated[Optional[str], typer.Option(help="in_progress, completed, completed_with_warnings, failed, cancelled")] = None,
+    operation: Annotated[Optional[str], typer.Option(help="discovery, register, unregister, ...")] = None,
+    start: Annotated[Optional[datetime], typer.Option(help="Jobs started at or after (UTC).")] = None,
+    end: Annotated[Optional[datetime], typer.Option(help="Jobs started before (UTC).")] = None,
+    vault: Annotated[Optional[str], typer.Option("--vault", "-v")] = None,
+    subscription: Subscription = "default",
+    as_json: Json = False,
+) -> None:
+    """List jobs, newest first."""
+    _run(lambda c: _emit(c.jobs(status, operation, start, end, _vault(c, vault, subscription) if vault else None), as_json, JOB_COLUMNS))
+
+
+@app.command()
+def wait(job_ids: list[str], timeout: float = 300.0, as_json: Json = False) -> None:
+    """Wait for jobs to end and show them."""
+    _run(lambda c: _emit(c.wait_all(job_ids, timeout), as_json, JOB_COLUMNS + ("error_message",)))
+
+
+@app.command()
+def items(vault: str, subscription: Subscription = "default", as_json: Json = False) -> None:
+    """The VMs of a vault and their status."""
+    _run(lambda c: _emit(c.protected_items(_vault(c, vault, subscription)), as_json,
+                         ("vm_name", "status", "region", "deployment_model", "extension_version")))
+
+
+@fabric_app.command("init")
+def fabric_init(directory: Path) -> None:
+    """Write a sample fabric: a dozen VMs in two regions, with small real disk images."""
+    from orchestrator.fabric.sample import write_sample_fabric
+
+    path = write_sample_fabric(directory)
+    out.print(f"wrote {path}; use it with BACKUP_FABRIC={path}")
+
+
+@app.command()
+def demo(directory: Annotated[Optional[Path], typer.Option("--dir", help="Where to keep the demo's data (default: a new temporary directory).")] = None) -> None:
+    """Run the operator flow on the embedded default: sample fabric, vault, discovery, registration."""
+    from orchestrator.demo import run_demo
+
+    try:
+        run_demo(directory, out)
+    except OrchestratorError as exc:
+        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+@serve_app.command("dispatcher")
+def serve_dispatcher() -> None:
+    """Follow the event log and enqueue work; reconcile jobs whose worker was lost."""
+    from orchestrator.services import serve
+
+    serve("dispatcher")
+
+
+@serve_app.command("projections")
+def serve_projections() -> None:
+    """Follow the event log and keep the read models up to date."""
+    from orchestrator.services import serve
+
+    serve("projections")
+
+
+def main() -> None:
+    try:
+        app()
+    except OrchestratorError as exc:  # raised while reading settings, before a command ran
+        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        sys.exit(2)
