@@ -18,7 +18,7 @@ from orchestrator.dispatcher import Dispatcher, DispatcherThread, Reconciler
 from orchestrator.errors import OrchestratorError, ServiceUnavailableError
 from orchestrator.fabric.local import LocalFabric
 from orchestrator.follower import FollowerThread
-from projections.runner import projection_thread
+from projections.runner import ensure_schemas, projection_thread
 from projections.store import ReadStore
 from workers.context import WorkerContext
 from workers.embedded import WorkerThread
@@ -103,6 +103,7 @@ class Runtime:
 def bootstrap(settings: Settings) -> Runtime:
     app = build_app(settings)
     store = _opening(settings, lambda: _read_store(settings))
+    ensure_schemas(store)
     fake_server = None
     if settings.redis_url is None:
         import fakeredis

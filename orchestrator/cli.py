@@ -11,6 +11,7 @@ from uuid import UUID
 
 import typer
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -32,7 +33,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 Subscription = Annotated[str, typer.Option("--subscription", "-s", help="Subscription of the vault.")]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to end.")]
 
-JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "ended_at", "error_code")
+JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "duration", "error_code")
 
 
 def _client() -> Client:
@@ -50,19 +51,29 @@ def _emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool,
         for key, value in rows.items():
             out.print(f"[bold]{key}[/bold]: {value}")
         return
-    table = Table(*columns)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        long_text = column in ("error_message", "message")
+        table.add_column(column, overflow="fold", no_wrap=not long_text, ratio=3 if long_text else None)
     for row in rows:
         values = row.model_dump(mode="json")
+        if "duration_seconds" in dir(row):
+            seconds = getattr(row, "duration_seconds")
+            values["duration"] = f"{seconds:.1f}s" if seconds is not None else "running"
         table.add_row(*(_cell(values.get(col)) for col in columns))
     out.print(table)
 
 
 def _cell(value: Any) -> str:
+    """Compact table cells: short ids and second-precision times (`--json` has them whole)."""
     if value is None:
         return ""
-    if isinstance(value, str) and len(value) > 20 and value[4:5] == "-" and "T" in value:
-        return value[:19].replace("T", " ")
-    return str(value)
+    text = str(value)
+    if len(text) == 36 and text.count("-") == 4:
+        return text[:8]
+    if len(text) > 20 and text[4:5] == "-" and "T" in text:
+        return text[5:19].replace("T", " ")
+    return text
 
 
 def _vault(client: Client, vault: str, subscription: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from enum import Enum
 from typing import Any, Sequence
 from uuid import UUID
 
@@ -12,7 +13,7 @@ from orchestrator import commands as c
 from orchestrator.bootstrap import Runtime, bootstrap
 from orchestrator.config import Settings, load_settings
 from orchestrator.domain import Job
-from orchestrator.domain.values import Operation
+from orchestrator.domain.values import JobState, Operation
 from orchestrator.domain.vault import vault_id_for
 from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError
 from projections import queries
@@ -96,9 +97,9 @@ class Client:
         start: datetime | None = None, end: datetime | None = None, vault_id: str | None = None,
     ) -> list[JobRow]:
         """Job rows, newest first, filtered by status, operation, start-time window and vault."""
+        _check_choice("status", status, JobState)
+        _check_choice("operation", operation, Operation)
         self._catch_up()
-        if operation is not None:
-            Operation(operation)
         return queries.jobs(self.runtime.store, status=status, operation=operation, start=start,
                             end=end, vault_id=vault_id)
 
@@ -142,6 +143,14 @@ class Client:
                 f"the read models did not catch up with the event log within "
                 f"{READ_MODEL_TIMEOUT:.0f}s; is the projections service running?",
             )
+
+
+def _check_choice(field: str, value: str | None, choices: type[Enum]) -> None:
+    allowed = [c.value for c in choices]  # type: ignore[attr-defined]
+    if value is not None and value not in allowed:
+        raise OrchestratorError(
+            "CommandInvalid", f"{field} {value!r} is not one of {', '.join(allowed)}", field=field
+        )
 
 
 def _uuid(value: str, field: str) -> UUID:

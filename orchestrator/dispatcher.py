@@ -64,9 +64,11 @@ class Reconciler:
             # Moves jobs whose worker stopped heart-beating to retry or failed, without waiting for
             # an idle worker's maintenance pass (which may be many minutes away).
             StartedJobRegistry(name, connection=self.redis).cleanup()
+        # Jobs the dispatcher has not reached yet are its business, not a loss.
+        dispatched = self.store.position(Dispatcher.name)
         for row in queries.jobs(self.store, status="in_progress"):
             operation = Operation(row.operation)
-            if is_async(operation):
+            if is_async(operation) and row.created_seq <= dispatched:
                 outcome = self._reconcile(operation, row.job_id, row.attempts)
                 if outcome:
                     counts[outcome] += 1

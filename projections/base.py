@@ -22,14 +22,22 @@ def dumps(value: Any) -> str:
 
 class Projection(Follower):
     tables: ClassVar[tuple[str, ...]] = ()  # CREATE statements with {t} for the table prefix
+    owned: ClassVar[tuple[str, ...]] = ()  # its table names, dropped when `version` changes
+    version: ClassVar[int] = 1  # bump when the tables change: the view is rebuilt from history
 
     def __init__(self, app: Any, store: ReadStore) -> None:
         super().__init__(app, store)
-        store.create_tables(*(s.format(t=store.prefix + "rm_") for s in self.tables))
+        self.ensure_schema(store)
+
+    @classmethod
+    def ensure_schema(cls, store: ReadStore) -> None:
+        store.ensure_version(cls.name, cls.version, [store.t(n) for n in cls.owned])
+        store.create_tables(*(s.format(t=store.prefix + "rm_") for s in cls.tables))
 
     def process(self, event: Any, notification_id: int) -> None:
         with self.store.transaction() as tx:
             if self.store.advance(tx, self.name, notification_id):
+                tx.notification_id = notification_id
                 self.apply(event, tx)
 
     def apply(self, event: Any, tx: Tx) -> None:

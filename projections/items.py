@@ -23,6 +23,7 @@ _EVENTS = (
 class ItemsProjection(Projection):
     name = "items"
     topics = tuple(get_topic(cls) for cls in _EVENTS)
+    owned = ("items",)
     tables = (
         "CREATE TABLE IF NOT EXISTS {t}items (item_id TEXT PRIMARY KEY, vm_key TEXT NOT NULL, "
         "vault_id TEXT NOT NULL, vault_name TEXT NOT NULL, vm_name TEXT NOT NULL, "

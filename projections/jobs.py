@@ -15,13 +15,15 @@ from projections.store import Tx
 class JobsProjection(Projection):
     name = "jobs"
     topics = tuple(get_topic(cls) for cls in (Job.Created, Job.Started, Job.Completed, Job.Failed))
+    version = 2  # 2: created_seq
+    owned = ("jobs",)
     tables = (
         "CREATE TABLE IF NOT EXISTS {t}jobs (job_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "
         "operation TEXT NOT NULL, status TEXT NOT NULL, vm_key TEXT NOT NULL, vm_name TEXT NOT NULL, "
         "started_at TEXT NOT NULL, ended_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
         "error_code TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '', "
         "warnings TEXT NOT NULL DEFAULT '[]', result TEXT NOT NULL DEFAULT '{{}}', "
-        "principal TEXT NOT NULL)",
+        "principal TEXT NOT NULL, created_seq BIGINT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS {t}jobs_started ON {t}jobs (started_at)",
         "CREATE INDEX IF NOT EXISTS {t}jobs_status ON {t}jobs (status, operation)",
     )
@@ -34,9 +36,9 @@ class JobsProjection(Projection):
     def _(self, event: Job.Created, tx: Tx) -> None:
         tx.execute(
             f"INSERT INTO {self.table('jobs')} (job_id, vault_id, operation, status, vm_key, "
-            "vm_name, started_at, principal) VALUES (?, ?, ?, 'in_progress', ?, ?, ?, ?)",
+            "vm_name, started_at, principal, created_seq) VALUES (?, ?, ?, 'in_progress', ?, ?, ?, ?, ?)",
             (str(event.originator_id), str(event.vault_id), event.operation.value, event.vm_key,
-             event.vm_name, ts(event.timestamp), event.principal),
+             event.vm_name, ts(event.timestamp), event.principal, tx.notification_id),
         )
 
     @apply.register

@@ -30,6 +30,7 @@ class JobRow(Row):
     warnings: list[dict[str, str]]
     result: dict[str, Any]
     principal: str
+    created_seq: int  # the notification id of the job's creation
 
     @property
     def duration_seconds(self) -> float | None:

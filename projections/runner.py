@@ -15,6 +15,12 @@ PROJECTIONS: tuple[type[Projection], ...] = (JobsProjection, ItemsProjection, Va
 NAMES = [p.name for p in PROJECTIONS]
 
 
+def ensure_schemas(store: ReadStore) -> None:
+    """Create (or rebuild, after a version change) every read model's tables."""
+    for cls in PROJECTIONS:
+        cls.ensure_schema(store)
+
+
 def build_projections(app: Any, store: ReadStore) -> list[Projection]:
     return [cls(app, store) for cls in PROJECTIONS]
 

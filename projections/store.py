@@ -27,6 +27,7 @@ class Tx:
     def __init__(self, cursor: Cursor, dialect: str) -> None:
         self._cursor = cursor
         self._dialect = dialect
+        self.notification_id = 0  # of the event being applied, for views that keep it
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         if self._dialect == "postgres":
@@ -51,7 +52,9 @@ class ReadStore:
         self.prefix = f"{schema}." if schema else ""
         self._create(
             f"CREATE TABLE IF NOT EXISTS {self.t('follower_positions')} ("
-            "follower TEXT PRIMARY KEY, notification_id BIGINT NOT NULL)"
+            "follower TEXT PRIMARY KEY, notification_id BIGINT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.t('view_versions')} ("
+            "view TEXT PRIMARY KEY, version INTEGER NOT NULL)",
         )
 
     @classmethod
@@ -65,12 +68,28 @@ class ReadStore:
         return cls(datastore, "postgres", schema)
 
     def t(self, name: str) -> str:
-        return f"{self.prefix}rm_{name}" if name != "follower_positions" else f"{self.prefix}{name}"
+        internal = name in ("follower_positions", "view_versions")
+        return f"{self.prefix}{name}" if internal else f"{self.prefix}rm_{name}"
 
     def _create(self, *statements: str) -> None:
         with self.transaction() as tx:
             for statement in statements:
                 tx.execute(statement)
+
+    def ensure_version(self, view: str, version: int, tables: list[str]) -> None:
+        """When a view's stored version differs, drop its tables and position so that it is rebuilt
+        from the whole event history."""
+        versions = self.t("view_versions")
+        with self.transaction() as tx:
+            tx.execute(f"SELECT version FROM {versions} WHERE view = ?", (view,))
+            row = tx.one()
+            if row is not None and int(row["version"]) == version:
+                return
+            for table in tables:
+                tx.execute(f"DROP TABLE IF EXISTS {table}")
+            tx.execute(f"DELETE FROM {self.t('follower_positions')} WHERE follower = ?", (view,))
+            tx.execute(f"DELETE FROM {versions} WHERE view = ?", (view,))
+            tx.execute(f"INSERT INTO {versions} (view, version) VALUES (?, ?)", (view, version))
 
     def create_tables(self, *statements: str) -> None:
         self._create(*statements)

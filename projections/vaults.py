@@ -15,6 +15,7 @@ from projections.store import Tx
 class VaultsProjection(Projection):
     name = "vaults"
     topics = (get_topic(Vault.Created), get_topic(Vault.ReplicationChanged))
+    owned = ("vaults",)
     tables = (
         "CREATE TABLE IF NOT EXISTS {t}vaults (vault_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
         "subscription TEXT NOT NULL, region TEXT NOT NULL, resource_group TEXT NOT NULL, "

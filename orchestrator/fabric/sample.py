@@ -51,12 +51,13 @@ def write_fabric(
 
 
 def _write_image(path: Path, size_mib: int, seed: str) -> None:
-    """Real bytes: each 512 KiB region is random or zero, like a lightly used disk."""
+    """Real bytes: the first 512 KiB region holds data (as a boot sector would), each later one is
+    random (60%) or zero, like a lightly used disk."""
     rng = random.Random(seed)
     region = 512 * 1024
     with path.open("wb") as f:
-        for _ in range(size_mib * MIB // region):
-            f.write(rng.randbytes(region) if rng.random() < 0.6 else bytes(region))
+        for index in range(size_mib * MIB // region):
+            f.write(rng.randbytes(region) if index == 0 or rng.random() < 0.6 else bytes(region))
 
 
 def sample_subscriptions() -> dict[str, list[dict[str, Any]]]:

@@ -1,0 +1,130 @@
+"""Shared test helpers: fabrics, services and event-store inspection."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.fabric.sample import vm_entry, write_fabric
+
+IN_CI = os.environ.get("CI") == "true"
+PG_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
+PG_USER = os.environ.get("TEST_POSTGRES_USER", "postgres")
+PG_DB = os.environ.get("TEST_POSTGRES_DB", "test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip for lack of a service outside CI; in CI a missing service is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+def fabric_with(tmp: Path, healthy: int = 20, region: str = "japaneast", **extra: dict[str, Any]) -> Path:
+    """A fabric of `healthy` running VMs in `region`, plus the special VMs the tests use."""
+    vms = [vm_entry(f"vm{i:02d}", region) for i in range(1, healthy + 1)]
+    vms += [
+        vm_entry("noagent", region, agent={"installed": False}),
+        vm_entry("oldagent", region, agent={"version": "2.6.1198.700"}),
+        vm_entry("notready", region, agent={"ready": False}),
+        vm_entry("stopped", region, power_state="stopped"),
+        vm_entry("westvm", "japanwest"),
+        vm_entry("shop", region, cloud_service="shop-cs", deployment_model="classic", resource_group="rg-c"),
+        vm_entry("shop", region, cloud_service="blog-cs", deployment_model="classic", resource_group="rg-c"),
+    ]
+    return write_fabric(tmp / "fabric", {"default": vms, "other-sub": [vm_entry("othervm", region)]}, disk_mib=1)
+
+
+def event_count(client: Any) -> int:
+    return client.runtime.app.recorder.max_notification_id() or 0
+
+
+def topics(client: Any, *, start: int = 1) -> Counter[str]:
+    notifications = client.runtime.app.recorder.select_notifications(start=start, limit=100000)
+    return Counter(n.topic for n in notifications)
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(host=PG_HOST, user=PG_USER, dbname=PG_DB, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def redis_available(url: str = REDIS_URL) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except Exception:
+        return False
+
+
+def new_pg_schema() -> str:
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(host=PG_HOST, user=PG_USER, dbname=PG_DB, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return schema
+
+
+def drop_pg_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(host=PG_HOST, user=PG_USER, dbname=PG_DB, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, so a test can stop and start it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.dir = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        need(binary is not None, "redis-server is not installed")
+        assert binary is not None
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not redis_available(self.url):
+            assert time.monotonic() < deadline, "private redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None

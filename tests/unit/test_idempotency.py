@@ -1,0 +1,109 @@
+"""At-least-once delivery everywhere, and still every effect once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from uuid import UUID
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+from rq import Queue
+
+from orchestrator import Client, OrchestratorError
+from orchestrator.commands import StartJob
+from orchestrator.dispatcher import Dispatcher
+from orchestrator.domain.values import Operation
+from projections.jobs import JobsProjection
+from workers import context, tasks
+from workers.queues import CONTROL, enqueue, rq_job_id
+from tests.helpers import event_count, topics
+
+
+def test_a_task_delivered_twice_adds_nothing_the_second_time(client: Client, discovered_vault: str) -> None:
+    [job_id] = client.register(discovered_vault, ["vm01"])
+    client.wait(job_id)
+    before = event_count(client)
+    context.bind(client.runtime.worker_context())
+    try:
+        assert tasks.register(job_id) == "already ended"
+    finally:
+        context.bind(None)
+    assert event_count(client) == before
+
+
+def test_a_dispatcher_replaying_from_scratch_enqueues_nothing_twice(client: Client, discovered_vault: str) -> None:
+    client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
+    runtime = client.runtime
+    queue = Queue(CONTROL, connection=runtime.redis)
+    enqueued_before = queue.count + queue.finished_job_registry.count
+    replay = Dispatcher(runtime.app, runtime.store, runtime.redis, 60)
+    replay.name = "dispatcher-replay"  # a dispatcher that lost its position: starts at zero
+    assert replay.run_once() == 3  # discovery + two registrations seen again
+    assert queue.count + queue.finished_job_registry.count == enqueued_before
+    assert topics(client)["backup.job.started"] == 3
+
+
+def test_enqueueing_the_same_job_twice_is_refused_by_rq(client: Client) -> None:
+    job_id = "6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"
+    redis = client.runtime.redis
+    client.runtime.close()  # no workers: the job stays queued
+    assert enqueue(redis, Operation.REGISTER, job_id, 60) is True
+    assert enqueue(redis, Operation.REGISTER, job_id, 60) is False
+    assert Queue(CONTROL, connection=redis).job_ids == [rq_job_id(Operation.REGISTER, job_id)]
+
+
+def test_a_projection_applies_an_event_once_even_if_offered_twice(client: Client, discovered_vault: str) -> None:
+    runtime = client.runtime
+    projection = JobsProjection(runtime.app, runtime.store)
+    notification = runtime.app.recorder.select_notifications(start=1, limit=1, topics=projection.topics)[0]
+    projection.process(runtime.app.mapper.to_domain_event(notification), notification.id)  # already seen
+    assert len(client.jobs()) == 1
+
+
+def test_reports_on_an_ended_job_are_ignored(client: Client, discovered_vault: str) -> None:
+    [job_id] = client.register(discovered_vault, ["vm01"])
+    client.wait(job_id)
+    before = event_count(client)
+    assert client.runtime.app.handle(StartJob(job_id=UUID(job_id), worker="late"), "worker") is False
+    assert event_count(client) == before
+
+
+def test_a_version_conflict_is_retried(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = client.runtime.app
+    real_save, calls = app.save, Counter[str]()
+
+    def conflicting_once(*args: object, **kwargs: object) -> object:
+        calls["save"] += 1
+        if calls["save"] == 1:
+            raise IntegrityError("simulated concurrent writer")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(app, "save", conflicting_once)
+    vault = client.create_vault("vault-a", "japaneast", "rg")
+    assert calls["save"] == 2 and client.vaults()[0].vault_id == vault
+
+
+def test_endless_conflicts_end_in_a_clear_error_and_store_nothing(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    def always_conflicting(*args: object, **kwargs: object) -> object:
+        raise IntegrityError("simulated concurrent writer")
+
+    monkeypatch.setattr(client.runtime.app, "save", always_conflicting)
+    with pytest.raises(OrchestratorError) as caught:
+        client.create_vault("vault-a", "japaneast", "rg")
+    assert caught.value.code == "ConcurrentModification" and "retry" in caught.value.message
+    assert event_count(client) == 0
+
+
+def test_a_read_model_whose_version_changed_is_rebuilt_from_history(tmp_path, fabric) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    with Client(data_dir=data, fabric=fabric) as client:
+        vault = client.create_vault("vault-east", "japaneast", "rg")
+        client.wait(client.discover(vault))
+        client.wait_all(client.register(vault, ["vm01", "vm02"]))
+        before = client.jobs()
+        with client.runtime.store.transaction() as tx:  # an older release's table, without created_seq
+            tx.execute("UPDATE view_versions SET version = 1 WHERE view = 'jobs'")
+            tx.execute("DROP TABLE rm_jobs")
+            tx.execute("CREATE TABLE rm_jobs (job_id TEXT PRIMARY KEY)")
+    with Client(data_dir=data, fabric=fabric) as client:
+        assert client.jobs() == before

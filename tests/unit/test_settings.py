@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_settings
+from orchestrator.errors import SettingsError
+
+
+def test_defaults_are_the_embedded_mode() -> None:
+    settings = load_settings({})
+    assert settings.event_store == "sqlite"
+    assert settings.embedded_queue
+    assert settings.data_dir == Path(".backup-orchestrator")
+    assert settings.eventsourcing_env()["SQLITE_DBNAME"].endswith("events.sqlite")
+
+
+def test_postgres_settings_become_eventsourcing_settings() -> None:
+    settings = load_settings({"BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": "db",
+                              "BACKUP_POSTGRES_SCHEMA": "backup"})
+    env = settings.eventsourcing_env()
+    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert (env["POSTGRES_HOST"], env["POSTGRES_SCHEMA"]) == ("db", "backup")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("BACKUP_WORKERS", "0", "greater than or equal to 1"),
+        ("BACKUP_WORKERS", "many", "valid integer"),
+        ("BACKUP_EVENT_STORE", "mysql", "'sqlite' or 'postgres'"),
+        ("BACKUP_REDIS_URL", "localhost:6379", "redis://"),
+        ("BACKUP_POSTGRES_PORT", "70000", "less than or equal to 65535"),
+        ("BACKUP_POSTGRES_SCHEMA", "Bad-Schema", "pattern"),
+        ("BACKUP_POLL_INTERVAL", "-1", "greater than 0"),
+    ],
+)
+def test_a_bad_setting_names_the_variable_and_the_rule(variable: str, value: str, words: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({variable: value})
+    assert caught.value.code == "SettingInvalid"
+    assert caught.value.field == variable
+    assert variable in caught.value.message and words in caught.value.message
+
+
+def test_an_unknown_backup_variable_is_refused_rather_than_ignored() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"BACKUP_REDIS_ULR": "redis://x"})
+    assert caught.value.code == "SettingUnknown"
+    assert "BACKUP_REDIS_URL" in caught.value.message
+
+
+def test_an_empty_redis_url_means_the_embedded_queue() -> None:
+    assert load_settings({"BACKUP_REDIS_URL": ""}).embedded_queue
+
+
+def test_explicit_overrides_win_over_the_environment(tmp_path: Path) -> None:
+    settings = load_settings({"BACKUP_DATA_DIR": "/elsewhere"}, data_dir=tmp_path)
+    assert settings.data_dir == tmp_path
