@@ -6,10 +6,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, TypeVar
 
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import IntegrityError, InternalError, PersistenceError, ProgrammingError
 from redis import Redis
 
 from orchestrator.application import Orchestrator
@@ -121,14 +122,21 @@ def build_app(settings: Settings) -> Orchestrator:
 
 
 def _opening(settings: Settings, open_: Callable[[], T]) -> T:
-    try:
-        return open_()
-    except (PersistenceError, OSError) as exc:
-        raise ServiceUnavailableError(
-            "EventStoreUnavailable",
-            f"cannot open the {settings.event_store} event store: {exc}",
-            field="BACKUP_EVENT_STORE",
-        ) from None
+    for attempt in range(3):
+        try:
+            return open_()
+        except (IntegrityError, ProgrammingError, InternalError):
+            # Processes starting together race to create the same tables; the loser retries.
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+        except (PersistenceError, OSError) as exc:
+            raise ServiceUnavailableError(
+                "EventStoreUnavailable",
+                f"cannot open the {settings.event_store} event store: {exc}",
+                field="BACKUP_EVENT_STORE",
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def _read_store(settings: Settings) -> ReadStore:

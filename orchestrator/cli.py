@@ -53,8 +53,7 @@ def _emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool,
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
-        long_text = column in ("error_message", "message")
-        table.add_column(column, overflow="fold", no_wrap=not long_text, ratio=3 if long_text else None)
+        table.add_column(column, overflow="fold")
     for row in rows:
         values = row.model_dump(mode="json")
         if "duration_seconds" in dir(row):

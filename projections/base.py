@@ -21,7 +21,7 @@ def dumps(value: Any) -> str:
 
 
 class Projection(Follower):
-    tables: ClassVar[tuple[str, ...]] = ()  # CREATE statements with {t} for the table prefix
+    tables: ClassVar[tuple[str, ...]] = ()  # CREATE statements; {t} table prefix, {i} index prefix
     owned: ClassVar[tuple[str, ...]] = ()  # its table names, dropped when `version` changes
     version: ClassVar[int] = 1  # bump when the tables change: the view is rebuilt from history
 
@@ -32,7 +32,7 @@ class Projection(Follower):
     @classmethod
     def ensure_schema(cls, store: ReadStore) -> None:
         store.ensure_version(cls.name, cls.version, [store.t(n) for n in cls.owned])
-        store.create_tables(*(s.format(t=store.prefix + "rm_") for s in cls.tables))
+        store.create_tables(*(s.format(t=store.prefix + "rm_", i="rm_") for s in cls.tables))
 
     def process(self, event: Any, notification_id: int) -> None:
         with self.store.transaction() as tx:

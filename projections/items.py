@@ -30,7 +30,7 @@ class ItemsProjection(Projection):
         "region TEXT NOT NULL, deployment_model TEXT NOT NULL, status TEXT NOT NULL, "
         "last_job_id TEXT NOT NULL, extension_version TEXT NOT NULL DEFAULT '', "
         "updated_at TEXT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS {t}items_vault ON {t}items (vault_id)",
+        "CREATE INDEX IF NOT EXISTS {i}items_vault ON {t}items (vault_id)",
     )
 
     @singledispatchmethod

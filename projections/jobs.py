@@ -24,8 +24,8 @@ class JobsProjection(Projection):
         "error_code TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '', "
         "warnings TEXT NOT NULL DEFAULT '[]', result TEXT NOT NULL DEFAULT '{{}}', "
         "principal TEXT NOT NULL, created_seq BIGINT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS {t}jobs_started ON {t}jobs (started_at)",
-        "CREATE INDEX IF NOT EXISTS {t}jobs_status ON {t}jobs (status, operation)",
+        "CREATE INDEX IF NOT EXISTS {i}jobs_started ON {t}jobs (started_at)",
+        "CREATE INDEX IF NOT EXISTS {i}jobs_status ON {t}jobs (status, operation)",
     )
 
     @singledispatchmethod

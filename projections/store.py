@@ -15,6 +15,9 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
 
+DDL_LOCK = 0x6261636B7570  # "backup": the advisory lock key for schema changes
+
+
 class Cursor(Protocol):
     def execute(self, statement: Any, params: Any = ...) -> Any: ...
     def fetchall(self) -> Any: ...
@@ -71,8 +74,17 @@ class ReadStore:
         internal = name in ("follower_positions", "view_versions")
         return f"{self.prefix}{name}" if internal else f"{self.prefix}rm_{name}"
 
-    def _create(self, *statements: str) -> None:
+    @contextmanager
+    def ddl_transaction(self) -> Iterator[Tx]:
+        """A transaction for schema changes. On PostgreSQL, processes starting together take turns
+        (CREATE TABLE IF NOT EXISTS is not safe against itself)."""
         with self.transaction() as tx:
+            if self.dialect == "postgres":
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (DDL_LOCK,))
+            yield tx
+
+    def _create(self, *statements: str) -> None:
+        with self.ddl_transaction() as tx:
             for statement in statements:
                 tx.execute(statement)
 
@@ -80,7 +92,7 @@ class ReadStore:
         """When a view's stored version differs, drop its tables and position so that it is rebuilt
         from the whole event history."""
         versions = self.t("view_versions")
-        with self.transaction() as tx:
+        with self.ddl_transaction() as tx:
             tx.execute(f"SELECT version FROM {versions} WHERE view = ?", (view,))
             row = tx.one()
             if row is not None and int(row["version"]) == version:

@@ -1,0 +1,93 @@
+"""The distributed deployment as processes: `backupctl serve` followers and `rq worker`s, on the
+real PostgreSQL and Redis, each test in a PostgreSQL schema and Redis database of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import redis
+
+from orchestrator import Client
+from orchestrator.config import load_settings
+from tests.helpers import PG_DB, PG_HOST, PG_USER
+
+WORKER_ARGS = ["--worker-ttl", "60", "--maintenance-interval", "30", "--job-monitoring-interval", "10"]
+
+
+class Deployment:
+    def __init__(self, tmp: Path, fabric: Path, schema: str, redis_url: str) -> None:
+        self.tmp = tmp
+        self.redis_url = redis_url
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).parents[1]),
+            "BACKUP_DATA_DIR": str(tmp / "data"),
+            "BACKUP_FABRIC": str(fabric),
+            "BACKUP_EVENT_STORE": "postgres",
+            "BACKUP_POSTGRES_HOST": PG_HOST,
+            "BACKUP_POSTGRES_USER": PG_USER,
+            "BACKUP_POSTGRES_DBNAME": PG_DB,
+            "BACKUP_POSTGRES_SCHEMA": schema,
+            "BACKUP_REDIS_URL": redis_url,
+            "BACKUP_PRINCIPAL": "ops@example.com",
+            "BACKUP_RECONCILE_INTERVAL": "1",
+            "BACKUP_POLL_INTERVAL": "0.05",
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def client(self) -> Client:
+        environ = {k: v for k, v in self.env.items() if k.startswith("BACKUP_")}
+        return Client(load_settings(environ), start_services=False)
+
+    def start(self, name: str) -> None:
+        if name.startswith("worker"):
+            rq = Path(sys.executable).parent / "rq"
+            args = [str(rq), "worker", "control", "--url", self.redis_url, *WORKER_ARGS, "--quiet"]
+        else:
+            args = [sys.executable, "-m", "orchestrator", "serve", name]
+        log = (self.tmp / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(args, env=self.env, stdout=log, stderr=log, start_new_session=True)
+
+    def start_all(self, workers: int = 2) -> None:
+        for name in ["dispatcher", "projections", *(f"worker{i}" for i in range(workers))]:
+            self.start(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and its children (an rq worker's work horse)."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.kill(name)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.tmp.glob("*.log"))
+
+
+def flush(url: str) -> None:
+    redis.Redis.from_url(url).flushdb()
+
+
+def wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def deployment_fixture(tmp: Path, fabric: Path, schema: str, redis_url: str) -> Iterator[Deployment]:
+    flush(redis_url)
+    deployment = Deployment(tmp, fabric, schema, redis_url)
+    try:
+        yield deployment
+    finally:
+        deployment.stop_all()
+        flush(redis_url)
