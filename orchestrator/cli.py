@@ -175,6 +175,20 @@ def items(vault: str, subscription: Subscription = "default", as_json: Json = Fa
                          ("vm_name", "status", "region", "deployment_model", "extension_version")))
 
 
+@app.command()
+def health(as_json: Json = False) -> None:
+    """Check the event store, the queue and the read models; exit 1 when one is not healthy."""
+    from orchestrator.health import check
+
+    try:
+        report = check(Client(start_services=False))
+    except OrchestratorError as exc:
+        report = {"healthy": False, "error": f"[{exc.code}] {exc.message}"}
+    _emit(report, as_json)
+    if not report["healthy"]:
+        raise typer.Exit(1)
+
+
 @fabric_app.command("init")
 def fabric_init(directory: Path) -> None:
     """Write a sample fabric: a dozen VMs in two regions, with small real disk images."""
