@@ -54,7 +54,7 @@ class Orchestrator(Application[UUID]):
 
     def get(self, aggregate_id: UUID, cls: type[A]) -> A:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFoundError(
                 f"{cls.__name__}NotFound", f"no {cls.__name__.lower()} with id {aggregate_id}"

@@ -7,8 +7,9 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, TypeVar
+from typing import IO, Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError, InternalError, PersistenceError, ProgrammingError
 from redis import Redis

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, Sequence
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
@@ -56,8 +57,8 @@ def _emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool,
         table.add_column(column, overflow="fold")
     for row in rows:
         values = row.model_dump(mode="json")
-        if "duration_seconds" in dir(row):
-            seconds = getattr(row, "duration_seconds")
+        seconds = getattr(row, "duration_seconds", None)
+        if "ended_at" in values:
             values["duration"] = f"{seconds:.1f}s" if seconds is not None else "running"
         table.add_row(*(_cell(values.get(col)) for col in columns))
     out.print(table)
@@ -106,7 +107,7 @@ def vault_create(
 
 
 @vault_app.command("list")
-def vault_list(subscription: Annotated[Optional[str], typer.Option("--subscription", "-s")] = None, as_json: Json = False) -> None:
+def vault_list(subscription: Annotated[str | None, typer.Option("--subscription", "-s")] = None, as_json: Json = False) -> None:
     """List vaults."""
     _run(lambda c: _emit(c.vaults(subscription), as_json, ("name", "subscription", "region", "kind", "replication", "vault_id")))
 
@@ -150,11 +151,11 @@ def unregister(vm_name: str, vault: Annotated[str, typer.Option("--vault", "-v")
 
 @app.command()
 def jobs(
-    status: Annotated[Optional[str], typer.Option(help="in_progress, completed, completed_with_warnings, failed, cancelled")] = None,
-    operation: Annotated[Optional[str], typer.Option(help="discovery, register, unregister, ...")] = None,
-    start: Annotated[Optional[datetime], typer.Option(help="Jobs started at or after (UTC).")] = None,
-    end: Annotated[Optional[datetime], typer.Option(help="Jobs started before (UTC).")] = None,
-    vault: Annotated[Optional[str], typer.Option("--vault", "-v")] = None,
+    status: Annotated[str | None, typer.Option(help="in_progress, completed, completed_with_warnings, failed, cancelled")] = None,
+    operation: Annotated[str | None, typer.Option(help="discovery, register, unregister, ...")] = None,
+    start: Annotated[datetime | None, typer.Option(help="Jobs started at or after (UTC).")] = None,
+    end: Annotated[datetime | None, typer.Option(help="Jobs started before (UTC).")] = None,
+    vault: Annotated[str | None, typer.Option("--vault", "-v")] = None,
     subscription: Subscription = "default",
     as_json: Json = False,
 ) -> None:
@@ -199,7 +200,7 @@ def fabric_init(directory: Path) -> None:
 
 
 @app.command()
-def demo(directory: Annotated[Optional[Path], typer.Option("--dir", help="Where to keep the demo's data (default: a new temporary directory).")] = None) -> None:
+def demo(directory: Annotated[Path | None, typer.Option("--dir", help="Where to keep the demo's data (default: a new temporary directory).")] = None) -> None:
     """Run the operator flow on the embedded default: sample fabric, vault, discovery, registration."""
     from orchestrator.demo import run_demo
 

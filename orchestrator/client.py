@@ -4,9 +4,10 @@ embedded default (SQLite in ./.backup-orchestrator, in-process queue and workers
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any, Sequence
+from typing import Any, Self
 from uuid import UUID
 
 from orchestrator import commands as c
@@ -124,7 +125,7 @@ class Client:
     def close(self) -> None:
         self.runtime.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -146,7 +147,7 @@ class Client:
 
 
 def _check_choice(field: str, value: str | None, choices: type[Enum]) -> None:
-    allowed = [c.value for c in choices]  # type: ignore[attr-defined]
+    allowed = [c.value for c in choices]
     if value is not None and value not in allowed:
         raise OrchestratorError(
             "CommandInvalid", f"{field} {value!r} is not one of {', '.join(allowed)}", field=field

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -96,7 +97,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return Settings(**values)
+        return Settings.model_validate(values)
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "settings"

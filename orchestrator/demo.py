@@ -33,7 +33,7 @@ def run_demo(directory: Path | None, out: Console) -> None:
             out.print(f"   not listed: {excluded['vm']} ({excluded['reason']})")
 
         jobs = client.wait_all(client.register(vault, new_vms))
-        out.print(f"[bold]4. Registration[/bold]: one job per VM")
+        out.print("[bold]4. Registration[/bold]: one job per VM")
         table = Table("VM", "status", "error code", "message")
         for job in jobs:
             message = job.error_message or "; ".join(w["message"] for w in job.warnings)

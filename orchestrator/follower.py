@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from eventsourcing.application import Application
 
@@ -53,9 +54,9 @@ class FollowerThread(threading.Thread):
     """Runs followers in turn until stopped. A failing follower is logged and retried after a
     back-off; it never skips an event."""
 
-    def __init__(self, followers: list[Follower], poll_interval: float, name: str) -> None:
+    def __init__(self, followers: Sequence[Follower], poll_interval: float, name: str) -> None:
         super().__init__(name=name, daemon=True)
-        self.followers = followers
+        self.followers = list(followers)
         self.poll_interval = poll_interval
         self.stop_event = threading.Event()
         self.failures = 0

@@ -4,7 +4,7 @@ position in one transaction."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from orchestrator.follower import Follower
@@ -13,7 +13,7 @@ from projections.store import ReadStore, Tx
 
 def ts(value: datetime) -> str:
     """Timestamps as fixed-width UTC text, so they sort and compare as strings on both databases."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def dumps(value: Any) -> str:

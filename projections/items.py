@@ -25,11 +25,13 @@ class ItemsProjection(Projection):
     topics = tuple(get_topic(cls) for cls in _EVENTS)
     owned = ("items",)
     tables = (
-        "CREATE TABLE IF NOT EXISTS {t}items (item_id TEXT PRIMARY KEY, vm_key TEXT NOT NULL, "
-        "vault_id TEXT NOT NULL, vault_name TEXT NOT NULL, vm_name TEXT NOT NULL, "
-        "region TEXT NOT NULL, deployment_model TEXT NOT NULL, status TEXT NOT NULL, "
-        "last_job_id TEXT NOT NULL, extension_version TEXT NOT NULL DEFAULT '', "
-        "updated_at TEXT NOT NULL)",
+        (
+            "CREATE TABLE IF NOT EXISTS {t}items (item_id TEXT PRIMARY KEY, vm_key TEXT NOT NULL, "
+            "vault_id TEXT NOT NULL, vault_name TEXT NOT NULL, vm_name TEXT NOT NULL, "
+            "region TEXT NOT NULL, deployment_model TEXT NOT NULL, status TEXT NOT NULL, "
+            "last_job_id TEXT NOT NULL, extension_version TEXT NOT NULL DEFAULT '', "
+            "updated_at TEXT NOT NULL)"
+        ),
         "CREATE INDEX IF NOT EXISTS {i}items_vault ON {t}items (vault_id)",
     )
 

@@ -18,12 +18,14 @@ class JobsProjection(Projection):
     version = 2  # 2: created_seq
     owned = ("jobs",)
     tables = (
-        "CREATE TABLE IF NOT EXISTS {t}jobs (job_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "
-        "operation TEXT NOT NULL, status TEXT NOT NULL, vm_key TEXT NOT NULL, vm_name TEXT NOT NULL, "
-        "started_at TEXT NOT NULL, ended_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
-        "error_code TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '', "
-        "warnings TEXT NOT NULL DEFAULT '[]', result TEXT NOT NULL DEFAULT '{{}}', "
-        "principal TEXT NOT NULL, created_seq BIGINT NOT NULL)",
+        (
+            "CREATE TABLE IF NOT EXISTS {t}jobs (job_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "
+            "operation TEXT NOT NULL, status TEXT NOT NULL, vm_key TEXT NOT NULL, vm_name TEXT NOT NULL, "
+            "started_at TEXT NOT NULL, ended_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
+            "error_code TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '', "
+            "warnings TEXT NOT NULL DEFAULT '[]', result TEXT NOT NULL DEFAULT '{{}}', "
+            "principal TEXT NOT NULL, created_seq BIGINT NOT NULL)"
+        ),
         "CREATE INDEX IF NOT EXISTS {i}jobs_started ON {t}jobs (started_at)",
         "CREATE INDEX IF NOT EXISTS {i}jobs_status ON {t}jobs (status, operation)",
     )

@@ -7,13 +7,13 @@ exactly once, whatever crashes in between.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
-
 
 DDL_LOCK = 0x6261636B7570  # "backup": the advisory lock key for schema changes
 

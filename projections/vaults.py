@@ -17,10 +17,12 @@ class VaultsProjection(Projection):
     topics = (get_topic(Vault.Created), get_topic(Vault.ReplicationChanged))
     owned = ("vaults",)
     tables = (
-        "CREATE TABLE IF NOT EXISTS {t}vaults (vault_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
-        "subscription TEXT NOT NULL, region TEXT NOT NULL, resource_group TEXT NOT NULL, "
-        "kind TEXT NOT NULL, replication TEXT NOT NULL, backup_goal TEXT NOT NULL, "
-        "created_at TEXT NOT NULL, created_by TEXT NOT NULL)",
+        (
+            "CREATE TABLE IF NOT EXISTS {t}vaults (vault_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
+            "subscription TEXT NOT NULL, region TEXT NOT NULL, resource_group TEXT NOT NULL, "
+            "kind TEXT NOT NULL, replication TEXT NOT NULL, backup_goal TEXT NOT NULL, "
+            "created_at TEXT NOT NULL, created_by TEXT NOT NULL)"
+        ),
     )
 
     @singledispatchmethod

@@ -62,7 +62,7 @@ def pg_available() -> bool:
 
         with psycopg.connect(host=PG_HOST, user=PG_USER, dbname=PG_DB, connect_timeout=3):
             return True
-    except Exception:
+    except psycopg.Error:
         return False
 
 
@@ -71,7 +71,7 @@ def redis_available(url: str = REDIS_URL) -> bool:
 
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
-    except Exception:
+    except redis.RedisError:
         return False
 
 

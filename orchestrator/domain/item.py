@@ -27,6 +27,27 @@ class VirtualMachine(Aggregate):
         vault_name: str
         job_id: UUID
 
+    class RegistrationRequested(Aggregate.Event):
+        TOPIC = "backup.vm.reregistration_requested"
+        vm: VmRef
+        vault_id: UUID
+        vault_name: str
+        job_id: UUID
+
+    class Registered(Aggregate.Event):
+        TOPIC = "backup.vm.registered"
+        job_id: UUID
+        extension_version: str
+
+    class RegistrationFailed(Aggregate.Event):
+        TOPIC = "backup.vm.registration_failed"
+        job_id: UUID
+        error_code: str
+
+    class Unregistered(Aggregate.Event):
+        TOPIC = "backup.vm.unregistered"
+        job_id: UUID
+
     @staticmethod
     def create_id(vm: VmRef) -> UUID:
         return item_id_for(vm.key)
@@ -59,17 +80,17 @@ class VirtualMachine(Aggregate):
             field="vm_names",
         )
 
-    @event("RegistrationRequested", topic="backup.vm.reregistration_requested")
+    @event(RegistrationRequested)
     def request_registration(self, vm: VmRef, vault_id: UUID, vault_name: str, job_id: UUID) -> None:
         self.vm = vm
         self._start_registration(vault_id, vault_name, job_id)
 
-    @event("Registered", topic="backup.vm.registered")
+    @event(Registered)
     def registered(self, job_id: UUID, extension_version: str) -> None:
         self.status = ItemStatus.REGISTERED
         self.extension_version = extension_version
 
-    @event("RegistrationFailed", topic="backup.vm.registration_failed")
+    @event(RegistrationFailed)
     def registration_failed(self, job_id: UUID, error_code: str) -> None:
         self.status = ItemStatus.REGISTRATION_FAILED
 
@@ -82,6 +103,6 @@ class VirtualMachine(Aggregate):
                 field="vm_name",
             )
 
-    @event("Unregistered", topic="backup.vm.unregistered")
+    @event(Unregistered)
     def unregister(self, job_id: UUID) -> None:
         self.status = ItemStatus.UNREGISTERED

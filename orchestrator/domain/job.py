@@ -22,6 +22,20 @@ class Job(Aggregate):
         vm_key: str
         vm_name: str
 
+    class Started(Aggregate.Event):
+        TOPIC = "backup.job.started"
+        worker: str
+
+    class Completed(Aggregate.Event):
+        TOPIC = "backup.job.completed"
+        result: dict[str, Any]
+        warnings: list[Finding]
+
+    class Failed(Aggregate.Event):
+        TOPIC = "backup.job.failed"
+        error_code: str
+        error_message: str
+
     @event(Created)
     def __init__(self, operation: Operation, vault_id: UUID, vm_key: str, vm_name: str) -> None:
         self.operation = operation
@@ -40,17 +54,17 @@ class Job(Aggregate):
         """A final event is a job's last, so it ended when it was last modified."""
         return self.modified_on if self.state.is_terminal else None
 
-    @event("Started", topic="backup.job.started")
+    @event(Started)
     def start(self, worker: str) -> None:
         self.attempts += 1
 
-    @event("Completed", topic="backup.job.completed")
+    @event(Completed)
     def complete(self, result: dict[str, Any], warnings: list[Finding]) -> None:
         self.state = JobState.COMPLETED_WITH_WARNINGS if warnings else JobState.COMPLETED
         self.result = dict(result)
         self.warnings = list(warnings)
 
-    @event("Failed", topic="backup.job.failed")
+    @event(Failed)
     def fail(self, error_code: str, error_message: str) -> None:
         self.state = JobState.FAILED
         self.error_code = error_code

@@ -79,6 +79,15 @@ class Vault(Aggregate):
         replication: Replication
         backup_goal: str
 
+    class ReplicationChanged(Aggregate.Event):
+        TOPIC = "backup.vault.replication_changed"
+        replication: Replication
+
+    class InventoryRecorded(Aggregate.Event):
+        TOPIC = "backup.vault.inventory_recorded"
+        job_id: UUID
+        vms: list[VmRef]
+
     @staticmethod
     def create_id(subscription: str, name: str) -> UUID:
         return vault_id_for(subscription, name)
@@ -114,11 +123,11 @@ class Vault(Aggregate):
                 field="replication",
             )
 
-    @event("ReplicationChanged", topic="backup.vault.replication_changed")
+    @event(ReplicationChanged)
     def change_replication(self, replication: Replication) -> None:
         self.replication = replication
 
-    @event("InventoryRecorded", topic="backup.vault.inventory_recorded")
+    @event(InventoryRecorded)
     def record_inventory(self, job_id: UUID, vms: list[VmRef]) -> None:
         """What the last discovery saw in the vault's subscription (all regions)."""
         self.inventory = list(vms)

@@ -84,11 +84,11 @@ class VmSpec(Spec):
     deployment_model: DeploymentModel = DeploymentModel.RESOURCE_MANAGER
     os: OsSpec
     power_state: PowerState = PowerState.RUNNING
-    agent: AgentSpec = AgentSpec()
-    extension: ExtensionSpec = ExtensionSpec()
+    agent: AgentSpec = Field(default_factory=AgentSpec)
+    extension: ExtensionSpec = Field(default_factory=ExtensionSpec)
     disks: list[DiskSpec] = Field(min_length=1)
-    network: NetworkSpec = NetworkSpec()
-    encryption: EncryptionSpec = EncryptionSpec()
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    encryption: EncryptionSpec = Field(default_factory=EncryptionSpec)
 
     @model_validator(mode="after")
     def _classic_has_cloud_service(self) -> VmSpec:

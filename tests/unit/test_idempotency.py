@@ -14,9 +14,9 @@ from orchestrator.commands import StartJob
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.domain.values import Operation
 from projections.jobs import JobsProjection
+from tests.helpers import event_count, topics
 from workers import context, tasks
 from workers.queues import CONTROL, enqueue, rq_job_id
-from tests.helpers import event_count, topics
 
 
 def test_a_task_delivered_twice_adds_nothing_the_second_time(client: Client, discovered_vault: str) -> None:

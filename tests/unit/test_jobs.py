@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -35,7 +35,7 @@ def test_jobs_filter_by_start_time_window(client: Client, history: str) -> None:
     newest = max(j.started_at for j in jobs)
     assert client.jobs(start=newest + timedelta(microseconds=1)) == []
     assert len(client.jobs(end=newest)) == len(jobs) - 1
-    past = datetime.now(timezone.utc) - timedelta(days=1)
+    past = datetime.now(UTC) - timedelta(days=1)
     assert len(client.jobs(start=past, end=past + timedelta(days=2))) == len(jobs)
 
 

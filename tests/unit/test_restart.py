@@ -47,10 +47,11 @@ def test_an_embedded_process_killed_mid_flow_loses_no_job(tmp_path: Path, fabric
 def test_a_second_process_on_the_same_data_dir_is_refused(tmp_path: Path, fabric: Path) -> None:
     with Client(data_dir=tmp_path / "data", fabric=fabric):
         code = subprocess.run(
-            [sys.executable, "-c", "from orchestrator import Client, OrchestratorError\n"
-             "try:\n Client(data_dir=__import__('sys').argv[1])\nexcept OrchestratorError as e:\n print(e.code)",
+            [sys.executable, "-c", ("from orchestrator import Client, OrchestratorError\n"
+             "try:\n Client(data_dir=__import__('sys').argv[1])\nexcept OrchestratorError as e:\n print(e.code)"),
              str(tmp_path / "data")],
-            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+            capture_output=True, text=True, check=False,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
         ).stdout.strip()
     assert code == "DataDirInUse"
 
