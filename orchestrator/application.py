@@ -153,8 +153,8 @@ class Orchestrator(Application[UUID]):
 
     @_handle.register
     def _(self, cmd: c.StartJob) -> bool:
-        job = self.get(cmd.job_id, Job)
-        if job.state.is_terminal:
+        job = self._open_job(cmd.job_id)
+        if job is None:
             return False
         job.start(cmd.worker)
         self.save(job)
@@ -162,8 +162,8 @@ class Orchestrator(Application[UUID]):
 
     @_handle.register
     def _(self, cmd: c.RecordInventory) -> None:
-        job = self.get(cmd.job_id, Job)
-        if job.state.is_terminal:
+        job = self._open_job(cmd.job_id)
+        if job is None:
             return
         vault = self.get(job.vault_id, Vault)
         vault.record_inventory(job.id, cmd.vms)
@@ -172,8 +172,8 @@ class Orchestrator(Application[UUID]):
 
     @_handle.register
     def _(self, cmd: c.CompleteRegistration) -> None:
-        job = self.get(cmd.job_id, Job)
-        if job.state.is_terminal:
+        job = self._open_job(cmd.job_id)
+        if job is None:
             return
         item = self.get(item_id_for(job.vm_key), VirtualMachine)
         item.registered(job.id, cmd.extension_version)
@@ -182,8 +182,8 @@ class Orchestrator(Application[UUID]):
 
     @_handle.register
     def _(self, cmd: c.FailJob) -> None:
-        job = self.get(cmd.job_id, Job)
-        if job.state.is_terminal:
+        job = self._open_job(cmd.job_id)
+        if job is None:
             return
         job.fail(cmd.error_code, cmd.error_message)
         changed: list[Aggregate] = [job]
@@ -193,6 +193,11 @@ class Orchestrator(Application[UUID]):
                 item.registration_failed(job.id, cmd.error_code)
                 changed.append(item)
         self.save(*changed)
+
+    def _open_job(self, job_id: UUID) -> Job | None:
+        """The job a worker reports on, or None once it has ended (reports are idempotent)."""
+        job = self.get(job_id, Job)
+        return None if job.state.is_terminal else job
 
     def _item_of(self, vm_key: str) -> VirtualMachine | None:
         return self.find(item_id_for(vm_key), VirtualMachine)

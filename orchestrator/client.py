@@ -72,10 +72,10 @@ class Client:
     def job(self, job_id: str) -> JobRow:
         """One job as the jobs read model shows it."""
         self._catch_up()
-        rows = [r for r in queries.jobs(self.runtime.store) if r.job_id == str(job_id)]
-        if not rows:
+        row = queries.job(self.runtime.store, str(job_id))
+        if row is None:
             raise NotFoundError("JobNotFound", f"no job with id {job_id}")
-        return rows[0]
+        return row
 
     def wait(self, job_id: str, timeout: float = 120.0) -> JobRow:
         """Wait for a job to end (completed, with warnings, failed or cancelled) and return it."""

@@ -79,7 +79,8 @@ def jobs(
     vault_id: str | None = None,
 ) -> list[JobRow]:
     """Jobs started in [start, end), newest first."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     for column, value in (("status", status), ("operation", operation), ("vault_id", vault_id)):
         if value is not None:
             where.append(f"{column} = ?")
@@ -90,6 +91,15 @@ def jobs(
     if end is not None:
         where.append("started_at < ?")
         params.append(_utc(end))
+    return _job_rows(store, where, params)
+
+
+def job(store: ReadStore, job_id: str) -> JobRow | None:
+    rows = _job_rows(store, ["job_id = ?"], [job_id])
+    return rows[0] if rows else None
+
+
+def _job_rows(store: ReadStore, where: list[str], params: list[Any]) -> list[JobRow]:
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = store.fetch(
         f"SELECT * FROM {store.t('jobs')}{clause} ORDER BY started_at DESC, job_id", tuple(params)

@@ -9,6 +9,7 @@ import pytest
 from orchestrator import OrchestratorError
 from tests.deployment import Deployment
 from tests.helpers import event_count, topics
+from tests.unit.test_vault import INVALID_NAMES
 
 pytestmark = pytest.mark.integration
 HEALTHY = [f"vm{i:02d}" for i in range(1, 21)]
@@ -38,12 +39,12 @@ def test_twenty_vms_register_through_rq_workers_on_postgres(deployment: Deployme
         assert counts["backup.vm.registered"] == 20
 
 
-def test_an_invalid_vault_name_stores_nothing_on_postgres(deployment: Deployment) -> None:
+def test_the_ten_invalid_vault_names_store_nothing_on_postgres(deployment: Deployment) -> None:
     with deployment.client() as client:
-        for name in ["a", "1vault", "my_vault", "v" * 51, ""]:
+        for name, code, rule in INVALID_NAMES:
             with pytest.raises(OrchestratorError) as caught:
                 client.create_vault(name, "japaneast", "rg")
-            assert caught.value.code == "VaultNameInvalid"
+            assert (caught.value.code, caught.value.details[0]["rule"]) == (code, rule)
         client.create_vault("vault-a", "japaneast", "rg")
         with pytest.raises(OrchestratorError) as caught:
             client.create_vault("VAULT-A", "japaneast", "rg")
