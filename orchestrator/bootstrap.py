@@ -15,11 +15,13 @@ from eventsourcing.persistence import IntegrityError, InternalError, Persistence
 from redis import Redis
 
 from orchestrator.application import Orchestrator
+from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Settings, load_settings
 from orchestrator.dispatcher import Dispatcher, DispatcherThread, Reconciler
 from orchestrator.errors import OrchestratorError, ServiceUnavailableError
 from orchestrator.fabric.local import LocalFabric
 from orchestrator.follower import FollowerThread
+from orchestrator.scheduler import Scheduler, SchedulerThread
 from projections.runner import ensure_schemas, projection_thread
 from projections.store import ReadStore
 from workers.context import WorkerContext
@@ -38,11 +40,15 @@ class Runtime:
     fabric: LocalFabric
     redis: Redis
     fake_server: Any = None
+    clock: Clock = field(default_factory=SystemClock)
     threads: list[Any] = field(default_factory=list)
     _lock: IO[str] | None = None
 
     def worker_context(self) -> WorkerContext:
-        return WorkerContext(app=self.app, fabric=self.fabric, principal=f"worker:{self.settings.principal}")
+        return WorkerContext(
+            app=self.app, fabric=self.fabric, principal=f"worker:{self.settings.principal}",
+            vault_store_root=self.settings.vault_store_path, clock=self.clock, read_store=self.store,
+        )
 
     def dispatcher_thread(self) -> DispatcherThread:
         s = self.settings
@@ -53,6 +59,9 @@ class Runtime:
             s.reconcile_interval,
         )
 
+    def scheduler_thread(self) -> SchedulerThread:
+        return SchedulerThread(Scheduler(self.app, self.store, self.clock), self.settings.scheduler_interval)
+
     def projections_thread(self) -> FollowerThread:
         return projection_thread(self.app, self.store, self.settings.poll_interval)
 
@@ -60,11 +69,17 @@ class Runtime:
         """Embedded mode: followers and workers as threads of this process (one process per data
         directory, enforced with a lock file)."""
         self._take_lock()
-        self.threads = [self.projections_thread(), self.dispatcher_thread()]
+        self.threads = [self.projections_thread(), self.dispatcher_thread(), self.scheduler_thread()]
         if self.fake_server is not None:
             self.threads += [self._worker_thread(i) for i in range(self.settings.workers)]
         for thread in self.threads:
             thread.start()
+
+    def close_workers(self) -> None:
+        """Stop the embedded workers only (tests use this to hold jobs in the queue)."""
+        for thread in [t for t in self.threads if isinstance(t, WorkerThread)]:
+            thread.stop()
+            self.threads.remove(thread)
 
     def _worker_thread(self, index: int) -> WorkerThread:
         import fakeredis
@@ -160,4 +175,7 @@ def worker_context_from_env() -> WorkerContext:
         app=build_app(settings),
         fabric=LocalFabric(settings.fabric_path),
         principal=f"worker:{settings.principal}",
+        vault_store_root=settings.vault_store_path,
+        clock=SystemClock(),
+        read_store=_opening(settings, lambda: _read_store(settings)),
     )

@@ -227,6 +227,14 @@ def serve_projections() -> None:
     serve("projections")
 
 
+@serve_app.command("scheduler")
+def serve_scheduler() -> None:
+    """Trigger due scheduled backups and the daily retention job of each vault."""
+    from orchestrator.services import serve
+
+    serve("scheduler")
+
+
 def main() -> None:
     try:
         app()

@@ -12,13 +12,17 @@ from uuid import UUID
 
 from orchestrator import commands as c
 from orchestrator.bootstrap import Runtime, bootstrap
+from orchestrator.clock import Clock
 from orchestrator.config import Settings, load_settings
 from orchestrator.domain import Job
+from orchestrator.domain.policy import policy_id_for
+from orchestrator.domain.schedule import Retention, Schedule
 from orchestrator.domain.values import JobState, Operation
 from orchestrator.domain.vault import vault_id_for
 from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError
+from orchestrator.scheduler import Scheduler
 from projections import queries
-from projections.queries import ItemRow, JobRow, VaultRow
+from projections.queries import ItemRow, JobRow, PolicyRow, RecoveryPointRow, VaultRow
 from projections.runner import NAMES as PROJECTION_NAMES
 
 READ_MODEL_TIMEOUT = 30.0
@@ -26,13 +30,17 @@ READ_MODEL_TIMEOUT = 30.0
 
 class Client:
     def __init__(
-        self, settings: Settings | None = None, *, start_services: bool | None = None, **overrides: Any
+        self, settings: Settings | None = None, *, start_services: bool | None = None,
+        clock: Clock | None = None, **overrides: Any,
     ) -> None:
         """`overrides` are settings by field name (`data_dir=...`), winning over BACKUP_* variables.
-        Services (followers, and workers on the embedded queue) start in-process when the queue is
-        embedded, unless `start_services` says otherwise."""
+        Services (followers, scheduler, and workers on the embedded queue) start in-process when the
+        queue is embedded, unless `start_services` says otherwise. `clock` replaces the system clock
+        (simulations and tests)."""
         self.settings = settings or load_settings(**overrides)
         self.runtime: Runtime = bootstrap(self.settings)
+        if clock is not None:
+            self.runtime.clock = clock
         if start_services if start_services is not None else self.settings.embedded_queue:
             try:
                 self.runtime.start_services()
@@ -66,6 +74,72 @@ class Client:
     def unregister(self, vault_id: str, vm_name: str) -> str:
         """Unregister a VM from the vault; returns the (already completed) unregister job id."""
         return str(self._do(c.UnregisterVm, vault_id=vault_id, vm_name=vm_name))
+
+    # Policies and protection
+
+    def create_policy(
+        self, vault_id: str, name: str, schedule: Schedule | dict[str, Any], retention: Retention | dict[str, Any],
+        timezone: str = "UTC",
+    ) -> str:
+        """A policy: schedule (daily or weekly, times in `timezone`) and retention tiers. Returns its id."""
+        return str(self._do(c.CreatePolicy, vault_id=vault_id, name=name, schedule=schedule,
+                            retention=retention, timezone=timezone))
+
+    def update_policy(
+        self, vault_id: str, name: str, schedule: Schedule | dict[str, Any], retention: Retention | dict[str, Any],
+        timezone: str = "UTC",
+    ) -> int:
+        """Edit a policy; its VMs' recovery points take the new retention. Returns how many changed."""
+        policy_id = policy_id_for(_uuid(vault_id, "vault_id"), name)
+        return int(self._do(c.UpdatePolicy, policy_id=policy_id, schedule=schedule, retention=retention,
+                            timezone=timezone))
+
+    def policies(self, vault_id: str) -> list[PolicyRow]:
+        self._catch_up()
+        return queries.policies(self.runtime.store, str(vault_id))
+
+    def protect(self, vault_id: str, vm_names: Sequence[str], policy: str = "DefaultPolicy") -> list[str]:
+        """Protect registered VMs with a policy: one configure-protection job each, all or none."""
+        return [str(j) for j in self._do(c.ProtectVms, vault_id=vault_id, vm_names=list(vm_names), policy=policy)]
+
+    def change_policy(self, vault_id: str, vm_name: str, policy: str) -> int:
+        """Move a protected VM to another policy; returns how many recovery points changed retention."""
+        return int(self._do(c.ChangePolicy, vault_id=vault_id, vm_name=vm_name, policy=policy))
+
+    def stop_protection(self, vault_id: str, vm_name: str, delete_data: bool = False) -> str:
+        """Stop backups of a VM, keeping its recovery points, or deleting them (`delete_data`)."""
+        return str(self._do(c.StopProtection, vault_id=vault_id, vm_name=vm_name, delete_data=delete_data))
+
+    # Backups and restores
+
+    def backup_now(self, vault_id: str, vm_name: str, retain_until: datetime | None = None) -> str:
+        """Back up a protected VM now; its recovery point is kept until `retain_until` (default 30 days)."""
+        return str(self._do(c.BackupNow, vault_id=vault_id, vm_name=vm_name, retain_until=retain_until,
+                            now=self.runtime.clock.now()))
+
+    def recovery_points(self, vault_id: str, vm_name: str | None = None, include_expired: bool = False) -> list[RecoveryPointRow]:
+        """A vault's (or one VM's) recovery points, newest first."""
+        self._catch_up()
+        return queries.recovery_points(self.runtime.store, str(vault_id), vm_name, include_expired=include_expired)
+
+    def restore(
+        self, recovery_point_id: str, target_vm_name: str, mode: str = "vm", target_dir: str | None = None,
+        region: str | None = None,
+    ) -> str:
+        """Restore a recovery point as a new VM (`mode="vm"`; refused if the VM exists) or its disks
+        into `target_dir` (`mode="disks"`). Every disk is verified against the manifest."""
+        return str(self._do(c.Restore, recovery_point_id=recovery_point_id, target_vm_name=target_vm_name,
+                            mode=mode, target_dir=target_dir or "", region=region or ""))
+
+    def run_retention(self, vault_id: str) -> str:
+        """Expire the vault's recovery points past retention and collect their unused data now."""
+        return str(self._do(c.RunRetention, vault_id=vault_id))
+
+    def run_scheduler(self, now: datetime | None = None) -> list[str]:
+        """One scheduler pass (the scheduler service does this every BACKUP_SCHEDULER_INTERVAL)."""
+        self._catch_up()
+        scheduler = Scheduler(self.runtime.app, self.runtime.store, self.runtime.clock)
+        return [str(j) for j in scheduler.tick(now)]
 
     # Jobs
 

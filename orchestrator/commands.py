@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from orchestrator.domain.values import Finding, Replication, VaultKind, VmRef
+from orchestrator.domain.recovery_point import DiskInfo
+from orchestrator.domain.schedule import Retention, Schedule
+from orchestrator.domain.values import Consistency, Finding, Replication, VaultKind, VmRef
 from orchestrator.errors import OrchestratorError
 
 
@@ -43,7 +46,102 @@ class UnregisterVm(Command):
     vm_name: str
 
 
+class CreatePolicy(Command):
+    vault_id: UUID
+    name: str
+    schedule: Schedule
+    retention: Retention
+    timezone: str = "UTC"
+
+
+class UpdatePolicy(Command):
+    policy_id: UUID
+    schedule: Schedule
+    retention: Retention
+    timezone: str = "UTC"
+
+
+class ProtectVms(Command):
+    vault_id: UUID
+    vm_names: list[str]
+    policy: str = "DefaultPolicy"
+
+
+class ChangePolicy(Command):
+    vault_id: UUID
+    vm_name: str
+    policy: str
+
+
+class StopProtection(Command):
+    vault_id: UUID
+    vm_name: str
+    delete_data: bool = False
+
+
+class BackupNow(Command):
+    vault_id: UUID
+    vm_name: str
+    retain_until: datetime | None = None
+    now: datetime
+
+
+class RunSchedule(Command):
+    """Sent by the scheduler for an item whose next slot is due at `now`."""
+
+    item_id: UUID
+    now: datetime
+
+
+class RunRetention(Command):
+    vault_id: UUID
+    key: str = ""  # the scheduler's daily key: one retention job per vault and day
+
+
+class Restore(Command):
+    recovery_point_id: UUID
+    target_vm_name: str
+    mode: Literal["vm", "disks"] = "vm"
+    target_dir: str = ""
+    region: str = ""
+
+
 # Commands workers send back when they report on a job.
+
+
+class CompleteJob(Command):
+    job_id: UUID
+    result: dict[str, Any] = {}
+    warnings: list[Finding] = []
+
+
+class RecordProgress(Command):
+    job_id: UUID
+    bytes_done: int
+    bytes_total: int
+
+
+class CompleteProtection(Command):
+    job_id: UUID
+    protected_at: datetime
+    warnings: list[Finding] = []
+
+
+class RecordBackupTaken(Command):
+    job_id: UUID
+    taken_at: datetime
+    consistency: Consistency
+    logical_bytes: int
+    stored_bytes: int
+    manifest_digest: str
+    disks: list[DiskInfo]
+    warnings: list[Finding] = []
+
+
+class ExpireRecoveryPoints(Command):
+    job_id: UUID
+    recovery_point_ids: list[UUID]
+    now: datetime
 
 
 class StartJob(Command):

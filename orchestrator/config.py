@@ -30,10 +30,12 @@ class Settings(BaseModel):
     postgres_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     redis_url: str | None = None
     fabric: Path | None = None
+    vault_store: Path | None = None
     workers: int = Field(2, ge=1, le=32)
     principal: str = Field(default_factory=getpass.getuser, min_length=1, max_length=200)
     poll_interval: float = Field(0.1, gt=0, le=10)
     reconcile_interval: float = Field(5.0, gt=0, le=300)
+    scheduler_interval: float = Field(30.0, gt=0, le=3600)
     job_timeout: int = Field(600, ge=10, le=86400)
 
     @field_validator("redis_url")
@@ -53,6 +55,11 @@ class Settings(BaseModel):
     def fabric_path(self) -> Path:
         """The inventory file: BACKUP_FABRIC, else the one `backupctl fabric init` writes."""
         return self.fabric or self.data_dir / "fabric" / "inventory.yaml"
+
+    @property
+    def vault_store_path(self) -> Path:
+        """Backup data: BACKUP_VAULT_STORE (shared storage when distributed), else the data dir."""
+        return self.vault_store or self.data_dir / "vaultstore"
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The event store's settings in the eventsourcing library's terms."""

@@ -38,11 +38,13 @@ class Dispatcher(Follower):
 
     def __init__(self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int) -> None:
         super().__init__(app, store)
+        self.orchestrator = app
         self.redis = redis
         self.job_timeout = job_timeout
 
     def process(self, event: Any, notification_id: int) -> None:
-        if is_async(event.operation):
+        # A job made and ended by one command (unregister, stop protection) needs no worker.
+        if is_async(event.operation) and self.orchestrator.open_job(event.originator_id) is not None:
             enqueue(self.redis, event.operation, event.originator_id, self.job_timeout)
         with self.store.transaction() as tx:
             self.store.advance(tx, self.name, notification_id)

@@ -10,6 +10,8 @@ from types import FrameType
 from orchestrator.bootstrap import bootstrap
 from orchestrator.config import load_settings
 from orchestrator.errors import SettingsError
+from orchestrator.follower import FollowerThread
+from orchestrator.scheduler import SchedulerThread
 
 log = logging.getLogger("orchestrator.services")
 
@@ -26,7 +28,13 @@ def serve(name: str) -> None:
             field="BACKUP_REDIS_URL",
         )
     runtime = bootstrap(settings)
-    thread = runtime.dispatcher_thread() if name == "dispatcher" else runtime.projections_thread()
+    thread: FollowerThread | SchedulerThread
+    if name == "dispatcher":
+        thread = runtime.dispatcher_thread()
+    elif name == "projections":
+        thread = runtime.projections_thread()
+    else:
+        thread = runtime.scheduler_thread()
     stopped = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

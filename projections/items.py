@@ -1,4 +1,5 @@
-"""Items read model: every VM known to a vault, with its registration status."""
+"""Items read model: every VM known to a vault, with its registration and protection status, its
+policy, and its last backup. The scheduler reads it to find due slots."""
 
 from __future__ import annotations
 
@@ -7,22 +8,21 @@ from typing import Any
 
 from eventsourcing.utils import get_topic
 
-from orchestrator.domain import VirtualMachine
+from orchestrator.domain import VirtualMachine as VM
 from projections.base import Projection, ts
 from projections.store import Tx
 
 _EVENTS = (
-    VirtualMachine.Created,
-    VirtualMachine.RegistrationRequested,
-    VirtualMachine.Registered,
-    VirtualMachine.RegistrationFailed,
-    VirtualMachine.Unregistered,
+    VM.Created, VM.RegistrationRequested, VM.Registered, VM.RegistrationFailed, VM.Unregistered,
+    VM.ProtectionRequested, VM.Protected, VM.ProtectionFailed, VM.PolicyChanged, VM.BackupStarted,
+    VM.BackupSucceeded, VM.BackupFailed, VM.SlotsMissed, VM.ProtectionStopped,
 )
 
 
 class ItemsProjection(Projection):
     name = "items"
     topics = tuple(get_topic(cls) for cls in _EVENTS)
+    version = 2  # 2: protection and backup columns
     owned = ("items",)
     tables = (
         (
@@ -30,9 +30,13 @@ class ItemsProjection(Projection):
             "vault_id TEXT NOT NULL, vault_name TEXT NOT NULL, vm_name TEXT NOT NULL, "
             "region TEXT NOT NULL, deployment_model TEXT NOT NULL, status TEXT NOT NULL, "
             "last_job_id TEXT NOT NULL, extension_version TEXT NOT NULL DEFAULT '', "
-            "updated_at TEXT NOT NULL)"
+            "policy_id TEXT NOT NULL DEFAULT '', policy_name TEXT NOT NULL DEFAULT '', "
+            "last_slot TEXT NOT NULL DEFAULT '', backup_job_id TEXT NOT NULL DEFAULT '', "
+            "last_backup_status TEXT NOT NULL DEFAULT '', last_backup_at TEXT NOT NULL DEFAULT '', "
+            "missed_slots INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL)"
         ),
         "CREATE INDEX IF NOT EXISTS {i}items_vault ON {t}items (vault_id)",
+        "CREATE INDEX IF NOT EXISTS {i}items_status ON {t}items (status)",
     )
 
     @singledispatchmethod
@@ -40,7 +44,7 @@ class ItemsProjection(Projection):
         """Events this projection does not handle only move its position."""
 
     @apply.register
-    def _(self, event: VirtualMachine.Created, tx: Tx) -> None:
+    def _(self, event: VM.Created, tx: Tx) -> None:
         vm = event.vm
         tx.execute(
             f"INSERT INTO {self.table('items')} (item_id, vm_key, vault_id, vault_name, vm_name, "
@@ -52,23 +56,66 @@ class ItemsProjection(Projection):
         )
 
     @apply.register
-    def _(self, event: VirtualMachine.RegistrationRequested, tx: Tx) -> None:
+    def _(self, event: VM.RegistrationRequested, tx: Tx) -> None:
         self._update(
             tx, event, "vault_id = ?, vault_name = ?, status = 'registering', last_job_id = ?, "
             "extension_version = ''", str(event.vault_id), event.vault_name, str(event.job_id),
         )
 
     @apply.register
-    def _(self, event: VirtualMachine.Registered, tx: Tx) -> None:
+    def _(self, event: VM.Registered, tx: Tx) -> None:
         self._update(tx, event, "status = 'registered', extension_version = ?", event.extension_version)
 
     @apply.register
-    def _(self, event: VirtualMachine.RegistrationFailed, tx: Tx) -> None:
+    def _(self, event: VM.RegistrationFailed, tx: Tx) -> None:
         self._update(tx, event, "status = 'registration_failed'")
 
     @apply.register
-    def _(self, event: VirtualMachine.Unregistered, tx: Tx) -> None:
+    def _(self, event: VM.Unregistered, tx: Tx) -> None:
         self._update(tx, event, "status = 'unregistered', last_job_id = ?", str(event.job_id))
+
+    @apply.register
+    def _(self, event: VM.ProtectionRequested, tx: Tx) -> None:
+        self._update(tx, event, "policy_id = ?, policy_name = ?, last_job_id = ?",
+                     str(event.policy_id), event.policy_name, str(event.job_id))
+
+    @apply.register
+    def _(self, event: VM.Protected, tx: Tx) -> None:
+        self._update(tx, event, "status = 'protected_initial_backup_pending', last_slot = ?", ts(event.protected_at))
+
+    @apply.register
+    def _(self, event: VM.ProtectionFailed, tx: Tx) -> None:
+        self._update(tx, event, "policy_id = '', policy_name = ''")
+
+    @apply.register
+    def _(self, event: VM.PolicyChanged, tx: Tx) -> None:
+        self._update(tx, event, "policy_id = ?, policy_name = ?", str(event.policy_id), event.policy_name)
+
+    @apply.register
+    def _(self, event: VM.BackupStarted, tx: Tx) -> None:
+        if event.slot is None:
+            self._update(tx, event, "backup_job_id = ?", str(event.job_id))
+        else:
+            self._update(tx, event, "backup_job_id = ?, last_slot = ?", str(event.job_id), ts(event.slot))
+
+    @apply.register
+    def _(self, event: VM.BackupSucceeded, tx: Tx) -> None:
+        outcome = "completed_with_warnings" if event.with_warnings else "completed"
+        self._update(tx, event, "backup_job_id = '', status = ?, last_backup_status = ?, last_backup_at = ?",
+                     event.status.value, outcome, ts(event.taken_at))
+
+    @apply.register
+    def _(self, event: VM.BackupFailed, tx: Tx) -> None:
+        self._update(tx, event, "backup_job_id = '', status = ?, last_backup_status = 'failed'", event.status.value)
+
+    @apply.register
+    def _(self, event: VM.SlotsMissed, tx: Tx) -> None:
+        self._update(tx, event, "last_slot = ?, missed_slots = missed_slots + ?", ts(max(event.slots)), len(event.slots))
+
+    @apply.register
+    def _(self, event: VM.ProtectionStopped, tx: Tx) -> None:
+        status = "registered" if event.delete_data else "protection_stopped"
+        self._update(tx, event, "status = ?, policy_id = '', policy_name = ''", status)
 
     def _update(self, tx: Tx, event: Any, assignments: str, *values: Any) -> None:
         tx.execute(

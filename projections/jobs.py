@@ -14,8 +14,8 @@ from projections.store import Tx
 
 class JobsProjection(Projection):
     name = "jobs"
-    topics = tuple(get_topic(cls) for cls in (Job.Created, Job.Started, Job.Completed, Job.Failed))
-    version = 2  # 2: created_seq
+    topics = tuple(get_topic(cls) for cls in (Job.Created, Job.Started, Job.Progressed, Job.Completed, Job.Failed))
+    version = 3  # 2: created_seq; 3: progress in bytes
     owned = ("jobs",)
     tables = (
         (
@@ -24,7 +24,8 @@ class JobsProjection(Projection):
             "started_at TEXT NOT NULL, ended_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
             "error_code TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '', "
             "warnings TEXT NOT NULL DEFAULT '[]', result TEXT NOT NULL DEFAULT '{{}}', "
-            "principal TEXT NOT NULL, created_seq BIGINT NOT NULL)"
+            "principal TEXT NOT NULL, created_seq BIGINT NOT NULL, bytes_done BIGINT NOT NULL DEFAULT 0, "
+            "bytes_total BIGINT NOT NULL DEFAULT 0)"
         ),
         "CREATE INDEX IF NOT EXISTS {i}jobs_started ON {t}jobs (started_at)",
         "CREATE INDEX IF NOT EXISTS {i}jobs_status ON {t}jobs (status, operation)",
@@ -46,6 +47,10 @@ class JobsProjection(Projection):
     @apply.register
     def _(self, event: Job.Started, tx: Tx) -> None:
         self._update(tx, event, "attempts = attempts + 1")
+
+    @apply.register
+    def _(self, event: Job.Progressed, tx: Tx) -> None:
+        self._update(tx, event, "bytes_done = ?, bytes_total = ?", event.bytes_done, event.bytes_total)
 
     @apply.register
     def _(self, event: Job.Completed, tx: Tx) -> None:

@@ -31,6 +31,8 @@ class JobRow(Row):
     result: dict[str, Any]
     principal: str
     created_seq: int  # the notification id of the job's creation
+    bytes_done: int
+    bytes_total: int
 
     @property
     def duration_seconds(self) -> float | None:
@@ -38,6 +40,7 @@ class JobRow(Row):
 
 
 class ItemRow(Row):
+    item_id: str
     vm_name: str
     vm_key: str
     vault_id: str
@@ -47,6 +50,41 @@ class ItemRow(Row):
     status: str
     last_job_id: str
     extension_version: str
+    policy_id: str
+    policy_name: str
+    last_slot: datetime | None
+    backup_job_id: str
+    last_backup_status: str
+    last_backup_at: datetime | None
+    missed_slots: int
+    updated_at: datetime
+
+
+class RecoveryPointRow(Row):
+    recovery_point_id: str
+    vault_id: str
+    item_id: str
+    vm_name: str
+    job_id: str
+    taken_at: datetime
+    consistency: str
+    tiers: list[str]
+    expires_at: datetime
+    logical_bytes: int
+    stored_bytes: int
+    expired: bool
+    held_reason: str
+    expiry_reason: str
+
+
+class PolicyRow(Row):
+    policy_id: str
+    vault_id: str
+    name: str
+    schedule: dict[str, Any]
+    retention: dict[str, Any]
+    timezone: str
+    item_count: int
     updated_at: datetime
 
 
@@ -116,7 +154,47 @@ def items(store: ReadStore, vault_id: str, *, include_former: bool = False) -> l
         f"SELECT * FROM {store.t('items')} WHERE vault_id = ?{clause} ORDER BY vm_name",
         (vault_id,),
     )
-    return [ItemRow(**r) for r in rows]
+    return [_item(r) for r in rows]
+
+
+def _item(row: dict[str, Any]) -> ItemRow:
+    return ItemRow(**{**row, "last_slot": row["last_slot"] or None, "last_backup_at": row["last_backup_at"] or None})
+
+
+def scheduled_items(store: ReadStore) -> list[tuple[ItemRow, PolicyRow]]:
+    """Actively protected items with their policies: what the scheduler looks at."""
+    items = store.fetch(
+        f"SELECT * FROM {store.t('items')} WHERE status IN "
+        "('protected_initial_backup_pending', 'protected', 'protection_error') AND policy_id <> ''"
+    )
+    policies = {p.policy_id: p for p in _policies(store.fetch(f"SELECT * FROM {store.t('policies')}"))}
+    return [(_item(r), policies[r["policy_id"]]) for r in items if r["policy_id"] in policies]
+
+
+def recovery_points(
+    store: ReadStore, vault_id: str, vm_name: str | None = None, *, include_expired: bool = False
+) -> list[RecoveryPointRow]:
+    """Newest first."""
+    where, params = ["vault_id = ?"], [vault_id]
+    if vm_name is not None:
+        where.append("vm_name = ?")
+        params.append(vm_name)
+    if not include_expired:
+        where.append("expired = 0")
+    rows = store.fetch(
+        f"SELECT * FROM {store.t('recovery_points')} WHERE {' AND '.join(where)} ORDER BY taken_at DESC",
+        tuple(params),
+    )
+    return [RecoveryPointRow(**{**r, "tiers": json.loads(r["tiers"]), "expired": bool(r["expired"])}) for r in rows]
+
+
+def policies(store: ReadStore, vault_id: str) -> list[PolicyRow]:
+    return _policies(store.fetch(f"SELECT * FROM {store.t('policies')} WHERE vault_id = ? ORDER BY name", (vault_id,)))
+
+
+def _policies(rows: list[dict[str, Any]]) -> list[PolicyRow]:
+    return [PolicyRow(**{**r, "schedule": json.loads(r["schedule"]), "retention": json.loads(r["retention"])})
+            for r in rows]
 
 
 def vaults(store: ReadStore, subscription: str | None = None) -> list[VaultRow]:

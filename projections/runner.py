@@ -8,10 +8,14 @@ from orchestrator.follower import FollowerThread
 from projections.base import Projection
 from projections.items import ItemsProjection
 from projections.jobs import JobsProjection
+from projections.policies import PoliciesProjection
+from projections.recovery_points import RecoveryPointsProjection
 from projections.store import ReadStore
 from projections.vaults import VaultsProjection
 
-PROJECTIONS: tuple[type[Projection], ...] = (JobsProjection, ItemsProjection, VaultsProjection)
+PROJECTIONS: tuple[type[Projection], ...] = (
+    JobsProjection, ItemsProjection, VaultsProjection, RecoveryPointsProjection, PoliciesProjection,
+)
 NAMES = [p.name for p in PROJECTIONS]
 
 

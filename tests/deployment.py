@@ -48,7 +48,7 @@ class Deployment:
     def start(self, name: str) -> None:
         if name.startswith("worker"):
             rq = Path(sys.executable).parent / "rq"
-            args = [str(rq), "worker", "control", "--url", self.redis_url, *WORKER_ARGS, "--quiet"]
+            args = [str(rq), "worker", "jobs", "--url", self.redis_url, *WORKER_ARGS, "--quiet"]
         else:
             args = [sys.executable, "-m", "orchestrator", "serve", name]
         log = (self.tmp / f"{name}.log").open("ab")

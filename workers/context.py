@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from orchestrator.application import Orchestrator
+from orchestrator.clock import Clock
 from orchestrator.commands import Command
 from orchestrator.fabric import Fabric
+from projections.store import ReadStore
+from workers.vaultstore import VaultStore
 
 
 @dataclass
@@ -21,6 +26,12 @@ class WorkerContext:
     app: Orchestrator
     fabric: Fabric
     principal: str
+    vault_store_root: Path
+    clock: Clock
+    read_store: ReadStore
+
+    def vault_store(self, vault_id: UUID) -> VaultStore:
+        return VaultStore(self.vault_store_root / str(vault_id))
 
     def report(self, command: Command) -> Any:
         """Send a command through the same code path as an operator's."""

@@ -10,16 +10,20 @@ from rq.exceptions import DuplicateJobError
 
 from orchestrator.domain.values import Operation
 
-# One queue for short control work (checks, discovery, registration). A single queue lets a worker
-# dequeue with BLMOVE, so a job popped by a worker that dies at once is not lost.
-CONTROL = "control"
-QUEUES = (CONTROL,)
+# One queue for all work. A worker serving a single queue dequeues with BLMOVE, so a job popped by a
+# worker that dies at that instant is not lost (with several queues RQ uses BLPOP, which can lose
+# it). Workers scale by replicas, not by queue.
+JOBS = "jobs"
+QUEUES = (JOBS,)
 
 TASKS: dict[Operation, str] = {
     Operation.DISCOVERY: "workers.tasks.discover",
     Operation.REGISTER: "workers.tasks.register",
+    Operation.CONFIGURE_PROTECTION: "workers.tasks.configure_protection",
+    Operation.BACKUP: "workers.tasks.backup",
+    Operation.RESTORE: "workers.tasks.restore",
+    Operation.RETENTION: "workers.tasks.retention",
 }
-QUEUE_OF: dict[Operation, str] = {Operation.DISCOVERY: CONTROL, Operation.REGISTER: CONTROL}
 
 # Tasks are idempotent reads and reports, so a retry after a crash is safe.
 RETRIES = 2
@@ -39,7 +43,7 @@ def is_async(operation: Operation) -> bool:
 
 def enqueue(connection: Redis, operation: Operation, job_id: UUID | str, job_timeout: int) -> bool:
     """Enqueue the task for a job; False when that job is already enqueued (or ran)."""
-    queue = Queue(QUEUE_OF[operation], connection=connection)
+    queue = Queue(JOBS, connection=connection)
     try:
         queue.enqueue(
             TASKS[operation],

@@ -1,67 +1,81 @@
-"""RQ entry points. Each takes a job id, does its work against the fabric, and reports back with
-a command. A second delivery of the same task finds its job ended and does nothing."""
+"""RQ entry points. Each takes a job id, does its work against the fabric and the vault store, and
+reports back with a command. A second delivery of the same task finds its job ended and does
+nothing; a task killed half-way leaves nothing visible and runs again from the start."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from uuid import UUID
 
 from orchestrator import commands as c
 from orchestrator.domain import Job, Vault
-from orchestrator.domain.values import Finding
 from orchestrator.errors import OrchestratorError
-from orchestrator.fabric.inventory import PowerState
-from workers import context
+from workers import context, jobs
 from workers.checks import agent_problem
 
 
-def _begin(job_id: str) -> tuple[context.WorkerContext, Job] | None:
+def _run(job_id: str, work: Callable[[context.WorkerContext, Job], str]) -> str:
+    """Start the job, run `work`, and turn an expected failure into the job's error code."""
     ctx = context.current()
-    started = ctx.report(c.StartJob(job_id=UUID(job_id), worker=socket.gethostname()))
-    return (ctx, ctx.app.get(UUID(job_id), Job)) if started else None
+    if not ctx.report(c.StartJob(job_id=UUID(job_id), worker=socket.gethostname())):
+        return "already ended"
+    job = ctx.app.get(UUID(job_id), Job)
+    try:
+        return work(ctx, job)
+    except OrchestratorError as exc:
+        ctx.report(c.FailJob(job_id=job.id, error_code=exc.code, error_message=exc.message))
+        return exc.code
 
 
 def discover(job_id: str) -> str:
     """List the VMs of the vault's subscription; the orchestrator works out which are new."""
-    begun = _begin(job_id)
-    if begun is None:
-        return "already ended"
-    ctx, job = begun
-    vault = ctx.app.get(job.vault_id, Vault)
-    try:
+
+    def work(ctx: context.WorkerContext, job: Job) -> str:
+        vault = ctx.app.get(job.vault_id, Vault)
         vms = ctx.fabric.list_vms(vault.subscription)
-    except OrchestratorError as exc:
-        ctx.report(c.FailJob(job_id=job.id, error_code=exc.code, error_message=exc.message))
-        return exc.code
-    ctx.report(c.RecordInventory(job_id=job.id, vms=[vm.ref for vm in vms]))
-    return f"{len(vms)} VMs"
+        ctx.report(c.RecordInventory(job_id=job.id, vms=[vm.ref for vm in vms]))
+        return f"{len(vms)} VMs"
+
+    return _run(job_id, work)
 
 
 def register(job_id: str) -> str:
     """Check the VM agent, then install or confirm the backup extension."""
-    begun = _begin(job_id)
-    if begun is None:
-        return "already ended"
-    ctx, job = begun
-    try:
-        vm = ctx.fabric.get_vm(job.vm_key)
-        problem = agent_problem(vm)
-        if problem is not None:
-            ctx.report(c.FailJob(job_id=job.id, error_code=problem.code, error_message=problem.message))
-            return problem.code
-        warnings: list[Finding] = []
-        version = ctx.fabric.extension_version(job.vm_key)
-        if version is None and vm.spec.power_state is PowerState.RUNNING:
-            version = ctx.fabric.install_extension(job.vm_key)
-        elif version is None:
-            warnings.append(Finding(
-                code="ExtensionPendingVmStart",
-                message=f"VM {vm.ref.display_name} is {vm.spec.power_state.value}: the backup "
-                "extension will be installed when it next runs; until then backups are offline "
-                "(crash-consistent).",
-            ))
-    except OrchestratorError as exc:
-        ctx.report(c.FailJob(job_id=job.id, error_code=exc.code, error_message=exc.message))
-        return exc.code
-    ctx.report(c.CompleteRegistration(job_id=job.id, extension_version=version or "", warnings=warnings))
-    return "registered"
+
+    def work(ctx: context.WorkerContext, job: Job) -> str:
+        version, warnings = jobs.agent_and_extension(ctx, job)
+        ctx.report(c.CompleteRegistration(job_id=job.id, extension_version=version, warnings=warnings))
+        return "registered"
+
+    return _run(job_id, work)
+
+
+def configure_protection(job_id: str) -> str:
+    """Check the VM again (it may have changed since registration), then apply the policy."""
+
+    def work(ctx: context.WorkerContext, job: Job) -> str:
+        _, warnings = jobs.agent_and_extension(ctx, job)
+        ctx.report(c.CompleteProtection(job_id=job.id, protected_at=ctx.clock.now(), warnings=warnings))
+        return "protected"
+
+    return _run(job_id, work)
+
+
+def backup(job_id: str) -> str:
+    """Snapshot the VM's disks into the vault store; the recovery point appears once its manifest
+    is committed and reported."""
+    return _run(job_id, jobs.run_backup)
+
+
+def restore(job_id: str) -> str:
+    """Rebuild a recovery point's disks, verified block by block, as a new VM or into a directory."""
+    return _run(job_id, jobs.run_restore)
+
+
+def retention(job_id: str) -> str:
+    """Expire recovery points past their retention, drop their manifests, collect unused blocks."""
+    return _run(job_id, jobs.run_retention)
+
+
+__all__ = ["agent_problem", "backup", "configure_protection", "discover", "register", "restore", "retention"]

@@ -2,6 +2,8 @@
 
 from orchestrator.domain.item import VirtualMachine
 from orchestrator.domain.job import Job
+from orchestrator.domain.policy import BackupPolicy
+from orchestrator.domain.recovery_point import RecoveryPoint
 from orchestrator.domain.vault import Vault
 
-__all__ = ["Job", "Vault", "VirtualMachine"]
+__all__ = ["BackupPolicy", "Job", "RecoveryPoint", "Vault", "VirtualMachine"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
@@ -48,6 +49,57 @@ class VirtualMachine(Aggregate):
         TOPIC = "backup.vm.unregistered"
         job_id: UUID
 
+    class ProtectionRequested(Aggregate.Event):
+        TOPIC = "backup.vm.protection_requested"
+        policy_id: UUID
+        policy_name: str
+        job_id: UUID
+
+    class Protected(Aggregate.Event):
+        TOPIC = "backup.vm.protected"
+        job_id: UUID
+        protected_at: datetime
+
+    class ProtectionFailed(Aggregate.Event):
+        TOPIC = "backup.vm.protection_failed"
+        job_id: UUID
+        error_code: str
+
+    class PolicyChanged(Aggregate.Event):
+        TOPIC = "backup.vm.policy_changed"
+        policy_id: UUID
+        policy_name: str
+
+    class BackupStarted(Aggregate.Event):
+        TOPIC = "backup.vm.backup_started"
+        job_id: UUID
+        slot: datetime | None  # None: on demand
+        retain_until: datetime | None
+
+    class BackupSucceeded(Aggregate.Event):
+        TOPIC = "backup.vm.backup_succeeded"
+        job_id: UUID
+        recovery_point_id: UUID
+        taken_at: datetime
+        with_warnings: bool
+        status: ItemStatus
+
+    class BackupFailed(Aggregate.Event):
+        TOPIC = "backup.vm.backup_failed"
+        job_id: UUID
+        error_code: str
+        status: ItemStatus
+
+    class SlotsMissed(Aggregate.Event):
+        TOPIC = "backup.vm.slots_missed"
+        slots: list[datetime]
+        reason: str
+
+    class ProtectionStopped(Aggregate.Event):
+        TOPIC = "backup.vm.protection_stopped"
+        job_id: UUID
+        delete_data: bool
+
     @staticmethod
     def create_id(vm: VmRef) -> UUID:
         return item_id_for(vm.key)
@@ -63,6 +115,14 @@ class VirtualMachine(Aggregate):
         self.job_id = job_id
         self.status = ItemStatus.REGISTERING
         self.extension_version = ""
+        self.policy_id: UUID | None = None
+        self.policy_name = ""
+        self.backup_job_id: UUID | None = None
+        self.last_slot: datetime | None = None
+        self.last_backup_status = ""
+        self.last_backup_at: datetime | None = None
+        self.latest_recovery_point: UUID | None = None
+        self.recovery_point_ids: list[UUID] = []
 
     def check_can_register(self, vault_id: UUID) -> None:
         if not self.status.holds_vm:
@@ -106,3 +166,123 @@ class VirtualMachine(Aggregate):
     @event(Unregistered)
     def unregister(self, job_id: UUID) -> None:
         self.status = ItemStatus.UNREGISTERED
+
+    # Protection
+
+    @property
+    def actively_protected(self) -> bool:
+        return self.status in ACTIVE
+
+    def check_can_protect(self, vault_id: UUID) -> None:
+        if self.vault_id != vault_id or not self.status.holds_vm:
+            raise DomainError(
+                "VmNotRegistered",
+                f"VM {self.vm.display_name} is not registered in this vault; register it first",
+                field="vm_names",
+            )
+        if self.status in ACTIVE or self.status is ItemStatus.PROTECTION_STOPPED:
+            raise DomainError(
+                "VmAlreadyProtected",
+                f"VM {self.vm.display_name} is already protected ({self.status.value}) with policy "
+                f"{self.policy_name!r}; change its policy with change-policy",
+                field="vm_names",
+            )
+        if self.status is not ItemStatus.REGISTERED or self.policy_id is not None:
+            raise DomainError(
+                "ProtectionInProgress",
+                f"VM {self.vm.display_name} is {self.status.value}; wait for its current job to end",
+                field="vm_names",
+            )
+
+    @event(ProtectionRequested)
+    def request_protection(self, policy_id: UUID, policy_name: str, job_id: UUID) -> None:
+        self.policy_id = policy_id
+        self.policy_name = policy_name
+        self.job_id = job_id
+
+    @event(Protected)
+    def protected(self, job_id: UUID, protected_at: datetime) -> None:
+        self.status = ItemStatus.PROTECTED_INITIAL_BACKUP_PENDING
+        self.last_slot = protected_at  # the first scheduled slot is the first one after this
+
+    @event(ProtectionFailed)
+    def protection_failed(self, job_id: UUID, error_code: str) -> None:
+        self.policy_id = None
+        self.policy_name = ""
+
+    @event(PolicyChanged)
+    def change_policy(self, policy_id: UUID, policy_name: str) -> None:
+        self.policy_id = policy_id
+        self.policy_name = policy_name
+
+    def check_actively_protected(self) -> None:
+        if self.status not in ACTIVE:
+            raise DomainError(
+                "VmNotProtected",
+                f"VM {self.vm.display_name} is not protected (status: {self.status.value}); protect it first",
+                field="vm_name",
+            )
+
+    # Backups
+
+    def check_no_backup_running(self) -> None:
+        if self.backup_job_id is not None:
+            raise DomainError(
+                "BackupAlreadyInProgress",
+                f"a backup of VM {self.vm.display_name} is already running (job {self.backup_job_id}); "
+                "wait for it to end",
+                field="vm_name",
+            )
+
+    @event(BackupStarted)
+    def start_backup(self, job_id: UUID, slot: datetime | None, retain_until: datetime | None) -> None:
+        self.backup_job_id = job_id
+        if slot is not None:
+            self.last_slot = slot
+
+    def backup_succeeded(self, job_id: UUID, recovery_point_id: UUID, taken_at: datetime, with_warnings: bool) -> None:
+        status = ItemStatus.PROTECTED if self.status in ACTIVE else self.status
+        self._backup_succeeded(job_id, recovery_point_id, taken_at, with_warnings, status)
+
+    @event(BackupSucceeded)
+    def _backup_succeeded(
+        self, job_id: UUID, recovery_point_id: UUID, taken_at: datetime, with_warnings: bool, status: ItemStatus
+    ) -> None:
+        self.backup_job_id = None
+        self.status = status
+        self.last_backup_status = "completed_with_warnings" if with_warnings else "completed"
+        self.last_backup_at = taken_at
+        self.latest_recovery_point = recovery_point_id
+        self.recovery_point_ids.append(recovery_point_id)
+
+    def backup_failed(self, job_id: UUID, error_code: str) -> None:
+        status = ItemStatus.PROTECTION_ERROR if self.status is ItemStatus.PROTECTED else self.status
+        self._backup_failed(job_id, error_code, status)
+
+    @event(BackupFailed)
+    def _backup_failed(self, job_id: UUID, error_code: str, status: ItemStatus) -> None:
+        self.backup_job_id = None
+        self.last_backup_status = "failed"
+        self.status = status
+
+    @event(SlotsMissed)
+    def slots_missed(self, slots: list[datetime], reason: str) -> None:
+        self.last_slot = max(slots)
+
+    @event(ProtectionStopped)
+    def stop_protection(self, job_id: UUID, delete_data: bool) -> None:
+        if delete_data:
+            self.status = ItemStatus.REGISTERED
+            self.recovery_point_ids = []
+            self.latest_recovery_point = None
+        else:
+            self.status = ItemStatus.PROTECTION_STOPPED
+        self.policy_id = None
+        self.policy_name = ""
+
+
+ACTIVE = (
+    ItemStatus.PROTECTED_INITIAL_BACKUP_PENDING,
+    ItemStatus.PROTECTED,
+    ItemStatus.PROTECTION_ERROR,
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import event
 
@@ -21,6 +21,7 @@ class Job(Aggregate):
         vault_id: UUID
         vm_key: str
         vm_name: str
+        job_key: str = ""
 
     class Started(Aggregate.Event):
         TOPIC = "backup.job.started"
@@ -36,8 +37,23 @@ class Job(Aggregate):
         error_code: str
         error_message: str
 
+    class ParametersSet(Aggregate.Event):
+        TOPIC = "backup.job.parameters_set"
+        parameters: dict[str, Any]
+
+    class Progressed(Aggregate.Event):
+        TOPIC = "backup.job.progressed"
+        bytes_done: int
+        bytes_total: int
+
+    @staticmethod
+    def create_id(job_key: str = "") -> UUID:
+        """A job with a key (a scheduled slot, say) gets an id derived from it: a second request
+        for the same key conflicts instead of making a second job."""
+        return uuid5(NAMESPACE_URL, f"/jobs/{job_key}") if job_key else uuid4()
+
     @event(Created)
-    def __init__(self, operation: Operation, vault_id: UUID, vm_key: str, vm_name: str) -> None:
+    def __init__(self, operation: Operation, vault_id: UUID, vm_key: str, vm_name: str, job_key: str = "") -> None:
         self.operation = operation
         self.vault_id = vault_id
         self.vm_key = vm_key
@@ -48,6 +64,9 @@ class Job(Aggregate):
         self.warnings: list[Finding] = []
         self.error_code = ""
         self.error_message = ""
+        self.bytes_done = 0
+        self.bytes_total = 0
+        self.parameters: dict[str, Any] = {}
 
     @property
     def ended_on(self) -> datetime | None:
@@ -57,6 +76,16 @@ class Job(Aggregate):
     @event(Started)
     def start(self, worker: str) -> None:
         self.attempts += 1
+
+    @event(ParametersSet)
+    def set_parameters(self, parameters: dict[str, Any]) -> None:
+        """What the worker needs beyond the job's VM (a restore's target, say)."""
+        self.parameters = dict(parameters)
+
+    @event(Progressed)
+    def progress(self, bytes_done: int, bytes_total: int) -> None:
+        self.bytes_done = bytes_done
+        self.bytes_total = bytes_total
 
     @event(Completed)
     def complete(self, result: dict[str, Any], warnings: list[Finding]) -> None:

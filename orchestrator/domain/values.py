@@ -85,6 +85,12 @@ class VmRef(Value):
         return f"{self.cloud_service}/{self.name}" if self.cloud_service else self.name
 
 
+class Consistency(str, Enum):
+    APPLICATION = "application"
+    FILE_SYSTEM = "file_system"
+    CRASH = "crash"
+
+
 class Finding(Value):
     """A warning that did not stop an operation (its job ends `completed_with_warnings`)."""
 

@@ -88,6 +88,10 @@ class Vault(Aggregate):
         job_id: UUID
         vms: list[VmRef]
 
+    class ProtectedItemsCounted(Aggregate.Event):
+        TOPIC = "backup.vault.protected_items_counted"
+        count: int
+
     @staticmethod
     def create_id(subscription: str, name: str) -> UUID:
         return vault_id_for(subscription, name)
@@ -122,6 +126,10 @@ class Vault(Aggregate):
                 "storage replication can only be changed before the first item is protected",
                 field="replication",
             )
+
+    @event(ProtectedItemsCounted)
+    def count_protected_items(self, count: int) -> None:
+        self.protected_item_count = count
 
     @event(ReplicationChanged)
     def change_replication(self, replication: Replication) -> None:

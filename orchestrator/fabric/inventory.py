@@ -76,6 +76,17 @@ class EncryptionSpec(Spec):
     kek_key: str | None = None
 
 
+class FreezeSpec(Spec):
+    """How the agent quiesces writes before a snapshot: VSS on Windows; on Linux, the VM's own
+    pre- and post-snapshot scripts (real executables, run by the local fabric)."""
+
+    vss_ok: bool = True
+    pre_script: Path | None = None
+    post_script: Path | None = None
+    script_timeout_s: float = Field(60, gt=0, le=3600)
+    on_script_failure: Literal["fail", "continue"] = "continue"
+
+
 class VmSpec(Spec):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     cloud_service: str = ""
@@ -89,6 +100,7 @@ class VmSpec(Spec):
     disks: list[DiskSpec] = Field(min_length=1)
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     encryption: EncryptionSpec = Field(default_factory=EncryptionSpec)
+    freeze: FreezeSpec = Field(default_factory=FreezeSpec)
 
     @model_validator(mode="after")
     def _classic_has_cloud_service(self) -> VmSpec:

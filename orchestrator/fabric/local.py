@@ -1,15 +1,22 @@
-"""The local fabric: VMs from an inventory file, disks as image files, changes as state files."""
+"""The local fabric: VMs from an inventory file, disks as image files, changes as state files.
+
+What the service changes is kept beside the inventory, never in it: `state/<vm>.json` (the backup
+extension) and `state/restored/` (VMs created by restores, with their disk images).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from orchestrator.errors import OrchestratorError
-from orchestrator.fabric.inventory import FabricVm, PowerState, load_inventory
+from orchestrator.fabric.inventory import FabricVm, PowerState, VmSpec, load_inventory
 
 
 class LocalFabric:
@@ -18,12 +25,16 @@ class LocalFabric:
     def __init__(self, inventory_path: Path) -> None:
         self.inventory_path = inventory_path
         self.state_dir = inventory_path.parent / "state"
+        self.restored_dir = self.state_dir / "restored"
+
+    def all_vms(self) -> list[FabricVm]:
+        return load_inventory(self.inventory_path) + self._restored()
 
     def list_vms(self, subscription: str) -> list[FabricVm]:
-        return [vm for vm in load_inventory(self.inventory_path) if vm.subscription == subscription]
+        return [vm for vm in self.all_vms() if vm.subscription == subscription]
 
     def get_vm(self, vm_key: str) -> FabricVm:
-        for vm in load_inventory(self.inventory_path):
+        for vm in self.all_vms():
             if vm.ref.key.lower() == vm_key.lower():
                 return vm
         raise OrchestratorError(
@@ -47,6 +58,51 @@ class LocalFabric:
         self._write_state(vm_key, {**self._state(vm_key), "extension_version": version})
         return version
 
+    def disk_paths(self, vm_key: str) -> list[tuple[str, Path]]:
+        vm = self.get_vm(vm_key)
+        return [(disk.name, vm.disk_path(disk)) for disk in vm.spec.disks]
+
+    def run_script(self, vm_key: str, script: Path, timeout: float) -> tuple[bool, str]:
+        """Run a VM's snapshot script; (True, "") when it exits 0 within `timeout` seconds."""
+        vm = self.get_vm(vm_key)
+        path = script if script.is_absolute() else vm.base_dir / script
+        try:
+            done = subprocess.run([str(path)], capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return False, f"{path.name} did not finish within {timeout:g}s"
+        except OSError as exc:
+            return False, f"{path.name} could not run: {exc.strerror}"
+        if done.returncode != 0:
+            return False, f"{path.name} exited {done.returncode}: {done.stderr.decode(errors='replace').strip()[:200]}"
+        return True, ""
+
+    def find_vm(self, subscription: str, name: str) -> FabricVm | None:
+        for vm in self.list_vms(subscription):
+            if vm.spec.name.lower() == name.lower():
+                return vm
+        return None
+
+    def restored_disk_dir(self, subscription: str, name: str) -> Path:
+        return self.restored_dir / f"{subscription}-{name}"
+
+    def create_vm(self, subscription: str, spec: VmSpec) -> FabricVm:
+        """Add a VM (a restore's result) whose disk images are already in place."""
+        if self.find_vm(subscription, spec.name) is not None:
+            raise OrchestratorError("RestoreTargetExists", f"a VM named {spec.name!r} exists in the fabric")
+        data = {"subscription": subscription, "vm": json.loads(spec.model_dump_json())}
+        _write_atomically(self.restored_dir / f"{subscription}-{spec.name}.yaml", yaml.safe_dump(data).encode())
+        return FabricVm(subscription=subscription, spec=spec, base_dir=self.restored_dir)
+
+    def _restored(self) -> list[FabricVm]:
+        if not self.restored_dir.exists():
+            return []
+        vms = []
+        for path in sorted(self.restored_dir.glob("*.yaml")):
+            data = yaml.safe_load(path.read_text())
+            vms.append(FabricVm(subscription=data["subscription"], spec=VmSpec.model_validate(data["vm"]),
+                                base_dir=self.restored_dir))
+        return vms
+
     def _state_path(self, vm_key: str) -> Path:
         digest = hashlib.sha256(vm_key.lower().encode()).hexdigest()[:32]
         return self.state_dir / f"{digest}.json"
@@ -56,11 +112,15 @@ class LocalFabric:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def _write_state(self, vm_key: str, state: dict[str, object]) -> None:
-        """Write-then-rename, so a crash leaves the old state or the new, never half of one."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"vm": vm_key, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._state_path(vm_key))
+        _write_atomically(self._state_path(vm_key), json.dumps({**state, "vm": vm_key}).encode())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write-then-rename, so a crash leaves the old state or the new, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 OURS = sorted(n for n, s in COMPOSE["services"].items() if "build" in s)
-READY = {"dispatcher": "dispatcher ready", "projections": "projections ready", "worker": "Listening on control"}
+READY = {"dispatcher": "dispatcher ready", "projections": "projections ready", "worker": "Listening on jobs"}
 
 
 def _local(env: dict[str, str], schema: str, tmp: Path, fabric: Path) -> dict[str, str]:

@@ -74,4 +74,4 @@ def private_redis_has_jobs(server: PrivateRedis) -> bool:
     import redis
     from rq import Queue
 
-    return Queue("control", connection=redis.Redis.from_url(server.url)).count > 0
+    return Queue("jobs", connection=redis.Redis.from_url(server.url)).count > 0

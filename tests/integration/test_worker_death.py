@@ -13,7 +13,7 @@ from rq.job import JobStatus
 from orchestrator.domain.values import Operation
 from tests.deployment import Deployment, wait_for
 from tests.helpers import REDIS_URL
-from workers.queues import CONTROL, rq_job_id
+from workers.queues import JOBS, rq_job_id
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_a_job_whose_worker_was_killed_fails_as_worker_lost_within_two_minutes(d
         # mid-way): same RQ job id, enqueued as the dispatcher would, without retries.
         connection = redis.Redis.from_url(REDIS_URL)
         rq_id = rq_job_id(Operation.DISCOVERY, job_id)
-        Queue(CONTROL, connection=connection).enqueue("time.sleep", 600, job_id=rq_id, job_timeout=900)
+        Queue(JOBS, connection=connection).enqueue("time.sleep", 600, job_id=rq_id, job_timeout=900)
         deployment.start("dispatcher")  # its enqueue of the same id is refused as a duplicate
         deployment.start("worker0")
         wait_for(lambda: RqJob.fetch(rq_id, connection=connection).get_status() == JobStatus.STARTED, 30,

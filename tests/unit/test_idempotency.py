@@ -16,7 +16,7 @@ from orchestrator.domain.values import Operation
 from projections.jobs import JobsProjection
 from tests.helpers import event_count, topics
 from workers import context, tasks
-from workers.queues import CONTROL, enqueue, rq_job_id
+from workers.queues import JOBS, enqueue, rq_job_id
 
 
 def test_a_task_delivered_twice_adds_nothing_the_second_time(client: Client, discovered_vault: str) -> None:
@@ -34,7 +34,7 @@ def test_a_task_delivered_twice_adds_nothing_the_second_time(client: Client, dis
 def test_a_dispatcher_replaying_from_scratch_enqueues_nothing_twice(client: Client, discovered_vault: str) -> None:
     client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
     runtime = client.runtime
-    queue = Queue(CONTROL, connection=runtime.redis)
+    queue = Queue(JOBS, connection=runtime.redis)
     enqueued_before = queue.count + queue.finished_job_registry.count
     replay = Dispatcher(runtime.app, runtime.store, runtime.redis, 60)
     replay.name = "dispatcher-replay"  # a dispatcher that lost its position: starts at zero
@@ -49,7 +49,7 @@ def test_enqueueing_the_same_job_twice_is_refused_by_rq(client: Client) -> None:
     client.runtime.close()  # no workers: the job stays queued
     assert enqueue(redis, Operation.REGISTER, job_id, 60) is True
     assert enqueue(redis, Operation.REGISTER, job_id, 60) is False
-    assert Queue(CONTROL, connection=redis).job_ids == [rq_job_id(Operation.REGISTER, job_id)]
+    assert Queue(JOBS, connection=redis).job_ids == [rq_job_id(Operation.REGISTER, job_id)]
 
 
 def test_a_projection_applies_an_event_once_even_if_offered_twice(client: Client, discovered_vault: str) -> None:

@@ -1,0 +1,89 @@
+"""A backup policy of a vault: schedule, retention tiers and time zone; it serves many VMs."""
+
+from __future__ import annotations
+
+import re
+from uuid import NAMESPACE_URL, UUID, uuid5
+from zoneinfo import ZoneInfo
+
+from eventsourcing.domain import event
+
+from orchestrator.domain.base import Aggregate
+from orchestrator.domain.schedule import Retention, Schedule, check_retention, check_schedule, check_timezone
+from orchestrator.errors import DomainError
+
+DEFAULT_POLICY = "DefaultPolicy"
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{2,149}")
+
+
+def policy_id_for(vault_id: UUID, name: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"/vaults/{vault_id}/policies/{name.lower()}")
+
+
+def check_policy(name: str, schedule: Schedule, retention: Retention, timezone: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise DomainError(
+            "PolicyNameInvalid",
+            f"policy name {name!r} must be 3-150 letters, digits, '-' or '_', starting with a letter",
+            field="name",
+        )
+    check_timezone(timezone)
+    check_schedule(schedule)
+    check_retention(retention, schedule)
+
+
+class BackupPolicy(Aggregate):
+    TOPIC = "backup.policy"
+
+    class Created(Aggregate.Created):
+        TOPIC = "backup.policy.created"
+        vault_id: UUID
+        name: str
+        schedule: Schedule
+        retention: Retention
+        timezone: str
+
+    class Updated(Aggregate.Event):
+        TOPIC = "backup.policy.updated"
+        schedule: Schedule
+        retention: Retention
+        timezone: str
+
+    class Assigned(Aggregate.Event):
+        TOPIC = "backup.policy.assigned"
+        item_id: UUID
+
+    class Unassigned(Aggregate.Event):
+        TOPIC = "backup.policy.unassigned"
+        item_id: UUID
+
+    @staticmethod
+    def create_id(vault_id: UUID, name: str) -> UUID:
+        return policy_id_for(vault_id, name)
+
+    @event(Created)
+    def __init__(self, vault_id: UUID, name: str, schedule: Schedule, retention: Retention, timezone: str) -> None:
+        self.vault_id = vault_id
+        self.name = name
+        self.schedule = schedule
+        self.retention = retention
+        self.timezone = timezone
+        self.item_ids: list[UUID] = []
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @event(Updated)
+    def update(self, schedule: Schedule, retention: Retention, timezone: str) -> None:
+        self.schedule = schedule
+        self.retention = retention
+        self.timezone = timezone
+
+    @event(Assigned)
+    def assign(self, item_id: UUID) -> None:
+        self.item_ids.append(item_id)
+
+    @event(Unassigned)
+    def unassign(self, item_id: UUID) -> None:
+        self.item_ids.remove(item_id)

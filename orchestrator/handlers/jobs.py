@@ -1,0 +1,63 @@
+"""Reports any job's worker sends: started, progress, done, failed. A report on an ended job is
+ignored, so a task delivered twice adds nothing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrator import commands as c
+from orchestrator.domain import VirtualMachine
+from orchestrator.domain.base import Aggregate
+from orchestrator.domain.item import item_id_for
+from orchestrator.domain.values import Operation
+from orchestrator.handlers import handles
+
+if TYPE_CHECKING:
+    from orchestrator.application import Orchestrator
+
+
+@handles(c.StartJob)
+def start_job(app: Orchestrator, cmd: c.StartJob) -> bool:
+    job = app.open_job(cmd.job_id)
+    if job is None:
+        return False
+    job.start(cmd.worker)
+    app.save(job)
+    return True
+
+
+@handles(c.RecordProgress)
+def record_progress(app: Orchestrator, cmd: c.RecordProgress) -> None:
+    job = app.open_job(cmd.job_id)
+    if job is not None and cmd.bytes_done > job.bytes_done:
+        job.progress(cmd.bytes_done, cmd.bytes_total)
+        app.save(job)
+
+
+@handles(c.CompleteJob)
+def complete_job(app: Orchestrator, cmd: c.CompleteJob) -> None:
+    job = app.open_job(cmd.job_id)
+    if job is not None:
+        job.complete(result=cmd.result, warnings=cmd.warnings)
+        app.save(job)
+
+
+@handles(c.FailJob)
+def fail_job(app: Orchestrator, cmd: c.FailJob) -> None:
+    job = app.open_job(cmd.job_id)
+    if job is None:
+        return
+    job.fail(cmd.error_code, cmd.error_message)
+    changed: list[Aggregate] = [job]
+    item = app.find(item_id_for(job.vm_key), VirtualMachine) if job.vm_key else None
+    if item is not None:
+        if job.operation is Operation.REGISTER and item.job_id == job.id:
+            item.registration_failed(job.id, cmd.error_code)
+            changed.append(item)
+        elif job.operation is Operation.CONFIGURE_PROTECTION and item.job_id == job.id:
+            item.protection_failed(job.id, cmd.error_code)
+            changed.append(item)
+        elif job.operation is Operation.BACKUP and item.backup_job_id == job.id:
+            item.backup_failed(job.id, cmd.error_code)
+            changed.append(item)
+    app.save(*changed)

@@ -1,0 +1,71 @@
+"""Policies: create, edit (re-applying retention to existing recovery points), assign."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from orchestrator import commands as c
+from orchestrator.domain import BackupPolicy, RecoveryPoint, Vault, VirtualMachine
+from orchestrator.domain.base import Aggregate
+from orchestrator.domain.policy import check_policy, policy_id_for
+from orchestrator.domain.schedule import tiers_for
+from orchestrator.errors import DomainError, NotFoundError
+from orchestrator.handlers import handles
+
+if TYPE_CHECKING:
+    from orchestrator.application import Orchestrator
+
+
+@handles(c.CreatePolicy)
+def create_policy(app: Orchestrator, cmd: c.CreatePolicy) -> UUID:
+    vault = app.get(cmd.vault_id, Vault)
+    check_policy(cmd.name, cmd.schedule, cmd.retention, cmd.timezone)
+    if policy_id_for(vault.id, cmd.name) in app.repository:
+        raise DomainError("PolicyNameTaken", f"vault {vault.name!r} already has a policy {cmd.name!r}", field="name")
+    policy = BackupPolicy(vault_id=vault.id, name=cmd.name, schedule=cmd.schedule, retention=cmd.retention,
+                          timezone=cmd.timezone)
+    app.save(policy)
+    return policy.id
+
+
+@handles(c.UpdatePolicy)
+def update_policy(app: Orchestrator, cmd: c.UpdatePolicy) -> int:
+    """Returns how many recovery points had their retention changed."""
+    policy = app.get(cmd.policy_id, BackupPolicy)
+    check_policy(policy.name, cmd.schedule, cmd.retention, cmd.timezone)
+    policy.update(cmd.schedule, cmd.retention, cmd.timezone)
+    changed: list[Aggregate] = [policy]
+    for item_id in policy.item_ids:
+        item = app.get(item_id, VirtualMachine)
+        changed += reapply_retention(app, policy, item, f"policy {policy.name} was edited")
+    app.save(*changed)
+    return len(changed) - 1
+
+
+def policy_named(app: Orchestrator, vault: Vault, name: str) -> BackupPolicy:
+    policy = app.find(policy_id_for(vault.id, name), BackupPolicy)
+    if policy is None:
+        raise NotFoundError("PolicyNotFound", f"vault {vault.name!r} has no policy {name!r}")
+    return policy
+
+
+def reapply_retention(app: Orchestrator, policy: BackupPolicy, item: VirtualMachine, reason: str) -> list[Aggregate]:
+    """Scheduled recovery points of `item` take `policy`'s tiers, longer or shorter, as events."""
+    changed: list[Aggregate] = []
+    for rp_id in item.recovery_point_ids:
+        rp = app.get(rp_id, RecoveryPoint)
+        if rp.expired or rp.on_demand:
+            continue
+        tiers, expires_at = tiers_for(policy.retention, policy.tz, rp.taken_at)
+        if not tiers:  # no tier keeps it any more: it expires at the next retention run
+            expires_at = rp.taken_at
+        if tiers != rp.tiers or expires_at != rp.expires_at:
+            rp.change_retention(tiers, expires_at, reason)
+            changed.append(rp)
+    return changed
+
+
+def expiry_reason(rp: RecoveryPoint, now: datetime) -> str:
+    return f"retention ended at {rp.expires_at.isoformat()}" if rp.expires_at <= now else ""

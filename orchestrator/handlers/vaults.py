@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from orchestrator import commands as c
+from orchestrator.domain import BackupPolicy, Vault
+from orchestrator.domain.policy import DEFAULT_POLICY
+from orchestrator.domain.schedule import default_retention, default_schedule
+from orchestrator.domain.values import VaultKind
+from orchestrator.domain.vault import check_placement, check_vault_name, vault_id_for
+from orchestrator.errors import DomainError
+from orchestrator.handlers import handles
+
+if TYPE_CHECKING:
+    from orchestrator.application import Orchestrator
+
+
+@handles(c.CreateVault)
+def create_vault(app: Orchestrator, cmd: c.CreateVault) -> UUID:
+    check_vault_name(cmd.name)
+    check_placement(cmd.subscription, cmd.region, cmd.resource_group)
+    if vault_id_for(cmd.subscription, cmd.name) in app.repository:
+        raise DomainError(
+            "VaultNameTaken",
+            f"subscription {cmd.subscription!r} already has a vault named {cmd.name!r} "
+            "(names are unique per subscription, ignoring case)",
+            field="name",
+        )
+    goal = "azure/virtual_machine" if cmd.kind is VaultKind.RECOVERY_SERVICES else ""
+    vault = Vault(
+        name=cmd.name, subscription=cmd.subscription, region=cmd.region, resource_group=cmd.resource_group,
+        kind=cmd.kind, replication=cmd.replication, backup_goal=goal,
+    )
+    default = BackupPolicy(
+        vault_id=vault.id, name=DEFAULT_POLICY, schedule=default_schedule(), retention=default_retention(),
+        timezone="UTC",
+    )
+    app.save(vault, default)
+    return vault.id
+
+
+@handles(c.SetReplication)
+def set_replication(app: Orchestrator, cmd: c.SetReplication) -> None:
+    vault = app.get(cmd.vault_id, Vault)
+    vault.check_replication_changeable()
+    if vault.replication is not cmd.replication:
+        vault.change_replication(cmd.replication)
+        app.save(vault)

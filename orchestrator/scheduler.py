@@ -1,0 +1,81 @@
+"""The scheduler: follows protected items and their policies (through the read models) and asks
+the orchestrator to run each item whose next slot is due. Which slot runs, and that it runs once,
+is decided by the item itself (RunSchedule), so a restart or a second scheduler adds nothing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from orchestrator import commands as c
+from orchestrator.application import Orchestrator
+from orchestrator.clock import Clock
+from orchestrator.domain.schedule import Schedule, slots_between
+from orchestrator.errors import OrchestratorError
+from projections import queries
+from projections.store import ReadStore
+
+log = logging.getLogger(__name__)
+PRINCIPAL = "system:scheduler"
+LOOKBACK = timedelta(days=400)  # bounds the slot search for an item never scheduled
+
+
+class Scheduler:
+    def __init__(self, app: Orchestrator, store: ReadStore, clock: Clock, retention_hour: int = 2) -> None:
+        self.app = app
+        self.store = store
+        self.clock = clock
+        self.retention_hour = retention_hour
+
+    def tick(self, now: datetime | None = None) -> list[UUID]:
+        """Trigger every due slot; returns the backup jobs created."""
+        now = now or self.clock.now()
+        created = []
+        for item, policy in queries.scheduled_items(self.store):
+            if item.backup_job_id or not self._due(item.last_slot, policy, now):
+                continue
+            try:
+                job = self.app.handle(c.RunSchedule(item_id=UUID(item.item_id), now=now), PRINCIPAL)
+            except OrchestratorError as exc:
+                log.warning("could not run the schedule of %s: [%s] %s", item.vm_name, exc.code, exc.message)
+                continue
+            if job is not None:
+                created.append(job)
+        self._retention(now)
+        return created
+
+    @staticmethod
+    def _due(last_slot: datetime | None, policy: queries.PolicyRow, now: datetime) -> bool:
+        schedule = Schedule.model_validate(policy.schedule)
+        after = last_slot or now - LOOKBACK
+        return bool(slots_between(schedule, ZoneInfo(policy.timezone), after, now))
+
+    def _retention(self, now: datetime) -> None:
+        """One retention job per vault a day, after `retention_hour` UTC."""
+        if now.hour < self.retention_hour:
+            return
+        for vault in queries.vaults(self.store):
+            key = f"retention/{vault.vault_id}/{now.date().isoformat()}"
+            self.app.handle(c.RunRetention(vault_id=UUID(vault.vault_id), key=key), PRINCIPAL)
+
+
+class SchedulerThread(threading.Thread):
+    def __init__(self, scheduler: Scheduler, interval: float) -> None:
+        super().__init__(name="scheduler", daemon=True)
+        self.scheduler = scheduler
+        self.interval = interval
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            try:
+                self.scheduler.tick()
+            except Exception:
+                log.exception("scheduler tick failed; trying again in %.0fs", self.interval)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        self.join(timeout)

@@ -1,0 +1,159 @@
+"""The work behind each task: checks, backup, restore, retention."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from uuid import UUID
+
+from orchestrator import commands as c
+from orchestrator.domain import Job, RecoveryPoint
+from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
+from orchestrator.domain.values import Finding
+from orchestrator.errors import OrchestratorError
+from orchestrator.fabric.inventory import FabricVm, PowerState, VmSpec
+from projections import queries
+from workers.checks import agent_problem
+from workers.consistency import frozen
+from workers.context import WorkerContext
+from workers.restore import restore_disk, verify_disk
+from workers.snapshot import DiskSource, transfer_disks
+from workers.vaultstore import Manifest, VaultStore
+
+PROGRESS_STEPS = 4  # progress events per backup: at 25%, 50%, 75% and 100%
+
+
+def agent_and_extension(ctx: WorkerContext, job: Job) -> tuple[str, list[Finding]]:
+    """The VM agent must be usable; the backup extension is installed now if the VM runs."""
+    vm = ctx.fabric.get_vm(job.vm_key)
+    problem = agent_problem(vm)
+    if problem is not None:
+        raise OrchestratorError(problem.code, problem.message)
+    version = ctx.fabric.extension_version(job.vm_key)
+    if version is not None:
+        return version, []
+    if vm.spec.power_state is PowerState.RUNNING:
+        return ctx.fabric.install_extension(job.vm_key), []
+    return "", [Finding(
+        code="ExtensionPendingVmStart",
+        message=f"VM {vm.ref.display_name} is {vm.spec.power_state.value}: the backup extension will be "
+        "installed when it next runs; until then backups are offline (crash-consistent).",
+    )]
+
+
+def run_backup(ctx: WorkerContext, job: Job) -> str:
+    vm = ctx.fabric.get_vm(job.vm_key)
+    warnings: list[Finding] = []
+    if vm.spec.power_state is PowerState.RUNNING:
+        warnings += agent_and_extension(ctx, job)[1]
+    store = ctx.vault_store(job.vault_id)
+    rp_id = str(recovery_point_id_for(job.id))
+    with store.backup_lease():
+        if store.manifest_path(rp_id).exists():  # committed by an earlier delivery that died before reporting
+            manifest = store.read_manifest(rp_id)
+            digest = hashlib.sha256(store.manifest_path(rp_id).read_bytes()).hexdigest()
+        else:
+            manifest, digest, found = _snapshot(ctx, job, vm, store, rp_id)
+            warnings += found
+        ctx.report(c.RecordBackupTaken(
+            job_id=job.id, taken_at=manifest.taken_at, consistency=manifest.consistency,
+            logical_bytes=manifest.logical_bytes, stored_bytes=manifest.stored_bytes, manifest_digest=digest,
+            disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
+            warnings=warnings,
+        ))
+    return f"recovery point {rp_id}"
+
+
+def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_id: str) -> tuple[Manifest, str, list[Finding]]:
+    reported = [0]
+
+    def progress(done: int, total: int) -> None:
+        step = done * PROGRESS_STEPS // max(total, 1)
+        if step > reported[0]:
+            reported[0] = step
+            ctx.report(c.RecordProgress(job_id=job.id, bytes_done=done, bytes_total=total))
+
+    disks = [DiskSource(name, path) for name, path in ctx.fabric.disk_paths(job.vm_key)]
+    with frozen(ctx.fabric, vm) as freeze:
+        taken_at = ctx.clock.now()
+        disk_manifests, stats = transfer_disks(store, disks, progress)
+    manifest = Manifest(
+        recovery_point_id=rp_id, job_id=str(job.id), vm_key=job.vm_key,
+        vm_spec=json.loads(vm.spec.model_dump_json()), taken_at=taken_at.isoformat(),
+        consistency=freeze.consistency.value, logical_bytes=stats.logical_bytes, stored_bytes=stats.stored_bytes,
+        disks=disk_manifests,
+    )
+    return manifest, store.commit_manifest(manifest), freeze.warnings
+
+
+def run_restore(ctx: WorkerContext, job: Job) -> str:
+    params = job.parameters
+    rp = ctx.app.get(UUID(params["recovery_point_id"]), RecoveryPoint)
+    store = ctx.vault_store(rp.vault_id)
+    try:
+        manifest = store.read_manifest(str(rp.id), rp.manifest_digest)
+    except (OSError, ValueError) as exc:
+        raise OrchestratorError("RecoveryPointDataMissing", f"recovery point {rp.id}: {exc}") from None
+    subscription = rp.vm_key.split("/", 1)[0]
+    target = params["target_vm_name"]
+    if params["mode"] == "vm":
+        if ctx.fabric.find_vm(subscription, target) is not None:
+            raise OrchestratorError("RestoreTargetExists", (
+                f"a VM named {target!r} exists; restore creates a new VM and never replaces one"))
+        directory = ctx.fabric.restored_disk_dir(subscription, target)
+    else:
+        directory = Path(params["target_dir"])
+    restored = _restore_disks(store, manifest, directory)
+    if params["mode"] == "vm":
+        spec = VmSpec.model_validate({
+            **manifest.vm_spec, "name": target, "extension": {"installed": False},
+            "disks": [{**d, "image": str(restored[d["name"]])} for d in manifest.vm_spec["disks"]],
+        })
+        ctx.fabric.create_vm(subscription, spec)
+    ctx.report(c.CompleteJob(job_id=job.id, result={
+        "mode": params["mode"], "target": target if params["mode"] == "vm" else str(directory),
+        "recovery_point_id": str(rp.id), "disks": {name: str(path) for name, path in restored.items()},
+        "verified": True,
+    }))
+    return f"restored {len(restored)} disks"
+
+
+def _restore_disks(store: VaultStore, manifest: Manifest, directory: Path) -> dict[str, Path]:
+    restored = {}
+    for disk in manifest.disks:
+        path = directory / f"{disk.name}.img"
+        if path.exists():
+            raise OrchestratorError("RestoreTargetExists", f"{path} exists; restore never overwrites a disk")
+        try:
+            restore_disk(store, disk, path)
+            verify_disk(path, disk)
+        except (OSError, ValueError) as exc:
+            path.unlink(missing_ok=True)
+            raise OrchestratorError("RestoreVerificationFailed", str(exc)) from None
+        restored[disk.name] = path
+    return restored
+
+
+def run_retention(ctx: WorkerContext, job: Job) -> str:
+    now = ctx.clock.now()
+    due = [UUID(r.recovery_point_id) for r in queries.recovery_points(ctx.read_store, str(job.vault_id))
+           if not r.expired and r.expires_at <= now]
+    expired = ctx.report(c.ExpireRecoveryPoints(job_id=job.id, recovery_point_ids=due, now=now))
+    store = ctx.vault_store(job.vault_id)
+    deleted = sum(store.delete_manifest(rp_id) for rp_id in store.manifest_ids() if _dead(ctx, store, rp_id))
+    collected = store.collect_garbage()
+    ctx.report(c.CompleteJob(job_id=job.id, result={
+        "expired": len(expired), "held": len(due) - len(expired), "manifests_deleted": deleted, **collected,
+    }))
+    return f"{len(expired)} expired"
+
+
+def _dead(ctx: WorkerContext, store: VaultStore, rp_id: str) -> bool:
+    """A manifest to delete: its recovery point expired, or its backup ended without making one
+    (a manifest whose job is still running is kept: a retry will report it)."""
+    rp = ctx.app.find(UUID(rp_id), RecoveryPoint)
+    if rp is not None:
+        return rp.expired
+    job = ctx.app.find(UUID(store.read_manifest(rp_id).job_id), Job)
+    return job is None or job.state.is_terminal

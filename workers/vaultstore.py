@@ -1,0 +1,185 @@
+"""The vault store: backup data as content-addressed blocks plus one manifest per recovery point.
+
+Disks are cut into 4 MiB blocks; a block is stored once under its SHA-256 (zero blocks are not
+stored at all). A recovery point's manifest lists each disk's blocks and is written last, with a
+write-fsync-rename, so a recovery point is either wholly there or not at all.
+
+Concurrency with the collector: a backup holds a shared lock on the vault's `gc.lock` for its whole
+run and the collector an exclusive one, so the collector never removes a block that a running
+backup has written or is counting on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+BLOCK_SIZE = 4 * 1024 * 1024
+ZERO_BLOCK = bytes(BLOCK_SIZE)
+
+
+class DiskManifest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    size: int
+    blocks: list[str | None]  # None: a zero block, not stored
+
+    @property
+    def digest(self) -> str:
+        """A digest of the disk's content, from its block hashes (zero blocks included)."""
+        h = hashlib.sha256(str(self.size).encode())
+        for block in self.blocks:
+            h.update((block or "0").encode())
+        return h.hexdigest()
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    recovery_point_id: str
+    job_id: str
+    vm_key: str
+    vm_spec: dict[str, Any]  # the VM as it was, so a restore does not depend on the source VM
+    taken_at: str
+    consistency: str
+    logical_bytes: int
+    stored_bytes: int
+    disks: list[DiskManifest]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class VaultStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blocks = root / "blocks"
+        self.manifests = root / "manifests"
+
+    def block_path(self, digest: str) -> Path:
+        return self.blocks / digest[:2] / digest
+
+    def has_block(self, digest: str) -> bool:
+        return self.block_path(digest).exists()
+
+    def put_block(self, digest: str, data: bytes) -> bool:
+        """Store a block unless it is there already; True when this call stored it."""
+        path = self.block_path(digest)
+        if path.exists():
+            return False
+        _write_atomically(path, data)
+        return True
+
+    def get_block(self, digest: str) -> bytes:
+        data = self.block_path(digest).read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError(f"block {digest} is corrupt")
+        return data
+
+    def manifest_path(self, recovery_point_id: str) -> Path:
+        return self.manifests / f"{recovery_point_id}.json"
+
+    def commit_manifest(self, manifest: Manifest) -> str:
+        """Write the manifest last and atomically; returns its SHA-256."""
+        data = manifest.model_dump_json().encode()
+        path = self.manifest_path(manifest.recovery_point_id)
+        _write_atomically(path, data)
+        _fsync_dir(path.parent)
+        return hashlib.sha256(data).hexdigest()
+
+    def read_manifest(self, recovery_point_id: str, expected_digest: str | None = None) -> Manifest:
+        data = self.manifest_path(recovery_point_id).read_bytes()
+        if expected_digest and hashlib.sha256(data).hexdigest() != expected_digest:
+            raise ValueError(f"manifest of {recovery_point_id} does not match its recorded digest")
+        return Manifest.model_validate_json(data)
+
+    def manifest_ids(self) -> list[str]:
+        return [p.stem for p in self.manifests.glob("*.json")] if self.manifests.exists() else []
+
+    def delete_manifest(self, recovery_point_id: str) -> bool:
+        path = self.manifest_path(recovery_point_id)
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
+
+    @contextmanager
+    def backup_lease(self) -> Iterator[None]:
+        with self._lock(fcntl.LOCK_SH):
+            yield
+
+    def collect_garbage(self) -> dict[str, Any]:
+        """Remove blocks no manifest references. Skipped (not waited for) while backups run."""
+        try:
+            with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
+                live: set[str] = set()
+                for rp_id in self.manifest_ids():
+                    for disk in self.read_manifest(rp_id).disks:
+                        live.update(b for b in disk.blocks if b)
+                removed = freed = 0
+                for path in self.blocks.glob("*/*") if self.blocks.exists() else []:
+                    if path.name.startswith(".tmp-") or path.name not in live:
+                        freed += path.stat().st_size
+                        path.unlink()
+                        removed += 1
+                return {"blocks_removed": removed, "bytes_freed": freed, "skipped": False}
+        except BlockingIOError:
+            return {"blocks_removed": 0, "bytes_freed": 0, "skipped": True}
+
+    def stored_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.blocks.glob("*/*")) if self.blocks.exists() else 0
+
+    @contextmanager
+    def _lock(self, mode: int) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "gc.lock").open("a") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def check(self) -> dict[str, Any]:
+        """Every manifest's blocks exist and hash right; orphans are reported."""
+        missing, corrupt, live = [], [], set()
+        for rp_id in self.manifest_ids():
+            for disk in self.read_manifest(rp_id).disks:
+                for digest in filter(None, disk.blocks):
+                    live.add(digest)
+                    if not self.has_block(digest):
+                        missing.append({"recovery_point": rp_id, "block": digest})
+                    else:
+                        try:
+                            self.get_block(digest)
+                        except ValueError:
+                            corrupt.append({"recovery_point": rp_id, "block": digest})
+        orphans = [p.name for p in self.blocks.glob("*/*") if p.name not in live] if self.blocks.exists() else []
+        return {"missing": missing, "corrupt": corrupt, "orphans": orphans,
+                "clean": not missing and not corrupt}
+
