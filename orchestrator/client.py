@@ -135,6 +135,12 @@ class Client:
         """Expire the vault's recovery points past retention and collect their unused data now."""
         return str(self._do(c.RunRetention, vault_id=vault_id))
 
+    def check_vault(self, vault_id: str) -> dict[str, Any]:
+        """Every manifest's blocks exist and hash right; lists orphan blocks. Changes nothing."""
+        from workers.vaultstore import VaultStore
+
+        return VaultStore(self.settings.vault_store_path / str(_uuid(vault_id, "vault_id"))).check()
+
     def run_scheduler(self, now: datetime | None = None) -> list[str]:
         """One scheduler pass (the scheduler service does this every BACKUP_SCHEDULER_INTERVAL)."""
         self._catch_up()

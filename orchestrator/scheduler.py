@@ -35,7 +35,7 @@ class Scheduler:
         now = now or self.clock.now()
         created = []
         for item, policy in queries.scheduled_items(self.store):
-            if item.backup_job_id or not self._due(item.last_slot, policy, now):
+            if not self._due(item.last_slot, policy, now):
                 continue
             try:
                 job = self.app.handle(c.RunSchedule(item_id=UUID(item.item_id), now=now), PRINCIPAL)

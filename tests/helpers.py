@@ -128,3 +128,15 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+def edit_vm(inventory: Path, name: str, **facts: Any) -> None:
+    """Change a VM's facts in an inventory file, as an operator would."""
+    import yaml
+
+    data = yaml.safe_load(inventory.read_text())
+    for sub in data["subscriptions"]:
+        for vm in sub["vms"]:
+            if vm["name"] == name:
+                vm.update(facts)
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
