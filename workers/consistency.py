@@ -42,23 +42,22 @@ def frozen(fabric: Fabric, vm: FabricVm) -> Iterator[Freeze]:
 
 
 def _linux(fabric: Fabric, vm: FabricVm, result: Freeze) -> Iterator[Freeze]:
+    """Application-consistent when the pre-snapshot script ran and succeeded; the post-snapshot
+    script runs after the snapshot whatever happened before it."""
     freeze, name = vm.spec.freeze, vm.ref.display_name
-    if freeze.pre_script is None:
-        result.consistency = Consistency.FILE_SYSTEM
-        yield result
-        return
-    ok, why = fabric.run_script(vm.ref.key, freeze.pre_script, freeze.script_timeout_s)
-    if not ok and freeze.on_script_failure == "fail":
-        raise OrchestratorError("PreSnapshotScriptFailed", (
-            f"the pre-snapshot script on VM {name} failed ({why}) and the VM's setting is to fail the "
-            "backup; fix the script or set on_script_failure: continue"))
-    if ok:
-        result.consistency = Consistency.APPLICATION
-    else:
-        result.consistency = Consistency.FILE_SYSTEM
-        result.warnings.append(Finding(code="PreSnapshotScriptFailed", message=(
-            f"the pre-snapshot script on VM {name} failed ({why}); the recovery point is "
-            "file-system consistent")))
+    result.consistency = Consistency.FILE_SYSTEM
+    if freeze.pre_script is not None:
+        ok, why = fabric.run_script(vm.ref.key, freeze.pre_script, freeze.script_timeout_s)
+        if not ok and freeze.on_script_failure == "fail":
+            raise OrchestratorError("PreSnapshotScriptFailed", (
+                f"the pre-snapshot script on VM {name} failed ({why}) and the VM's setting is to fail "
+                "the backup; fix the script or set on_script_failure: continue"))
+        if ok:
+            result.consistency = Consistency.APPLICATION
+        else:
+            result.warnings.append(Finding(code="PreSnapshotScriptFailed", message=(
+                f"the pre-snapshot script on VM {name} failed ({why}); the recovery point is "
+                "file-system consistent")))
     try:
         yield result
     finally:

@@ -1,0 +1,91 @@
+"""Backups and restores on PostgreSQL and Redis with `rq worker` processes, including a worker
+killed in the middle of a snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from orchestrator.domain import Job
+from orchestrator.fabric.sample import vm_entry, write_fabric
+from tests.deployment import Deployment, wait_for
+from workers import context, tasks
+
+pytestmark = pytest.mark.integration
+VMS = [f"vm{i:02d}" for i in range(1, 11)]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_ten_vms_protected_backed_up_and_one_restored_byte_for_byte(deployment: Deployment) -> None:
+    deployment.start_all(workers=2)
+    with deployment.client() as client:
+        vault = client.create_vault("vault-east", "japaneast", "rg")
+        client.wait(client.discover(vault), timeout=60)
+        client.wait_all(client.register(vault, VMS), timeout=120)
+        protections = client.wait_all(client.protect(vault, VMS), timeout=120)
+        assert {j.status for j in protections} == {"completed"}, deployment.logs()
+        backups = client.wait_all([client.backup_now(vault, vm) for vm in VMS], timeout=180)
+        assert {j.status for j in backups} == {"completed"}, deployment.logs()
+        source = {name: _sha(path) for name, path in client.runtime.fabric.disk_paths("default/rg-japaneast/vm07")}
+        [rp] = client.recovery_points(vault, "vm07")
+        restore = client.wait(client.restore(rp.recovery_point_id, "vm07-restored"), timeout=120)
+        assert restore.status == "completed", restore.error_message
+        restored = client.runtime.fabric.find_vm("default", "vm07-restored")
+        assert restored is not None
+        assert {d.name: _sha(restored.disk_path(d)) for d in restored.spec.disks} == source
+        assert client.check_vault(vault)["clean"]
+
+
+def test_a_worker_killed_mid_snapshot_leaves_no_half_recovery_point(tmp_path: Path, deployment: Deployment) -> None:
+    # The post-snapshot script runs after every block is stored and before the manifest is
+    # committed: the worst moment to die. The first run hangs there; the retry passes quickly.
+    fabric = tmp_path / "slowfabric"
+    fabric.mkdir()
+    marker = tmp_path / "hung-once"
+    (fabric / "post.sh").write_text(f"#!/bin/sh\nif [ ! -e {marker} ]; then touch {marker}; sleep 120; fi\n")
+    (fabric / "post.sh").chmod(0o755)
+    inventory = write_fabric(fabric, {"default": [vm_entry(
+        "db", "japaneast", os={"type": "linux", "version": "Ubuntu 16.04"},
+        freeze={"pre_script": None, "post_script": "post.sh", "script_timeout_s": 300})]}, disk_mib=16)
+    deployment.env["BACKUP_FABRIC"] = str(inventory)
+    deployment.start_all(workers=2)
+    with deployment.client() as client:
+        vault = client.create_vault("vault-east", "japaneast", "rg")
+        client.wait(client.discover(vault), timeout=60)
+        client.wait_all(client.register(vault, ["db"]), timeout=60)
+        client.wait_all(client.protect(vault, ["db"]), timeout=60)
+        job_id = client.backup_now(vault, "db")
+        wait_for(marker.exists, 60, "the backup to reach its post-snapshot script")
+        store = client.runtime.worker_context().vault_store(vault)  # type: ignore[arg-type]
+        assert store.manifest_ids() == [] and store.stored_bytes() > 0  # blocks written, no manifest
+
+        killed_at = time.monotonic()
+        for name in ("worker0", "worker1"):  # SIGKILL both: whichever runs the snapshot dies in it
+            deployment.kill(name)
+        deployment.start("worker2")
+        assert client.recovery_points(vault, "db") == []
+
+        job = client.wait(job_id, timeout=180)
+        elapsed = time.monotonic() - killed_at
+        assert job.status == "completed", (job.error_code, job.error_message, deployment.logs())
+        assert job.attempts == 2 and elapsed < 150
+        assert len(client.recovery_points(vault, "db")) == 1
+        check = client.check_vault(vault)
+        assert check["clean"] and check["orphans"] == []
+
+        # The same task delivered once more adds nothing.
+        before = client.runtime.app.recorder.max_notification_id()
+        context.bind(client.runtime.worker_context())
+        try:
+            assert tasks.backup(job_id) == "already ended"
+        finally:
+            context.bind(None)
+        assert client.runtime.app.recorder.max_notification_id() == before
+        assert client.runtime.app.get(UUID(job_id), Job).state.value == "completed"
