@@ -2,94 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
-from uuid import UUID
+from typing import Annotated
 
 import typer
-from pydantic import BaseModel
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
+from orchestrator import cli_backups
+from orchestrator.cli_common import (
+    JOB_COLUMNS,
+    Json,
+    Subscription,
+    Wait,
+    app,
+    emit,
+    err,
+    fabric_app,
+    out,
+    run,
+    serve_app,
+    vault_app,
+    vault_ref,
+)
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
-
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Event-sourced VM backup orchestrator.")
-vault_app = typer.Typer(no_args_is_help=True, help="Create and inspect vaults.")
-fabric_app = typer.Typer(no_args_is_help=True, help="The local fabric (VM inventory and disk images).")
-serve_app = typer.Typer(no_args_is_help=True, help="Run a service of the distributed deployment.")
-app.add_typer(vault_app, name="vault")
-app.add_typer(fabric_app, name="fabric")
-app.add_typer(serve_app, name="serve")
-
-out = Console()
-err = Console(stderr=True)
-
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-Subscription = Annotated[str, typer.Option("--subscription", "-s", help="Subscription of the vault.")]
-Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to end.")]
-
-JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "duration", "error_code")
-
-
-def _client() -> Client:
-    return Client()
-
-
-def _emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool, columns: Sequence[str] = ()) -> None:
-    if isinstance(rows, BaseModel):
-        rows = [rows]
-    if as_json:
-        data = rows if isinstance(rows, dict) else [r.model_dump(mode="json") for r in rows]
-        out.print_json(json.dumps(data, default=str))
-        return
-    if isinstance(rows, dict):
-        for key, value in rows.items():
-            out.print(f"[bold]{key}[/bold]: {value}")
-        return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        values = row.model_dump(mode="json")
-        seconds = getattr(row, "duration_seconds", None)
-        if "ended_at" in values:
-            values["duration"] = f"{seconds:.1f}s" if seconds is not None else "running"
-        table.add_row(*(_cell(values.get(col)) for col in columns))
-    out.print(table)
-
-
-def _cell(value: Any) -> str:
-    """Compact table cells: short ids and second-precision times (`--json` has them whole)."""
-    if value is None:
-        return ""
-    text = str(value)
-    if len(text) == 36 and text.count("-") == 4:
-        return text[:8]
-    if len(text) > 20 and text[4:5] == "-" and "T" in text:
-        return text[5:19].replace("T", " ")
-    return text
-
-
-def _vault(client: Client, vault: str, subscription: str) -> str:
-    try:
-        return str(UUID(vault))
-    except ValueError:
-        return client.vault_id(vault, subscription)
-
-
-def _run(action: Callable[[Client], None]) -> None:
-    try:
-        with _client() as client:
-            action(client)
-    except OrchestratorError as exc:
-        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
-        raise typer.Exit(2) from None
 
 
 @vault_app.command("create")
@@ -103,19 +40,25 @@ def vault_create(
     as_json: Json = False,
 ) -> None:
     """Create a vault."""
-    _run(lambda c: _emit({"vault_id": c.create_vault(name, region, resource_group, subscription, kind, replication)}, as_json))
+    run(lambda c: emit({"vault_id": c.create_vault(name, region, resource_group, subscription, kind, replication)}, as_json))
 
 
 @vault_app.command("list")
 def vault_list(subscription: Annotated[str | None, typer.Option("--subscription", "-s")] = None, as_json: Json = False) -> None:
     """List vaults."""
-    _run(lambda c: _emit(c.vaults(subscription), as_json, ("name", "subscription", "region", "kind", "replication", "vault_id")))
+    run(lambda c: emit(c.vaults(subscription), as_json, ("name", "subscription", "region", "kind", "replication", "vault_id")))
 
 
 @vault_app.command("set-replication")
 def vault_set_replication(vault: str, replication: str, subscription: Subscription = "default") -> None:
     """Set storage replication (geo or local); allowed until the first item is protected."""
-    _run(lambda c: c.set_replication(_vault(c, vault, subscription), replication))
+    run(lambda c: c.set_replication(vault_ref(c, vault, subscription), replication))
+
+
+@vault_app.command("check")
+def vault_check(vault: str, subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Check that every manifest's blocks exist and hash right; report orphan blocks."""
+    cli_backups.vault_check(vault, subscription, as_json)
 
 
 @app.command()
@@ -123,10 +66,10 @@ def discover(vault: str, subscription: Subscription = "default", as_json: Json =
     """Discover the VMs of the vault's region that are not registered anywhere."""
 
     def action(c: Client) -> None:
-        job = c.wait(c.discover(_vault(c, vault, subscription)))
-        _emit(job.result if job.status != "failed" else {"error": f"[{job.error_code}] {job.error_message}"}, as_json)
+        job = c.wait(c.discover(vault_ref(c, vault, subscription)))
+        emit(job.result if job.status != "failed" else {"error": f"[{job.error_code}] {job.error_message}"}, as_json)
 
-    _run(action)
+    run(action)
 
 
 @app.command()
@@ -135,18 +78,18 @@ def register(vm_names: list[str], vault: Annotated[str, typer.Option("--vault", 
     """Register VMs in a vault (one job each; `cloud-service/name` tells classic VMs apart)."""
 
     def action(c: Client) -> None:
-        job_ids = c.register(_vault(c, vault, subscription), vm_names)
+        job_ids = c.register(vault_ref(c, vault, subscription), vm_names)
         rows = c.wait_all(job_ids) if wait else [c.job(j) for j in job_ids]
-        _emit(rows, as_json, JOB_COLUMNS + ("error_message",))
+        emit(rows, as_json, JOB_COLUMNS + ("error_message",))
 
-    _run(action)
+    run(action)
 
 
 @app.command()
 def unregister(vm_name: str, vault: Annotated[str, typer.Option("--vault", "-v")], subscription: Subscription = "default",
                as_json: Json = False) -> None:
     """Unregister a VM from its vault."""
-    _run(lambda c: _emit(c.job(c.unregister(_vault(c, vault, subscription), vm_name)), as_json, JOB_COLUMNS))
+    run(lambda c: emit(c.job(c.unregister(vault_ref(c, vault, subscription), vm_name)), as_json, JOB_COLUMNS))
 
 
 @app.command()
@@ -160,19 +103,19 @@ def jobs(
     as_json: Json = False,
 ) -> None:
     """List jobs, newest first."""
-    _run(lambda c: _emit(c.jobs(status, operation, start, end, _vault(c, vault, subscription) if vault else None), as_json, JOB_COLUMNS))
+    run(lambda c: emit(c.jobs(status, operation, start, end, vault_ref(c, vault, subscription) if vault else None), as_json, JOB_COLUMNS))
 
 
 @app.command()
 def wait(job_ids: list[str], timeout: float = 300.0, as_json: Json = False) -> None:
     """Wait for jobs to end and show them."""
-    _run(lambda c: _emit(c.wait_all(job_ids, timeout), as_json, JOB_COLUMNS + ("error_message",)))
+    run(lambda c: emit(c.wait_all(job_ids, timeout), as_json, JOB_COLUMNS + ("error_message",)))
 
 
 @app.command()
 def items(vault: str, subscription: Subscription = "default", as_json: Json = False) -> None:
     """The VMs of a vault and their status."""
-    _run(lambda c: _emit(c.protected_items(_vault(c, vault, subscription)), as_json,
+    run(lambda c: emit(c.protected_items(vault_ref(c, vault, subscription)), as_json,
                          ("vm_name", "status", "region", "deployment_model", "extension_version")))
 
 
@@ -185,7 +128,7 @@ def health(as_json: Json = False) -> None:
         report = check(Client(start_services=False))
     except OrchestratorError as exc:
         report = {"healthy": False, "error": f"[{exc.code}] {exc.message}"}
-    _emit(report, as_json)
+    emit(report, as_json)
     if not report["healthy"]:
         raise typer.Exit(1)
 

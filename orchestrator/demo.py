@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,44 @@ from rich.table import Table
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
 from orchestrator.fabric.sample import write_sample_fabric
+
+
+def _protect_backup_restore(client: Client, vault: str, vms: list[str], out: Console) -> None:
+    protections = client.wait_all(client.protect(vault, vms))
+    done = [j for j in protections if j.status != "failed"]
+    warned = [f"{j.vm_name} ({j.warnings[0]['code']})" for j in done if j.warnings]
+    out.print(f"[bold]7. Protection[/bold] with DefaultPolicy (daily 22:30 UTC, kept 30 days): "
+              f"{len(done)} of {len(vms)} configured" + (f", with warnings: {', '.join(warned)}" if warned else ""))
+    backups = client.wait_all([client.backup_now(vault, vm) for vm in vms])
+    table = Table("VM", "status", "consistency", "logical", "stored", "warning")
+    for job in backups:
+        result = job.result
+        table.add_row(job.vm_name, job.status, result.get("consistency", ""), _mib(result.get("logical_bytes", 0)),
+                      _mib(result.get("stored_bytes", 0)), "; ".join(w["code"] for w in job.warnings))
+    out.print("[bold]8. Backup now[/bold]: one recovery point each, blocks stored once")
+    out.print(table)
+    source = next(vm for vm in vms if vm.startswith("web"))
+    [point] = client.recovery_points(vault, source)
+    target = f"{source}-restored-{point.recovery_point_id[:8]}"
+    restore = client.wait(client.restore(point.recovery_point_id, target))
+    restored = client.runtime.fabric.find_vm("default", target)
+    key = next(i.vm_key for i in client.protected_items(vault) if i.vm_name == source)
+    same = restored is not None and all(
+        _sha(path) == _sha(restored.disk_path(disk))
+        for (_, path), disk in zip(client.runtime.fabric.disk_paths(key), restored.spec.disks))
+    out.print(f"[bold]9. Restore[/bold] of {source} as new VM {target}: {restore.status}, disks verified, "
+              f"byte-for-byte equal to the source: {same}")
+    check = client.check_vault(vault)
+    out.print(f"[bold]10. Vault check[/bold]: {'clean' if check['clean'] else 'DAMAGED'}, "
+              f"{len(check['orphans'])} orphan blocks")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MiB"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run_demo(directory: Path | None, out: Console) -> None:
@@ -48,5 +87,6 @@ def run_demo(directory: Path | None, out: Console) -> None:
         items = client.protected_items(vault)
         out.print(f"[bold]6. Vault items[/bold]: {len(items)} registered: "
                   + ", ".join(f"{i.vm_name} ({i.status})" for i in items))
+        _protect_backup_restore(client, vault, [i.vm_name for i in items], out)
         out.print(f"\nData kept in {base}; run more with BACKUP_DATA_DIR={base / 'data'} "
                   f"BACKUP_FABRIC={inventory} backupctl jobs")

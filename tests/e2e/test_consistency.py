@@ -3,8 +3,8 @@ freeze fails (with a warning), crash for a VM that is off."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -13,7 +13,7 @@ from orchestrator import Client
 from orchestrator.clock import ManualClock
 from tests.helpers import topics
 
-START = datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -15,7 +15,7 @@ from orchestrator.domain import VirtualMachine
 from orchestrator.domain.item import item_id_for
 from orchestrator.scheduler import Scheduler
 
-START = datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_ten_days_make_exactly_one_backup_per_due_slot(sim: tuple[Client, Manual
 
 
 def test_a_second_scheduler_and_a_repeated_tick_add_nothing(sim: tuple[Client, ManualClock, str]) -> None:
-    client, clock, vault = sim
+    client, clock, _vault = sim
     clock.advance(timedelta(hours=7))
     first = client.run_scheduler()
     assert len(first) == 2

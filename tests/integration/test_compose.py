@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 OURS = sorted(n for n, s in COMPOSE["services"].items() if "build" in s)
-READY = {"dispatcher": "dispatcher ready", "projections": "projections ready", "worker": "Listening on jobs"}
+READY = {"dispatcher": "dispatcher ready", "projections": "projections ready", "scheduler": "scheduler ready",
+         "worker": "Listening on jobs"}
 
 
 def _local(env: dict[str, str], schema: str, tmp: Path, fabric: Path) -> dict[str, str]:
@@ -29,7 +30,8 @@ def _local(env: dict[str, str], schema: str, tmp: Path, fabric: Path) -> dict[st
     local = dict(env)
     local.update(BACKUP_POSTGRES_HOST=PG_HOST, BACKUP_POSTGRES_DBNAME=PG_DB, BACKUP_POSTGRES_USER=PG_USER,
                  BACKUP_POSTGRES_PASSWORD="", BACKUP_POSTGRES_SCHEMA=schema, BACKUP_REDIS_URL=REDIS_URL,
-                 BACKUP_DATA_DIR=str(tmp / "data"), BACKUP_FABRIC=str(fabric))
+                 BACKUP_DATA_DIR=str(tmp / "data"), BACKUP_FABRIC=str(fabric),
+                 BACKUP_VAULT_STORE=str(tmp / "vaultstore"))
     return local
 
 
@@ -43,9 +45,9 @@ def _argv(command: list[str]) -> list[str]:
 
 def test_compose_describes_the_distributed_deployment() -> None:
     services = COMPOSE["services"]
-    assert {"postgres", "redis", "dispatcher", "projections", "worker"} <= set(services)
+    assert {"postgres", "redis", "dispatcher", "projections", "scheduler", "worker"} <= set(services)
     assert services["worker"]["deploy"]["replicas"] >= 2
-    for name in ("postgres", "redis", "dispatcher", "projections"):
+    for name in ("postgres", "redis", "dispatcher", "projections", "scheduler"):
         assert "healthcheck" in services[name], name
     env = services["dispatcher"]["environment"]
     assert env["BACKUP_EVENT_STORE"] == "postgres" and env["BACKUP_REDIS_URL"].startswith("redis://redis")

@@ -67,6 +67,8 @@ def test_the_demo_runs_the_flow_on_the_embedded_default(tmp_path: Path) -> None:
     assert "Discovery found 7 new VMs" in result.output
     assert "VmAgentNotInstalled" in result.output and "VmAlreadyRegistered" in result.output
     assert "6 registered" in result.output
+    assert "byte-for-byte equal to the source: True" in result.output
+    assert "Vault check: clean" in result.output
 
 
 def test_serving_the_dispatcher_needs_a_real_redis(env: dict[str, str]) -> None:

@@ -8,8 +8,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from orchestrator.domain.schedule import (
-    DailyRetention, DayOfMonth, MonthlyRetention, Retention, Schedule, Tier, WeeklyRetention,
-    YearlyRetention, slots_between, tiers_for,
+    DailyRetention,
+    DayOfMonth,
+    MonthlyRetention,
+    Retention,
+    Schedule,
+    Tier,
+    WeeklyRetention,
+    YearlyRetention,
+    slots_between,
+    tiers_for,
 )
 
 UTC = ZoneInfo("UTC")

@@ -1,0 +1,152 @@
+"""`backupctl` commands for policies, protection, backups, recovery points, restores and retention."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from orchestrator.cli_common import JOB_COLUMNS, Json, Subscription, Wait, app, emit, run, vault_ref
+from orchestrator.client import Client
+from orchestrator.errors import OrchestratorError
+
+policy_app = typer.Typer(no_args_is_help=True, help="Backup policies: schedule and retention.")
+retention_app = typer.Typer(no_args_is_help=True, help="Retention of recovery points.")
+schedule_app = typer.Typer(no_args_is_help=True, help="The backup scheduler.")
+app.add_typer(policy_app, name="policy")
+app.add_typer(retention_app, name="retention")
+app.add_typer(schedule_app, name="schedule")
+
+Vault = Annotated[str, typer.Option("--vault", "-v", help="Vault name (or id).")]
+PolicyFile = Annotated[Path | None, typer.Option("--file", help="YAML or JSON with schedule, retention, timezone.")]
+DailyAt = Annotated[list[str] | None, typer.Option("--at", help="Backup time HH:MM (repeat for more).")]
+WeeklyOn = Annotated[str | None, typer.Option("--weekly-on", help="Weekly schedule on these days: sunday,wednesday.")]
+KeepDays = Annotated[int | None, typer.Option("--keep-days", help="Daily retention in days.")]
+KeepWeeks = Annotated[int | None, typer.Option("--keep-weeks", help="Weekly retention in weeks.")]
+TimeZone = Annotated[str, typer.Option("--timezone", help="IANA time zone of the schedule.")]
+
+
+def _policy_spec(file: Path | None, at: list[str] | None, weekly_on: str | None, keep_days: int | None,
+                 keep_weeks: int | None, tz: str) -> dict[str, Any]:
+    if file is not None:
+        text = file.read_text()
+        spec: dict[str, Any] = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+        spec.setdefault("timezone", tz)
+        return spec
+    weekdays = [d.strip().lower() for d in weekly_on.split(",")] if weekly_on else []
+    retention: dict[str, Any] = {}
+    if keep_days is not None:
+        retention["daily"] = {"days": keep_days}
+    if keep_weeks is not None:
+        retention["weekly"] = {"weekdays": weekdays or ["sunday"], "weeks": keep_weeks}
+    schedule = {"frequency": "weekly" if weekdays else "daily", "times": at or ["22:30"], "weekdays": weekdays}
+    return {"schedule": schedule, "retention": retention, "timezone": tz}
+
+
+@policy_app.command("create")
+def policy_create(name: str, vault: Vault, file: PolicyFile = None, at: DailyAt = None, weekly_on: WeeklyOn = None,
+                  keep_days: KeepDays = None, keep_weeks: KeepWeeks = None, tz: TimeZone = "UTC",
+                  subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Create a policy (flags for the common cases, --file for monthly and yearly tiers)."""
+    spec = _policy_spec(file, at, weekly_on, keep_days, keep_weeks, tz)
+    run(lambda c: emit({"policy_id": c.create_policy(vault_ref(c, vault, subscription), name, spec["schedule"],
+                                                     spec["retention"], spec["timezone"])}, as_json))
+
+
+@policy_app.command("update")
+def policy_update(name: str, vault: Vault, file: PolicyFile = None, at: DailyAt = None, weekly_on: WeeklyOn = None,
+                  keep_days: KeepDays = None, keep_weeks: KeepWeeks = None, tz: TimeZone = "UTC",
+                  subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Edit a policy; its VMs' recovery points take the new retention."""
+    spec = _policy_spec(file, at, weekly_on, keep_days, keep_weeks, tz)
+    run(lambda c: emit({"recovery_points_changed": c.update_policy(
+        vault_ref(c, vault, subscription), name, spec["schedule"], spec["retention"], spec["timezone"])}, as_json))
+
+
+@policy_app.command("list")
+def policy_list(vault: Vault, subscription: Subscription = "default", as_json: Json = False) -> None:
+    """A vault's policies."""
+    run(lambda c: emit(c.policies(vault_ref(c, vault, subscription)), as_json,
+                       ("name", "timezone", "schedule", "retention", "item_count")))
+
+
+def _jobs(c: Client, job_ids: list[str], wait: bool, as_json: bool) -> None:
+    emit(c.wait_all(job_ids) if wait else [c.job(j) for j in job_ids], as_json, JOB_COLUMNS + ("error_message",))
+
+
+@app.command()
+def protect(vm_names: list[str], vault: Vault, policy: Annotated[str, typer.Option("--policy", "-p")] = "DefaultPolicy",
+            subscription: Subscription = "default", wait: Wait = True, as_json: Json = False) -> None:
+    """Protect registered VMs with a policy (one configure-protection job each)."""
+    run(lambda c: _jobs(c, c.protect(vault_ref(c, vault, subscription), vm_names, policy), wait, as_json))
+
+
+@app.command("change-policy")
+def change_policy(vm_name: str, vault: Vault, policy: Annotated[str, typer.Option("--policy", "-p")],
+                  subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Move a protected VM to another policy."""
+    run(lambda c: emit({"recovery_points_changed": c.change_policy(vault_ref(c, vault, subscription), vm_name, policy)},
+                       as_json))
+
+
+@app.command("stop-protection")
+def stop_protection(vm_name: str, vault: Vault, delete_data: Annotated[bool, typer.Option("--delete-data")] = False,
+                    subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Stop backing up a VM, keeping its recovery points (or deleting them)."""
+    run(lambda c: _jobs(c, [c.stop_protection(vault_ref(c, vault, subscription), vm_name, delete_data)], True, as_json))
+
+
+@app.command("backup-now")
+def backup_now(vm_name: str, vault: Vault,
+               retain_until: Annotated[datetime | None, typer.Option(help="Keep the point until (UTC).")] = None,
+               subscription: Subscription = "default", wait: Wait = True, as_json: Json = False) -> None:
+    """Back up a protected VM now (kept 30 days unless --retain-until)."""
+    until = retain_until.replace(tzinfo=UTC) if retain_until and retain_until.tzinfo is None else retain_until
+    run(lambda c: _jobs(c, [c.backup_now(vault_ref(c, vault, subscription), vm_name, until)], wait, as_json))
+
+
+@app.command("recovery-points")
+def recovery_points(vault: str, vm: Annotated[str | None, typer.Option("--vm")] = None,
+                    include_expired: Annotated[bool, typer.Option("--all", help="Expired points too.")] = False,
+                    subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Recovery points, newest first."""
+    run(lambda c: emit(c.recovery_points(vault_ref(c, vault, subscription), vm, include_expired), as_json,
+                       ("recovery_point_id", "vm_name", "taken_at", "consistency", "tiers", "expires_at",
+                        "stored_bytes", "held_reason")))
+
+
+@app.command()
+def restore(recovery_point_id: str, target: Annotated[str, typer.Option("--target", help="Name of the new VM.")],
+            disks_to: Annotated[Path | None, typer.Option("--disks-to", help="Restore only the disks, here.")] = None,
+            region: Annotated[str | None, typer.Option()] = None, wait: Wait = True, as_json: Json = False) -> None:
+    """Restore a recovery point as a new VM (never replacing one), or its disks into a directory."""
+    mode = "disks" if disks_to else "vm"
+    run(lambda c: _jobs(c, [c.restore(recovery_point_id, target, mode, str(disks_to) if disks_to else None, region)],
+                        wait, as_json))
+
+
+@retention_app.command("run")
+def retention_run(vault: str, subscription: Subscription = "default", wait: Wait = True, as_json: Json = False) -> None:
+    """Expire points past retention and collect their data now."""
+    run(lambda c: _jobs(c, [c.run_retention(vault_ref(c, vault, subscription))], wait, as_json))
+
+
+@schedule_app.command("run")
+def schedule_run(as_json: Json = False) -> None:
+    """One scheduler pass now: trigger every due backup slot."""
+    run(lambda c: emit({"jobs": c.run_scheduler()}, as_json))
+
+
+def vault_check(vault: str, subscription: str, as_json: bool) -> None:
+    def action(c: Client) -> None:
+        report = c.check_vault(vault_ref(c, vault, subscription))
+        emit(report, as_json)
+        if not report["clean"]:
+            raise OrchestratorError("VaultStoreDamaged", f"{len(report['missing'])} missing, "
+                                    f"{len(report['corrupt'])} corrupt blocks")
+
+    run(action)

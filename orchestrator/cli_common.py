@@ -1,0 +1,89 @@
+"""What every `backupctl` command shares: the Typer apps, output and error handling."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+from pydantic import BaseModel
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.client import Client
+from orchestrator.errors import OrchestratorError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Event-sourced VM backup orchestrator.")
+vault_app = typer.Typer(no_args_is_help=True, help="Create and inspect vaults.")
+fabric_app = typer.Typer(no_args_is_help=True, help="The local fabric (VM inventory and disk images).")
+serve_app = typer.Typer(no_args_is_help=True, help="Run a service of the distributed deployment.")
+app.add_typer(vault_app, name="vault")
+app.add_typer(fabric_app, name="fabric")
+app.add_typer(serve_app, name="serve")
+
+out = Console()
+err = Console(stderr=True)
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Subscription = Annotated[str, typer.Option("--subscription", "-s", help="Subscription of the vault.")]
+Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to end.")]
+
+JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "duration", "error_code")
+
+
+def make_client() -> Client:
+    return Client()
+
+
+def emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool, columns: Sequence[str] = ()) -> None:
+    if isinstance(rows, BaseModel):
+        rows = [rows]
+    if as_json:
+        data = rows if isinstance(rows, dict) else [r.model_dump(mode="json") for r in rows]
+        out.print_json(json.dumps(data, default=str))
+        return
+    if isinstance(rows, dict):
+        for key, value in rows.items():
+            out.print(f"[bold]{key}[/bold]: {value}")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        values = row.model_dump(mode="json")
+        seconds = getattr(row, "duration_seconds", None)
+        if "ended_at" in values:
+            values["duration"] = f"{seconds:.1f}s" if seconds is not None else "running"
+        table.add_row(*(cell(values.get(col)) for col in columns))
+    out.print(table)
+
+
+def cell(value: Any) -> str:
+    """Compact table cells: short ids and second-precision times (`--json` has them whole)."""
+    if value is None:
+        return ""
+    text = str(value)
+    if len(text) == 36 and text.count("-") == 4:
+        return text[:8]
+    if len(text) > 20 and text[4:5] == "-" and "T" in text:
+        return text[5:19].replace("T", " ")
+    return text
+
+
+def vault_ref(client: Client, vault: str, subscription: str) -> str:
+    try:
+        return str(UUID(vault))
+    except ValueError:
+        return client.vault_id(vault, subscription)
+
+
+def run(action: Callable[[Client], None]) -> None:
+    try:
+        with make_client() as client:
+            action(client)
+    except OrchestratorError as exc:
+        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        raise typer.Exit(2) from None
