@@ -8,7 +8,8 @@ from pathlib import Path
 from uuid import UUID
 
 from orchestrator import commands as c
-from orchestrator.domain import Job, RecoveryPoint
+from orchestrator.domain import Job, RecoveryPoint, VirtualMachine
+from orchestrator.domain.item import item_id_for
 from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
 from orchestrator.domain.values import Finding
 from orchestrator.errors import OrchestratorError
@@ -19,7 +20,7 @@ from workers.consistency import frozen
 from workers.context import WorkerContext
 from workers.restore import restore_disk, verify_disk
 from workers.snapshot import DiskSource, transfer_disks
-from workers.vaultstore import Manifest, VaultStore
+from workers.vaultstore import DiskManifest, Manifest, VaultStore
 
 PROGRESS_STEPS = 4  # progress events per backup: at 25%, 50%, 75% and 100%
 
@@ -77,7 +78,7 @@ def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_
     disks = [DiskSource(name, path) for name, path in ctx.fabric.disk_paths(job.vm_key)]
     with frozen(ctx.fabric, vm) as freeze:
         taken_at = ctx.clock.now()
-        disk_manifests, stats = transfer_disks(store, disks, progress)
+        disk_manifests, stats = transfer_disks(store, disks, progress, previous=_previous_disks(ctx, job, store))
     manifest = Manifest(
         recovery_point_id=rp_id, job_id=str(job.id), vm_key=job.vm_key,
         vm_spec=json.loads(vm.spec.model_dump_json()), taken_at=taken_at.isoformat(),
@@ -85,6 +86,14 @@ def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_
         disks=disk_manifests,
     )
     return manifest, store.commit_manifest(manifest), freeze.warnings
+
+
+def _previous_disks(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str, DiskManifest]:
+    """The disks of the VM's latest recovery point, for the unchanged-disk check."""
+    item = ctx.app.get(item_id_for(job.vm_key), VirtualMachine)
+    if item.latest_recovery_point is None or not store.manifest_path(str(item.latest_recovery_point)).exists():
+        return {}
+    return {d.name: d for d in store.read_manifest(str(item.latest_recovery_point)).disks}
 
 
 def run_restore(ctx: WorkerContext, job: Job) -> str:

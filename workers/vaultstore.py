@@ -11,10 +11,13 @@ backup has written or is counting on.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import fcntl
 import hashlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +34,7 @@ class DiskManifest(BaseModel):
     name: str
     size: int
     blocks: list[str | None]  # None: a zero block, not stored
+    fingerprint: str = ""  # size, device, inode and mtime of the image read (see snapshot.py)
 
     @property
     def digest(self) -> str:
@@ -62,18 +66,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the filesystem holding `path` (all blocks written so far) to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _LIBC is not None and _LIBC.syncfs(fd) == 0:
+            return
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None
+
+
+FLUSH_EVERY = 256 * 1024 * 1024
 
 
 class VaultStore:
@@ -81,6 +106,8 @@ class VaultStore:
         self.root = root
         self.blocks = root / "blocks"
         self.manifests = root / "manifests"
+        self._unflushed = 0
+        self._flushing = threading.Lock()
 
     def block_path(self, digest: str) -> Path:
         return self.blocks / digest[:2] / digest
@@ -93,8 +120,20 @@ class VaultStore:
         path = self.block_path(digest)
         if path.exists():
             return False
-        _write_atomically(path, data)
+        _write_atomically(path, data, durable=False)  # made durable together by commit_manifest
+        self._unflushed += len(data)
+        if self._unflushed >= FLUSH_EVERY and self._flushing.acquire(blocking=False):
+            # Start writing back what is there so far, while hashing goes on; the sync before the
+            # manifest then has little left to do.
+            self._unflushed = 0
+            threading.Thread(target=self._flush_in_background, daemon=True).start()
         return True
+
+    def _flush_in_background(self) -> None:
+        try:
+            _syncfs(self.blocks)
+        finally:
+            self._flushing.release()
 
     def get_block(self, digest: str) -> bytes:
         data = self.block_path(digest).read_bytes()
@@ -106,7 +145,9 @@ class VaultStore:
         return self.manifests / f"{recovery_point_id}.json"
 
     def commit_manifest(self, manifest: Manifest) -> str:
-        """Write the manifest last and atomically; returns its SHA-256."""
+        """Make every block durable, then write the manifest last and atomically; returns its SHA-256."""
+        if self.blocks.exists():
+            _syncfs(self.blocks)
         data = manifest.model_dump_json().encode()
         path = self.manifest_path(manifest.recovery_point_id)
         _write_atomically(path, data)
