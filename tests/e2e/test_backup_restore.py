@@ -123,3 +123,18 @@ def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(tmp
     assert 0 < first.result["stored_bytes"] <= logical
     assert second.result["stored_bytes"] <= 0.015 * logical
     assert second.bytes_done == second.bytes_total == logical  # progress in bytes
+
+
+def test_a_backup_task_delivered_twice_adds_nothing(client: Client, protected: str) -> None:
+    from workers import context, tasks
+
+    job_id = client.backup_now(protected, "vm01")
+    client.wait(job_id)
+    before = event_count(client)
+    context.bind(client.runtime.worker_context())
+    try:
+        assert tasks.backup(job_id) == "already ended"
+    finally:
+        context.bind(None)
+    assert event_count(client) == before
+    assert len(client.recovery_points(protected, "vm01")) == 1
