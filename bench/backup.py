@@ -91,9 +91,9 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
 
 
 def write_inventory(directory: Path, disks: list[Path]) -> Path:
-    from orchestrator.fabric.sample import vm_entry
-
     import yaml
+
+    from orchestrator.fabric.sample import vm_entry
 
     vm = vm_entry("bench-vm", "japaneast")
     vm["disks"] = [{"name": p.stem, "image": str(p), "role": "os" if i == 0 else "data", "size_gb": 64}
