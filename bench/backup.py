@@ -127,7 +127,7 @@ def main() -> None:
             changed = change_one_percent(disks)
             os.sync()
             print(f"changed {changed / MIB:.0f} MiB of {total / MIB:.0f} MiB")
-        ours_wall, ours_rss, out = timed([sys.executable, "-c", OURS, str(base / "data"), str(inventory)], env)
+        _, ours_rss, out = timed([sys.executable, "-c", OURS, str(base / "data"), str(inventory)], env)
         ours = json.loads(out.strip().splitlines()[-1])
         row = {"run": label, "ours_mb_s": total / ours["seconds"] / 1e6, "ours_stored_mib": ours["stored"] / MIB,
                "ours_peak_mib": ours_rss / MIB}

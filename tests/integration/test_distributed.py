@@ -49,7 +49,7 @@ def test_the_ten_invalid_vault_names_store_nothing_on_postgres(deployment: Deplo
         with pytest.raises(OrchestratorError) as caught:
             client.create_vault("VAULT-A", "japaneast", "rg")
         assert caught.value.code == "VaultNameTaken"
-        assert event_count(client) == 1
+        assert event_count(client) == 2  # the vault and its DefaultPolicy
 
 
 def test_every_process_killed_mid_flow_and_restarted_loses_nothing(deployment: Deployment) -> None:
