@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class OrchestratorError(Exception):
@@ -35,6 +38,28 @@ class OrchestratorError(Exception):
 
 class DomainError(OrchestratorError):
     """A command broke a rule of the domain; nothing was stored."""
+
+
+def for_each_vm(names: list[str], action: str, resolve: Callable[[str], T]) -> list[T]:
+    """Resolve every VM name of a bulk command, or refuse the whole command listing every problem
+    (a bulk command is all or nothing). `action` completes "nothing was ...", e.g. "registered"."""
+    if not names:
+        raise DomainError("VmNamesRequired", f"name at least one VM ({action} nothing)", field="vm_names")
+    resolved: list[T] = []
+    problems: list[OrchestratorError] = []
+    for name in names:
+        try:
+            resolved.append(resolve(name))
+        except DomainError as exc:
+            problems.append(exc)
+    if problems:
+        raise DomainError(
+            problems[0].code,
+            "; ".join(p.message for p in problems) + f" (nothing was {action})",
+            field="vm_names",
+            details=[p.as_dict() for p in problems],
+        )
+    return resolved
 
 
 class NotFoundError(OrchestratorError):

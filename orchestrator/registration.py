@@ -8,7 +8,7 @@ from typing import Any
 from orchestrator.domain.item import VirtualMachine
 from orchestrator.domain.values import DeploymentModel, VaultKind, VmRef
 from orchestrator.domain.vault import Vault
-from orchestrator.errors import DomainError
+from orchestrator.errors import DomainError, for_each_vm
 
 ItemLookup = Callable[[str], "VirtualMachine | None"]
 
@@ -17,32 +17,21 @@ def plan_registrations(
     vault: Vault, vm_names: list[str], item_of: ItemLookup
 ) -> list[tuple[VmRef, VirtualMachine | None]]:
     """Resolve every name to a VM that may join `vault`, or refuse the whole request."""
-    if not vm_names:
-        raise DomainError("VmNamesRequired", "name at least one VM to register", field="vm_names")
-    if vault.discovered_at_job is None:
+    if vault.discovered_at_job is None and vm_names:
         raise DomainError(
             "DiscoveryRequired",
             f"vault {vault.name!r} has not discovered VMs yet; run discover first",
             field="vault_id",
         )
-    plans: dict[str, tuple[VmRef, VirtualMachine | None]] = {}
-    problems: list[DomainError] = []
-    for name in vm_names:
-        try:
-            vm = resolve_vm(vault, name)
-            item = item_of(vm.key)
-            if item is not None:
-                item.check_can_register(vault.id)
-            plans.setdefault(vm.key, (vm, item))
-        except DomainError as exc:
-            problems.append(exc)
-    if problems:
-        raise DomainError(
-            problems[0].code,
-            "; ".join(p.message for p in problems) + " (nothing was registered)",
-            field="vm_names",
-            details=[p.as_dict() for p in problems],
-        )
+
+    def plan(name: str) -> tuple[VmRef, VirtualMachine | None]:
+        vm = resolve_vm(vault, name)
+        item = item_of(vm.key)
+        if item is not None:
+            item.check_can_register(vault.id)
+        return vm, item
+
+    plans = {vm.key: (vm, item) for vm, item in for_each_vm(vm_names, "registered", plan)}
     return list(plans.values())
 
 

@@ -46,3 +46,17 @@ class Projection(Follower):
 
     def table(self, name: str) -> str:
         return self.store.t(name)
+
+    # The row an event's aggregate maps to: `row_table`, keyed by `row_key` = the aggregate's id.
+    row_table: ClassVar[str] = ""
+    row_key: ClassVar[str] = ""
+    stamps_rows: ClassVar[bool] = False  # whether rows carry an `updated_at` column
+
+    def update_row(self, tx: Tx, event: Any, assignments: str, *values: Any) -> None:
+        """Update the row of the event's aggregate (and its `updated_at`, where rows have one)."""
+        if self.stamps_rows:
+            assignments, values = f"{assignments}, updated_at = ?", (*values, ts(event.timestamp))
+        tx.execute(
+            f"UPDATE {self.table(self.row_table)} SET {assignments} WHERE {self.row_key} = ?",
+            (*values, str(event.originator_id)),
+        )

@@ -23,6 +23,7 @@ class ItemsProjection(Projection):
     name = "items"
     topics = tuple(get_topic(cls) for cls in _EVENTS)
     version = 2  # 2: protection and backup columns
+    row_table, row_key, stamps_rows = "items", "item_id", True
     owned = ("items",)
     tables = (
         (
@@ -57,68 +58,62 @@ class ItemsProjection(Projection):
 
     @apply.register
     def _(self, event: VM.RegistrationRequested, tx: Tx) -> None:
-        self._update(
+        self.update_row(
             tx, event, "vault_id = ?, vault_name = ?, status = 'registering', last_job_id = ?, "
             "extension_version = ''", str(event.vault_id), event.vault_name, str(event.job_id),
         )
 
     @apply.register
     def _(self, event: VM.Registered, tx: Tx) -> None:
-        self._update(tx, event, "status = 'registered', extension_version = ?", event.extension_version)
+        self.update_row(tx, event, "status = 'registered', extension_version = ?", event.extension_version)
 
     @apply.register
     def _(self, event: VM.RegistrationFailed, tx: Tx) -> None:
-        self._update(tx, event, "status = 'registration_failed'")
+        self.update_row(tx, event, "status = 'registration_failed'")
 
     @apply.register
     def _(self, event: VM.Unregistered, tx: Tx) -> None:
-        self._update(tx, event, "status = 'unregistered', last_job_id = ?", str(event.job_id))
+        self.update_row(tx, event, "status = 'unregistered', last_job_id = ?", str(event.job_id))
 
     @apply.register
     def _(self, event: VM.ProtectionRequested, tx: Tx) -> None:
-        self._update(tx, event, "policy_id = ?, policy_name = ?, last_job_id = ?",
+        self.update_row(tx, event, "policy_id = ?, policy_name = ?, last_job_id = ?",
                      str(event.policy_id), event.policy_name, str(event.job_id))
 
     @apply.register
     def _(self, event: VM.Protected, tx: Tx) -> None:
-        self._update(tx, event, "status = 'protected_initial_backup_pending', last_slot = ?", ts(event.protected_at))
+        self.update_row(tx, event, "status = 'protected_initial_backup_pending', last_slot = ?", ts(event.protected_at))
 
     @apply.register
     def _(self, event: VM.ProtectionFailed, tx: Tx) -> None:
-        self._update(tx, event, "policy_id = '', policy_name = ''")
+        self.update_row(tx, event, "policy_id = '', policy_name = ''")
 
     @apply.register
     def _(self, event: VM.PolicyChanged, tx: Tx) -> None:
-        self._update(tx, event, "policy_id = ?, policy_name = ?", str(event.policy_id), event.policy_name)
+        self.update_row(tx, event, "policy_id = ?, policy_name = ?", str(event.policy_id), event.policy_name)
 
     @apply.register
     def _(self, event: VM.BackupStarted, tx: Tx) -> None:
         if event.slot is None:
-            self._update(tx, event, "backup_job_id = ?", str(event.job_id))
+            self.update_row(tx, event, "backup_job_id = ?", str(event.job_id))
         else:
-            self._update(tx, event, "backup_job_id = ?, last_slot = ?", str(event.job_id), ts(event.slot))
+            self.update_row(tx, event, "backup_job_id = ?, last_slot = ?", str(event.job_id), ts(event.slot))
 
     @apply.register
     def _(self, event: VM.BackupSucceeded, tx: Tx) -> None:
         outcome = "completed_with_warnings" if event.with_warnings else "completed"
-        self._update(tx, event, "backup_job_id = '', status = ?, last_backup_status = ?, last_backup_at = ?",
+        self.update_row(tx, event, "backup_job_id = '', status = ?, last_backup_status = ?, last_backup_at = ?",
                      event.status.value, outcome, ts(event.taken_at))
 
     @apply.register
     def _(self, event: VM.BackupFailed, tx: Tx) -> None:
-        self._update(tx, event, "backup_job_id = '', status = ?, last_backup_status = 'failed'", event.status.value)
+        self.update_row(tx, event, "backup_job_id = '', status = ?, last_backup_status = 'failed'", event.status.value)
 
     @apply.register
     def _(self, event: VM.SlotsMissed, tx: Tx) -> None:
-        self._update(tx, event, "last_slot = ?, missed_slots = missed_slots + ?", ts(max(event.slots)), len(event.slots))
+        self.update_row(tx, event, "last_slot = ?, missed_slots = missed_slots + ?", ts(max(event.slots)), len(event.slots))
 
     @apply.register
     def _(self, event: VM.ProtectionStopped, tx: Tx) -> None:
         status = "registered" if event.delete_data else "protection_stopped"
-        self._update(tx, event, "status = ?, policy_id = '', policy_name = ''", status)
-
-    def _update(self, tx: Tx, event: Any, assignments: str, *values: Any) -> None:
-        tx.execute(
-            f"UPDATE {self.table('items')} SET {assignments}, updated_at = ? WHERE item_id = ?",
-            (*values, ts(event.timestamp), str(event.originator_id)),
-        )
+        self.update_row(tx, event, "status = ?, policy_id = '', policy_name = ''", status)

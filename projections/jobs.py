@@ -16,6 +16,7 @@ class JobsProjection(Projection):
     name = "jobs"
     topics = tuple(get_topic(cls) for cls in (Job.Created, Job.Started, Job.Progressed, Job.Completed, Job.Failed))
     version = 3  # 2: created_seq; 3: progress in bytes
+    row_table, row_key, stamps_rows = "jobs", "job_id", False
     owned = ("jobs",)
     tables = (
         (
@@ -46,16 +47,16 @@ class JobsProjection(Projection):
 
     @apply.register
     def _(self, event: Job.Started, tx: Tx) -> None:
-        self._update(tx, event, "attempts = attempts + 1")
+        self.update_row(tx, event, "attempts = attempts + 1")
 
     @apply.register
     def _(self, event: Job.Progressed, tx: Tx) -> None:
-        self._update(tx, event, "bytes_done = ?, bytes_total = ?", event.bytes_done, event.bytes_total)
+        self.update_row(tx, event, "bytes_done = ?, bytes_total = ?", event.bytes_done, event.bytes_total)
 
     @apply.register
     def _(self, event: Job.Completed, tx: Tx) -> None:
         status = "completed_with_warnings" if event.warnings else "completed"
-        self._update(
+        self.update_row(
             tx, event, "status = ?, ended_at = ?, result = ?, warnings = ?",
             status, ts(event.timestamp), dumps(event.result),
             dumps([w.model_dump(mode="json") for w in event.warnings]),
@@ -63,13 +64,7 @@ class JobsProjection(Projection):
 
     @apply.register
     def _(self, event: Job.Failed, tx: Tx) -> None:
-        self._update(
+        self.update_row(
             tx, event, "status = 'failed', ended_at = ?, error_code = ?, error_message = ?",
             ts(event.timestamp), event.error_code, event.error_message,
-        )
-
-    def _update(self, tx: Tx, event: Any, assignments: str, *values: Any) -> None:
-        tx.execute(
-            f"UPDATE {self.table('jobs')} SET {assignments} WHERE job_id = ?",
-            (*values, str(event.originator_id)),
         )

@@ -15,6 +15,7 @@ from projections.store import Tx
 class PoliciesProjection(Projection):
     name = "policies"
     topics = tuple(get_topic(cls) for cls in (P.Created, P.Updated, P.Assigned, P.Unassigned))
+    row_table, row_key, stamps_rows = "policies", "policy_id", True
     owned = ("policies",)
     tables = (
         (
@@ -39,18 +40,14 @@ class PoliciesProjection(Projection):
 
     @apply.register
     def _(self, event: P.Updated, tx: Tx) -> None:
-        self._update(tx, event, "schedule = ?, retention = ?, timezone = ?",
+        self.update_row(tx, event, "schedule = ?, retention = ?, timezone = ?",
                      dumps(event.schedule.model_dump(mode="json")), dumps(event.retention.model_dump(mode="json")),
                      event.timezone)
 
     @apply.register
     def _(self, event: P.Assigned, tx: Tx) -> None:
-        self._update(tx, event, "item_count = item_count + 1")
+        self.update_row(tx, event, "item_count = item_count + 1")
 
     @apply.register
     def _(self, event: P.Unassigned, tx: Tx) -> None:
-        self._update(tx, event, "item_count = item_count - 1")
-
-    def _update(self, tx: Tx, event: Any, assignments: str, *values: Any) -> None:
-        tx.execute(f"UPDATE {self.table('policies')} SET {assignments}, updated_at = ? WHERE policy_id = ?",
-                   (*values, ts(event.timestamp), str(event.originator_id)))
+        self.update_row(tx, event, "item_count = item_count - 1")

@@ -17,6 +17,7 @@ from projections.store import Tx
 class RecoveryPointsProjection(Projection):
     name = "recovery_points"
     topics = tuple(get_topic(cls) for cls in (RP.Created, RP.RetentionChanged, RP.Held, RP.Expired))
+    row_table, row_key, stamps_rows = "recovery_points", "recovery_point_id", False
     owned = ("recovery_points",)
     tables = (
         (
@@ -46,17 +47,13 @@ class RecoveryPointsProjection(Projection):
 
     @apply.register
     def _(self, event: RP.RetentionChanged, tx: Tx) -> None:
-        self._update(tx, event, "tiers = ?, expires_at = ?, held_reason = ''",
+        self.update_row(tx, event, "tiers = ?, expires_at = ?, held_reason = ''",
                      json.dumps([t.value for t in event.tiers]), ts(event.expires_at))
 
     @apply.register
     def _(self, event: RP.Held, tx: Tx) -> None:
-        self._update(tx, event, "held_reason = ?", event.reason)
+        self.update_row(tx, event, "held_reason = ?", event.reason)
 
     @apply.register
     def _(self, event: RP.Expired, tx: Tx) -> None:
-        self._update(tx, event, "expired = 1, held_reason = '', expiry_reason = ?", event.reason)
-
-    def _update(self, tx: Tx, event: Any, assignments: str, *values: Any) -> None:
-        tx.execute(f"UPDATE {self.table('recovery_points')} SET {assignments} WHERE recovery_point_id = ?",
-                   (*values, str(event.originator_id)))
+        self.update_row(tx, event, "expired = 1, held_reason = '', expiry_reason = ?", event.reason)

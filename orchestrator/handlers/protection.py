@@ -11,7 +11,7 @@ from orchestrator.domain import BackupPolicy, Job, RecoveryPoint, Vault, Virtual
 from orchestrator.domain.base import Aggregate
 from orchestrator.domain.item import ACTIVE, item_id_for
 from orchestrator.domain.values import ItemStatus, Operation
-from orchestrator.errors import DomainError
+from orchestrator.errors import DomainError, for_each_vm
 from orchestrator.handlers import handles
 from orchestrator.handlers.policies import policy_named, reapply_retention
 
@@ -23,19 +23,8 @@ if TYPE_CHECKING:
 def protect(app: Orchestrator, cmd: c.ProtectVms) -> list[UUID]:
     vault = app.get(cmd.vault_id, Vault)
     policy = policy_named(app, vault, cmd.policy)
-    if not cmd.vm_names:
-        raise DomainError("VmNamesRequired", "name at least one VM to protect", field="vm_names")
-    items: dict[UUID, VirtualMachine] = {}
-    problems: list[DomainError] = []
-    for name in cmd.vm_names:
-        try:
-            item = _item_for_protection(app, vault, name)
-            items.setdefault(item.id, item)
-        except DomainError as exc:
-            problems.append(exc)
-    if problems:
-        raise DomainError(problems[0].code, "; ".join(p.message for p in problems) + " (nothing was protected)",
-                          field="vm_names", details=[p.as_dict() for p in problems])
+    resolved = for_each_vm(cmd.vm_names, "protected", lambda name: _item_for_protection(app, vault, name))
+    items = {item.id: item for item in resolved}
     changed: list[Aggregate] = []
     for item in items.values():
         job = Job(operation=Operation.CONFIGURE_PROTECTION, vault_id=vault.id, vm_key=item.vm.key,
