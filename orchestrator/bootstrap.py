@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Runtime:
     redis: Redis
     fake_server: Any = None
     clock: Clock = field(default_factory=SystemClock)
+    work_enqueued: threading.Event = field(default_factory=threading.Event)  # wakes embedded workers
     threads: list[Any] = field(default_factory=list)
     _lock: IO[str] | None = None
 
@@ -53,8 +55,8 @@ class Runtime:
     def dispatcher_thread(self) -> DispatcherThread:
         s = self.settings
         return DispatcherThread(
-            Dispatcher(self.app, self.store, self.redis, s.job_timeout),
-            Reconciler(self.app, self.store, self.redis, s.job_timeout),
+            Dispatcher(self.app, self.store, self.redis, s.job_timeout, self.work_enqueued.set),
+            Reconciler(self.app, self.store, self.redis, s.job_timeout, self.work_enqueued.set),
             s.poll_interval,
             s.reconcile_interval,
         )
@@ -85,7 +87,7 @@ class Runtime:
         import fakeredis
 
         connection = fakeredis.FakeRedis(server=self.fake_server)
-        return WorkerThread(connection, QUEUES, self.worker_context(), name=f"worker-{index}")
+        return WorkerThread(connection, QUEUES, self.worker_context(), f"worker-{index}", self.work_enqueued)
 
     def _take_lock(self) -> None:
         path = self.settings.data_dir / "runtime.lock"

@@ -161,13 +161,18 @@ class Client:
         """Wait for a job to end (completed, with warnings, failed or cancelled) and return it."""
         deadline = time.monotonic() + timeout
         job_uuid = _uuid(job_id, "job_id")
-        while not self.runtime.app.get(job_uuid, Job).state.is_terminal:
+        app = self.runtime.app
+        seen = -1
+        while True:
+            head = app.recorder.max_notification_id() or 0
+            # Rebuild the job only when something was stored since: the cheap check keeps a waiting
+            # client from taking the CPU (and, embedded, the GIL) from the workers.
+            if head != seen and app.get(job_uuid, Job).state.is_terminal:
+                return self.job(job_id)
+            seen = head
             if time.monotonic() > deadline:
-                raise OrchestratorError(
-                    "WaitTimeout", f"job {job_id} was still in progress after {timeout:.0f}s"
-                )
+                raise OrchestratorError("WaitTimeout", f"job {job_id} was still in progress after {timeout:.0f}s")
             time.sleep(0.02)
-        return self.job(job_id)
 
     def wait_all(self, job_ids: Sequence[str], timeout: float = 300.0) -> list[JobRow]:
         deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -36,16 +37,24 @@ class Dispatcher(Follower):
     name = "dispatcher"
     topics = (get_topic(Job.Created),)
 
-    def __init__(self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int) -> None:
+    def __init__(
+        self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int,
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(app, store)
         self.orchestrator = app
         self.redis = redis
         self.job_timeout = job_timeout
+        self.on_enqueued = on_enqueued  # wakes embedded workers
 
     def process(self, event: Any, notification_id: int) -> None:
         # A job made and ended by one command (unregister, stop protection) needs no worker.
-        if is_async(event.operation) and self.orchestrator.open_job(event.originator_id) is not None:
-            enqueue(self.redis, event.operation, event.originator_id, self.job_timeout)
+        if (
+            is_async(event.operation)
+            and self.orchestrator.open_job(event.originator_id) is not None
+            and enqueue(self.redis, event.operation, event.originator_id, self.job_timeout)
+        ):
+            self.on_enqueued()
         with self.store.transaction() as tx:
             self.store.advance(tx, self.name, notification_id)
 
@@ -54,11 +63,15 @@ class Reconciler:
     """Finds jobs in progress whose RQ job was lost (Redis restarted), abandoned by a dead worker,
     or failed after its retries, and re-enqueues or fails them."""
 
-    def __init__(self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int) -> None:
+    def __init__(
+        self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int,
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
         self.app = app
         self.store = store
         self.redis = redis
         self.job_timeout = job_timeout
+        self.on_enqueued = on_enqueued
 
     def run_once(self) -> dict[str, int]:
         counts = {"requeued": 0, "failed": 0}
@@ -82,6 +95,7 @@ class Reconciler:
             status = rq_job.get_status()
         except NoSuchJobError:
             if enqueue(self.redis, operation, job_id, self.job_timeout):
+                self.on_enqueued()
                 log.warning("job %s had no RQ job (Redis lost it?); enqueued again", job_id)
                 return "requeued"
             return None

@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
+
+if TYPE_CHECKING:
+    from eventsourcing.postgres import PostgresDatastore
 
 DDL_LOCK = 0x6261636B7570  # "backup": the advisory lock key for schema changes
 
@@ -66,6 +68,8 @@ class ReadStore:
 
     @classmethod
     def postgres(cls, **connect: Any) -> ReadStore:
+        from eventsourcing.postgres import PostgresDatastore  # psycopg only where PostgreSQL is used
+
         schema = connect.pop("schema", "public")
         datastore = PostgresDatastore(schema=schema, pool_size=1, max_overflow=4, **connect)
         return cls(datastore, "postgres", schema)

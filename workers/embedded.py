@@ -28,13 +28,14 @@ class ThreadWorker(SimpleWorker):
 class WorkerThread(threading.Thread):
     def __init__(
         self, connection: Redis, queue_names: tuple[str, ...], ctx: context.WorkerContext,
-        name: str, idle_wait: float = 0.05,
+        name: str, work_enqueued: threading.Event, idle_wait: float = 1.0,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.connection = connection
         self.queue_names = queue_names
         self.ctx = ctx
         self.idle_wait = idle_wait
+        self.work_enqueued = work_enqueued
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -49,8 +50,12 @@ class WorkerThread(threading.Thread):
                 log.exception("embedded worker %s failed; restarting it", self.name)
                 worked = False
             if not worked:
-                self.stop_event.wait(self.idle_wait)
+                # Sleep until this process enqueues work (or a second passes, for RQ's retries):
+                # polling Redis from idle threads would take the GIL from the ones working.
+                self.work_enqueued.wait(self.idle_wait)
+                self.work_enqueued.clear()
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stop_event.set()
+        self.work_enqueued.set()
         self.join(timeout)

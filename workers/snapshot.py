@@ -12,8 +12,9 @@ block list is reused without reading it.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,21 +74,33 @@ def transfer_disks(
 
 def _read_disk(store: VaultStore, disk: DiskSource, mark: str, pool: ThreadPoolExecutor, threads: int,
                stats: TransferStats) -> DiskManifest:
+    """Read on this thread while the pool hashes and stores, at most 2 blocks per thread in flight
+    (bounded memory); results are taken in block order."""
     blocks: list[str | None] = []
     size = 0
+    inflight: deque[Future[tuple[str | None, int]]] = deque()
     with disk.path.open("rb", buffering=0) as f:
-        while chunk := [c for c in (f.read(BLOCK_SIZE) for _ in range(threads * 2)) if c]:
-            for digest, stored in pool.map(lambda data: _store(store, data), chunk):
-                blocks.append(digest)
-                if digest is None:
-                    stats.zero_blocks += 1
-                elif stored:
-                    stats.new_blocks += 1
-                    stats.stored_bytes += stored
-                else:
-                    stats.reused_blocks += 1
-            size += sum(len(c) for c in chunk)
+        while data := f.read(BLOCK_SIZE):
+            size += len(data)
+            inflight.append(pool.submit(_store, store, data))
+            del data
+            if len(inflight) >= threads * 2:
+                blocks.append(_count(inflight.popleft().result(), stats))
+        while inflight:
+            blocks.append(_count(inflight.popleft().result(), stats))
     return DiskManifest(name=disk.name, size=size, blocks=blocks, fingerprint=mark)
+
+
+def _count(outcome: tuple[str | None, int], stats: TransferStats) -> str | None:
+    digest, stored = outcome
+    if digest is None:
+        stats.zero_blocks += 1
+    elif stored:
+        stats.new_blocks += 1
+        stats.stored_bytes += stored
+    else:
+        stats.reused_blocks += 1
+    return digest
 
 
 def _store(store: VaultStore, block: bytes) -> tuple[str | None, int]:
