@@ -12,7 +12,6 @@ from orchestrator import commands as c
 from orchestrator.domain import Job, Vault
 from orchestrator.errors import OrchestratorError
 from workers import context, jobs
-from workers.checks import agent_problem
 
 
 def _run(job_id: str, work: Callable[[context.WorkerContext, Job], str]) -> str:
@@ -77,5 +76,3 @@ def retention(job_id: str) -> str:
     """Expire recovery points past their retention, drop their manifests, collect unused blocks."""
     return _run(job_id, jobs.run_retention)
 
-
-__all__ = ["agent_problem", "backup", "configure_protection", "discover", "register", "restore", "retention"]

@@ -118,6 +118,7 @@ class VirtualMachine(Aggregate):
         self.policy_id: UUID | None = None
         self.policy_name = ""
         self.backup_job_id: UUID | None = None
+        self.backup_retain_until: datetime | None = None  # of the running backup, when on demand
         self.last_slot: datetime | None = None
         self.last_backup_status = ""
         self.last_backup_at: datetime | None = None
@@ -237,6 +238,7 @@ class VirtualMachine(Aggregate):
     @event(BackupStarted)
     def start_backup(self, job_id: UUID, slot: datetime | None, retain_until: datetime | None) -> None:
         self.backup_job_id = job_id
+        self.backup_retain_until = retain_until
         if slot is not None:
             self.last_slot = slot
 

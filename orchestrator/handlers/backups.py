@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 DEFAULT_RETAIN = timedelta(days=30)
 MAX_RETAIN = timedelta(days=99 * 365)
-MISSED_AFTER = timedelta(minutes=15)  # a slot found later than this was missed, not just late
 HELD = "newest recovery point of an actively protected VM"
 
 
@@ -53,7 +52,7 @@ def run_schedule(app: Orchestrator, cmd: c.RunSchedule) -> UUID | None:
     if not due:
         return None
     changed: list[Aggregate] = [item]
-    missed = [s for s in due[:-1]]
+    missed = due[:-1]
     if missed:
         item.slots_missed(missed, "the scheduler was not running at these times")
     slot = due[-1]
@@ -74,7 +73,7 @@ def record_backup_taken(app: Orchestrator, cmd: c.RecordBackupTaken) -> UUID | N
     if job is None:
         return None
     item = app.get(item_id_for(job.vm_key), VirtualMachine)
-    tiers, expires_at = _retention_of(app, item, job.id, cmd.taken_at)
+    tiers, expires_at = _retention_of(app, item, cmd.taken_at)
     rp = RecoveryPoint(
         vault_id=job.vault_id, item_id=item.id, vm_key=item.vm.key, vm_name=item.vm.display_name, job_id=job.id,
         taken_at=cmd.taken_at, consistency=cmd.consistency.value, tiers=tiers, expires_at=expires_at,
@@ -92,11 +91,9 @@ def record_backup_taken(app: Orchestrator, cmd: c.RecordBackupTaken) -> UUID | N
     return rp.id
 
 
-def _retention_of(app: Orchestrator, item: VirtualMachine, job_id: UUID, taken_at: datetime) -> tuple[list[Tier], datetime]:
-    started = [e for e in app.events.get(item.id) if isinstance(e, VirtualMachine.BackupStarted) and e.job_id == job_id]
-    retain_until = started[-1].retain_until if started else None
-    if retain_until is not None:  # on demand
-        return [Tier.ON_DEMAND], retain_until
+def _retention_of(app: Orchestrator, item: VirtualMachine, taken_at: datetime) -> tuple[list[Tier], datetime]:
+    if item.backup_retain_until is not None:  # on demand
+        return [Tier.ON_DEMAND], item.backup_retain_until
     assert item.policy_id is not None
     policy = app.get(item.policy_id, BackupPolicy)
     tiers, expires_at = tiers_for(policy.retention, policy.tz, taken_at)

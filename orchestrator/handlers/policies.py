@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -66,6 +65,3 @@ def reapply_retention(app: Orchestrator, policy: BackupPolicy, item: VirtualMach
             changed.append(rp)
     return changed
 
-
-def expiry_reason(rp: RecoveryPoint, now: datetime) -> str:
-    return f"retention ended at {rp.expires_at.isoformat()}" if rp.expires_at <= now else ""
