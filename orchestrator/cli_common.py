@@ -31,7 +31,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 Subscription = Annotated[str, typer.Option("--subscription", "-s", help="Subscription of the vault.")]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to end.")]
 
-JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "duration", "error_code")
+JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "duration", "progress", "error_code")
 
 
 def make_client() -> Client:
@@ -55,6 +55,8 @@ def emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool, 
     for row in rows:
         values = row.model_dump(mode="json")
         seconds = getattr(row, "duration_seconds", None)
+        if values.get("bytes_total"):
+            values["progress"] = f"{values['bytes_done'] / values['bytes_total']:.0%} of {values['bytes_total'] / 2**20:.0f} MiB"
         if "ended_at" in values:
             values["duration"] = f"{seconds:.1f}s" if seconds is not None else "running"
         table.add_row(*(cell(values.get(col)) for col in columns))

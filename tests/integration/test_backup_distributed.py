@@ -4,6 +4,7 @@ killed in the middle of a snapshot."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 from uuid import UUID
@@ -89,3 +90,23 @@ def test_a_worker_killed_mid_snapshot_leaves_no_half_recovery_point(tmp_path: Pa
             context.bind(None)
         assert client.runtime.app.recorder.max_notification_id() == before
         assert client.runtime.app.get(UUID(job_id), Job).state.value == "completed"
+
+
+def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(tmp_path: Path, deployment: Deployment) -> None:
+    inventory = write_fabric(tmp_path / "bigfabric", {"default": [vm_entry("big", "japaneast")]}, disk_mib=400)
+    deployment.env["BACKUP_FABRIC"] = str(inventory)
+    deployment.start_all(workers=2)
+    with deployment.client() as client:
+        vault = client.create_vault("vault-east", "japaneast", "rg")
+        client.wait(client.discover(vault), timeout=60)
+        client.wait_all(client.register(vault, ["big"]), timeout=60)
+        client.wait_all(client.protect(vault, ["big"]), timeout=60)
+        first = client.wait(client.backup_now(vault, "big"), timeout=120)
+        [(_, disk)] = client.runtime.fabric.disk_paths("default/rg-japaneast/big")
+        with disk.open("r+b") as f:  # 1% of the disk: 4 MiB in the middle
+            f.seek(200 * 1024 * 1024)
+            f.write(os.urandom(4 * 1024 * 1024))
+        second = client.wait(client.backup_now(vault, "big"), timeout=120)
+    assert first.status == second.status == "completed", deployment.logs()
+    assert second.result["logical_bytes"] == 400 * 1024 * 1024
+    assert second.result["stored_bytes"] <= 0.015 * second.result["logical_bytes"]
