@@ -141,6 +141,20 @@ def schedule_run(as_json: Json = False) -> None:
     run(lambda c: emit({"jobs": c.run_scheduler()}, as_json))
 
 
+@app.command()
+def precheck(vm_name: str, vault: Vault, stage: Annotated[str, typer.Option(help="register, protect, backup or restore.")] = "backup",
+             subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Run the prechecks of a stage on a VM now; changes nothing. Exits 1 when one would block."""
+
+    def action(c: Client) -> None:
+        results = c.precheck(vault_ref(c, vault, subscription), vm_name, stage)
+        emit(results, as_json, ("code", "severity", "message", "remedy"))
+        if any(r.severity == "error" for r in results):
+            raise typer.Exit(1)
+
+    run(action)
+
+
 def vault_check(vault: str, subscription: str, as_json: bool) -> None:
     def action(c: Client) -> None:
         report = c.check_vault(vault_ref(c, vault, subscription))

@@ -14,10 +14,10 @@ from orchestrator import commands as c
 from orchestrator.bootstrap import Runtime, bootstrap
 from orchestrator.clock import Clock
 from orchestrator.config import Settings, load_settings
-from orchestrator.domain import Job
+from orchestrator.domain import Job, Vault
 from orchestrator.domain.policy import policy_id_for
 from orchestrator.domain.schedule import Retention, Schedule
-from orchestrator.domain.values import JobState, Operation
+from orchestrator.domain.values import CheckResult, JobState, Operation
 from orchestrator.domain.vault import vault_id_for
 from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError
 from orchestrator.scheduler import Scheduler
@@ -109,6 +109,23 @@ class Client:
     def stop_protection(self, vault_id: str, vm_name: str, delete_data: bool = False) -> str:
         """Stop backups of a VM, keeping its recovery points, or deleting them (`delete_data`)."""
         return str(self._do(c.StopProtection, vault_id=vault_id, vm_name=vm_name, delete_data=delete_data))
+
+    def precheck(self, vault_id: str, vm_name: str, stage: str = "backup") -> list[CheckResult]:
+        """Run the prechecks of `stage` (register, protect, backup, restore) on a VM's current
+        facts. Changes nothing; errors come first."""
+        from workers.prechecks import STAGES, evaluate
+
+        if stage not in STAGES:
+            raise OrchestratorError("CommandInvalid", f"stage {stage!r} is not one of {', '.join(STAGES)}", field="stage")
+        vault = self.runtime.app.get(_uuid(vault_id, "vault_id"), Vault)
+        qualifier, _, name = vm_name.rpartition("/")
+        matches = [vm for vm in self.runtime.fabric.list_vms(vault.subscription)
+                   if vm.spec.name.lower() == name.lower() and (not qualifier or vm.ref.qualifier.lower() == qualifier.lower())]
+        if len(matches) != 1:
+            code = "VmNameAmbiguous" if matches else "VmNotFound"
+            raise OrchestratorError(code, f"{len(matches)} VMs named {vm_name!r} in subscription {vault.subscription!r}",
+                                    field="vm_name")
+        return evaluate(matches[0], vault.kind, vault.region, stage)
 
     # Backups and restores
 

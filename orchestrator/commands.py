@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator.domain.recovery_point import DiskInfo
 from orchestrator.domain.schedule import Retention, Schedule
-from orchestrator.domain.values import Consistency, Finding, Replication, VaultKind, VmRef
+from orchestrator.domain.values import CheckResult, Consistency, Finding, Replication, VaultKind, VmRef
 from orchestrator.errors import OrchestratorError
 
 
@@ -113,6 +113,12 @@ class CompleteJob(Command):
     job_id: UUID
     result: dict[str, Any] = {}
     warnings: list[Finding] = []
+
+
+class RecordChecks(Command):
+    job_id: UUID
+    stage: str
+    results: list[CheckResult]
 
 
 class RecordProgress(Command):

@@ -9,20 +9,20 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import VirtualMachine as VM
-from projections.base import Projection, ts
+from projections.base import Projection, dumps, ts
 from projections.store import Tx
 
 _EVENTS = (
     VM.Created, VM.RegistrationRequested, VM.Registered, VM.RegistrationFailed, VM.Unregistered,
     VM.ProtectionRequested, VM.Protected, VM.ProtectionFailed, VM.PolicyChanged, VM.BackupStarted,
-    VM.BackupSucceeded, VM.BackupFailed, VM.SlotsMissed, VM.ProtectionStopped,
+    VM.BackupSucceeded, VM.BackupFailed, VM.SlotsMissed, VM.ProtectionStopped, VM.ChecksRecorded,
 )
 
 
 class ItemsProjection(Projection):
     name = "items"
     topics = tuple(get_topic(cls) for cls in _EVENTS)
-    version = 2  # 2: protection and backup columns
+    version = 3  # 2: protection and backup columns; 3: check results
     row_table, row_key, stamps_rows = "items", "item_id", True
     owned = ("items",)
     tables = (
@@ -34,7 +34,7 @@ class ItemsProjection(Projection):
             "policy_id TEXT NOT NULL DEFAULT '', policy_name TEXT NOT NULL DEFAULT '', "
             "last_slot TEXT NOT NULL DEFAULT '', backup_job_id TEXT NOT NULL DEFAULT '', "
             "last_backup_status TEXT NOT NULL DEFAULT '', last_backup_at TEXT NOT NULL DEFAULT '', "
-            "missed_slots INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL)"
+            "missed_slots INTEGER NOT NULL DEFAULT 0, checks TEXT NOT NULL DEFAULT '[]', updated_at TEXT NOT NULL)"
         ),
         "CREATE INDEX IF NOT EXISTS {i}items_vault ON {t}items (vault_id)",
         "CREATE INDEX IF NOT EXISTS {i}items_status ON {t}items (status)",
@@ -112,6 +112,10 @@ class ItemsProjection(Projection):
     @apply.register
     def _(self, event: VM.SlotsMissed, tx: Tx) -> None:
         self.update_row(tx, event, "last_slot = ?, missed_slots = missed_slots + ?", ts(max(event.slots)), len(event.slots))
+
+    @apply.register
+    def _(self, event: VM.ChecksRecorded, tx: Tx) -> None:
+        self.update_row(tx, event, "checks = ?", dumps([r.model_dump(mode="json") for r in event.results]))
 
     @apply.register
     def _(self, event: VM.ProtectionStopped, tx: Tx) -> None:

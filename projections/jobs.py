@@ -14,8 +14,9 @@ from projections.store import Tx
 
 class JobsProjection(Projection):
     name = "jobs"
-    topics = tuple(get_topic(cls) for cls in (Job.Created, Job.Started, Job.Progressed, Job.Completed, Job.Failed))
-    version = 3  # 2: created_seq; 3: progress in bytes
+    topics = tuple(get_topic(cls) for cls in (
+        Job.Created, Job.Started, Job.Progressed, Job.ChecksRecorded, Job.Completed, Job.Failed))
+    version = 4  # 2: created_seq; 3: progress in bytes; 4: check results
     row_table, row_key, stamps_rows = "jobs", "job_id", False
     owned = ("jobs",)
     tables = (
@@ -26,7 +27,7 @@ class JobsProjection(Projection):
             "error_code TEXT NOT NULL DEFAULT '', error_message TEXT NOT NULL DEFAULT '', "
             "warnings TEXT NOT NULL DEFAULT '[]', result TEXT NOT NULL DEFAULT '{{}}', "
             "principal TEXT NOT NULL, created_seq BIGINT NOT NULL, bytes_done BIGINT NOT NULL DEFAULT 0, "
-            "bytes_total BIGINT NOT NULL DEFAULT 0)"
+            "bytes_total BIGINT NOT NULL DEFAULT 0, checks TEXT NOT NULL DEFAULT '[]')"
         ),
         "CREATE INDEX IF NOT EXISTS {i}jobs_started ON {t}jobs (started_at)",
         "CREATE INDEX IF NOT EXISTS {i}jobs_status ON {t}jobs (status, operation)",
@@ -52,6 +53,10 @@ class JobsProjection(Projection):
     @apply.register
     def _(self, event: Job.Progressed, tx: Tx) -> None:
         self.update_row(tx, event, "bytes_done = ?, bytes_total = ?", event.bytes_done, event.bytes_total)
+
+    @apply.register
+    def _(self, event: Job.ChecksRecorded, tx: Tx) -> None:
+        self.update_row(tx, event, "checks = ?", dumps([r.model_dump(mode="json") for r in event.results]))
 
     @apply.register
     def _(self, event: Job.Completed, tx: Tx) -> None:

@@ -33,6 +33,7 @@ class JobRow(Row):
     created_seq: int  # the notification id of the job's creation
     bytes_done: int
     bytes_total: int
+    checks: list[dict[str, str]]  # the prechecks' results: code, severity, message, remedy
 
     @property
     def duration_seconds(self) -> float | None:
@@ -57,6 +58,7 @@ class ItemRow(Row):
     last_backup_status: str
     last_backup_at: datetime | None
     missed_slots: int
+    checks: list[dict[str, str]]  # the latest prechecks' results
     updated_at: datetime
 
 
@@ -143,7 +145,8 @@ def _job_rows(store: ReadStore, where: list[str], params: list[Any]) -> list[Job
         f"SELECT * FROM {store.t('jobs')}{clause} ORDER BY started_at DESC, job_id", tuple(params)
     )
     return [
-        JobRow(**{**r, "warnings": json.loads(r["warnings"]), "result": json.loads(r["result"])})
+        JobRow(**{**r, "warnings": json.loads(r["warnings"]), "result": json.loads(r["result"]),
+                  "checks": json.loads(r["checks"])})
         for r in rows
     ]
 
@@ -158,7 +161,8 @@ def items(store: ReadStore, vault_id: str, *, include_former: bool = False) -> l
 
 
 def _item(row: dict[str, Any]) -> ItemRow:
-    return ItemRow(**{**row, "last_slot": row["last_slot"] or None, "last_backup_at": row["last_backup_at"] or None})
+    return ItemRow(**{**row, "last_slot": row["last_slot"] or None, "last_backup_at": row["last_backup_at"] or None,
+                      "checks": json.loads(row["checks"])})
 
 
 def scheduled_items(store: ReadStore) -> list[tuple[ItemRow, PolicyRow]]:

@@ -8,16 +8,16 @@ from pathlib import Path
 from uuid import UUID
 
 from orchestrator import commands as c
-from orchestrator.domain import Job, RecoveryPoint, VirtualMachine
+from orchestrator.domain import Job, RecoveryPoint, Vault, VirtualMachine
 from orchestrator.domain.item import item_id_for
 from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
 from orchestrator.domain.values import Finding
 from orchestrator.errors import OrchestratorError
 from orchestrator.fabric.inventory import FabricVm, PowerState, VmSpec
 from projections import queries
-from workers.checks import agent_problem
 from workers.consistency import frozen
 from workers.context import WorkerContext
+from workers.prechecks import Stage, blocking, describe, evaluate
 from workers.restore import restore_disk, verify_disk
 from workers.snapshot import DiskSource, transfer_disks
 from workers.vaultstore import DiskManifest, Manifest, VaultStore
@@ -25,18 +25,28 @@ from workers.vaultstore import DiskManifest, Manifest, VaultStore
 PROGRESS_STEPS = 4  # progress events per backup: at 25%, 50%, 75% and 100%
 
 
-def agent_and_extension(ctx: WorkerContext, job: Job) -> tuple[str, list[Finding]]:
-    """The VM agent must be usable; the backup extension is installed now if the VM runs."""
+def prechecked(ctx: WorkerContext, job: Job, stage: Stage) -> tuple[FabricVm, list[Finding]]:
+    """Run the stage's prechecks and record them on the job and the item; an error stops the job
+    with its code, the warnings go on with it."""
     vm = ctx.fabric.get_vm(job.vm_key)
-    problem = agent_problem(vm)
-    if problem is not None:
-        raise OrchestratorError(problem.code, problem.message)
+    vault = ctx.app.get(job.vault_id, Vault)
+    results = evaluate(vm, vault.kind, vault.region, stage)
+    ctx.report(c.RecordChecks(job_id=job.id, stage=stage, results=results))
+    error = blocking(results)
+    if error is not None:
+        raise OrchestratorError(error.code, describe(results))
+    return vm, [Finding(code=r.code, message=f"{r.message}. {r.remedy}.") for r in results if r.severity == "warning"]
+
+
+def agent_and_extension(ctx: WorkerContext, job: Job, stage: Stage) -> tuple[str, list[Finding]]:
+    """The stage's prechecks pass; the backup extension is installed now if the VM runs."""
+    vm, warnings = prechecked(ctx, job, stage)
     version = ctx.fabric.extension_version(job.vm_key)
     if version is not None:
-        return version, []
+        return version, warnings
     if vm.spec.power_state is PowerState.RUNNING:
-        return ctx.fabric.install_extension(job.vm_key), []
-    return "", [Finding(
+        return ctx.fabric.install_extension(job.vm_key), warnings
+    return "", [*warnings, Finding(
         code="ExtensionPendingVmStart",
         message=f"VM {vm.ref.display_name} is {vm.spec.power_state.value}: the backup extension will be "
         "installed when it next runs; until then backups are offline (crash-consistent).",
@@ -45,9 +55,10 @@ def agent_and_extension(ctx: WorkerContext, job: Job) -> tuple[str, list[Finding
 
 def run_backup(ctx: WorkerContext, job: Job) -> str:
     vm = ctx.fabric.get_vm(job.vm_key)
-    warnings: list[Finding] = []
     if vm.spec.power_state is PowerState.RUNNING:
-        warnings += agent_and_extension(ctx, job)[1]
+        warnings = agent_and_extension(ctx, job, "backup")[1]
+    else:
+        warnings = prechecked(ctx, job, "backup")[1]
     store = ctx.vault_store(job.vault_id)
     rp_id = str(recovery_point_id_for(job.id))
     with store.backup_lease():
@@ -106,26 +117,39 @@ def run_restore(ctx: WorkerContext, job: Job) -> str:
         raise OrchestratorError("RecoveryPointDataMissing", f"recovery point {rp.id}: {exc}") from None
     subscription = rp.vm_key.split("/", 1)[0]
     target = params["target_vm_name"]
-    if params["mode"] == "vm":
+    mode, warnings = params["mode"], _restore_checks(ctx, job, rp, manifest, subscription)
+    if mode == "vm" and warnings:
+        mode = "disks"  # a VM that cannot be recreated as it was: its disks, and the reason why
+    if mode == "vm":
         if ctx.fabric.find_vm(subscription, target) is not None:
             raise OrchestratorError("RestoreTargetExists", (
                 f"a VM named {target!r} exists; restore creates a new VM and never replaces one"))
         directory = ctx.fabric.restored_disk_dir(subscription, target)
     else:
-        directory = Path(params["target_dir"])
+        directory = Path(params["target_dir"]) if params["mode"] == "disks" else ctx.fabric.restored_disk_dir(
+            subscription, target)
     restored = _restore_disks(store, manifest, directory)
-    if params["mode"] == "vm":
+    if mode == "vm":
         spec = VmSpec.model_validate({
             **manifest.vm_spec, "name": target, "extension": {"installed": False},
             "disks": [{**d, "image": str(restored[d["name"]])} for d in manifest.vm_spec["disks"]],
         })
         ctx.fabric.create_vm(subscription, spec)
-    ctx.report(c.CompleteJob(job_id=job.id, result={
-        "mode": params["mode"], "target": target if params["mode"] == "vm" else str(directory),
+    ctx.report(c.CompleteJob(job_id=job.id, warnings=warnings, result={
+        "mode": mode, "target": target if mode == "vm" else str(directory),
         "recovery_point_id": str(rp.id), "disks": {name: str(path) for name, path in restored.items()},
         "verified": True,
     }))
     return f"restored {len(restored)} disks"
+
+
+def _restore_checks(ctx: WorkerContext, job: Job, rp: RecoveryPoint, manifest: Manifest, subscription: str) -> list[Finding]:
+    """The restore-stage prechecks, on the VM as it was when the point was taken."""
+    vault = ctx.app.get(rp.vault_id, Vault)
+    source = FabricVm(subscription=subscription, spec=VmSpec.model_validate(manifest.vm_spec), base_dir=Path("."))
+    results = evaluate(source, vault.kind, vault.region, "restore")
+    ctx.report(c.RecordChecks(job_id=job.id, stage="restore", results=results))
+    return [Finding(code=r.code, message=f"{r.message}. {r.remedy}.") for r in results]
 
 
 def _restore_disks(store: VaultStore, manifest: Manifest, directory: Path) -> dict[str, Path]:

@@ -8,7 +8,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import event
 
 from orchestrator.domain.base import Aggregate
-from orchestrator.domain.values import ItemStatus, VmRef
+from orchestrator.domain.values import CheckResult, ItemStatus, VmRef
 from orchestrator.errors import DomainError
 
 
@@ -100,6 +100,11 @@ class VirtualMachine(Aggregate):
         job_id: UUID
         delete_data: bool
 
+    class ChecksRecorded(Aggregate.Event):
+        TOPIC = "backup.vm.checks_recorded"
+        stage: str
+        results: list[CheckResult]
+
     @staticmethod
     def create_id(vm: VmRef) -> UUID:
         return item_id_for(vm.key)
@@ -124,6 +129,7 @@ class VirtualMachine(Aggregate):
         self.last_backup_at: datetime | None = None
         self.latest_recovery_point: UUID | None = None
         self.recovery_point_ids: list[UUID] = []
+        self.checks: list[CheckResult] = []
 
     def check_can_register(self, vault_id: UUID) -> None:
         if not self.status.holds_vm:
@@ -167,6 +173,10 @@ class VirtualMachine(Aggregate):
     @event(Unregistered)
     def unregister(self, job_id: UUID) -> None:
         self.status = ItemStatus.UNREGISTERED
+
+    @event(ChecksRecorded)
+    def record_checks(self, stage: str, results: list[CheckResult]) -> None:
+        self.checks = list(results)
 
     # Protection
 

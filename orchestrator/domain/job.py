@@ -9,7 +9,7 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 from eventsourcing.domain import event
 
 from orchestrator.domain.base import Aggregate
-from orchestrator.domain.values import Finding, JobState, Operation
+from orchestrator.domain.values import CheckResult, Finding, JobState, Operation
 
 
 class Job(Aggregate):
@@ -41,6 +41,11 @@ class Job(Aggregate):
         TOPIC = "backup.job.parameters_set"
         parameters: dict[str, Any]
 
+    class ChecksRecorded(Aggregate.Event):
+        TOPIC = "backup.job.checks_recorded"
+        stage: str
+        results: list[CheckResult]
+
     class Progressed(Aggregate.Event):
         TOPIC = "backup.job.progressed"
         bytes_done: int
@@ -67,6 +72,7 @@ class Job(Aggregate):
         self.bytes_done = 0
         self.bytes_total = 0
         self.parameters: dict[str, Any] = {}
+        self.checks: list[CheckResult] = []
 
     @property
     def ended_on(self) -> datetime | None:
@@ -81,6 +87,10 @@ class Job(Aggregate):
     def set_parameters(self, parameters: dict[str, Any]) -> None:
         """What the worker needs beyond the job's VM (a restore's target, say)."""
         self.parameters = dict(parameters)
+
+    @event(ChecksRecorded)
+    def record_checks(self, stage: str, results: list[CheckResult]) -> None:
+        self.checks = list(results)
 
     @event(Progressed)
     def progress(self, bytes_done: int, bytes_total: int) -> None:

@@ -91,6 +91,15 @@ class Consistency(str, Enum):
     CRASH = "crash"
 
 
+class CheckResult(Value):
+    """One precheck's finding: an error blocks the operation, a warning lets it run."""
+
+    code: str
+    severity: str  # "error" | "warning"
+    message: str
+    remedy: str
+
+
 class Finding(Value):
     """A warning that did not stop an operation (its job ends `completed_with_warnings`)."""
 

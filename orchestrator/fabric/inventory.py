@@ -58,6 +58,7 @@ class DiskSpec(Spec):
     role: Literal["os", "data"] = "data"
     storage: Literal["standard", "premium"] = "standard"
     managed: bool = True
+    storage_account_network_rules: bool = False  # unmanaged disks: the account restricts networks
 
 
 class NetworkSpec(Spec):
@@ -74,6 +75,7 @@ class EncryptionSpec(Spec):
     key_vault: str | None = None
     bek_secret: str | None = None
     kek_key: str | None = None
+    luks: bool = False  # Linux disks encrypted with LUKS inside the VM (not Azure Disk Encryption)
 
 
 class FreezeSpec(Spec):
@@ -101,6 +103,9 @@ class VmSpec(Spec):
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     encryption: EncryptionSpec = Field(default_factory=EncryptionSpec)
     freeze: FreezeSpec = Field(default_factory=FreezeSpec)
+    cluster: Literal["csv", "sofs"] | None = None  # a cluster shared volume / scale-out file server member
+    network_mounts: list[str] = Field(default_factory=list)  # network drives mounted in the VM
+    domain_controller: Literal["single", "multi"] | None = None  # DC of a one-DC or a multi-DC domain
 
     @model_validator(mode="after")
     def _classic_has_cloud_service(self) -> VmSpec:

@@ -26,6 +26,21 @@ def start_job(app: Orchestrator, cmd: c.StartJob) -> bool:
     return True
 
 
+@handles(c.RecordChecks)
+def record_checks(app: Orchestrator, cmd: c.RecordChecks) -> None:
+    """Check results go on the job and on its VM's item (the item shows its latest)."""
+    job = app.open_job(cmd.job_id)
+    if job is None:
+        return
+    job.record_checks(cmd.stage, cmd.results)
+    changed: list[Aggregate] = [job]
+    item = app.find(item_id_for(job.vm_key), VirtualMachine) if job.vm_key else None
+    if item is not None:
+        item.record_checks(cmd.stage, cmd.results)
+        changed.append(item)
+    app.save(*changed)
+
+
 @handles(c.RecordProgress)
 def record_progress(app: Orchestrator, cmd: c.RecordProgress) -> None:
     job = app.open_job(cmd.job_id)

@@ -32,7 +32,7 @@ def test_registering_twenty_vms_completes_twenty_register_jobs(client: Client, d
 def test_a_vm_without_agent_fails_its_job_with_the_remedy(client: Client, discovered_vault: str) -> None:
     [job] = client.wait_all(client.register(discovered_vault, ["noagent"]))
     assert (job.status, job.error_code) == ("failed", "VmAgentNotInstalled")
-    assert "install" in job.error_message.lower() and "register the VM again" in job.error_message
+    assert "To fix: install the Azure VM agent" in job.error_message
     assert client.protected_items(discovered_vault) == []
     failed = client.protected_items(discovered_vault, include_former=True)
     assert [(i.vm_name, i.status) for i in failed] == [("noagent", "registration_failed")]
@@ -167,5 +167,6 @@ def test_registration_stores_the_expected_events(client: Client, discovered_vaul
     client.wait_all(client.register(discovered_vault, ["vm01"]))
     assert topics(client, start=start) == {
         "backup.job.created": 1, "backup.vm.registration_requested": 1, "backup.job.started": 1,
+        "backup.job.checks_recorded": 1, "backup.vm.checks_recorded": 1,  # the register-stage prechecks
         "backup.vm.registered": 1, "backup.job.completed": 1,
     }
