@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from uuid import UUID
@@ -17,7 +16,7 @@ from orchestrator.fabric.inventory import FabricVm, PowerState, VmSpec
 from projections import queries
 from workers.consistency import frozen
 from workers.context import WorkerContext
-from workers.prechecks import Stage, blocking, describe, evaluate
+from workers.prechecks import Stage, blocking, describe, evaluate, warnings_of
 from workers.restore import restore_disk, verify_disk
 from workers.snapshot import DiskSource, transfer_disks
 from workers.vaultstore import DiskManifest, Manifest, VaultStore
@@ -35,7 +34,7 @@ def prechecked(ctx: WorkerContext, job: Job, stage: Stage) -> tuple[FabricVm, li
     error = blocking(results)
     if error is not None:
         raise OrchestratorError(error.code, describe(results))
-    return vm, [Finding(code=r.code, message=f"{r.message}. {r.remedy}.") for r in results if r.severity == "warning"]
+    return vm, warnings_of(results)
 
 
 def agent_and_extension(ctx: WorkerContext, job: Job, stage: Stage) -> tuple[str, list[Finding]]:
@@ -63,8 +62,7 @@ def run_backup(ctx: WorkerContext, job: Job) -> str:
     rp_id = str(recovery_point_id_for(job.id))
     with store.backup_lease():
         if store.manifest_path(rp_id).exists():  # committed by an earlier delivery that died before reporting
-            manifest = store.read_manifest(rp_id)
-            digest = hashlib.sha256(store.manifest_path(rp_id).read_bytes()).hexdigest()
+            manifest, digest = store.read_manifest(rp_id), store.manifest_digest(rp_id)
         else:
             manifest, digest, found = _snapshot(ctx, job, vm, store, rp_id)
             warnings += found
@@ -96,7 +94,8 @@ def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_
         consistency=freeze.consistency.value, logical_bytes=stats.logical_bytes, stored_bytes=stats.stored_bytes,
         disks=disk_manifests,
     )
-    return manifest, store.commit_manifest(manifest), freeze.warnings
+    manifest, digest = store.commit_manifest(manifest)
+    return manifest, digest, freeze.warnings
 
 
 def _previous_disks(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str, DiskManifest]:
@@ -149,7 +148,7 @@ def _restore_checks(ctx: WorkerContext, job: Job, rp: RecoveryPoint, manifest: M
     source = FabricVm(subscription=subscription, spec=VmSpec.model_validate(manifest.vm_spec), base_dir=Path("."))
     results = evaluate(source, vault.kind, vault.region, "restore")
     ctx.report(c.RecordChecks(job_id=job.id, stage="restore", results=results))
-    return [Finding(code=r.code, message=f"{r.message}. {r.remedy}.") for r in results]
+    return warnings_of(results)  # restore-stage rules are all warnings
 
 
 def _restore_disks(store: VaultStore, manifest: Manifest, directory: Path) -> dict[str, Path]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from orchestrator.domain.values import CheckResult, DeploymentModel, VaultKind
+from orchestrator.domain.values import CheckResult, DeploymentModel, Finding, VaultKind
 from orchestrator.fabric.inventory import FabricVm, PowerState
 
 Stage = Literal["register", "protect", "backup", "restore"]
@@ -180,6 +180,11 @@ def evaluate(vm: FabricVm, vault_kind: VaultKind, vault_region: str, stage: Stag
 
 def blocking(results: list[CheckResult]) -> CheckResult | None:
     return next((r for r in results if r.severity == "error"), None)
+
+
+def warnings_of(results: list[CheckResult]) -> list[Finding]:
+    """The warnings, as the job's findings (the remedy included)."""
+    return [Finding(code=r.code, message=f"{r.message}. {r.remedy}.") for r in results if r.severity == "warning"]
 
 
 def describe(results: list[CheckResult]) -> str:

@@ -144,15 +144,31 @@ class VaultStore:
     def manifest_path(self, recovery_point_id: str) -> Path:
         return self.manifests / f"{recovery_point_id}.json"
 
-    def commit_manifest(self, manifest: Manifest) -> str:
-        """Make every block durable, then write the manifest last and atomically; returns its SHA-256."""
+    def commit_manifest(self, manifest: Manifest) -> tuple[Manifest, str]:
+        """Make every block durable, then write the manifest last and atomically, unless one is there
+        already: two deliveries of one backup (a retry, and a work horse RQ gave up on that still runs)
+        must not replace each other's manifest once it may be recorded. Returns the manifest in place
+        and its SHA-256."""
         if self.blocks.exists():
             _syncfs(self.blocks)
-        data = manifest.model_dump_json().encode()
         path = self.manifest_path(manifest.recovery_point_id)
-        _write_atomically(path, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(manifest.model_dump_json().encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)  # fails if a manifest is there: the first one stays
+        except FileExistsError:
+            pass
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         _fsync_dir(path.parent)
-        return hashlib.sha256(data).hexdigest()
+        return self.read_manifest(manifest.recovery_point_id), self.manifest_digest(manifest.recovery_point_id)
+
+    def manifest_digest(self, recovery_point_id: str) -> str:
+        return hashlib.sha256(self.manifest_path(recovery_point_id).read_bytes()).hexdigest()
 
     def read_manifest(self, recovery_point_id: str, expected_digest: str | None = None) -> Manifest:
         data = self.manifest_path(recovery_point_id).read_bytes()
