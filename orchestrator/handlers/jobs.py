@@ -6,9 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from orchestrator import commands as c
-from orchestrator.domain import VirtualMachine
 from orchestrator.domain.base import Aggregate
-from orchestrator.domain.item import item_id_for
 from orchestrator.domain.values import Operation
 from orchestrator.handlers import handles
 
@@ -34,7 +32,7 @@ def record_checks(app: Orchestrator, cmd: c.RecordChecks) -> None:
         return
     job.record_checks(cmd.stage, cmd.results)
     changed: list[Aggregate] = [job]
-    item = app.find(item_id_for(job.vm_key), VirtualMachine) if job.vm_key else None
+    item = app.item_of(job.vm_key) if job.vm_key else None
     if item is not None:
         item.record_checks(cmd.stage, cmd.results)
         changed.append(item)
@@ -64,7 +62,7 @@ def fail_job(app: Orchestrator, cmd: c.FailJob) -> None:
         return
     job.fail(cmd.error_code, cmd.error_message)
     changed: list[Aggregate] = [job]
-    item = app.find(item_id_for(job.vm_key), VirtualMachine) if job.vm_key else None
+    item = app.item_of(job.vm_key) if job.vm_key else None
     if item is not None:
         if job.operation is Operation.REGISTER and item.job_id == job.id:
             item.registration_failed(job.id, cmd.error_code)
