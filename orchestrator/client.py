@@ -118,9 +118,7 @@ class Client:
         if stage not in STAGES:
             raise OrchestratorError("CommandInvalid", f"stage {stage!r} is not one of {', '.join(STAGES)}", field="stage")
         vault = self.runtime.app.get(_uuid(vault_id, "vault_id"), Vault)
-        qualifier, _, name = vm_name.rpartition("/")
-        matches = [vm for vm in self.runtime.fabric.list_vms(vault.subscription)
-                   if vm.spec.name.lower() == name.lower() and (not qualifier or vm.ref.qualifier.lower() == qualifier.lower())]
+        matches = [vm for vm in self.runtime.fabric.list_vms(vault.subscription) if vm.ref.answers_to(vm_name)]
         if len(matches) != 1:
             code = "VmNameAmbiguous" if matches else "VmNotFound"
             raise OrchestratorError(code, f"{len(matches)} VMs named {vm_name!r} in subscription {vault.subscription!r}",

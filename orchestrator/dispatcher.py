@@ -103,7 +103,7 @@ class Reconciler:
             return None
         result = rq_job.latest_result()
         detail = (result.exc_string or "").strip().splitlines()[-1:] if result else []
-        lost = any("AbandonedJobError" in line for line in detail) or "Abandoned" in str(detail)
+        lost = any("Abandoned" in line for line in detail)  # RQ's AbandonedJobError: the worker died
         code = "WorkerLost" if lost else "WorkerError"
         reason = (
             "the worker running it stopped (its process died or lost Redis)"

@@ -47,7 +47,7 @@ def _linux(fabric: Fabric, vm: FabricVm, result: Freeze) -> Iterator[Freeze]:
     freeze, name = vm.spec.freeze, vm.ref.display_name
     result.consistency = Consistency.FILE_SYSTEM
     if freeze.pre_script is not None:
-        ok, why = fabric.run_script(vm.ref.key, freeze.pre_script, freeze.script_timeout_s)
+        ok, why = fabric.run_script(vm, freeze.pre_script, freeze.script_timeout_s)
         if not ok and freeze.on_script_failure == "fail":
             raise OrchestratorError("PreSnapshotScriptFailed", (
                 f"the pre-snapshot script on VM {name} failed ({why}) and the VM's setting is to fail "
@@ -62,7 +62,7 @@ def _linux(fabric: Fabric, vm: FabricVm, result: Freeze) -> Iterator[Freeze]:
         yield result
     finally:
         if freeze.post_script is not None:
-            ok, why = fabric.run_script(vm.ref.key, freeze.post_script, freeze.script_timeout_s)
+            ok, why = fabric.run_script(vm, freeze.post_script, freeze.script_timeout_s)
             if not ok:
                 result.warnings.append(Finding(code="PostSnapshotScriptFailed", message=(
                     f"the post-snapshot script on VM {name} failed ({why}); check the VM's applications")))

@@ -24,27 +24,26 @@ from workers.vaultstore import DiskManifest, Manifest, VaultStore
 PROGRESS_STEPS = 4  # progress events per backup: at 25%, 50%, 75% and 100%
 
 
-def prechecked(ctx: WorkerContext, job: Job, stage: Stage) -> tuple[FabricVm, list[Finding]]:
+def prechecked(ctx: WorkerContext, job: Job, vm: FabricVm, stage: Stage) -> list[Finding]:
     """Run the stage's prechecks and record them on the job and the item; an error stops the job
     with its code, the warnings go on with it."""
-    vm = ctx.fabric.get_vm(job.vm_key)
     vault = ctx.app.get(job.vault_id, Vault)
     results = evaluate(vm, vault.kind, vault.region, stage)
     ctx.report(c.RecordChecks(job_id=job.id, stage=stage, results=results))
     error = blocking(results)
     if error is not None:
         raise OrchestratorError(error.code, describe(results))
-    return vm, warnings_of(results)
+    return warnings_of(results)
 
 
-def agent_and_extension(ctx: WorkerContext, job: Job, stage: Stage) -> tuple[str, list[Finding]]:
+def agent_and_extension(ctx: WorkerContext, job: Job, vm: FabricVm, stage: Stage) -> tuple[str, list[Finding]]:
     """The stage's prechecks pass; the backup extension is installed now if the VM runs."""
-    vm, warnings = prechecked(ctx, job, stage)
-    version = ctx.fabric.extension_version(job.vm_key)
+    warnings = prechecked(ctx, job, vm, stage)
+    version = ctx.fabric.extension_version(vm)
     if version is not None:
         return version, warnings
     if vm.spec.power_state is PowerState.RUNNING:
-        return ctx.fabric.install_extension(job.vm_key), warnings
+        return ctx.fabric.install_extension(vm), warnings
     return "", [*warnings, Finding(
         code="ExtensionPendingVmStart",
         message=f"VM {vm.ref.display_name} is {vm.spec.power_state.value}: the backup extension will be "
@@ -55,9 +54,9 @@ def agent_and_extension(ctx: WorkerContext, job: Job, stage: Stage) -> tuple[str
 def run_backup(ctx: WorkerContext, job: Job) -> str:
     vm = ctx.fabric.get_vm(job.vm_key)
     if vm.spec.power_state is PowerState.RUNNING:
-        warnings = agent_and_extension(ctx, job, "backup")[1]
+        warnings = agent_and_extension(ctx, job, vm, "backup")[1]
     else:
-        warnings = prechecked(ctx, job, "backup")[1]
+        warnings = prechecked(ctx, job, vm, "backup")
     store = ctx.vault_store(job.vault_id)
     rp_id = str(recovery_point_id_for(job.id))
     with store.backup_lease():
@@ -84,7 +83,7 @@ def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_
             reported[0] = step
             ctx.report(c.RecordProgress(job_id=job.id, bytes_done=done, bytes_total=total))
 
-    disks = [DiskSource(name, path) for name, path in ctx.fabric.disk_paths(job.vm_key)]
+    disks = [DiskSource(disk.name, vm.disk_path(disk)) for disk in vm.spec.disks]
     with frozen(ctx.fabric, vm) as freeze:
         taken_at = ctx.clock.now()
         disk_manifests, stats = transfer_disks(store, disks, progress, previous=_previous_disks(ctx, job, store))

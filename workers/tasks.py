@@ -43,7 +43,7 @@ def register(job_id: str) -> str:
     """Check the VM agent, then install or confirm the backup extension."""
 
     def work(ctx: context.WorkerContext, job: Job) -> str:
-        version, warnings = jobs.agent_and_extension(ctx, job, "register")
+        version, warnings = jobs.agent_and_extension(ctx, job, ctx.fabric.get_vm(job.vm_key), "register")
         ctx.report(c.CompleteRegistration(job_id=job.id, extension_version=version, warnings=warnings))
         return "registered"
 
@@ -54,7 +54,7 @@ def configure_protection(job_id: str) -> str:
     """Check the VM again (it may have changed since registration), then apply the policy."""
 
     def work(ctx: context.WorkerContext, job: Job) -> str:
-        _, warnings = jobs.agent_and_extension(ctx, job, "protect")
+        _, warnings = jobs.agent_and_extension(ctx, job, ctx.fabric.get_vm(job.vm_key), "protect")
         ctx.report(c.CompleteProtection(job_id=job.id, protected_at=ctx.clock.now(), warnings=warnings))
         return "protected"
 

@@ -79,6 +79,11 @@ class VmRef(Value):
     def key(self) -> str:
         return f"{self.subscription}/{self.qualifier}/{self.name}"
 
+    def answers_to(self, name: str) -> bool:
+        """Whether `name` (a VM name, or `qualifier/name` for VMs sharing a name) designates this VM."""
+        qualifier, _, vm_name = name.rpartition("/")
+        return self.name.lower() == vm_name.lower() and (not qualifier or self.qualifier.lower() == qualifier.lower())
+
     @property
     def display_name(self) -> str:
         """The VM's name, with its cloud service for classic VMs (which share names across them)."""

@@ -143,10 +143,4 @@ class Vault(Aggregate):
 
     def find_in_inventory(self, name: str) -> list[VmRef]:
         """VMs matching `name` or `qualifier/name` (cloud service or resource group)."""
-        qualifier, _, vm_name = name.rpartition("/")
-        return [
-            vm
-            for vm in self.inventory
-            if vm.name.lower() == vm_name.lower()
-            and (not qualifier or vm.qualifier.lower() == qualifier.lower())
-        ]
+        return [vm for vm in self.inventory if vm.answers_to(name)]

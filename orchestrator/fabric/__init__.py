@@ -17,11 +17,11 @@ class Fabric(Protocol):
         """One VM by key; raises OrchestratorError `VmNotFound` when it is gone."""
         ...
 
-    def extension_version(self, vm_key: str) -> str | None:
+    def extension_version(self, vm: FabricVm) -> str | None:
         """The installed backup extension's version, or None."""
         ...
 
-    def install_extension(self, vm_key: str) -> str:
+    def install_extension(self, vm: FabricVm) -> str:
         """Install the backup extension on a running VM; returns its version."""
         ...
 
@@ -29,7 +29,7 @@ class Fabric(Protocol):
         """Each disk's name and a readable image of its current content."""
         ...
 
-    def run_script(self, vm_key: str, script: Path, timeout: float) -> tuple[bool, str]:
+    def run_script(self, vm: FabricVm, script: Path, timeout: float) -> tuple[bool, str]:
         """Run a snapshot script in the VM; (succeeded, why not)."""
         ...
 

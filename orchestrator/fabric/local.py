@@ -41,30 +41,27 @@ class LocalFabric:
             "VmNotFound", f"VM {vm_key} no longer exists in the fabric ({self.inventory_path})"
         )
 
-    def extension_version(self, vm_key: str) -> str | None:
-        state = self._state(vm_key)
+    def extension_version(self, vm: FabricVm) -> str | None:
+        state = self._state(vm.ref.key)
         if "extension_version" in state:
             return str(state["extension_version"])
-        vm = self.get_vm(vm_key)
         return vm.spec.extension.version if vm.spec.extension.installed else None
 
-    def install_extension(self, vm_key: str) -> str:
-        vm = self.get_vm(vm_key)
+    def install_extension(self, vm: FabricVm) -> str:
         if vm.spec.power_state is not PowerState.RUNNING:
             raise OrchestratorError(
                 "VmNotRunning", f"VM {vm.ref.display_name} is {vm.spec.power_state.value}"
             )
         version = vm.spec.extension.version
-        self._write_state(vm_key, {**self._state(vm_key), "extension_version": version})
+        self._write_state(vm.ref.key, {**self._state(vm.ref.key), "extension_version": version})
         return version
 
     def disk_paths(self, vm_key: str) -> list[tuple[str, Path]]:
         vm = self.get_vm(vm_key)
         return [(disk.name, vm.disk_path(disk)) for disk in vm.spec.disks]
 
-    def run_script(self, vm_key: str, script: Path, timeout: float) -> tuple[bool, str]:
+    def run_script(self, vm: FabricVm, script: Path, timeout: float) -> tuple[bool, str]:
         """Run a VM's snapshot script; (True, "") when it exits 0 within `timeout` seconds."""
-        vm = self.get_vm(vm_key)
         path = script if script.is_absolute() else vm.base_dir / script
         try:
             done = subprocess.run([str(path)], capture_output=True, timeout=timeout, check=False)

@@ -75,15 +75,15 @@ def test_json_inventories_are_read_too(tmp_path: Path) -> None:
 def test_installing_the_extension_is_remembered_by_the_fabric(tmp_path: Path) -> None:
     fabric = LocalFabric(write_fabric(tmp_path, {"prod": [vm_entry("web01", "japaneast")]}))
     key = "prod/rg-japaneast/web01"
-    assert fabric.extension_version(key) is None
-    version = fabric.install_extension(key)
-    assert LocalFabric(fabric.inventory_path).extension_version(key) == version
+    assert fabric.extension_version(fabric.get_vm(key)) is None
+    version = fabric.install_extension(fabric.get_vm(key))
+    assert LocalFabric(fabric.inventory_path).extension_version(fabric.get_vm(key)) == version
 
 
 def test_a_stopped_vm_cannot_get_the_extension(tmp_path: Path) -> None:
     fabric = LocalFabric(write_fabric(tmp_path, {"prod": [vm_entry("web01", "japaneast", power_state="stopped")]}))
     with pytest.raises(OrchestratorError) as caught:
-        fabric.install_extension("prod/rg-japaneast/web01")
+        fabric.install_extension(fabric.get_vm("prod/rg-japaneast/web01"))
     assert caught.value.code == "VmNotRunning"
 
 
