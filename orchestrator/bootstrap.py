@@ -27,6 +27,7 @@ from projections.runner import ensure_schemas, projection_thread
 from projections.store import ReadStore
 from workers.context import WorkerContext
 from workers.embedded import WorkerThread
+from workers.keys import KeyProtector
 from workers.queues import QUEUES
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Runtime:
         return WorkerContext(
             app=self.app, fabric=self.fabric, principal=f"worker:{self.settings.principal}",
             vault_store_root=self.settings.vault_store_path, clock=self.clock, read_store=self.store,
+            keys=KeyProtector(self.settings.key_protection_key),
         )
 
     def dispatcher_thread(self) -> DispatcherThread:
@@ -180,4 +182,5 @@ def worker_context_from_env() -> WorkerContext:
         vault_store_root=settings.vault_store_path,
         clock=SystemClock(),
         read_store=_opening(settings, lambda: _read_store(settings)),
+        keys=KeyProtector(settings.key_protection_key),
     )

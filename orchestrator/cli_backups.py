@@ -17,9 +17,11 @@ from orchestrator.errors import OrchestratorError
 policy_app = typer.Typer(no_args_is_help=True, help="Backup policies: schedule and retention.")
 retention_app = typer.Typer(no_args_is_help=True, help="Retention of recovery points.")
 schedule_app = typer.Typer(no_args_is_help=True, help="The backup scheduler.")
+key_app = typer.Typer(no_args_is_help=True, help="Keys the orchestrator's settings hold.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(retention_app, name="retention")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(key_app, name="key")
 
 Vault = Annotated[str, typer.Option("--vault", "-v", help="Vault name (or id).")]
 PolicyFile = Annotated[Path | None, typer.Option("--file", help="YAML or JSON with schedule, retention, timezone.")]
@@ -116,7 +118,7 @@ def recovery_points(vault: str, vm: Annotated[str | None, typer.Option("--vm")] 
     """Recovery points, newest first."""
     run(lambda c: emit(c.recovery_points(vault_ref(c, vault, subscription), vm, include_expired), as_json,
                        ("recovery_point_id", "vm_name", "taken_at", "consistency", "tiers", "expires_at",
-                        "stored_bytes", "held_reason")))
+                        "stored_bytes", "key_vault", "held_reason")))
 
 
 @app.command()
@@ -127,6 +129,22 @@ def restore(recovery_point_id: str, target: Annotated[str, typer.Option("--targe
     mode = "disks" if disks_to else "vm"
     run(lambda c: _jobs(c, [c.restore(recovery_point_id, target, mode, str(disks_to) if disks_to else None, region)],
                         wait, as_json))
+
+
+@app.command("restore-keys")
+def restore_keys(recovery_point_id: str,
+                 key_vault: Annotated[str | None, typer.Option("--key-vault", help="Default: the VM's own.")] = None,
+                 wait: Wait = True, as_json: Json = False) -> None:
+    """Put an encrypted VM's BEK secret and KEK key back into its key vault from a recovery point."""
+    run(lambda c: _jobs(c, [c.restore_keys(recovery_point_id, key_vault)], wait, as_json))
+
+
+@key_app.command("generate")
+def key_generate() -> None:
+    """Print a new random key for BACKUP_KEY_PROTECTION_KEY (keep it outside the data dir)."""
+    from eventsourcing.cryptography import AESCipher
+
+    typer.echo(AESCipher.create_key(32))
 
 
 @retention_app.command("run")

@@ -123,7 +123,9 @@ class Client:
             code = "VmNameAmbiguous" if matches else "VmNotFound"
             raise OrchestratorError(code, f"{len(matches)} VMs named {vm_name!r} in subscription {vault.subscription!r}",
                                     field="vm_name")
-        return evaluate(matches[0], vault.kind, vault.region, stage)
+        # An embedded client is its own worker; a distributed one leaves the workers' key setting to them.
+        key_protection = self.settings.key_protection_key is not None or not self.settings.embedded_queue
+        return evaluate(matches[0], vault.kind, vault.region, stage, self.runtime.fabric, key_protection=key_protection)
 
     # Backups and restores
 
@@ -145,6 +147,11 @@ class Client:
         into `target_dir` (`mode="disks"`). Every disk is verified against the manifest."""
         return str(self._do(c.Restore, recovery_point_id=recovery_point_id, target_vm_name=target_vm_name,
                             mode=mode, target_dir=target_dir or "", region=region or ""))
+
+    def restore_keys(self, recovery_point_id: str, key_vault: str | None = None) -> str:
+        """Put an encrypted VM's BEK secret (and KEK key) back into its key vault (or `key_vault`)
+        from a recovery point, so that restores refused with `KeyOrSecretNotFound` can run."""
+        return str(self._do(c.RestoreKeys, recovery_point_id=recovery_point_id, key_vault=key_vault or ""))
 
     def run_retention(self, vault_id: str) -> str:
         """Expire the vault's recovery points past retention and collect their unused data now."""

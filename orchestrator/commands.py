@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator.domain.recovery_point import DiskInfo
 from orchestrator.domain.schedule import Retention, Schedule
-from orchestrator.domain.values import CheckResult, Consistency, Finding, Replication, VaultKind, VmRef
+from orchestrator.domain.values import CheckResult, Consistency, EncryptionKeys, Finding, Replication, VaultKind, VmRef
 from orchestrator.errors import OrchestratorError
 
 
@@ -106,6 +106,11 @@ class Restore(Command):
     region: str = ""
 
 
+class RestoreKeys(Command):
+    recovery_point_id: UUID
+    key_vault: str = ""  # default: the key vault the VM used
+
+
 # Commands workers send back when they report on a job.
 
 
@@ -142,6 +147,7 @@ class RecordBackupTaken(Command):
     manifest_digest: str
     disks: list[DiskInfo]
     warnings: list[Finding] = []
+    encryption: EncryptionKeys | None = None
 
 
 class ExpireRecoveryPoints(Command):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from orchestrator.errors import SettingsError
 
 PREFIX = "BACKUP_"
+SECRET_SETTINGS = frozenset({"key_protection_key"})  # never echoed in an error
 
 
 class Settings(BaseModel):
@@ -37,6 +40,20 @@ class Settings(BaseModel):
     reconcile_interval: float = Field(5.0, gt=0, le=300)
     scheduler_interval: float = Field(30.0, gt=0, le=3600)
     job_timeout: int = Field(600, ge=10, le=86400)
+    key_protection_key: SecretStr | None = None
+
+    @field_validator("key_protection_key")
+    @classmethod
+    def _aes_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            size = len(base64.b64decode(value.get_secret_value(), validate=True))
+        except binascii.Error:
+            raise ValueError("must be base64 (make one with `backupctl key generate`)") from None
+        if size not in (16, 24, 32):
+            raise ValueError(f"must decode to 16, 24 or 32 bytes, not {size}")
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -108,8 +125,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "settings"
+        shown = "(hidden)" if name in SECRET_SETTINGS else repr(values.get(name))
         raise SettingsError(
             "SettingInvalid",
-            f"{PREFIX}{name.upper()}={values.get(name)!r}: {err['msg']}",
+            f"{PREFIX}{name.upper()}={shown}: {err['msg']}",
             field=PREFIX + name.upper(),
         ) from None

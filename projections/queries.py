@@ -77,6 +77,7 @@ class RecoveryPointRow(Row):
     expired: bool
     held_reason: str
     expiry_reason: str
+    key_vault: str  # an encrypted VM's key vault ("" when not encrypted); its keys are kept with the point
 
 
 class PolicyRow(Row):

@@ -19,13 +19,15 @@ class RecoveryPointsProjection(Projection):
     topics = tuple(get_topic(cls) for cls in (RP.Created, RP.RetentionChanged, RP.Held, RP.Expired))
     row_table, row_key, stamps_rows = "recovery_points", "recovery_point_id", False
     owned = ("recovery_points",)
+    version = 2  # 2: key_vault
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}recovery_points (recovery_point_id TEXT PRIMARY KEY, "
             "vault_id TEXT NOT NULL, item_id TEXT NOT NULL, vm_name TEXT NOT NULL, job_id TEXT NOT NULL, "
             "taken_at TEXT NOT NULL, consistency TEXT NOT NULL, tiers TEXT NOT NULL, expires_at TEXT NOT NULL, "
             "logical_bytes BIGINT NOT NULL, stored_bytes BIGINT NOT NULL, expired INTEGER NOT NULL DEFAULT 0, "
-            "held_reason TEXT NOT NULL DEFAULT '', expiry_reason TEXT NOT NULL DEFAULT '')"
+            "held_reason TEXT NOT NULL DEFAULT '', expiry_reason TEXT NOT NULL DEFAULT '', "
+            "key_vault TEXT NOT NULL DEFAULT '')"
         ),
         "CREATE INDEX IF NOT EXISTS {i}recovery_points_vault ON {t}recovery_points (vault_id, vm_name)",
     )
@@ -38,11 +40,12 @@ class RecoveryPointsProjection(Projection):
     def _(self, event: RP.Created, tx: Tx) -> None:
         tx.execute(
             f"INSERT INTO {self.table('recovery_points')} (recovery_point_id, vault_id, item_id, vm_name, job_id, "
-            "taken_at, consistency, tiers, expires_at, logical_bytes, stored_bytes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "taken_at, consistency, tiers, expires_at, logical_bytes, stored_bytes, key_vault) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (str(event.originator_id), str(event.vault_id), str(event.item_id), event.vm_name, str(event.job_id),
              ts(event.taken_at), event.consistency, json.dumps([t.value for t in event.tiers]),
-             ts(event.expires_at), event.logical_bytes, event.stored_bytes),
+             ts(event.expires_at), event.logical_bytes, event.stored_bytes,
+             event.encryption.key_vault if event.encryption else ""),
         )
 
     @apply.register

@@ -18,6 +18,7 @@ from orchestrator.clock import Clock
 from orchestrator.commands import Command
 from orchestrator.fabric import Fabric
 from projections.store import ReadStore
+from workers.keys import KeyProtector
 from workers.vaultstore import VaultStore
 
 
@@ -29,6 +30,7 @@ class WorkerContext:
     vault_store_root: Path
     clock: Clock
     read_store: ReadStore
+    keys: KeyProtector
 
     def vault_store(self, vault_id: UUID) -> VaultStore:
         return VaultStore(self.vault_store_root / str(vault_id))

@@ -10,7 +10,7 @@ from orchestrator import commands as c
 from orchestrator.domain import Job, RecoveryPoint, Vault, VirtualMachine
 from orchestrator.domain.item import item_id_for
 from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
-from orchestrator.domain.values import Finding
+from orchestrator.domain.values import CheckResult, EncryptionKeys, Finding
 from orchestrator.errors import OrchestratorError
 from orchestrator.fabric.inventory import FabricVm, PowerState, VmSpec
 from projections import queries
@@ -28,7 +28,11 @@ def prechecked(ctx: WorkerContext, job: Job, vm: FabricVm, stage: Stage) -> list
     """Run the stage's prechecks and record them on the job and the item; an error stops the job
     with its code, the warnings go on with it."""
     vault = ctx.app.get(job.vault_id, Vault)
-    results = evaluate(vm, vault.kind, vault.region, stage)
+    results = evaluate(vm, vault.kind, vault.region, stage, ctx.fabric, key_protection=ctx.keys.configured)
+    return _recorded(ctx, job, stage, results)
+
+
+def _recorded(ctx: WorkerContext, job: Job, stage: Stage, results: list[CheckResult]) -> list[Finding]:
     ctx.report(c.RecordChecks(job_id=job.id, stage=stage, results=results))
     error = blocking(results)
     if error is not None:
@@ -69,7 +73,7 @@ def run_backup(ctx: WorkerContext, job: Job) -> str:
             job_id=job.id, taken_at=manifest.taken_at, consistency=manifest.consistency,
             logical_bytes=manifest.logical_bytes, stored_bytes=manifest.stored_bytes, manifest_digest=digest,
             disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
-            warnings=warnings,
+            warnings=warnings, encryption=manifest.encryption,
         ))
     return f"recovery point {rp_id}"
 
@@ -84,6 +88,7 @@ def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_
             ctx.report(c.RecordProgress(job_id=job.id, bytes_done=done, bytes_total=total))
 
     disks = [DiskSource(disk.name, vm.disk_path(disk)) for disk in vm.spec.disks]
+    encryption, sealed_keys = _kept_keys(ctx, vm)
     with frozen(ctx.fabric, vm) as freeze:
         taken_at = ctx.clock.now()
         disk_manifests, stats = transfer_disks(store, disks, progress, previous=_previous_disks(ctx, job, store))
@@ -91,10 +96,20 @@ def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_
         recovery_point_id=rp_id, job_id=str(job.id), vm_key=job.vm_key,
         vm_spec=json.loads(vm.spec.model_dump_json()), taken_at=taken_at.isoformat(),
         consistency=freeze.consistency.value, logical_bytes=stats.logical_bytes, stored_bytes=stats.stored_bytes,
-        disks=disk_manifests,
+        disks=disk_manifests, encryption=encryption, sealed_keys=sealed_keys,
     )
     manifest, digest = store.commit_manifest(manifest)
     return manifest, digest, freeze.warnings
+
+
+def _kept_keys(ctx: WorkerContext, vm: FabricVm) -> tuple[EncryptionKeys | None, str | None]:
+    """An encrypted VM's key names, and its BEK (and KEK) from the key vault, sealed for the manifest."""
+    enc = vm.spec.encryption
+    if not enc.enabled:
+        return None, None
+    assert enc.key_vault and enc.bek_secret  # the inventory's rule for an encrypted VM
+    names = EncryptionKeys(key_vault=enc.key_vault, bek_secret=enc.bek_secret, kek_key=enc.kek_key)
+    return names, ctx.keys.seal(names, ctx.fabric.backup_key_material(vm))
 
 
 def _previous_disks(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str, DiskManifest]:
@@ -105,14 +120,19 @@ def _previous_disks(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str
     return {d.name: d for d in store.read_manifest(str(item.latest_recovery_point)).disks}
 
 
-def run_restore(ctx: WorkerContext, job: Job) -> str:
-    params = job.parameters
-    rp = ctx.app.get(UUID(params["recovery_point_id"]), RecoveryPoint)
+def _point_of(ctx: WorkerContext, job: Job) -> tuple[RecoveryPoint, VaultStore, Manifest]:
+    """The job's recovery point, its vault store and its manifest (checked against its digest)."""
+    rp = ctx.app.get(UUID(job.parameters["recovery_point_id"]), RecoveryPoint)
     store = ctx.vault_store(rp.vault_id)
     try:
-        manifest = store.read_manifest(str(rp.id), rp.manifest_digest)
+        return rp, store, store.read_manifest(str(rp.id), rp.manifest_digest)
     except (OSError, ValueError) as exc:
         raise OrchestratorError("RecoveryPointDataMissing", f"recovery point {rp.id}: {exc}") from None
+
+
+def run_restore(ctx: WorkerContext, job: Job) -> str:
+    params = job.parameters
+    rp, store, manifest = _point_of(ctx, job)
     subscription = rp.vm_key.split("/", 1)[0]
     target = params["target_vm_name"]
     mode, warnings = params["mode"], _restore_checks(ctx, job, rp, manifest, subscription)
@@ -142,12 +162,28 @@ def run_restore(ctx: WorkerContext, job: Job) -> str:
 
 
 def _restore_checks(ctx: WorkerContext, job: Job, rp: RecoveryPoint, manifest: Manifest, subscription: str) -> list[Finding]:
-    """The restore-stage prechecks, on the VM as it was when the point was taken."""
+    """The restore-stage prechecks, on the VM as it was when the point was taken (an encrypted VM's
+    key vault as it is now): an error refuses the restore before anything is written."""
     vault = ctx.app.get(rp.vault_id, Vault)
     source = FabricVm(subscription=subscription, spec=VmSpec.model_validate(manifest.vm_spec), base_dir=Path("."))
-    results = evaluate(source, vault.kind, vault.region, "restore")
-    ctx.report(c.RecordChecks(job_id=job.id, stage="restore", results=results))
-    return warnings_of(results)  # restore-stage rules are all warnings
+    results = evaluate(source, vault.kind, vault.region, "restore", ctx.fabric, recovery_point=str(rp.id))
+    return _recorded(ctx, job, "restore", results)
+
+
+def run_restore_keys(ctx: WorkerContext, job: Job) -> str:
+    rp, _, manifest = _point_of(ctx, job)
+    if manifest.encryption is None or manifest.sealed_keys is None:
+        raise OrchestratorError("RecoveryPointNotEncrypted", f"recovery point {rp.id} holds no keys")
+    names, material = manifest.encryption, ctx.keys.open(manifest.sealed_keys)
+    key_vault = job.parameters["key_vault"] or names.key_vault
+    outcome = ctx.fabric.restore_key_material(
+        rp.vm_key.split("/", 1)[0], key_vault, {names.bek_secret: material["bek_secret"]},
+        {names.kek_key: material["kek_key"]} if names.kek_key else {},
+    )
+    ctx.report(c.CompleteJob(job_id=job.id, result={
+        "recovery_point_id": str(rp.id), "key_vault": key_vault, "restored": outcome,
+    }))
+    return f"{sum(v == 'restored' for v in outcome.values())} restored into {key_vault}"
 
 
 def _restore_disks(store: VaultStore, manifest: Manifest, directory: Path) -> dict[str, Path]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orchestrator.domain.values import CheckResult, DeploymentModel, Finding, VaultKind
-from orchestrator.fabric.inventory import FabricVm, PowerState
+from orchestrator.fabric import BACKUP_SERVICE, Fabric
+from orchestrator.fabric.inventory import FabricVm, KeyVaultSpec, PowerState
 
 Stage = Literal["register", "protect", "backup", "restore"]
 STAGES: tuple[Stage, ...] = ("register", "protect", "backup", "restore")
@@ -19,6 +20,8 @@ MIN_WINDOWS_AGENT = (2, 6, 1198, 718)
 MAX_DATA_DISKS = 16
 MAX_DATA_DISK_GB = 1023
 ENDORSED_LINUX = ("ubuntu", "debian", "red hat", "rhel", "centos", "suse", "sles", "opensuse", "oracle linux")
+BACKUP_PERMISSIONS = ("get", "list", "backup")  # what the backup service needs on secrets (and keys, with a KEK)
+READ_PERMISSIONS = ("get", "list")  # what a restore needs to find them again
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class Target:
     vault_kind: VaultKind
     vault_region: str
     stage: Stage
+    key_vault: KeyVaultSpec | None = None  # the encrypted VM's key vault as it is now
+    key_protection: bool = True  # BACKUP_KEY_PROTECTION_KEY is set
+    recovery_point: str = ""  # at restore: the point restored
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,95 @@ def _linux_distro(t: Target) -> str:
 def _special_network(t: Target) -> bool:
     net = t.vm.spec.network
     return net.load_balancer or net.reserved_ips > 1 or net.nics > 1
+
+
+def _encrypted(t: Target) -> bool:
+    return t.vm.spec.encryption.enabled
+
+
+def _missing_permissions(t: Target, needed: tuple[str, ...]) -> list[str]:
+    """What the backup service lacks on the VM's key vault: secret permissions, and key
+    permissions when a KEK wraps the disk key."""
+    if t.key_vault is None:
+        return []
+    keys, secrets = t.key_vault.permissions(BACKUP_SERVICE)
+    missing = [f"secrets/{p}" for p in needed if p not in secrets]
+    if t.vm.spec.encryption.kek_key:
+        missing += [f"keys/{p}" for p in needed if p not in keys]
+    return missing
+
+
+def _stage_permissions(t: Target) -> tuple[str, ...]:
+    return READ_PERMISSIONS if t.stage == "restore" else BACKUP_PERMISSIONS
+
+
+def _missing_keys(t: Target) -> list[str]:
+    """The VM's secret and key the key vault no longer holds (when the service may look)."""
+    enc = t.vm.spec.encryption
+    if t.key_vault is None or _missing_permissions(t, _stage_permissions(t)):
+        return []
+    missing = [f"secret {enc.bek_secret!r}"] if enc.bek_secret not in t.key_vault.secrets else []
+    if enc.kek_key and enc.kek_key not in t.key_vault.keys:
+        missing.append(f"key {enc.kek_key!r}")
+    return missing
+
+
+def _restore_keys_hint(t: Target) -> str:
+    if t.stage == "restore" and t.recovery_point:
+        return f"; restore them from the recovery point with `backupctl restore-keys {t.recovery_point}`"
+    return ""
+
+
+def _kv(t: Target) -> str:
+    return repr(t.vm.spec.encryption.key_vault)
+
+
+ENCRYPTION_RULES: tuple[Rule, ...] = (
+    Rule("EncryptedClassicVmUnsupported", "error", ("register", "protect", "backup"),
+         lambda t: _encrypted(t) and t.vm.spec.deployment_model is DeploymentModel.CLASSIC,
+         lambda t: f"VM {_name(t)} is an encrypted classic VM; encrypted VMs are backed up only when deployed "
+                   "with Resource Manager", "migrate the VM to Resource Manager, or decrypt it"),
+    Rule("BekOnlyManagedDiskUnsupported", "error", ("protect", "backup"),
+         lambda t: t.vm.spec.encryption.bek_only and any(d.managed for d in t.vm.spec.disks),
+         lambda t: f"VM {_name(t)} has managed disks encrypted with a BEK alone; on managed disks backup needs "
+                   "the BEK wrapped by a KEK", "decrypt the VM, encrypt it again with both a BEK and a KEK, then protect it"),
+    Rule("KeyVaultNotFound", "error", ("protect", "backup", "restore"),
+         lambda t: _encrypted(t) and t.key_vault is None,
+         lambda t: f"VM {_name(t)} is encrypted with keys of key vault {_kv(t)}, which does not exist"
+                   + _restore_keys_hint(t).replace("; restore them", "; once it exists, restore the keys"),
+         "create the key vault (same name, same subscription), then retry"),
+    Rule("KeyVaultPermissionMissing", "error", ("protect", "backup"),
+         lambda t: _encrypted(t) and bool(_missing_permissions(t, BACKUP_PERMISSIONS)),
+         lambda t: f"the {BACKUP_SERVICE} lacks {', '.join(_missing_permissions(t, BACKUP_PERMISSIONS))} on key "
+                   f"vault {_kv(t)}, needed to back up encrypted VM {_name(t)}",
+         f"add an access policy for the principal \"{BACKUP_SERVICE}\" to the key vault with secret permissions "
+         "get, list and backup (and key permissions get, list and backup when a KEK is used); the VM's next backup "
+         "then runs, without protecting it again"),
+    Rule("NotAuthorized", "error", ("restore",),
+         lambda t: _encrypted(t) and bool(_missing_permissions(t, READ_PERMISSIONS)),
+         lambda t: f"the {BACKUP_SERVICE} is not authorized on key vault {_kv(t)} (lacks "
+                   f"{', '.join(_missing_permissions(t, READ_PERMISSIONS))}), so it cannot check the keys of "
+                   f"encrypted VM {_name(t)}",
+         f"grant the \"{BACKUP_SERVICE}\" get and list on the key vault's secrets (and keys), then restore again"),
+    Rule("KeyOrSecretNotFound", "error", ("protect", "backup", "restore"),
+         lambda t: _encrypted(t) and bool(_missing_keys(t)),
+         lambda t: f"key vault {_kv(t)} no longer holds the {' and the '.join(_missing_keys(t))} of encrypted VM "
+                   f"{_name(t)}" + _restore_keys_hint(t),
+         "put the secret and key back into the key vault (`backupctl restore-keys RECOVERY_POINT` restores them "
+         "from a recovery point), then retry"),
+    Rule("RestoredAsDisksEncrypted", "warning", ("restore",), _encrypted,
+         lambda t: f"VM {_name(t)} is encrypted with key vault {_kv(t)} (BEK secret "
+                   f"{t.vm.spec.encryption.bek_secret!r}, KEK key {t.vm.spec.encryption.kek_key!r}): its disks are "
+                   "restored, still encrypted; no VM is created",
+         "create the VM from the restored disks, giving it the key vault, BEK secret and KEK key the recovery "
+         "point names (the restore job's checks list them)"),
+    Rule("KeyProtectionNotConfigured", "error", ("protect", "backup"),
+         lambda t: _encrypted(t) and not t.key_protection,
+         lambda t: f"VM {_name(t)} is encrypted and BACKUP_KEY_PROTECTION_KEY is not set: its keys could not be kept "
+                   "encrypted with its recovery points",
+         "set BACKUP_KEY_PROTECTION_KEY for the workers (`backupctl key generate` makes one; keep it outside the "
+         "data dir and the vault store)"),
+)
 
 
 AGENT_STAGES: tuple[Stage, ...] = ("register", "protect", "backup")
@@ -164,12 +259,19 @@ CATALOGUE: tuple[Rule, ...] = (
          lambda t: f"VM {_name(t)} has a special network configuration (load balancer, several reserved IPs or NICs): "
                    "its disks are restored, no VM is created",
          "create the VM from the restored disks and configure its network as it was"),
+    *ENCRYPTION_RULES,
 )
 
 
-def evaluate(vm: FabricVm, vault_kind: VaultKind, vault_region: str, stage: Stage) -> list[CheckResult]:
-    """The findings of every rule that applies at `stage`, errors first."""
-    target = Target(vm, vault_kind, vault_region, stage)
+def evaluate(
+    vm: FabricVm, vault_kind: VaultKind, vault_region: str, stage: Stage, fabric: Fabric, *,
+    key_protection: bool = True, recovery_point: str = "",
+) -> list[CheckResult]:
+    """The findings of every rule that applies at `stage`, errors first. An encrypted VM's
+    key vault is looked up in `fabric` as it is now."""
+    enc = vm.spec.encryption
+    key_vault = fabric.key_vault(vm.subscription, enc.key_vault) if enc.enabled and enc.key_vault else None
+    target = Target(vm, vault_kind, vault_region, stage, key_vault, key_protection, recovery_point)
     found = [
         CheckResult(code=r.code, severity=r.severity, message=r.message(target), remedy=r.remedy)
         for r in CATALOGUE

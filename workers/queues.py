@@ -22,6 +22,7 @@ TASKS: dict[Operation, str] = {
     Operation.CONFIGURE_PROTECTION: "workers.tasks.configure_protection",
     Operation.BACKUP: "workers.tasks.backup",
     Operation.RESTORE: "workers.tasks.restore",
+    Operation.RESTORE_KEYS: "workers.tasks.restore_keys",
     Operation.RETENTION: "workers.tasks.retention",
 }
 

@@ -72,6 +72,11 @@ def restore(job_id: str) -> str:
     return _run(job_id, jobs.run_restore)
 
 
+def restore_keys(job_id: str) -> str:
+    """Put an encrypted VM's BEK secret (and KEK key) back into a key vault from a recovery point."""
+    return _run(job_id, jobs.run_restore_keys)
+
+
 def retention(job_id: str) -> str:
     """Expire recovery points past their retention, drop their manifests, collect unused blocks."""
     return _run(job_id, jobs.run_retention)

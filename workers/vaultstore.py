@@ -25,6 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.domain.values import EncryptionKeys
+
 BLOCK_SIZE = 4 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
 
@@ -56,6 +58,8 @@ class Manifest(BaseModel):
     logical_bytes: int
     stored_bytes: int
     disks: list[DiskManifest]
+    encryption: EncryptionKeys | None = None  # an encrypted VM's key names
+    sealed_keys: str | None = None  # its BEK (and KEK), encrypted under BACKUP_KEY_PROTECTION_KEY (workers/keys.py)
 
 
 def _fsync_dir(path: Path) -> None:

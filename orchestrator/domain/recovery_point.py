@@ -9,6 +9,7 @@ from eventsourcing.domain import event
 
 from orchestrator.domain.base import Aggregate, Value
 from orchestrator.domain.schedule import Tier
+from orchestrator.domain.values import EncryptionKeys
 
 
 def recovery_point_id_for(job_id: UUID) -> UUID:
@@ -40,6 +41,7 @@ class RecoveryPoint(Aggregate):
         stored_bytes: int
         manifest_digest: str
         disks: list[DiskInfo]
+        encryption: EncryptionKeys | None = None  # an encrypted VM's key names; the keys are in the manifest
 
     class RetentionChanged(Aggregate.Event):
         TOPIC = "backup.recovery_point.retention_changed"
@@ -63,7 +65,7 @@ class RecoveryPoint(Aggregate):
     def __init__(
         self, vault_id: UUID, item_id: UUID, vm_key: str, vm_name: str, job_id: UUID, taken_at: datetime,
         consistency: str, tiers: list[Tier], expires_at: datetime, logical_bytes: int, stored_bytes: int,
-        manifest_digest: str, disks: list[DiskInfo],
+        manifest_digest: str, disks: list[DiskInfo], encryption: EncryptionKeys | None = None,
     ) -> None:
         self.vault_id = vault_id
         self.item_id = item_id
@@ -76,6 +78,7 @@ class RecoveryPoint(Aggregate):
         self.expires_at = expires_at
         self.manifest_digest = manifest_digest
         self.disks = list(disks)
+        self.encryption = encryption
         self.expired = False
         self.held_reason = ""
 

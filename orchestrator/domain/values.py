@@ -28,6 +28,7 @@ class Operation(str, Enum):
     CONFIGURE_PROTECTION = "configure_protection"
     BACKUP = "backup"
     RESTORE = "restore"
+    RESTORE_KEYS = "restore_keys"
     RETENTION = "retention"
     UNREGISTER = "unregister"
 
@@ -103,6 +104,14 @@ class CheckResult(Value):
     severity: str  # "error" | "warning"
     message: str
     remedy: str
+
+
+class EncryptionKeys(Value):
+    """Which key vault, BEK secret and KEK key an encrypted VM uses: names only, never key material."""
+
+    key_vault: str
+    bek_secret: str
+    kek_key: str | None = None
 
 
 class Finding(Value):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.fabric.inventory import FabricVm, VmSpec
+from orchestrator.fabric.inventory import FabricVm, KeyVaultSpec, VmSpec
+
+BACKUP_SERVICE = "Backup Management Service"  # the principal key vault access policies name
 
 
 class Fabric(Protocol):
@@ -41,4 +43,21 @@ class Fabric(Protocol):
 
     def create_vm(self, subscription: str, spec: VmSpec) -> FabricVm:
         """Create a VM from restored disks; refuses a name that exists."""
+        ...
+
+    def key_vault(self, subscription: str, name: str) -> KeyVaultSpec | None:
+        """A key vault as it is now (its secrets and keys included), or None when it is gone."""
+        ...
+
+    def backup_key_material(self, vm: FabricVm) -> dict[str, bytes]:
+        """What the key vault's backup operation gives the backup service for an encrypted VM:
+        `{"bek_secret": ..., "kek_key": ...}` (no KEK for a BEK-only VM). Raises `KeyVaultNotFound`,
+        `NotAuthorized` or `KeyOrSecretNotFound`."""
+        ...
+
+    def restore_key_material(self, subscription: str, key_vault: str, secrets: dict[str, bytes],
+                             keys: dict[str, bytes]) -> dict[str, str]:
+        """Put secrets and keys back into a key vault as the backup service; returns each one's
+        outcome ("restored" or "present"). Raises `KeyVaultNotFound`, `NotAuthorized` or
+        `KeyOrSecretExists` (same name, other value)."""
         ...

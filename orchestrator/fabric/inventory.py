@@ -3,6 +3,8 @@ the backup service checks. Each disk is a real image file beside the inventory."
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from enum import Enum
 from pathlib import Path
@@ -71,11 +73,71 @@ class NetworkSpec(Spec):
 
 
 class EncryptionSpec(Spec):
+    """Azure Disk Encryption (BitLocker / dm-crypt): the disk key (BEK) is a secret of a key vault,
+    optionally wrapped by a key encryption key (KEK) of the same key vault."""
+
     enabled: bool = False
     key_vault: str | None = None
     bek_secret: str | None = None
     kek_key: str | None = None
     luks: bool = False  # Linux disks encrypted with LUKS inside the VM (not Azure Disk Encryption)
+
+    @model_validator(mode="after")
+    def _names_the_keys(self) -> EncryptionSpec:
+        if self.enabled and not (self.key_vault and self.bek_secret):
+            raise ValueError("an encrypted VM names its key_vault and its bek_secret")
+        if not self.enabled and (self.key_vault or self.bek_secret or self.kek_key):
+            raise ValueError("key_vault, bek_secret and kek_key need enabled: true")
+        return self
+
+    @property
+    def bek_only(self) -> bool:
+        return self.enabled and not self.kek_key
+
+
+KEY_VAULT_PERMISSIONS = ("get", "list", "set", "delete", "backup", "restore", "recover", "purge", "create",
+                         "import", "update", "decrypt", "encrypt", "wrapKey", "unwrapKey", "sign", "verify")
+Permission = Literal["get", "list", "set", "delete", "backup", "restore", "recover", "purge", "create", "import",
+                     "update", "decrypt", "encrypt", "wrapKey", "unwrapKey", "sign", "verify"]
+
+
+class AccessPolicySpec(Spec):
+    principal: str = Field(min_length=1, description='e.g. "Backup Management Service"')
+    keys: list[Permission] = []
+    secrets: list[Permission] = []
+
+
+class KeyMaterialSpec(Spec):
+    """A secret's or a key's value, base64. Only the fabric holds it in the clear."""
+
+    value: str = Field(min_length=1, repr=False)
+
+    @field_validator("value")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ValueError("must be base64") from None
+        return value
+
+
+class KeyVaultSpec(Spec):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9-]{1,62}$")
+    region: str = Field(pattern=r"^[a-z][a-z0-9]{1,39}$")
+    access_policies: list[AccessPolicySpec] = []
+    secrets: dict[str, KeyMaterialSpec] = {}
+    keys: dict[str, KeyMaterialSpec] = {}
+
+    def permissions(self, principal: str) -> tuple[set[str], set[str]]:
+        """The (key, secret) permissions `principal` holds, over all its access policies."""
+        keys: set[str] = set()
+        secrets: set[str] = set()
+        for policy in self.access_policies:
+            if policy.principal.lower() == principal.lower():
+                keys.update(policy.keys)
+                secrets.update(policy.secrets)
+        return keys, secrets
 
 
 class FreezeSpec(Spec):
@@ -119,6 +181,7 @@ class VmSpec(Spec):
 class SubscriptionSpec(Spec):
     name: str = Field(min_length=1)
     vms: list[VmSpec] = []
+    key_vaults: list[KeyVaultSpec] = []
 
 
 class Inventory(Spec):
@@ -150,11 +213,7 @@ class FabricVm(BaseModel):
 
 def load_inventory(path: Path) -> list[FabricVm]:
     """Read and check an inventory file; errors name the VM and the field."""
-    raw = _read(path)
-    try:
-        inventory = Inventory.model_validate(raw)
-    except ValidationError as exc:
-        raise _inventory_error(path, raw, exc) from None
+    inventory = _validated(path)
     vms = [
         FabricVm(subscription=sub.name, spec=vm, base_dir=path.parent)
         for sub in inventory.subscriptions
@@ -164,6 +223,26 @@ def load_inventory(path: Path) -> list[FabricVm]:
     for vm in vms:
         _check_disks(path, vm)
     return vms
+
+
+def load_key_vaults(path: Path) -> dict[tuple[str, str], KeyVaultSpec]:
+    """The inventory's key vaults by (subscription, lower-cased name)."""
+    vaults: dict[tuple[str, str], KeyVaultSpec] = {}
+    for sub in _validated(path).subscriptions:
+        for kv in sub.key_vaults:
+            if (sub.name, kv.name.lower()) in vaults:
+                raise InventoryError("InventoryInvalid", f"{path}: key vault {kv.name!r} appears twice in "
+                                     f"subscription {sub.name!r}", field="key_vaults.name")
+            vaults[(sub.name, kv.name.lower())] = kv
+    return vaults
+
+
+def _validated(path: Path) -> Inventory:
+    raw = _read(path)
+    try:
+        return Inventory.model_validate(raw)
+    except ValidationError as exc:
+        raise _inventory_error(path, raw, exc) from None
 
 
 def _read(path: Path) -> Any:

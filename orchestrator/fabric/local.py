@@ -1,22 +1,34 @@
 """The local fabric: VMs from an inventory file, disks as image files, changes as state files.
 
 What the service changes is kept beside the inventory, never in it: `state/<vm>.json` (the backup
-extension) and `state/restored/` (VMs created by restores, with their disk images).
+extension), `state/restored/` (VMs created by restores, with their disk images) and
+`state/keyvaults/` (secrets and keys the service restored into a key vault).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.fabric.inventory import FabricVm, PowerState, VmSpec, load_inventory
+from orchestrator.fabric import BACKUP_SERVICE
+from orchestrator.fabric.inventory import (
+    FabricVm,
+    KeyMaterialSpec,
+    KeyVaultSpec,
+    PowerState,
+    VmSpec,
+    load_inventory,
+    load_key_vaults,
+)
 
 
 class LocalFabric:
@@ -90,6 +102,73 @@ class LocalFabric:
         _write_atomically(self.restored_dir / f"{subscription}-{spec.name}.yaml", yaml.safe_dump(data).encode())
         return FabricVm(subscription=subscription, spec=spec, base_dir=self.restored_dir)
 
+    def key_vault(self, subscription: str, name: str) -> KeyVaultSpec | None:
+        kv = load_key_vaults(self.inventory_path).get((subscription, name.lower()))
+        if kv is None:
+            return None
+        restored = self._restored_material(subscription, name)
+        secrets = {n: KeyMaterialSpec(value=v) for n, v in restored["secrets"].items()}
+        keys = {n: KeyMaterialSpec(value=v) for n, v in restored["keys"].items()}
+        return kv.model_copy(update={"secrets": {**secrets, **kv.secrets}, "keys": {**keys, **kv.keys}})
+
+    def backup_key_material(self, vm: FabricVm) -> dict[str, bytes]:
+        enc = vm.spec.encryption
+        assert enc.key_vault and enc.bek_secret
+        kv = self._accessible(vm.subscription, enc.key_vault, "backup", with_keys=bool(enc.kek_key))
+        wanted = {"bek_secret": (kv.secrets, "secret", enc.bek_secret)}
+        if enc.kek_key:
+            wanted["kek_key"] = (kv.keys, "key", enc.kek_key)
+        material = {}
+        for role, (held, kind, name) in wanted.items():
+            if name not in held:
+                raise OrchestratorError("KeyOrSecretNotFound", f"the {kind} {name!r} is not in key vault {kv.name!r}")
+            material[role] = base64.b64decode(held[name].value)
+        return material
+
+    def restore_key_material(self, subscription: str, key_vault: str, secrets: dict[str, bytes],
+                             keys: dict[str, bytes]) -> dict[str, str]:
+        kv = self._accessible(subscription, key_vault, "restore", with_keys=bool(keys))
+        state = self._restored_material(subscription, key_vault)
+        outcome: dict[str, str] = {}
+        for kind, wanted, held in (("secrets", secrets, kv.secrets), ("keys", keys, kv.keys)):
+            stored = state[kind]
+            for name, value in wanted.items():
+                if name in held:
+                    if base64.b64decode(held[name].value) != value:
+                        raise OrchestratorError("KeyOrSecretExists", (
+                            f"key vault {kv.name!r} holds another value under the {kind[:-1]} name {name!r}; "
+                            "delete it first or restore into another key vault"))
+                    outcome[f"{kind[:-1]} {name}"] = "present"
+                    continue
+                stored[name] = base64.b64encode(value).decode()
+                outcome[f"{kind[:-1]} {name}"] = "restored"
+        self._write_state(self._key_vault_state_key(subscription, key_vault), dict(state))
+        return outcome
+
+    def _accessible(self, subscription: str, name: str, operation: str, *, with_keys: bool) -> KeyVaultSpec:
+        """The key vault, if the backup service may run `operation` on its secrets (and keys)."""
+        kv = self.key_vault(subscription, name)
+        if kv is None:
+            raise OrchestratorError("KeyVaultNotFound", f"key vault {name!r} does not exist in subscription {subscription!r}")
+        key_perms, secret_perms = kv.permissions(BACKUP_SERVICE)
+        missing = [f"secrets/{p}" for p in ("get", operation) if p not in secret_perms]
+        if with_keys:
+            missing += [f"keys/{p}" for p in ("get", operation) if p not in key_perms]
+        if missing:
+            raise OrchestratorError("NotAuthorized", (
+                f"the {BACKUP_SERVICE} is not authorized on key vault {kv.name!r} (lacks {', '.join(missing)})"))
+        return kv
+
+    @staticmethod
+    def _key_vault_state_key(subscription: str, name: str) -> str:
+        return f"keyvault:{subscription}/{name.lower()}"
+
+    def _restored_material(self, subscription: str, name: str) -> dict[str, dict[str, str]]:
+        """What the service restored into a key vault: {"secrets": {name: base64}, "keys": {...}}."""
+        state = self._state(self._key_vault_state_key(subscription, name))
+        return {kind: {str(n): str(v) for n, v in dict(state.get(kind) or {}).items()}
+                for kind in ("secrets", "keys")}
+
     def _restored(self) -> list[FabricVm]:
         if not self.restored_dir.exists():
             return []
@@ -104,7 +183,7 @@ class LocalFabric:
         digest = hashlib.sha256(vm_key.lower().encode()).hexdigest()[:32]
         return self.state_dir / f"{digest}.json"
 
-    def _state(self, vm_key: str) -> dict[str, object]:
+    def _state(self, vm_key: str) -> dict[str, Any]:
         path = self._state_path(vm_key)
         return json.loads(path.read_text()) if path.is_file() else {}
 

@@ -30,9 +30,11 @@ def vm_entry(name: str, region: str, *, disks: int = 1, **facts: Any) -> dict[st
 
 
 def write_fabric(
-    directory: Path, subscriptions: dict[str, list[dict[str, Any]]], *, disk_mib: int = 2
+    directory: Path, subscriptions: dict[str, list[dict[str, Any]]], *, disk_mib: int = 2,
+    key_vaults: dict[str, list[dict[str, Any]]] | None = None,
 ) -> Path:
-    """Write the inventory and one image per disk (random regions among zeros); return its path."""
+    """Write the inventory (with each subscription's `key_vaults`) and one image per disk (random
+    regions among zeros); return its path."""
     disk_dir = directory / "disks"
     disk_dir.mkdir(parents=True, exist_ok=True)
     subs = []
@@ -44,7 +46,7 @@ def write_fabric(
                 if not image.exists():
                     _write_image(image, disk_mib, seed=str(image.name))
                 disk.setdefault("image", str(image.relative_to(directory)))
-        subs.append({"name": sub_name, "vms": vms})
+        subs.append({"name": sub_name, "vms": vms, "key_vaults": (key_vaults or {}).get(sub_name, [])})
     path = directory / "inventory.yaml"
     path.write_text(yaml.safe_dump({"subscriptions": subs}, sort_keys=False), encoding="utf-8")
     return path

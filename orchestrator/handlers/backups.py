@@ -78,7 +78,7 @@ def record_backup_taken(app: Orchestrator, cmd: c.RecordBackupTaken) -> UUID | N
         vault_id=job.vault_id, item_id=item.id, vm_key=item.vm.key, vm_name=item.vm.display_name, job_id=job.id,
         taken_at=cmd.taken_at, consistency=cmd.consistency.value, tiers=tiers, expires_at=expires_at,
         logical_bytes=cmd.logical_bytes, stored_bytes=cmd.stored_bytes, manifest_digest=cmd.manifest_digest,
-        disks=cmd.disks,
+        disks=cmd.disks, encryption=cmd.encryption,
     )
     item.backup_succeeded(job.id, rp.id, cmd.taken_at, bool(cmd.warnings))
     job.complete(
@@ -134,11 +134,16 @@ def expire_recovery_points(app: Orchestrator, cmd: c.ExpireRecoveryPoints) -> li
     return expired
 
 
-@handles(c.Restore)
-def restore(app: Orchestrator, cmd: c.Restore) -> UUID:
-    rp = app.get(cmd.recovery_point_id, RecoveryPoint)
+def _live_point(app: Orchestrator, rp_id: UUID) -> RecoveryPoint:
+    rp = app.get(rp_id, RecoveryPoint)
     if rp.expired:
         raise DomainError("RecoveryPointExpired", f"recovery point {rp.id} has expired", field="recovery_point_id")
+    return rp
+
+
+@handles(c.Restore)
+def restore(app: Orchestrator, cmd: c.Restore) -> UUID:
+    rp = _live_point(app, cmd.recovery_point_id)
     vault = app.get(rp.vault_id, Vault)
     if cmd.region and cmd.region != vault.region:
         raise DomainError("CrossRegionRestoreUnsupported",
@@ -154,5 +159,19 @@ def restore(app: Orchestrator, cmd: c.Restore) -> UUID:
               vm_name=cmd.target_vm_name if cmd.mode == "vm" else rp.vm_name)
     job.set_parameters({"recovery_point_id": str(rp.id), "target_vm_name": cmd.target_vm_name,
                         "mode": cmd.mode, "target_dir": cmd.target_dir})
+    app.save(job)
+    return job.id
+
+
+@handles(c.RestoreKeys)
+def restore_keys(app: Orchestrator, cmd: c.RestoreKeys) -> UUID:
+    """A job that puts an encrypted VM's secret and key back into a key vault from a recovery point."""
+    rp = _live_point(app, cmd.recovery_point_id)
+    if rp.encryption is None:
+        raise DomainError("RecoveryPointNotEncrypted",
+                          f"recovery point {rp.id} of VM {rp.vm_name} is not of an encrypted VM: it holds no keys",
+                          field="recovery_point_id")
+    job = Job(operation=Operation.RESTORE_KEYS, vault_id=rp.vault_id, vm_key=rp.vm_key, vm_name=rp.vm_name)
+    job.set_parameters({"recovery_point_id": str(rp.id), "key_vault": cmd.key_vault or rp.encryption.key_vault})
     app.save(job)
     return job.id

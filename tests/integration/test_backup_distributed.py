@@ -110,3 +110,41 @@ def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(tmp
     assert first.status == second.status == "completed", deployment.logs()
     assert second.result["logical_bytes"] == 400 * 1024 * 1024
     assert second.result["stored_bytes"] <= 0.015 * second.result["logical_bytes"]
+
+
+def test_an_encrypted_vm_backs_up_and_gets_its_keys_back_with_rq_workers(tmp_path: Path, deployment: Deployment) -> None:
+    import base64
+
+    import yaml
+
+    from orchestrator.fabric import BACKUP_SERVICE
+
+    bek, kek = os.urandom(32), os.urandom(32)
+    perms = ["get", "list", "backup", "restore"]
+    inventory = write_fabric(tmp_path / "encfabric", {"default": [vm_entry("enc", "japaneast", encryption={
+        "enabled": True, "key_vault": "kv-enc", "bek_secret": "bek-enc", "kek_key": "kek-enc"})]}, key_vaults={
+        "default": [{"name": "kv-enc", "region": "japaneast",
+                     "access_policies": [{"principal": BACKUP_SERVICE, "keys": perms, "secrets": perms}],
+                     "secrets": {"bek-enc": {"value": base64.b64encode(bek).decode()}},
+                     "keys": {"kek-enc": {"value": base64.b64encode(kek).decode()}}}]}, disk_mib=1)
+    deployment.env.update(BACKUP_FABRIC=str(inventory),
+                          BACKUP_KEY_PROTECTION_KEY=base64.b64encode(os.urandom(32)).decode())
+    deployment.start_all(workers=1)
+    with deployment.client() as client:
+        vault = client.create_vault("vault-east", "japaneast", "rg")
+        client.wait(client.discover(vault), timeout=60)
+        client.wait_all(client.register(vault, ["enc"]), timeout=60)
+        client.wait_all(client.protect(vault, ["enc"]), timeout=60)
+        backup = client.wait(client.backup_now(vault, "enc"), timeout=120)
+        assert backup.status == "completed", (backup.error_message, deployment.logs())
+        [rp] = client.recovery_points(vault, "enc")
+        assert rp.key_vault == "kv-enc"
+        data = yaml.safe_load(inventory.read_text())
+        data["subscriptions"][0]["key_vaults"][0].update(secrets={}, keys={})
+        inventory.write_text(yaml.safe_dump(data))
+        keys = client.wait(client.restore_keys(rp.recovery_point_id), timeout=120)
+        assert keys.status == "completed", (keys.error_message, deployment.logs())
+        kv = client.runtime.fabric.key_vault("default", "kv-enc")
+        assert kv is not None
+        assert base64.b64decode(kv.secrets["bek-enc"].value) == bek and base64.b64decode(kv.keys["kek-enc"].value) == kek
+    assert bek.hex() not in deployment.logs() and base64.b64encode(bek).decode() not in deployment.logs()

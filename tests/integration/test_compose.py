@@ -4,6 +4,7 @@ exists and starts, with the settings compose gives it (addresses pointed at this
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,9 +26,14 @@ READY = {"dispatcher": "dispatcher ready", "projections": "projections ready", "
          "worker": "Listening on jobs"}
 
 
+def _interpolated(value: str) -> str:
+    """`${NAME:-default}` as compose fills it in from the environment."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+
+
 def _local(env: dict[str, str], schema: str, tmp: Path, fabric: Path) -> dict[str, str]:
     """Compose's settings, with the addresses of compose's network replaced by this machine's."""
-    local = dict(env)
+    local = {name: _interpolated(str(value)) for name, value in env.items()}
     local.update(BACKUP_POSTGRES_HOST=PG_HOST, BACKUP_POSTGRES_DBNAME=PG_DB, BACKUP_POSTGRES_USER=PG_USER,
                  BACKUP_POSTGRES_PASSWORD="", BACKUP_POSTGRES_SCHEMA=schema, BACKUP_REDIS_URL=REDIS_URL,
                  BACKUP_DATA_DIR=str(tmp / "data"), BACKUP_FABRIC=str(fabric),

@@ -42,6 +42,8 @@ def _broken(tmp_path: Path, mutate: Any) -> Path:
         (lambda vm: vm.update(deployment_model="classic"), "cloud_service"),
         (lambda vm: vm.update(colour="blue"), "field colour"),
         (lambda vm: vm["disks"][0].update(role="data"), "disks"),
+        (lambda vm: vm.update(encryption={"enabled": True, "key_vault": "kv"}), "field encryption"),
+        (lambda vm: vm.update(encryption={"kek_key": "kek"}), "need enabled: true"),
     ],
 )
 def test_an_invalid_inventory_names_the_vm_and_the_field(tmp_path: Path, mutate: Any, words: str) -> None:
@@ -101,3 +103,17 @@ def test_a_broken_inventory_fails_discovery_with_the_vm_named(tmp_path: Path) ->
         vault = client.create_vault("vault-a", "japaneast", "rg", subscription="prod")
         job = client.wait(client.discover(vault))
     assert job.error_code == "InventoryInvalid" and "db01" in job.error_message
+
+
+def test_key_vaults_are_checked_without_echoing_their_values(tmp_path: Path) -> None:
+    secret = "c2VjcmV0LWJ5dGVz"  # base64 of the key vault's secret value
+    path = write_fabric(tmp_path, {"prod": [vm_entry("web01", "japaneast")]}, key_vaults={"prod": [
+        {"name": "kv-web", "region": "japaneast", "secrets": {"bek": {"value": secret + "!"}}}]})
+    with pytest.raises(InventoryError) as caught:
+        LocalFabric(path).key_vault("prod", "kv-web")
+    assert "key_vaults.0.secrets.bek.value" in caught.value.message and "base64" in caught.value.message
+    assert secret not in caught.value.message
+    twice = write_fabric(tmp_path / "twice", {"prod": []}, key_vaults={"prod": [
+        {"name": "kv-web", "region": "japaneast"}, {"name": "KV-web", "region": "japaneast"}]})
+    with pytest.raises(InventoryError, match="appears twice"):
+        LocalFabric(twice).key_vault("prod", "kv-web")

@@ -58,3 +58,15 @@ def test_an_empty_redis_url_means_the_embedded_queue() -> None:
 def test_explicit_overrides_win_over_the_environment(tmp_path: Path) -> None:
     settings = load_settings({"BACKUP_DATA_DIR": "/elsewhere"}, data_dir=tmp_path)
     assert settings.data_dir == tmp_path
+
+
+def test_the_key_protection_key_is_checked_and_never_echoed() -> None:
+    bad = "bm90LWEta2V5"  # base64 of 9 bytes: not an AES key
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"BACKUP_KEY_PROTECTION_KEY": bad})
+    assert caught.value.field == "BACKUP_KEY_PROTECTION_KEY" and "16, 24 or 32 bytes" in caught.value.message
+    assert bad not in caught.value.message
+    good = "A" * 43 + "="
+    settings = load_settings({"BACKUP_KEY_PROTECTION_KEY": good})
+    assert settings.key_protection_key is not None and good not in repr(settings)
+    assert load_settings({"BACKUP_KEY_PROTECTION_KEY": ""}).key_protection_key is None
