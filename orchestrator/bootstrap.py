@@ -19,7 +19,7 @@ from orchestrator.application import Orchestrator
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Settings, load_settings
 from orchestrator.dispatcher import Dispatcher, DispatcherThread, Reconciler
-from orchestrator.errors import OrchestratorError, ServiceUnavailableError
+from orchestrator.errors import OrchestratorError, ServiceUnavailableError, SettingsError
 from orchestrator.fabric.local import LocalFabric
 from orchestrator.follower import FollowerThread
 from orchestrator.scheduler import Scheduler, SchedulerThread
@@ -138,7 +138,26 @@ def bootstrap(settings: Settings) -> Runtime:
 
 def build_app(settings: Settings) -> Orchestrator:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return _opening(settings, lambda: Orchestrator(env=settings.eventsourcing_env()))
+    app = _opening(settings, lambda: Orchestrator(env=settings.eventsourcing_env()))
+    _check_cipher(app)
+    return app
+
+
+def _check_cipher(app: Orchestrator) -> None:
+    """The first stored event must read back with the cipher setting given, so a missing or wrong
+    BACKUP_EVENT_CIPHER_KEY is one clear error at start, not a failure deep in a follower."""
+    first = app.recorder.select_notifications(start=1, limit=1)
+    if not first:
+        return
+    try:
+        app.mapper.to_domain_event(first[0])
+    except ValueError:  # a bad tag, or encrypted bytes read as JSON
+        raise SettingsError(
+            "EventCipherMismatch",
+            "the event store's events do not read back with this BACKUP_EVENT_CIPHER_KEY: the store was "
+            "written with another key, or with none (or the key is set for a store written without one)",
+            field="BACKUP_EVENT_CIPHER_KEY",
+        ) from None
 
 
 def _opening(settings: Settings, open_: Callable[[], T]) -> T:

@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import cli_backups
+from orchestrator import cli_audit, cli_backups  # noqa: F401  (their commands register on import)
 from orchestrator.cli_common import (
     JOB_COLUMNS,
+    AsOfTime,
     Json,
     Subscription,
     Wait,
@@ -20,6 +21,7 @@ from orchestrator.cli_common import (
     err,
     fabric_app,
     out,
+    read,
     run,
     serve_app,
     vault_app,
@@ -44,9 +46,11 @@ def vault_create(
 
 
 @vault_app.command("list")
-def vault_list(subscription: Annotated[str | None, typer.Option("--subscription", "-s")] = None, as_json: Json = False) -> None:
+def vault_list(subscription: Annotated[str | None, typer.Option("--subscription", "-s")] = None, as_json: Json = False,
+               as_of: AsOfTime = None) -> None:
     """List vaults."""
-    run(lambda c: emit(c.vaults(subscription), as_json, ("name", "subscription", "region", "kind", "replication", "vault_id")))
+    read(as_of, lambda c, v: emit(v.vaults(subscription), as_json,
+                                  ("name", "subscription", "region", "kind", "replication", "vault_id")))
 
 
 @vault_app.command("set-replication")
@@ -101,9 +105,11 @@ def jobs(
     vault: Annotated[str | None, typer.Option("--vault", "-v")] = None,
     subscription: Subscription = "default",
     as_json: Json = False,
+    as_of: AsOfTime = None,
 ) -> None:
     """List jobs, newest first."""
-    run(lambda c: emit(c.jobs(status, operation, start, end, vault_ref(c, vault, subscription) if vault else None), as_json, JOB_COLUMNS))
+    read(as_of, lambda c, v: emit(v.jobs(status, operation, start, end, vault_ref(c, vault, subscription) if vault else None),
+                                  as_json, JOB_COLUMNS))
 
 
 @app.command()
@@ -113,9 +119,9 @@ def wait(job_ids: list[str], timeout: float = 300.0, as_json: Json = False) -> N
 
 
 @app.command()
-def items(vault: str, subscription: Subscription = "default", as_json: Json = False) -> None:
+def items(vault: str, subscription: Subscription = "default", as_json: Json = False, as_of: AsOfTime = None) -> None:
     """The VMs of a vault and their status."""
-    run(lambda c: emit(c.protected_items(vault_ref(c, vault, subscription)), as_json,
+    read(as_of, lambda c, v: emit(v.protected_items(vault_ref(c, vault, subscription)), as_json,
                          ("vm_name", "status", "region", "deployment_model", "extension_version")))
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from orchestrator.cli_common import JOB_COLUMNS, Json, Subscription, Wait, app, emit, run, vault_ref
+from orchestrator.cli_common import JOB_COLUMNS, AsOfTime, Json, Subscription, Wait, app, emit, read, run, vault_ref
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
 
@@ -70,9 +70,10 @@ def policy_update(name: str, vault: Vault, file: PolicyFile = None, at: DailyAt 
 
 
 @policy_app.command("list")
-def policy_list(vault: Vault, subscription: Subscription = "default", as_json: Json = False) -> None:
+def policy_list(vault: Vault, subscription: Subscription = "default", as_json: Json = False,
+                as_of: AsOfTime = None) -> None:
     """A vault's policies."""
-    run(lambda c: emit(c.policies(vault_ref(c, vault, subscription)), as_json,
+    read(as_of, lambda c, v: emit(v.policies(vault_ref(c, vault, subscription)), as_json,
                        ("name", "timezone", "schedule", "retention", "item_count")))
 
 
@@ -114,9 +115,9 @@ def backup_now(vm_name: str, vault: Vault,
 @app.command("recovery-points")
 def recovery_points(vault: str, vm: Annotated[str | None, typer.Option("--vm")] = None,
                     include_expired: Annotated[bool, typer.Option("--all", help="Expired points too.")] = False,
-                    subscription: Subscription = "default", as_json: Json = False) -> None:
+                    subscription: Subscription = "default", as_json: Json = False, as_of: AsOfTime = None) -> None:
     """Recovery points, newest first."""
-    run(lambda c: emit(c.recovery_points(vault_ref(c, vault, subscription), vm, include_expired), as_json,
+    read(as_of, lambda c, v: emit(v.recovery_points(vault_ref(c, vault, subscription), vm, include_expired), as_json,
                        ("recovery_point_id", "vm_name", "taken_at", "consistency", "tiers", "expires_at",
                         "stored_bytes", "key_vault", "held_reason")))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
+from orchestrator.views import ReadModels
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Event-sourced VM backup orchestrator.")
 vault_app = typer.Typer(no_args_is_help=True, help="Create and inspect vaults.")
@@ -31,6 +33,8 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 Subscription = Annotated[str, typer.Option("--subscription", "-s", help="Subscription of the vault.")]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to end.")]
 
+AsOfTime = Annotated[datetime | None, typer.Option("--as-of", help="Answer as of this past instant (UTC), "
+                                                 "from the events stored up to then.")]
 JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "duration", "progress", "error_code")
 
 
@@ -80,6 +84,19 @@ def vault_ref(client: Client, vault: str, subscription: str) -> str:
         return str(UUID(vault))
     except ValueError:
         return client.vault_id(vault, subscription)
+
+
+def read(as_of: datetime | None, action: Callable[[Client, ReadModels], None]) -> None:
+    """Run a read command on the live read models, or on those rebuilt as of `as_of` (UTC if naive)."""
+
+    def go(client: Client) -> None:
+        if as_of is None:
+            action(client, client)
+            return
+        with client.as_of(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)) as view:
+            action(client, view)
+
+    run(go)
 
 
 def run(action: Callable[[Client], None]) -> None:

@@ -4,31 +4,35 @@ embedded default (SQLite in ./.backup-orchestrator, in-process queue and workers
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from enum import Enum
 from typing import Any, Self
 from uuid import UUID
 
 from orchestrator import commands as c
+from orchestrator.audit import chain, replay
+from orchestrator.audit import history as audit_history
+from orchestrator.audit.history import HistoryEntry
 from orchestrator.bootstrap import Runtime, bootstrap
 from orchestrator.clock import Clock
 from orchestrator.config import Settings, load_settings
 from orchestrator.domain import Job, Vault
 from orchestrator.domain.policy import policy_id_for
 from orchestrator.domain.schedule import Retention, Schedule
-from orchestrator.domain.values import CheckResult, JobState, Operation
+from orchestrator.domain.values import CheckResult
 from orchestrator.domain.vault import vault_id_for
 from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError
 from orchestrator.scheduler import Scheduler
+from orchestrator.views import AsOf, ReadModels
 from projections import queries
-from projections.queries import ItemRow, JobRow, PolicyRow, RecoveryPointRow, VaultRow
+from projections.queries import JobRow
 from projections.runner import NAMES as PROJECTION_NAMES
+from projections.store import ReadStore
 
 READ_MODEL_TIMEOUT = 30.0
 
 
-class Client:
+class Client(ReadModels):
     def __init__(
         self, settings: Settings | None = None, *, start_services: bool | None = None,
         clock: Clock | None = None, **overrides: Any,
@@ -94,10 +98,6 @@ class Client:
         return int(self._do(c.UpdatePolicy, policy_id=policy_id, schedule=schedule, retention=retention,
                             timezone=timezone))
 
-    def policies(self, vault_id: str) -> list[PolicyRow]:
-        self._catch_up()
-        return queries.policies(self.runtime.store, str(vault_id))
-
     def protect(self, vault_id: str, vm_names: Sequence[str], policy: str = "DefaultPolicy") -> list[str]:
         """Protect registered VMs with a policy: one configure-protection job each, all or none."""
         return [str(j) for j in self._do(c.ProtectVms, vault_id=vault_id, vm_names=list(vm_names), policy=policy)]
@@ -134,11 +134,6 @@ class Client:
         return str(self._do(c.BackupNow, vault_id=vault_id, vm_name=vm_name, retain_until=retain_until,
                             now=self.runtime.clock.now()))
 
-    def recovery_points(self, vault_id: str, vm_name: str | None = None, include_expired: bool = False) -> list[RecoveryPointRow]:
-        """A vault's (or one VM's) recovery points, newest first."""
-        self._catch_up()
-        return queries.recovery_points(self.runtime.store, str(vault_id), vm_name, include_expired=include_expired)
-
     def restore(
         self, recovery_point_id: str, target_vm_name: str, mode: str = "vm", target_dir: str | None = None,
         region: str | None = None,
@@ -168,6 +163,15 @@ class Client:
         self._catch_up()
         scheduler = Scheduler(self.runtime.app, self.runtime.store, self.runtime.clock)
         return [str(j) for j in scheduler.tick(now)]
+
+    # Audit
+
+    def audit_verify(self, expect: tuple[int, str] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> chain.Report:
+        """Recompute the hash chain over the stored history and compare it with the recorded one and
+        its checkpoints: every modified, deleted, inserted or reordered stored event is named.
+        `expect` is a (position, hash) kept elsewhere from an earlier run. Changes nothing."""
+        return chain.verify(self.runtime.app, self.runtime.store, expect, progress)
 
     # Jobs
 
@@ -200,22 +204,7 @@ class Client:
         deadline = time.monotonic() + timeout
         return [self.wait(j, max(0.0, deadline - time.monotonic())) for j in job_ids]
 
-    def jobs(
-        self, status: str | None = None, operation: str | None = None,
-        start: datetime | None = None, end: datetime | None = None, vault_id: str | None = None,
-    ) -> list[JobRow]:
-        """Job rows, newest first, filtered by status, operation, start-time window and vault."""
-        _check_choice("status", status, JobState)
-        _check_choice("operation", operation, Operation)
-        self._catch_up()
-        return queries.jobs(self.runtime.store, status=status, operation=operation, start=start,
-                            end=end, vault_id=vault_id)
-
     # Read models
-
-    def vaults(self, subscription: str | None = None) -> list[VaultRow]:
-        self._catch_up()
-        return queries.vaults(self.runtime.store, subscription)
 
     def vault_id(self, name: str, subscription: str = "default") -> str:
         """The id of the vault called `name` in `subscription`."""
@@ -223,11 +212,6 @@ class Client:
         if vault_id not in self.runtime.app.repository:
             raise NotFoundError("VaultNotFound", f"no vault {name!r} in subscription {subscription!r}")
         return str(vault_id)
-
-    def protected_items(self, vault_id: str, include_former: bool = False) -> list[ItemRow]:
-        """The VMs registered (or registering) in the vault, with their status."""
-        self._catch_up()
-        return queries.items(self.runtime.store, str(vault_id), include_former=include_former)
 
     def close(self) -> None:
         self.runtime.close()
@@ -242,6 +226,42 @@ class Client:
         command = c.build(command_class, **values)
         return self.runtime.app.handle(command, self.settings.principal)
 
+    def _read_store(self) -> ReadStore:
+        """The live read models, once they have seen every event stored so far."""
+        self._catch_up()
+        return self.runtime.store
+
+    def as_of(self, when: datetime, progress: Callable[[int, int], None] | None = None) -> AsOf:
+        """The read models as they were at `when` (jobs, items, vaults, recovery points, policies,
+        dashboard), rebuilt from the events stored up to that instant into a scratch store. Close it
+        (or use it as a context manager) when done."""
+        if when.tzinfo is None:
+            raise OrchestratorError("CommandInvalid", "as_of needs a time with its time zone", field="when")
+        scratch = replay.ScratchStore()
+        try:
+            events = replay.rebuild(self.runtime.app, scratch.store, until=when, progress=progress)
+        except BaseException:
+            scratch.close()
+            raise
+        return AsOf(scratch.store, when, events, scratch)
+
+    def history(
+        self, entity_id: str | None = None, vault_id: str | None = None, vm_name: str | None = None,
+        event_type: str | None = None, start: datetime | None = None, end: datetime | None = None,
+    ) -> list[HistoryEntry]:
+        """The stored events matching every filter given, oldest first, each with its time and the
+        principal who caused it. `event_type` is a topic or its prefix (`job`, `job.failed`)."""
+        return list(audit_history.history(
+            self.runtime.app, entity_id=_uuid(entity_id, "entity_id") if entity_id else None,
+            vault_id=_uuid(vault_id, "vault_id") if vault_id else None, vm_name=vm_name, event_type=event_type,
+            start=start, end=end))
+
+    def audit_replay(self, progress: Callable[[int, int], None] | None = None) -> replay.ReplayReport:
+        """Rebuild every read model from scratch into a fresh store, up to where the live ones are,
+        and compare digests (and rows) with the live ones. Changes nothing."""
+        self._catch_up()
+        return replay.replay(self.runtime.app, self.runtime.store, progress)
+
     def _catch_up(self) -> None:
         """Read your writes: wait until the read models have seen every event stored so far."""
         head = self.runtime.app.recorder.max_notification_id() or 0
@@ -251,14 +271,6 @@ class Client:
                 f"the read models did not catch up with the event log within "
                 f"{READ_MODEL_TIMEOUT:.0f}s; is the projections service running?",
             )
-
-
-def _check_choice(field: str, value: str | None, choices: type[Enum]) -> None:
-    allowed = [c.value for c in choices]
-    if value is not None and value not in allowed:
-        raise OrchestratorError(
-            "CommandInvalid", f"{field} {value!r} is not one of {', '.join(allowed)}", field=field
-        )
 
 
 def _uuid(value: str, field: str) -> UUID:

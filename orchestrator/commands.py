@@ -148,6 +148,7 @@ class RecordBackupTaken(Command):
     disks: list[DiskInfo]
     warnings: list[Finding] = []
     encryption: EncryptionKeys | None = None
+    provisioned_gb: int = 0
 
 
 class ExpireRecoveryPoints(Command):
@@ -198,3 +199,8 @@ def build(command_class: type[C], **values: Any) -> C:
             field=field,
             details=details,
         ) from None
+
+
+class RecordAuditCheckpoint(Command):
+    position: int
+    chain_hash: str

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from orchestrator.errors import SettingsError
 
 PREFIX = "BACKUP_"
-SECRET_SETTINGS = frozenset({"key_protection_key"})  # never echoed in an error
+SECRET_SETTINGS = frozenset({"key_protection_key", "event_cipher_key"})  # never echoed in an error
 
 
 class Settings(BaseModel):
@@ -41,8 +41,9 @@ class Settings(BaseModel):
     scheduler_interval: float = Field(30.0, gt=0, le=3600)
     job_timeout: int = Field(600, ge=10, le=86400)
     key_protection_key: SecretStr | None = None
+    event_cipher_key: SecretStr | None = None
 
-    @field_validator("key_protection_key")
+    @field_validator("key_protection_key", "event_cipher_key")
     @classmethod
     def _aes_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
@@ -80,13 +81,19 @@ class Settings(BaseModel):
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The event store's settings in the eventsourcing library's terms."""
+        cipher = {} if self.event_cipher_key is None else {
+            "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
+            "CIPHER_KEY": self.event_cipher_key.get_secret_value(),
+        }
         if self.event_store == "sqlite":
             return {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(self.data_dir / "events.sqlite"),
                 "SQLITE_LOCK_TIMEOUT": "30",
+                **cipher,
             }
         return {
+            **cipher,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": self.postgres_dbname,
             "POSTGRES_HOST": self.postgres_host,

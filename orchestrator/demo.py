@@ -88,5 +88,13 @@ def run_demo(directory: Path | None, out: Console) -> None:
         out.print(f"[bold]6. Vault items[/bold]: {len(items)} registered: "
                   + ", ".join(f"{i.vm_name} ({i.status})" for i in items))
         _protect_backup_restore(client, vault, [i.vm_name for i in items], out)
+        from orchestrator.cli_audit import render_dashboard
+
+        out.print("[bold]11. Dashboard[/bold]")
+        out.print(render_dashboard(client.dashboard(vault)))
+        verified = client.audit_verify()
+        out.print(f"[bold]12. Audit[/bold]: {len(client.history(vault_id=vault))} events of this vault in the history; "
+                  f"hash chain over {verified.checked} events {'clean' if verified.clean else 'NOT CLEAN'}, "
+                  f"head {verified.head_position}:{verified.head_hash[:16]}...")
         out.print(f"\nData kept in {base}; run more with BACKUP_DATA_DIR={base / 'data'} "
                   f"BACKUP_FABRIC={inventory} backupctl jobs")

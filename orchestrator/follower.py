@@ -32,6 +32,12 @@ class Follower(ABC):
     @abstractmethod
     def process(self, event: Any, notification_id: int) -> None: ...
 
+    def process_batch(self, events: Sequence[tuple[Any, int]], last_id: int) -> None:
+        """Process events in order (each with its notification id), up to `last_id`. Followers that
+        can write a whole batch in one transaction override this."""
+        for event, notification_id in events:
+            self.process(event, notification_id)
+
     def run_once(self) -> int:
         """Process one batch; returns how many events it processed."""
         position = self.store.position(self.name)
@@ -41,8 +47,8 @@ class Follower(ABC):
         batch = self.app.recorder.select_notifications(
             start=position + 1, limit=BATCH, stop=head, topics=self.topics
         )
-        for notification in batch:
-            self.process(self.app.mapper.to_domain_event(notification), notification.id)
+        if batch:
+            self.process_batch([(self.app.mapper.to_domain_event(n), n.id) for n in batch], batch[-1].id)
         if len(batch) < BATCH:
             # Events between here and `head` are not ours: move past them so waiters see us caught up.
             with self.store.transaction() as tx:

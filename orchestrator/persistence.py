@@ -11,6 +11,8 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
+_TOPICS: dict[str, Any] = {}  # stored topic -> event class: resolving one costs more than decoding an event
+
 
 class JsonTranscoder(Transcoder):
     def encode(self, obj: Any) -> bytes:
@@ -43,6 +45,8 @@ class PydanticMapper(Mapper[UUID]):
             data = self.cipher.decrypt(data)
         if self.compressor:
             data = self.compressor.decompress(data)
+        cls = _TOPICS.get(stored_event.topic) or _TOPICS.setdefault(stored_event.topic, resolve_topic(stored_event.topic))
+        if isinstance(self.transcoder, JsonTranscoder):  # parse and validate in one pass (pydantic-core)
+            return cast(DomainEventProtocol[Any], cls.model_validate_json(data))
         state: dict[str, Any] = self.transcoder.decode(data)
-        cls = resolve_topic(stored_event.topic)
         return cast(DomainEventProtocol[Any], cls(**state))

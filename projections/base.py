@@ -4,6 +4,7 @@ position in one transaction."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -35,10 +36,29 @@ class Projection(Follower):
         store.create_tables(*(s.format(t=store.prefix + "rm_", i="rm_") for s in cls.tables))
 
     def process(self, event: Any, notification_id: int) -> None:
+        self.process_batch([(event, notification_id)], notification_id)
+
+    def process_batch(self, events: Sequence[tuple[Any, int]], last_id: int) -> None:
+        """The batch's rows and the position after it, in one transaction: all or nothing."""
         with self.store.transaction() as tx:
-            if self.store.advance(tx, self.name, notification_id):
-                tx.notification_id = notification_id
-                self.apply(event, tx)
+            if self.store.advance(tx, self.name, last_id):
+                for event, notification_id in events:
+                    tx.notification_id = notification_id
+                    self._handler(type(event))(self, event, tx)
+
+    @classmethod
+    def _handler(cls, event_type: type) -> Callable[[Any, Any, Tx], None]:
+        """`apply`'s implementation for an event type, looked up once per type (a singledispatchmethod
+        builds a bound wrapper on every call, which a replay of millions of events notices)."""
+        cache = cls.__dict__.get("_handlers")
+        if cache is None:
+            cache = {}
+            setattr(cls, "_handlers", cache)  # noqa: B010 - per class, not inherited
+        if event_type not in cache:
+            dispatcher = getattr(cls.__dict__.get("apply"), "dispatcher", None)
+            cache[event_type] = (dispatcher.dispatch(event_type) if dispatcher is not None
+                                 else lambda self, event, tx: self.apply(event, tx))
+        return cache[event_type]  # type: ignore[no-any-return]
 
     def apply(self, event: Any, tx: Tx) -> None:
         """Write the rows for `event`; subclasses make this a singledispatchmethod."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.follower import FollowerThread
+from orchestrator.follower import Follower, FollowerThread
 from projections.base import Projection
+from projections.dashboard import DashboardProjection
 from projections.items import ItemsProjection
 from projections.jobs import JobsProjection
 from projections.policies import PoliciesProjection
@@ -15,6 +16,7 @@ from projections.vaults import VaultsProjection
 
 PROJECTIONS: tuple[type[Projection], ...] = (
     JobsProjection, ItemsProjection, VaultsProjection, RecoveryPointsProjection, PoliciesProjection,
+    DashboardProjection,
 )
 NAMES = [p.name for p in PROJECTIONS]
 
@@ -30,4 +32,8 @@ def build_projections(app: Any, store: ReadStore) -> list[Projection]:
 
 
 def projection_thread(app: Any, store: ReadStore, poll_interval: float) -> FollowerThread:
-    return FollowerThread(build_projections(app, store), poll_interval, name="projections")
+    """The read models and the audit hash chain, followed in turn."""
+    from orchestrator.audit.chain import ChainFollower
+
+    followers: list[Follower] = [*build_projections(app, store), ChainFollower(app, store)]
+    return FollowerThread(followers, poll_interval, name="projections")

@@ -73,7 +73,7 @@ def run_backup(ctx: WorkerContext, job: Job) -> str:
             job_id=job.id, taken_at=manifest.taken_at, consistency=manifest.consistency,
             logical_bytes=manifest.logical_bytes, stored_bytes=manifest.stored_bytes, manifest_digest=digest,
             disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
-            warnings=warnings, encryption=manifest.encryption,
+            warnings=warnings, encryption=manifest.encryption, provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
         ))
     return f"recovery point {rp_id}"
 

@@ -42,6 +42,7 @@ class RecoveryPoint(Aggregate):
         manifest_digest: str
         disks: list[DiskInfo]
         encryption: EncryptionKeys | None = None  # an encrypted VM's key names; the keys are in the manifest
+        provisioned_gb: int = 0  # the VM's disks' provisioned size: its size as a protected instance
 
     class RetentionChanged(Aggregate.Event):
         TOPIC = "backup.recovery_point.retention_changed"
@@ -66,6 +67,7 @@ class RecoveryPoint(Aggregate):
         self, vault_id: UUID, item_id: UUID, vm_key: str, vm_name: str, job_id: UUID, taken_at: datetime,
         consistency: str, tiers: list[Tier], expires_at: datetime, logical_bytes: int, stored_bytes: int,
         manifest_digest: str, disks: list[DiskInfo], encryption: EncryptionKeys | None = None,
+        provisioned_gb: int = 0,
     ) -> None:
         self.vault_id = vault_id
         self.item_id = item_id
@@ -79,6 +81,7 @@ class RecoveryPoint(Aggregate):
         self.manifest_digest = manifest_digest
         self.disks = list(disks)
         self.encryption = encryption
+        self.provisioned_gb = provisioned_gb
         self.expired = False
         self.held_reason = ""
 

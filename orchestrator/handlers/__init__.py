@@ -26,4 +26,4 @@ def handles(command_class: type[C]) -> Callable[[Callable[[Orchestrator, C], Any
 
 def load_all() -> None:
     """Import every handler module, so that each registers its handlers."""
-    from orchestrator.handlers import backups, jobs, policies, protection, registration, vaults  # noqa: F401
+    from orchestrator.handlers import audit, backups, jobs, policies, protection, registration, vaults  # noqa: F401

@@ -78,7 +78,7 @@ def record_backup_taken(app: Orchestrator, cmd: c.RecordBackupTaken) -> UUID | N
         vault_id=job.vault_id, item_id=item.id, vm_key=item.vm.key, vm_name=item.vm.display_name, job_id=job.id,
         taken_at=cmd.taken_at, consistency=cmd.consistency.value, tiers=tiers, expires_at=expires_at,
         logical_bytes=cmd.logical_bytes, stored_bytes=cmd.stored_bytes, manifest_digest=cmd.manifest_digest,
-        disks=cmd.disks, encryption=cmd.encryption,
+        disks=cmd.disks, encryption=cmd.encryption, provisioned_gb=cmd.provisioned_gb,
     )
     item.backup_succeeded(job.id, rp.id, cmd.taken_at, bool(cmd.warnings))
     job.complete(

@@ -69,6 +69,8 @@ def test_the_demo_runs_the_flow_on_the_embedded_default(tmp_path: Path) -> None:
     assert "6 registered" in result.output
     assert "byte-for-byte equal to the source: True" in result.output
     assert "Vault check: clean" in result.output
+    assert "protected VMs" in result.output and "stored after deduplication" in result.output
+    assert "Audit:" in result.output and "events clean" in result.output
 
 
 def test_serving_the_dispatcher_needs_a_real_redis(env: dict[str, str]) -> None:

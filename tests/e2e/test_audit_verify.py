@@ -1,0 +1,72 @@
+"""`audit verify` finds each kind of tampering with the stored history (SQLite here; the same on
+PostgreSQL in tests/integration/test_audit_postgres.py)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator import Client
+from orchestrator.cli import app
+from tests.tampering import KINDS, small_history, tamper
+
+
+def _sqlite(path: Path) -> Any:
+    def sql(statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(path) as con:
+            return con.execute(statement, params).fetchall()
+
+    return sql
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_verify_names_each_kind_of_tampering(tmp_path: Path, fabric: Path, kind: str) -> None:
+    data = tmp_path / "data"
+    with Client(data_dir=data, fabric=fabric, principal="alice") as client:
+        head = small_history(client)
+        clean = client.audit_verify()
+        assert clean.clean and clean.chained == head and clean.head_position == head
+    expected = tamper(kind, _sqlite(data / "events.sqlite"), "stored_events", "rowid", head // 2)
+
+    env = {"BACKUP_DATA_DIR": str(data), "BACKUP_FABRIC": str(fabric), "COLUMNS": "250"}
+    result = CliRunner().invoke(app, ["audit", "verify", "--json"], env=env)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    assert not report["clean"]
+    assert {(f["kind"], f["notification_id"]) for f in report["findings"]} == {(kind, n) for n in expected}
+    table = CliRunner().invoke(app, ["audit", "verify"], env=env)
+    assert table.exit_code == 1 and f"{kind}: notification {expected[0]}" in table.output
+
+
+def test_an_untampered_history_verifies_and_matches_a_kept_head(tmp_path: Path, fabric: Path) -> None:
+    data = tmp_path / "data"
+    with Client(data_dir=data, fabric=fabric, principal="alice") as client:
+        small_history(client)
+        report = client.audit_verify()
+        assert report.clean and report.unchained == 0
+        kept = (report.head_position, report.head_hash)
+        assert client.audit_verify(expect=kept).clean
+        assert not client.audit_verify(expect=(kept[0], "0" * 64)).clean
+    env = {"BACKUP_DATA_DIR": str(data), "BACKUP_FABRIC": str(fabric)}
+    result = CliRunner().invoke(app, ["audit", "verify", "--expect", f"{kept[0]}:{kept[1]}"], env=env)
+    assert result.exit_code == 0 and "clean" in result.output, result.output
+
+
+def test_the_chain_records_checkpoints_in_the_history(tmp_path: Path, fabric: Path, monkeypatch: Any) -> None:
+    from orchestrator.audit import chain
+
+    monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
+    with Client(data_dir=tmp_path / "data", fabric=fabric, principal="alice") as client:
+        small_history(client)
+        head = client.runtime.app.recorder.max_notification_id() or 0
+        assert client.runtime.store.wait(["audit_chain"], head, 30)
+        report = client.audit_verify()
+        assert report.clean and report.checkpoints >= 2
+        events = client.runtime.app.recorder.select_notifications(start=1, limit=10000,
+                                                                  topics=["backup.audit_checkpoint.created"])
+        assert len(events) == report.checkpoints
