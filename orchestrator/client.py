@@ -3,11 +3,15 @@ embedded default (SQLite in ./.backup-orchestrator, in-process queue and workers
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Self
 from uuid import UUID
+
+from eventsourcing.persistence import InterfaceError, OperationalError
 
 from orchestrator import commands as c
 from orchestrator.audit import chain, replay
@@ -30,6 +34,7 @@ from projections.runner import NAMES as PROJECTION_NAMES
 from projections.store import ReadStore
 
 READ_MODEL_TIMEOUT = 30.0
+log = logging.getLogger(__name__)
 
 
 class Client(ReadModels):
@@ -190,12 +195,20 @@ class Client(ReadModels):
         app = self.runtime.app
         seen = -1
         while True:
-            head = app.recorder.max_notification_id() or 0
             # Rebuild the job only when something was stored since: the cheap check keeps a waiting
-            # client from taking the CPU (and, embedded, the GIL) from the workers.
-            if head != seen and app.get(job_uuid, Job).state.is_terminal:
-                return self.job(job_id)
-            seen = head
+            # client from taking the CPU (and, embedded, the GIL) from the workers. A store that does
+            # not answer is waited out like the job itself, until the deadline.
+            try:
+                with store_errors("the job goes on: wait again"):
+                    head = app.recorder.max_notification_id() or 0
+                    if head != seen and app.get(job_uuid, Job).state.is_terminal:
+                        return self.job(job_id)
+                seen = head
+            except ServiceUnavailableError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("waiting for job %s: %s", job_id, exc.message)
+                time.sleep(0.5)
             if time.monotonic() > deadline:
                 raise OrchestratorError("WaitTimeout", f"job {job_id} was still in progress after {timeout:.0f}s")
             time.sleep(0.02)
@@ -224,11 +237,13 @@ class Client(ReadModels):
 
     def _do(self, command_class: type[c.C], **values: Any) -> Any:
         command = c.build(command_class, **values)
-        return self.runtime.app.handle(command, self.settings.principal)
+        with store_errors("the command may or may not have been stored: look, then retry"):
+            return self.runtime.app.handle(command, self.settings.principal)
 
     def _read_store(self) -> ReadStore:
         """The live read models, once they have seen every event stored so far."""
-        self._catch_up()
+        with store_errors("nothing was changed: retry"):
+            self._catch_up()
         return self.runtime.store
 
     def as_of(self, when: datetime, progress: Callable[[int, int], None] | None = None) -> AsOf:
@@ -271,6 +286,16 @@ class Client(ReadModels):
                 f"the read models did not catch up with the event log within "
                 f"{READ_MODEL_TIMEOUT:.0f}s; is the projections service running?",
             )
+
+
+@contextmanager
+def store_errors(outcome: str) -> Iterator[None]:
+    """A lost connection to the event or read store becomes one retryable error that says so."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise ServiceUnavailableError("EventStoreUnavailable", f"the event store did not answer ({exc}); "
+                                      f"{outcome}") from None
 
 
 def _uuid(value: str, field: str) -> UUID:

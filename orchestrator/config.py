@@ -103,7 +103,8 @@ class Settings(BaseModel):
             "POSTGRES_SCHEMA": self.postgres_schema,
             "POSTGRES_POOL_SIZE": "1",
             "POSTGRES_MAX_OVERFLOW": "4",
-            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_CONNECT_TIMEOUT": "3",  # waiting for a pooled connection; the library retries 10 times
+            "POSTGRES_PRE_PING": "y",  # a connection the server dropped (restart) is replaced, not used
         }
 
 

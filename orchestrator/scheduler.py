@@ -16,11 +16,12 @@ from orchestrator.clock import Clock
 from orchestrator.domain.schedule import Schedule, slots_between
 from orchestrator.errors import OrchestratorError
 from projections import queries
+from projections.base import ts
 from projections.store import ReadStore
 
 log = logging.getLogger(__name__)
 PRINCIPAL = "system:scheduler"
-LOOKBACK = timedelta(days=400)  # bounds the slot search for an item never scheduled
+LOOKBACK = timedelta(days=8)  # every daily or weekly schedule has a slot in any 8 days
 
 
 class Scheduler:
@@ -31,16 +32,22 @@ class Scheduler:
         self.retention_hour = retention_hour
 
     def tick(self, now: datetime | None = None) -> list[UUID]:
-        """Trigger every due slot; returns the backup jobs created."""
+        """Trigger every due slot; returns the backup jobs created.
+
+        An item is due when its policy's latest slot at or before `now` is after the item's last
+        slot: that slot is worked out once per policy, so a tick over many items is one query and a
+        string comparison per item (the item's aggregate then decides what runs)."""
         now = now or self.clock.now()
+        latest = {p.policy_id: self._latest_slot(p, now) for p in queries.policies_in_use(self.store)}
         created = []
-        for item, policy in queries.scheduled_items(self.store):
-            if not self._due(item.last_slot, policy, now):
+        for item_id, vm_name, last_slot, policy_id in queries.scheduled_rows(self.store):
+            slot = latest.get(policy_id)
+            if slot is None or (last_slot and last_slot >= slot):
                 continue
             try:
-                job = self.app.handle(c.RunSchedule(item_id=UUID(item.item_id), now=now), PRINCIPAL)
+                job = self.app.handle(c.RunSchedule(item_id=UUID(item_id), now=now), PRINCIPAL)
             except OrchestratorError as exc:
-                log.warning("could not run the schedule of %s: [%s] %s", item.vm_name, exc.code, exc.message)
+                log.warning("could not run the schedule of %s: [%s] %s", vm_name, exc.code, exc.message)
                 continue
             if job is not None:
                 created.append(job)
@@ -48,10 +55,12 @@ class Scheduler:
         return created
 
     @staticmethod
-    def _due(last_slot: datetime | None, policy: queries.PolicyRow, now: datetime) -> bool:
+    def _latest_slot(policy: queries.PolicyRow, now: datetime) -> str | None:
+        """The policy's most recent slot at or before `now`, as stored text (None: none in 8 days,
+        which a daily or weekly schedule always has)."""
         schedule = Schedule.model_validate(policy.schedule)
-        after = last_slot or now - LOOKBACK
-        return bool(slots_between(schedule, ZoneInfo(policy.timezone), after, now))
+        slots = slots_between(schedule, ZoneInfo(policy.timezone), now - LOOKBACK, now)
+        return ts(slots[-1]) if slots else None
 
     def _retention(self, now: datetime) -> None:
         """One retention job per vault a day, after `retention_hour` UTC."""

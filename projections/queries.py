@@ -166,14 +166,21 @@ def _item(row: dict[str, Any]) -> ItemRow:
                       "checks": json.loads(row["checks"])})
 
 
-def scheduled_items(store: ReadStore) -> list[tuple[ItemRow, PolicyRow]]:
-    """Actively protected items with their policies: what the scheduler looks at."""
-    items = store.fetch(
-        f"SELECT * FROM {store.t('items')} WHERE status IN "
-        "('protected_initial_backup_pending', 'protected', 'protection_error') AND policy_id <> ''"
-    )
-    policies = {p.policy_id: p for p in _policies(store.fetch(f"SELECT * FROM {store.t('policies')}"))}
-    return [(_item(r), policies[r["policy_id"]]) for r in items if r["policy_id"] in policies]
+SCHEDULED = "status IN ('protected_initial_backup_pending', 'protected', 'protection_error') AND policy_id <> ''"
+
+
+def scheduled_rows(store: ReadStore) -> list[tuple[str, str, str, str]]:
+    """Actively protected items as (item id, VM name, last slot as stored text, policy id): what the
+    scheduler looks at, without building a row model per item."""
+    rows = store.fetch(f"SELECT item_id, vm_name, last_slot, policy_id FROM {store.t('items')} WHERE {SCHEDULED}")
+    return [(r["item_id"], r["vm_name"], r["last_slot"], r["policy_id"]) for r in rows]
+
+
+def policies_in_use(store: ReadStore) -> list[PolicyRow]:
+    """The policies of actively protected items."""
+    return _policies(store.fetch(
+        f"SELECT * FROM {store.t('policies')} WHERE policy_id IN "
+        f"(SELECT DISTINCT policy_id FROM {store.t('items')} WHERE {SCHEDULED})"))
 
 
 def recovery_points(

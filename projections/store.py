@@ -12,7 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.sqlite import SQLiteDatastore
+
+from orchestrator.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
     from eventsourcing.postgres import PostgresDatastore
@@ -71,7 +74,7 @@ class ReadStore:
         from eventsourcing.postgres import PostgresDatastore  # psycopg only where PostgreSQL is used
 
         schema = connect.pop("schema", "public")
-        datastore = PostgresDatastore(schema=schema, pool_size=1, max_overflow=4, **connect)
+        datastore = PostgresDatastore(schema=schema, pool_size=1, max_overflow=4, pre_ping=True, **connect)
         return cls(datastore, "postgres", schema)
 
     def t(self, name: str) -> str:
@@ -116,10 +119,15 @@ class ReadStore:
             yield Tx(cursor, self.dialect)
 
     def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self.datastore.transaction(commit=False) as cursor:
-            tx = Tx(cursor, self.dialect)
-            tx.execute(sql, params)
-            return tx.rows()
+        """Rows of a query; a store that does not answer is a retryable `ReadStoreUnavailable`."""
+        try:
+            with self.datastore.transaction(commit=False) as cursor:
+                tx = Tx(cursor, self.dialect)
+                tx.execute(sql, params)
+                return tx.rows()
+        except (OperationalError, InterfaceError) as exc:
+            raise ServiceUnavailableError("ReadStoreUnavailable",
+                                          f"the read store did not answer ({exc}); nothing was changed: retry") from None
 
     def position(self, follower: str) -> int:
         rows = self.fetch(

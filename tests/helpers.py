@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -140,3 +141,40 @@ def edit_vm(inventory: Path, name: str, **facts: Any) -> None:
             if vm["name"] == name:
                 vm.update(facts)
     inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary directory), so that a test can
+    stop it hard and start it again. Run as the `postgres` user when the tests run as root."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="private-pg-", dir="/tmp"))
+        self.data = self.dir / "data"
+        binary = shutil.which("pg_ctl")
+        need(binary is not None, "pg_ctl is not installed")
+        self.bin = Path(str(binary)).parent
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-t", "30", "start")
+
+    def stop(self) -> None:
+        """As a crash would: no checkpoint, connections cut."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

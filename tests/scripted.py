@@ -4,6 +4,7 @@ at instants along the way: for the as-of and replay checks, on SQLite and on Pos
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,17 +47,18 @@ def run_script(client: Client) -> list[tuple[datetime, dict[str, Any]]]:
     capture()
     spare = [client.create_vault(f"vault-{i:02d}", "japaneast", "rg") for i in range(60)]
     capture()
-    for round_ in range(80):
-        for vault in spare:
-            client.set_replication(vault, "local" if round_ % 2 == 0 else "geo")
-        if round_ % 40 == 39:
-            capture()
     nightly = {"frequency": "daily", "times": ["01:00"]}
-    edits = 0
-    while (client.runtime.app.recorder.max_notification_id() or 0) < TARGET_EVENTS + 300:
-        vault = spare[edits % len(spare)]
-        client.update_policy(vault, "DefaultPolicy", nightly, {"daily": {"days": 7 + edits % 50}}, "Asia/Tokyo")
-        edits += 1
+
+    def edit(vault: str, rounds: range) -> None:
+        """One operator per vault, at the same time as the others."""
+        for round_ in rounds:
+            client.set_replication(vault, "local" if round_ % 2 == 0 else "geo")
+            client.update_policy(vault, "DefaultPolicy", nightly, {"daily": {"days": 7 + round_ % 50}}, "Asia/Tokyo")
+
+    with ThreadPoolExecutor(4) as pool:
+        for rounds in (range(40), range(40, 85)):
+            list(pool.map(lambda v: edit(v, rounds), spare))  # noqa: B023 - used before the next round
+            capture()
     client.wait(client.run_retention(main))
     capture()
     return captured
