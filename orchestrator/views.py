@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from orchestrator.domain.values import JobState, Operation
 from orchestrator.errors import OrchestratorError
@@ -13,6 +13,9 @@ from projections import dashboard_query, queries
 from projections.dashboard_query import Dashboard
 from projections.queries import ItemRow, JobRow, PolicyRow, RecoveryPointRow, VaultRow
 from projections.store import ReadStore
+
+if TYPE_CHECKING:
+    from orchestrator.audit.replay import ScratchStore
 
 
 class ReadModels:
@@ -57,7 +60,7 @@ class ReadModels:
 class AsOf(ReadModels):
     """The read models as they were at `when`: rebuilt from the events up to that instant."""
 
-    def __init__(self, store: ReadStore, when: datetime, events: int, closer: object) -> None:
+    def __init__(self, store: ReadStore, when: datetime, events: int, closer: ScratchStore) -> None:
         self.store = store
         self.when = when
         self.events = events  # how many stored events were read to rebuild them
@@ -70,7 +73,7 @@ class AsOf(ReadModels):
         return self.when
 
     def close(self) -> None:
-        self._closer.close()  # type: ignore[attr-defined]
+        self._closer.close()
 
     def __enter__(self) -> Self:
         return self
