@@ -23,10 +23,10 @@ from uuid import UUID
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.replay import raw_read
 from orchestrator import Client
 from orchestrator.domain import Vault
 from orchestrator.domain.values import Replication
-from orchestrator.follower import BATCH
 from projections.runner import build_projections
 from projections.store import ReadStore
 from tests.helpers import fabric_with
@@ -44,15 +44,6 @@ def write_history(client: Client, target: int) -> int:
                 vault.change_replication(Replication.LOCAL if round_ % 2 else Replication.GEO)
         app.save(*vaults)
     return app.recorder.max_notification_id() or 0
-
-
-def raw_read(client: Client) -> float:
-    recorder = client.runtime.app.recorder
-    started, count, start = time.perf_counter(), 0, 1
-    while batch := recorder.select_notifications(start=start, limit=BATCH):
-        count += len(batch)
-        start = batch[-1].id + 1
-    return count / (time.perf_counter() - started)
 
 
 def catch_up(client: Client, directory: Path, events: int) -> float:
@@ -79,7 +70,8 @@ def main() -> None:
             started = time.perf_counter()
             events = write_history(client, args.events)
             written = time.perf_counter() - started
-            raw = raw_read(client)
+            count, seconds = raw_read(client)
+            raw = count / seconds
             ours = catch_up(client, work, events)
         print(f"SQLite, {events:,} events (written in {written:.0f}s)")
         print(f"raw notification log read     {raw:12,.0f} events/s")

@@ -1,25 +1,10 @@
-from __future__ import annotations
+"""The fault suite uses the integration tests' fixtures (a PostgreSQL schema, a deployment, a
+private Redis)."""
 
-from collections.abc import Iterator
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 
-from tests.deployment import Deployment, deployment_fixture
-from tests.helpers import REDIS_URL, drop_pg_schema, need, new_pg_schema, pg_available, redis_available
+from tests.integration.conftest import deployment, pg_schema, private_redis  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    need(pg_available(), "PostgreSQL is not answering on TEST_POSTGRES_HOST")
-    schema = new_pg_schema()
-    yield schema
-    drop_pg_schema(schema)
-
-
-@pytest.fixture
-def deployment(tmp_path: Path, fabric: Path, pg_schema: str) -> Iterator[Deployment]:
-    need(redis_available(), f"Redis is not answering at {REDIS_URL}")
-    yield from deployment_fixture(tmp_path, fabric, pg_schema, REDIS_URL)

@@ -28,13 +28,6 @@ def private_pg() -> Iterator[PrivatePostgres]:
     server.remove()
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
 
 def _protected(client: Client) -> str:
     vault = client.create_vault("vault-east", "japaneast", "rg")

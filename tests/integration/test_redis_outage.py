@@ -14,13 +14,6 @@ from tests.helpers import PrivateRedis, topics
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
 
 @pytest.fixture
 def outage_deployment(tmp_path: Path, fabric: Path, pg_schema: str, private_redis: PrivateRedis) -> Iterator[Deployment]:
