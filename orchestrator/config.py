@@ -40,6 +40,7 @@ class Settings(BaseModel):
     reconcile_interval: float = Field(5.0, gt=0, le=300)
     scheduler_interval: float = Field(30.0, gt=0, le=3600)
     job_timeout: int = Field(600, ge=10, le=86400)
+    aggregate_cache_size: int = Field(10000, ge=0, le=10_000_000)
     key_protection_key: SecretStr | None = None
     event_cipher_key: SecretStr | None = None
 
@@ -85,8 +86,12 @@ class Settings(BaseModel):
             "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
             "CIPHER_KEY": self.event_cipher_key.get_secret_value(),
         }
+        # Each process keeps up to this many aggregates and reads only their newer events from
+        # the store (the library's fast-forwarding cache); 0 turns the cache off.
+        cache = {"AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size)} if self.aggregate_cache_size else {}
         if self.event_store == "sqlite":
             return {
+                **cache,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(self.data_dir / "events.sqlite"),
                 "SQLITE_LOCK_TIMEOUT": "30",
@@ -94,6 +99,7 @@ class Settings(BaseModel):
             }
         return {
             **cipher,
+            **cache,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": self.postgres_dbname,
             "POSTGRES_HOST": self.postgres_host,

@@ -6,6 +6,7 @@ application sets around each command, so the audit log can say who did what.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -55,6 +56,23 @@ class Aggregate(BaseAggregate[UUID]):
     @staticmethod
     def create_id(*_: Any, **__: Any) -> UUID:
         return uuid4()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Aggregate:
+        """The copy a command works on, made from the repository's cached aggregate.
+
+        Attributes hold immutable values (frozen pydantic values, UUIDs, strings, enums, times)
+        or lists of them, which commands replace or extend: new lists are enough, and sharing the
+        values keeps the copy of a vault with thousands of VMs cheap. Dicts (job parameters and
+        results) are copied deeply; they are small.
+        """
+        clone = object.__new__(type(self))
+        for name, value in self.__dict__.items():
+            if isinstance(value, list):
+                value = list(value)
+            elif isinstance(value, (dict, set)):
+                value = copy.deepcopy(value, memo)
+            clone.__dict__[name] = value
+        return clone
 
     class Event(DomainEvent, CanMutateAggregate[UUID]):
         pass
