@@ -9,13 +9,13 @@ import time
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, PersistenceError
 from eventsourcing.utils import get_topic
 
 from orchestrator.commands import Command
-from orchestrator.domain import Job, Vault, VirtualMachine
-from orchestrator.domain.base import Aggregate, acting_as
+from orchestrator.domain import BackupPolicy, Job, Vault, VirtualMachine
+from orchestrator.domain.base import Aggregate, AggregateSnapshot, acting_as
 from orchestrator.domain.item import item_id_for
 from orchestrator.errors import ConcurrencyError, NotFoundError
 from orchestrator.handlers import HANDLERS, load_all
@@ -27,6 +27,10 @@ A = TypeVar("A", bound=Aggregate)
 # Concurrent reports on one vault or policy (many protections completing at once) conflict; each
 # retry reloads and re-applies the command after a short random pause.
 COMMAND_ATTEMPTS = 10
+# The aggregates whose histories grow for as long as they live (a vault and a policy with each item
+# protected, an item with each backup) get a snapshot every SNAPSHOT_INTERVAL events: loading one
+# reads its latest snapshot and the events after it.
+SNAPSHOT_INTERVAL = 50
 
 load_all()  # registers every handler before any thread can ask for one
 
@@ -37,6 +41,24 @@ class Orchestrator(Application[UUID]):
         "TRANSCODER_TOPIC": get_topic(JsonTranscoder),
         "MAPPER_TOPIC": get_topic(PydanticMapper),
     }
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
+        Vault: SNAPSHOT_INTERVAL, BackupPolicy: SNAPSHOT_INTERVAL, VirtualMachine: SNAPSHOT_INTERVAL,
+    }
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """After the command's events are stored: a snapshot of each saved aggregate whose new
+        events passed a multiple of its interval, taken from the aggregate as saved (the library
+        would read it back from the store). Failing to write one (the store went away just then)
+        must not turn a stored command into a reported failure."""
+        assert self.snapshots is not None
+        try:
+            for aggregate in processing_event.aggregates.values():
+                interval = self.snapshotting_intervals.get(type(aggregate))
+                if interval and any(e.originator_id == aggregate.id and e.originator_version % interval == 0
+                                    for e in processing_event.events):
+                    self.snapshots.put([AggregateSnapshot.take(aggregate)])
+        except PersistenceError as exc:
+            log.warning("snapshot not taken (the next interval takes one): %s", exc)
 
     def handle(self, command: Command, principal: str) -> Any:
         """Run a command as `principal`; retry it on a version conflict, a bounded number of times."""

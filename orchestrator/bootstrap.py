@@ -50,8 +50,8 @@ class Runtime:
     def worker_context(self) -> WorkerContext:
         return WorkerContext(
             app=self.app, fabric=self.fabric, principal=f"worker:{self.settings.principal}",
-            vault_store_root=self.settings.vault_store_path, clock=self.clock, read_store=self.store,
-            keys=KeyProtector(self.settings.key_protection_key),
+            vault_store_root=self.settings.vault_store_path, clock=self.clock,
+            keys=KeyProtector(self.settings.key_protection_key), open_read_store=lambda: self.store,
         )
 
     def dispatcher_thread(self) -> DispatcherThread:
@@ -136,9 +136,10 @@ def bootstrap(settings: Settings) -> Runtime:
     return Runtime(settings, app, store, LocalFabric(settings.fabric_path), redis, fake_server)
 
 
-def build_app(settings: Settings) -> Orchestrator:
+def build_app(settings: Settings, create_tables: bool = True) -> Orchestrator:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = _opening(settings, lambda: Orchestrator(env=settings.eventsourcing_env()))
+    env = {**settings.eventsourcing_env(), **({} if create_tables else {"CREATE_TABLE": "n"})}
+    app = _opening(settings, lambda: Orchestrator(env=env))
     _check_cipher(app)
     return app
 
@@ -195,11 +196,11 @@ def worker_context_from_env() -> WorkerContext:
     """For `rq worker` processes: settings from the environment, once per process."""
     settings = load_settings()
     return WorkerContext(
-        app=build_app(settings),
+        app=build_app(settings, create_tables=False),  # a job to work on means the store exists
         fabric=LocalFabric(settings.fabric_path),
         principal=f"worker:{settings.principal}",
         vault_store_root=settings.vault_store_path,
         clock=SystemClock(),
-        read_store=_opening(settings, lambda: _read_store(settings)),
         keys=KeyProtector(settings.key_protection_key),
+        open_read_store=lambda: _opening(settings, lambda: _read_store(settings)),
     )

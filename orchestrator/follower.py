@@ -28,6 +28,10 @@ class Follower(ABC):
     def __init__(self, app: Application[Any], store: ReadStore) -> None:
         self.app = app
         self.store = store
+        # The position this process last read or wrote. Only ever at or behind the stored one (any
+        # process only moves a position forward), so while the log's head is not past it there is
+        # nothing to do, and no need to read the stored position.
+        self.known_position = -1
 
     @abstractmethod
     def process(self, event: Any, notification_id: int) -> None: ...
@@ -38,10 +42,14 @@ class Follower(ABC):
         for event, notification_id in events:
             self.process(event, notification_id)
 
-    def run_once(self) -> int:
-        """Process one batch; returns how many events it processed."""
-        position = self.store.position(self.name)
-        head = self.app.recorder.max_notification_id() or 0
+    def run_once(self, head: int | None = None) -> int:
+        """Process one batch; returns how many events it processed. `head`: the log's last
+        notification id, when the caller has just read it for several followers."""
+        if head is None:
+            head = self.app.recorder.max_notification_id() or 0
+        if head <= self.known_position:
+            return 0
+        position = self.known_position = self.store.position(self.name)
         if head <= position:
             return 0
         batch = self.app.recorder.select_notifications(
@@ -49,10 +57,12 @@ class Follower(ABC):
         )
         if batch:
             self.process_batch([(self.app.mapper.to_domain_event(n), n.id) for n in batch], batch[-1].id)
+            self.known_position = batch[-1].id
         if len(batch) < BATCH:
             # Events between here and `head` are not ours: move past them so waiters see us caught up.
             with self.store.transaction() as tx:
                 self.store.advance(tx, self.name, head)
+            self.known_position = head
         return len(batch)
 
 
@@ -71,7 +81,13 @@ class FollowerThread(threading.Thread):
         backoff = self.poll_interval
         while not self.stop_event.is_set():
             try:
-                busy = sum(follower.run_once() for follower in self.followers)
+                heads: dict[int, int] = {}  # one read of the log's head per pass, for all followers
+                busy = 0
+                for follower in self.followers:
+                    recorder = follower.app.recorder
+                    if id(recorder) not in heads:
+                        heads[id(recorder)] = recorder.max_notification_id() or 0
+                    busy += follower.run_once(heads[id(recorder)])
                 backoff = self.poll_interval
             except Exception:
                 self.failures += 1

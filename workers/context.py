@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -29,8 +31,14 @@ class WorkerContext:
     principal: str
     vault_store_root: Path
     clock: Clock
-    read_store: ReadStore
     keys: KeyProtector
+    open_read_store: Callable[[], ReadStore]
+
+    @cached_property
+    def read_store(self) -> ReadStore:
+        """Opened on first use: few tasks query a read model, and a distributed worker's work horse
+        would otherwise open a database connection per job for nothing."""
+        return self.open_read_store()
 
     def vault_store(self, vault_id: UUID) -> VaultStore:
         return VaultStore(self.vault_store_root / str(vault_id))

@@ -79,9 +79,12 @@ class ChainFollower(Follower):
     def process(self, event: Any, notification_id: int) -> None:  # pragma: no cover - run_once works on raw rows
         raise NotImplementedError
 
-    def run_once(self) -> int:
-        position = self.store.position(self.name)
-        head = self.app.recorder.max_notification_id() or 0
+    def run_once(self, head: int | None = None) -> int:
+        if head is None:
+            head = self.app.recorder.max_notification_id() or 0
+        if head <= self.known_position:
+            return 0
+        position = self.known_position = self.store.position(self.name)
         if head <= position:
             return 0
         table = self.store.t("audit_chain")
@@ -101,6 +104,7 @@ class ChainFollower(Follower):
                 tx.execute(f"INSERT INTO {table} (notification_id, originator_id, originator_version, topic, "
                            "event_hash, chain_hash) VALUES (?, ?, ?, ?, ?, ?)",
                            (n.id, str(n.originator_id), n.originator_version, n.topic, content, previous))
+        self.known_position = batch[-1].id
         self._checkpoint(position, batch[-1].id, previous)
         return len(batch)
 

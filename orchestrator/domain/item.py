@@ -7,7 +7,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
-from orchestrator.domain.base import Aggregate
+from orchestrator.domain.base import Aggregate, SnapshotState
 from orchestrator.domain.values import CheckResult, ItemStatus, VmRef
 from orchestrator.errors import DomainError
 
@@ -16,10 +16,30 @@ def item_id_for(vm_key: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"/vms/{vm_key.lower()}")
 
 
+class VirtualMachineState(SnapshotState):
+    vm: VmRef
+    vault_id: UUID
+    vault_name: str
+    job_id: UUID
+    status: ItemStatus
+    extension_version: str
+    policy_id: UUID | None
+    policy_name: str
+    backup_job_id: UUID | None
+    backup_retain_until: datetime | None
+    last_slot: datetime | None
+    last_backup_status: str
+    last_backup_at: datetime | None
+    latest_recovery_point: UUID | None
+    recovery_point_ids: list[UUID]
+    checks: list[CheckResult]
+
+
 class VirtualMachine(Aggregate):
     """One per VM ever registered; a VM belongs to at most one vault at a time."""
 
     TOPIC = "backup.vm"
+    snapshot_state = VirtualMachineState
 
     class Created(Aggregate.Created):
         TOPIC = "backup.vm.registration_requested"

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import event
 
-from orchestrator.domain.base import Aggregate
+from orchestrator.domain.base import Aggregate, SnapshotState
 from orchestrator.domain.schedule import Retention, Schedule, check_retention, check_schedule, check_timezone
 from orchestrator.errors import DomainError
 
@@ -32,8 +32,18 @@ def check_policy(name: str, schedule: Schedule, retention: Retention, timezone: 
     check_retention(retention, schedule)
 
 
+class BackupPolicyState(SnapshotState):
+    vault_id: UUID
+    name: str
+    schedule: Schedule
+    retention: Retention
+    timezone: str
+    item_ids: list[UUID]
+
+
 class BackupPolicy(Aggregate):
     TOPIC = "backup.policy"
+    snapshot_state = BackupPolicyState
 
     class Created(Aggregate.Created):
         TOPIC = "backup.policy.created"

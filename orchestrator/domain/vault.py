@@ -7,7 +7,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
-from orchestrator.domain.base import Aggregate
+from orchestrator.domain.base import Aggregate, SnapshotState
 from orchestrator.domain.values import Replication, VaultKind, VmRef
 from orchestrator.errors import DomainError
 
@@ -66,8 +66,22 @@ def check_placement(subscription: str, region: str, resource_group: str) -> None
         )
 
 
+class VaultState(SnapshotState):
+    name: str
+    subscription: str
+    region: str
+    resource_group: str
+    kind: VaultKind
+    replication: Replication
+    backup_goal: str
+    protected_item_count: int
+    inventory: list[VmRef]
+    discovered_at_job: UUID | None
+
+
 class Vault(Aggregate):
     TOPIC = "backup.vault"
+    snapshot_state = VaultState
 
     class Created(Aggregate.Created):
         TOPIC = "backup.vault.created"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -211,6 +212,9 @@ class FabricVm(BaseModel):
         return disk.image if disk.image.is_absolute() else self.base_dir / disk.image
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when PyYAML was built with it
+
+
 def load_inventory(path: Path) -> list[FabricVm]:
     """Read and check an inventory file; errors name the VM and the field."""
     inventory = _validated(path)
@@ -237,12 +241,33 @@ def load_key_vaults(path: Path) -> dict[tuple[str, str], KeyVaultSpec]:
     return vaults
 
 
+# The last inventory read from each file, under the file's (mtime, size, inode) when it was read:
+# every call still sees an edit (a changed file has another key), but an unchanged inventory is not
+# parsed again. A distributed worker reads it before forking each work horse, which inherits it.
+# File times move in clock ticks (milliseconds), so two writes in one tick can leave the same key:
+# a file modified less than a second before it was read is not kept, and is read again next time.
+_parsed: dict[Path, tuple[tuple[int, int, int], Inventory]] = {}
+_SETTLED_NS = 1_000_000_000
+
+
 def _validated(path: Path) -> Inventory:
+    reading_at = time.time_ns()
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    key = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat is not None else None
+    known = _parsed.get(path)
+    if key is not None and known is not None and known[0] == key:
+        return known[1]
     raw = _read(path)
     try:
-        return Inventory.model_validate(raw)
+        inventory = Inventory.model_validate(raw)
     except ValidationError as exc:
         raise _inventory_error(path, raw, exc) from None
+    if key is not None and reading_at - key[0] > _SETTLED_NS:
+        _parsed[path] = (key, inventory)
+    return inventory
 
 
 def _read(path: Path) -> Any:
@@ -255,7 +280,7 @@ def _read(path: Path) -> Any:
         )
     text = path.read_text(encoding="utf-8")
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_YAML_LOADER)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InventoryError("InventoryInvalid", f"{path}: not valid YAML/JSON: {exc}") from None
 
