@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -8,9 +10,10 @@ import yaml
 
 from orchestrator import Client
 from orchestrator.errors import InventoryError, OrchestratorError
-from orchestrator.fabric.inventory import load_inventory
+from orchestrator.fabric.inventory import _parsed, _validated, load_inventory
 from orchestrator.fabric.local import LocalFabric
 from orchestrator.fabric.sample import vm_entry, write_fabric, write_sample_fabric
+from workers.worker import preload_inventory
 
 
 def test_the_sample_fabric_has_a_dozen_vms_in_two_regions_with_real_disks(tmp_path: Path) -> None:
@@ -117,3 +120,35 @@ def test_key_vaults_are_checked_without_echoing_their_values(tmp_path: Path) -> 
         {"name": "kv-web", "region": "japaneast"}, {"name": "KV-web", "region": "japaneast"}]})
     with pytest.raises(InventoryError, match="appears twice"):
         LocalFabric(twice).key_vault("prod", "kv-web")
+
+
+def _settle(path: Path, seconds_ago: float) -> None:
+    when = time.time() - seconds_ago
+    os.utime(path, (when, when))
+
+
+def test_an_unchanged_inventory_is_parsed_once_and_every_edit_is_seen(tmp_path: Path) -> None:
+    path = write_fabric(tmp_path, {"prod": [vm_entry("web01", "japaneast"), vm_entry("db01", "japaneast")]})
+    fresh = _validated(path)
+    assert _validated(path) is not fresh  # written just now: two writes in one clock tick look alike
+    _settle(path, 10)
+    settled = _validated(path)
+    assert _validated(path) is settled  # parsed once
+    text = path.read_text()
+    assert "size_gb: 32" in text
+    path.write_text(text.replace("size_gb: 32", "size_gb: 64"))  # same size, new content
+    _settle(path, 5)
+    assert {d.size_gb for vm in load_inventory(path) for d in vm.spec.disks} == {64}
+
+
+def test_the_worker_parses_the_inventory_before_forking_its_work_horses(tmp_path: Path, monkeypatch: Any) -> None:
+    path = write_fabric(tmp_path, {"prod": [vm_entry("web01", "japaneast")]})
+    _settle(path, 10)
+    monkeypatch.setenv("BACKUP_FABRIC", str(path))
+    preload_inventory()
+    assert _parsed[path][1] is _validated(path)  # what a horse forked now would inherit
+    path.write_text("subscriptions: [")  # a broken inventory is the job's to report, with its code
+    _settle(path, 5)
+    preload_inventory()
+    with pytest.raises(InventoryError):
+        load_inventory(path)
