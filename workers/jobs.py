@@ -21,7 +21,7 @@ from workers.restore import restore_disk, verify_disk
 from workers.snapshot import DiskSource, transfer_disks
 from workers.vaultstore import DiskManifest, Manifest, VaultStore
 
-PROGRESS_STEPS = 4  # progress events per backup: at 25%, 50%, 75% and 100%
+PROGRESS_STEPS = 4  # progress is reported at 25%, 50% and 75%; 100% goes with the recovery point
 
 
 def prechecked(ctx: WorkerContext, job: Job, vm: FabricVm, stage: Stage) -> list[Finding]:
@@ -83,7 +83,7 @@ def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_
 
     def progress(done: int, total: int) -> None:
         step = done * PROGRESS_STEPS // max(total, 1)
-        if step > reported[0]:
+        if reported[0] < step < PROGRESS_STEPS:
             reported[0] = step
             ctx.report(c.RecordProgress(job_id=job.id, bytes_done=done, bytes_total=total))
 

@@ -216,17 +216,31 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when 
 
 
 def load_inventory(path: Path) -> list[FabricVm]:
-    """Read and check an inventory file; errors name the VM and the field."""
+    """Read and check an inventory file (every VM's disk images too); errors name the VM and the field."""
+    vms = list(inventory_vms(path).values())
+    for vm in vms:
+        check_disks(path, vm)
+    return vms
+
+
+_indexed: dict[Path, tuple[Inventory, dict[str, FabricVm]]] = {}  # built once per parsed inventory
+
+
+def inventory_vms(path: Path) -> dict[str, FabricVm]:
+    """The inventory's VMs by lower-cased key, in file order; disk images not checked."""
     inventory = _validated(path)
+    known = _indexed.get(path)
+    if known is not None and known[0] is inventory:
+        return known[1]
     vms = [
         FabricVm(subscription=sub.name, spec=vm, base_dir=path.parent)
         for sub in inventory.subscriptions
         for vm in sub.vms
     ]
     _check_unique(path, vms)
-    for vm in vms:
-        _check_disks(path, vm)
-    return vms
+    index = {vm.ref.key.lower(): vm for vm in vms}
+    _indexed[path] = (inventory, index)
+    return index
 
 
 def load_key_vaults(path: Path) -> dict[tuple[str, str], KeyVaultSpec]:
@@ -321,7 +335,7 @@ def _check_unique(path: Path, vms: list[FabricVm]) -> None:
         seen.add(key)
 
 
-def _check_disks(path: Path, vm: FabricVm) -> None:
+def check_disks(path: Path, vm: FabricVm) -> None:
     for disk in vm.spec.disks:
         image = vm.disk_path(disk)
         if not image.is_file():

@@ -26,6 +26,8 @@ from orchestrator.fabric.inventory import (
     KeyVaultSpec,
     PowerState,
     VmSpec,
+    check_disks,
+    inventory_vms,
     load_inventory,
     load_key_vaults,
 )
@@ -46,8 +48,15 @@ class LocalFabric:
         return [vm for vm in self.all_vms() if vm.subscription == subscription]
 
     def get_vm(self, vm_key: str) -> FabricVm:
-        for vm in self.all_vms():
-            if vm.ref.key.lower() == vm_key.lower():
+        """One VM, by key: found in the (cached) inventory's index, else among restored VMs; only
+        its own disk images are checked, so one VM's missing image does not stop the others' jobs."""
+        key = vm_key.lower()
+        vm = inventory_vms(self.inventory_path).get(key)
+        if vm is not None:
+            check_disks(self.inventory_path, vm)
+            return vm
+        for vm in self._restored():
+            if vm.ref.key.lower() == key:
                 return vm
         raise OrchestratorError(
             "VmNotFound", f"VM {vm_key} no longer exists in the fabric ({self.inventory_path})"

@@ -81,6 +81,8 @@ def record_backup_taken(app: Orchestrator, cmd: c.RecordBackupTaken) -> UUID | N
         disks=cmd.disks, encryption=cmd.encryption, provisioned_gb=cmd.provisioned_gb,
     )
     item.backup_succeeded(job.id, rp.id, cmd.taken_at, bool(cmd.warnings))
+    if job.bytes_done < cmd.logical_bytes:  # the transfer's end, stored with the point (workers do not report it)
+        job.progress(cmd.logical_bytes, cmd.logical_bytes)
     job.complete(
         result={"recovery_point_id": str(rp.id), "consistency": cmd.consistency.value,
                 "logical_bytes": cmd.logical_bytes, "stored_bytes": cmd.stored_bytes,

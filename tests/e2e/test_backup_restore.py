@@ -138,3 +138,16 @@ def test_a_backup_task_delivered_twice_adds_nothing(client: Client, protected: s
         context.bind(None)
     assert event_count(client) == before
     assert len(client.recovery_points(protected, "vm01")) == 1
+
+
+def test_the_end_of_the_transfer_is_stored_with_the_recovery_point(client: Client, protected: str) -> None:
+    """The worker reports progress on the way (25%, 50%, 75%); 100% is stored in the same save as
+    the recovery point and the job's completion, not as a report of its own."""
+    job = client.wait(client.backup_now(protected, "vm01"))
+    assert job.status == "completed" and job.bytes_done == job.bytes_total == job.result["logical_bytes"] > 0
+    app = client.runtime.app
+    mine = [n for n in app.recorder.select_notifications(start=1, limit=100_000) if str(n.originator_id) == job.job_id]
+    topics = [app.mapper.to_domain_event(n).TOPIC for n in mine]
+    assert topics.count("backup.job.progressed") == 1
+    progress, completed = mine[topics.index("backup.job.progressed")], mine[topics.index("backup.job.completed")]
+    assert completed.id == progress.id + 1 and completed.originator_version == progress.originator_version + 1

@@ -152,3 +152,16 @@ def test_the_worker_parses_the_inventory_before_forking_its_work_horses(tmp_path
     preload_inventory()
     with pytest.raises(InventoryError):
         load_inventory(path)
+
+
+def test_a_vm_whose_image_is_missing_does_not_stop_the_others(tmp_path: Path) -> None:
+    path = write_fabric(tmp_path, {"prod": [vm_entry("web01", "japaneast"), vm_entry("db01", "japaneast")]})
+    fabric = LocalFabric(path)
+    db01 = fabric.get_vm("prod/rg-japaneast/db01")
+    db01.disk_path(db01.spec.disks[0]).unlink()
+    assert fabric.get_vm("prod/rg-japaneast/web01").spec.name == "web01"
+    with pytest.raises(InventoryError) as caught:
+        fabric.get_vm("prod/rg-japaneast/db01")
+    assert "db01" in caught.value.message and "no file at" in caught.value.message
+    with pytest.raises(InventoryError):
+        load_inventory(path)  # a check of the whole inventory still names it
