@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.sqlite import SQLiteDatastore
@@ -114,6 +114,18 @@ class ReadStore:
         self._create(*statements)
 
     @contextmanager
+    def _reading(self) -> Iterator[Cursor]:
+        """A cursor for one read. A PostgreSQL connection of the pool is in autocommit mode, and one
+        statement sees one snapshot: no BEGIN and ROLLBACK round trips around it."""
+        if self.dialect == "postgres":
+            datastore = cast("PostgresDatastore", self.datastore)
+            with datastore.get_connection() as connection:
+                yield connection.cursor()
+        else:
+            with self.datastore.transaction(commit=False) as cursor:
+                yield cursor
+
+    @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with self.datastore.transaction(commit=True) as cursor:
             yield Tx(cursor, self.dialect)
@@ -121,7 +133,7 @@ class ReadStore:
     def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Rows of a query; a store that does not answer is a retryable `ReadStoreUnavailable`."""
         try:
-            with self.datastore.transaction(commit=False) as cursor:
+            with self._reading() as cursor:
                 tx = Tx(cursor, self.dialect)
                 tx.execute(sql, params)
                 return tx.rows()
