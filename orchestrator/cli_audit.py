@@ -51,7 +51,7 @@ def audit_verify(expect: Annotated[str | None, typer.Option(help="POSITION:HASH 
             out.print_json(data={**asdict(report), "clean": report.clean})
         else:
             out.print(f"checked {report.checked} events, {report.chained} chained, {report.unchained} not yet "
-                      f"chained, {report.checkpoints} checkpoints")
+                      f"chained, {report.checkpoints} checkpoints, {report.snapshots} snapshots")
             out.print(f"head {report.head_position}:{report.head_hash}")
             for finding in report.findings:
                 out.print(f"[red]{finding.describe()}[/red]")

@@ -20,12 +20,15 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
+from eventsourcing.application import project_aggregate
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from orchestrator import commands as c
 from orchestrator.domain import AuditCheckpoint
+from orchestrator.domain.base import AggregateSnapshot
 from orchestrator.follower import BATCH, Follower
 from projections.store import ReadStore
 
@@ -128,7 +131,7 @@ class ChainFollower(Follower):
 
 @dataclass
 class Finding:
-    kind: str  # modified | deleted | inserted | reordered | chain_altered | checkpoint_mismatch | head_mismatch
+    kind: str  # modified | deleted | inserted | reordered | chain_altered | checkpoint_mismatch | head_mismatch | snapshot_mismatch
     notification_id: int
     originator_id: str = ""
     originator_version: int = 0
@@ -137,7 +140,8 @@ class Finding:
 
     def describe(self) -> str:
         what = f"{self.topic} v{self.originator_version} of {self.originator_id}" if self.topic else ""
-        return f"{self.kind}: notification {self.notification_id} {what} {self.detail}".strip()
+        where = f"notification {self.notification_id} " if self.notification_id else ""  # 0: not an event
+        return f"{self.kind}: {where}{what} {self.detail}".strip()
 
 
 @dataclass
@@ -148,6 +152,7 @@ class Report:
     head_position: int = 0
     head_hash: str = GENESIS
     checkpoints: int = 0
+    snapshots: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -197,6 +202,7 @@ def verify(app: Any, store: ReadStore, expect: tuple[int, str] | None = None,
         if cp.position in recomputed and recomputed[cp.position] != cp.chain_hash:
             report.findings.append(Finding("checkpoint_mismatch", cp.position, detail=(
                 f"the history up to here no longer gives the hash checkpoint {notification_id} recorded")))
+    report.findings += _snapshot_checks(app, stored, report)
     if expect is not None:
         position, expected = expect
         if recomputed.get(position) != expected:
@@ -204,6 +210,38 @@ def verify(app: Any, store: ReadStore, expect: tuple[int, str] | None = None,
     if progress:
         progress(report.checked, total)
     return report
+
+
+def _snapshot_checks(app: Any, stored: list[_Row], report: Report) -> list[Finding]:
+    """Every stored snapshot must hold the state its aggregate's events give at its version: a
+    snapshot is not an event, but a command loads the aggregate from it. A mismatch names the
+    aggregate and version; snapshots are derived, so deleting the row is the repair."""
+    if app.snapshots is None or not app.snapshotting_intervals:
+        return []
+    smallest = min(app.snapshotting_intervals.values())
+    candidates: dict[str, str] = {}  # aggregates with enough events to have a snapshot -> a topic of theirs
+    for row in stored:
+        if row.originator_version >= smallest:
+            candidates.setdefault(row.originator_id, row.topic)
+    findings: list[Finding] = []
+    for originator_id, aggregate_topic in sorted(candidates.items()):
+        aggregate_id = UUID(originator_id)
+        try:
+            snapshots = list(app.snapshots.get(aggregate_id))
+        except ValueError as exc:  # unreadable bytes: not JSON, or not our cipher's
+            findings.append(Finding("snapshot_mismatch", 0, originator_id, 0, aggregate_topic,
+                                    f"a snapshot does not read back ({exc})"))
+            continue
+        for snapshot in snapshots:
+            report.snapshots += 1
+            events = app.events.get(aggregate_id, lte=snapshot.originator_version)
+            rebuilt = project_aggregate(None, events)
+            if rebuilt is None or AggregateSnapshot.take(rebuilt).state != snapshot.state:
+                findings.append(Finding(
+                    "snapshot_mismatch", 0, originator_id, snapshot.originator_version, snapshot.topic,
+                    "the snapshot differs from the state its events give: delete it (it is derived) and "
+                    "look for how it was changed"))
+    return findings
 
 
 def _recompute(stored: list[_Row]) -> dict[int, str]:

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import Client
+from orchestrator.application import SNAPSHOT_INTERVAL
 from orchestrator.cli import app
 from tests.tampering import KINDS, small_history, tamper
 
@@ -70,3 +71,28 @@ def test_the_chain_records_checkpoints_in_the_history(tmp_path: Path, fabric: Pa
         events = client.runtime.app.recorder.select_notifications(start=1, limit=10000,
                                                                   topics=["backup.audit_checkpoint.created"])
         assert len(events) == report.checkpoints
+
+
+def test_verify_checks_each_snapshot_against_its_events(tmp_path: Path, fabric: Path) -> None:
+    """A command loads an aggregate from its latest snapshot: a snapshot changed by raw SQL is named."""
+    data = tmp_path / "data"
+    with Client(data_dir=data, fabric=fabric, principal="alice") as client:
+        vault = client.create_vault("vault-snap", "japaneast", "rg")
+        for i in range(SNAPSHOT_INTERVAL):
+            client.set_replication(vault, "local" if i % 2 == 0 else "geo")
+        report = client.audit_verify()
+        assert report.clean and report.snapshots == 1
+    sql = _sqlite(data / "events.sqlite")
+    [(state,)] = sql("SELECT state FROM stored_snapshots WHERE originator_id = ?", (vault.replace("-", ""),))
+    assert b'"replication":"local"' in bytes(state)
+    sql("UPDATE stored_snapshots SET state = ?", (bytes(state).replace(b'"replication":"local"', b'"replication":"geo"'),))
+    env = {"BACKUP_DATA_DIR": str(data), "BACKUP_FABRIC": str(fabric), "COLUMNS": "250"}
+    result = CliRunner().invoke(app, ["audit", "verify", "--json"], env=env)
+    assert result.exit_code == 1, result.output
+    [finding] = json.loads(result.output)["findings"]
+    assert (finding["kind"], finding["originator_id"], finding["originator_version"]) == (
+        "snapshot_mismatch", vault, SNAPSHOT_INTERVAL)
+    sql("UPDATE stored_snapshots SET state = ?", (b"not json",))
+    with Client(data_dir=data, fabric=fabric, principal="alice") as client:
+        [unreadable] = client.audit_verify().findings
+    assert unreadable.kind == "snapshot_mismatch" and "does not read back" in unreadable.detail

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import Client
+from orchestrator.application import SNAPSHOT_INTERVAL
 from orchestrator.errors import SettingsError
 from tests.helpers import fabric_with
 
@@ -21,7 +22,11 @@ def test_events_are_encrypted_at_rest_and_read_back_with_the_key(tmp_path: Path)
         client.wait(client.discover(vault))
         client.wait_all(client.register(vault, ["vm01"]))
         assert [v.name for v in client.vaults()] == ["vault-secret-name"]
-    stored = (tmp_path / "data" / "events.sqlite").read_bytes()
+        for i in range(SNAPSHOT_INTERVAL):  # a snapshot of the vault, which holds its name too
+            client.set_replication(vault, "local" if i % 2 == 0 else "geo")
+        assert client.audit_verify().snapshots == 1
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("events.sqlite*"))  # and its WAL
+    assert b"backup.snapshot" in stored  # the snapshot row is there (topics are not encrypted)
     for plain in (b"vault-secret-name", b"rg-hidden", b"alice", b"vm01"):
         assert plain not in stored
     assert KEY.encode() not in b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
