@@ -59,6 +59,8 @@ class Orchestrator(Application[UUID]):
                     self.snapshots.put([AggregateSnapshot.take(aggregate)])
         except PersistenceError as exc:
             log.warning("snapshot not taken (the next interval takes one): %s", exc)
+        except Exception:  # a state model out of step with its aggregate: loud, but the command stands
+            log.exception("snapshot not taken: the aggregate's state does not fit its snapshot model")
 
     def handle(self, command: Command, principal: str) -> Any:
         """Run a command as `principal`; retry it on a version conflict, a bounded number of times."""

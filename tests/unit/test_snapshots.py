@@ -17,6 +17,7 @@ from orchestrator import Client
 from orchestrator import commands as c
 from orchestrator.application import SNAPSHOT_INTERVAL, Orchestrator
 from orchestrator.domain import BackupPolicy, Vault, VirtualMachine
+from orchestrator.domain.base import SnapshotState
 from orchestrator.domain.item import item_id_for
 from orchestrator.domain.policy import policy_id_for
 from orchestrator.domain.values import Replication
@@ -100,3 +101,19 @@ def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stored_command(clie
     toggle()  # the event at the interval is stored, and no error is raised
     assert app.get(vault_id, Vault).version == SNAPSHOT_INTERVAL
     assert list(app.snapshots.get(vault_id)) == []
+
+
+def test_a_snapshot_model_out_of_step_with_its_aggregate_is_logged_and_the_command_stands(
+        client: Client, monkeypatch: Any, caplog: Any) -> None:
+    app = client.runtime.app
+    vault_id = UUID(client.create_vault("vault-a", "japaneast", "rg"))
+
+    class Stale(SnapshotState):  # lists none of the vault's attributes
+        pass
+
+    monkeypatch.setattr(Vault, "snapshot_state", Stale)
+    for i in range(SNAPSHOT_INTERVAL - 1):
+        app.handle(c.SetReplication(vault_id=vault_id, replication=(Replication.LOCAL, Replication.GEO)[i % 2]), "alice")
+    assert app.get(vault_id, Vault).version == SNAPSHOT_INTERVAL
+    assert app.snapshots is not None and list(app.snapshots.get(vault_id)) == []
+    assert "does not fit its snapshot model" in caplog.text
