@@ -1,0 +1,40 @@
+"""An rq worker that starts before every other service prepares the event store, since its work
+horses open the store without creating tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import psycopg
+
+from tests.helpers import PG_DB, PG_HOST, PG_USER
+from workers.worker import PreloadedWorker
+
+
+def tables(schema: str) -> set[str]:
+    with psycopg.connect(host=PG_HOST, user=PG_USER, dbname=PG_DB) as conn:
+        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))
+        return {name for (name,) in rows}
+
+
+def test_a_worker_started_first_creates_the_event_store_tables(tmp_path: Path, fabric: Path, pg_schema: str,
+                                                              monkeypatch: Any) -> None:
+    for name, value in {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric),
+                        "BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": PG_HOST,
+                        "BACKUP_POSTGRES_USER": PG_USER, "BACKUP_POSTGRES_DBNAME": PG_DB,
+                        "BACKUP_POSTGRES_SCHEMA": pg_schema}.items():
+        monkeypatch.setenv(name, value)
+    assert tables(pg_schema) == set()
+    PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
+    assert {"orchestrator_events", "orchestrator_snapshots"} <= tables(pg_schema)
+
+
+def test_a_worker_whose_store_is_not_up_still_starts(tmp_path: Path, fabric: Path, monkeypatch: Any, caplog: Any) -> None:
+    for name, value in {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric),
+                        "BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": "127.0.0.1",
+                        "BACKUP_POSTGRES_PORT": "1"}.items():  # nothing listens there
+        monkeypatch.setenv(name, value)
+    PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
+    assert "event store not prepared" in caplog.text
