@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from orchestrator.follower import Follower
+from orchestrator.follower import BATCH, Follower
 from projections.store import ReadStore, Tx
 
 
@@ -41,10 +41,15 @@ class Projection(Follower):
     def process_batch(self, events: Sequence[tuple[Any, int]], last_id: int) -> None:
         """The batch's rows and the position after it, in one transaction: all or nothing."""
         with self.store.transaction() as tx:
-            if self.store.advance(tx, self.name, last_id):
-                for event, notification_id in events:
-                    tx.notification_id = notification_id
-                    self._handler(type(event))(self, event, tx)
+            self.apply_batch(tx, events, last_id)
+
+    def apply_batch(self, tx: Tx, events: Sequence[tuple[Any, int]], last_id: int) -> None:
+        """Inside `tx`: move the position to `last_id` and write the events' rows, unless the
+        position was there already (the events were applied before)."""
+        if self.store.advance(tx, self.name, last_id):
+            for event, notification_id in events:
+                tx.notification_id = notification_id
+                self._handler(type(event))(self, event, tx)
 
     @classmethod
     def _handler(cls, event_type: type) -> Callable[[Any, Any, Tx], None]:
@@ -80,3 +85,47 @@ class Projection(Follower):
             f"UPDATE {self.table(self.row_table)} SET {assignments} WHERE {self.row_key} = ?",
             (*values, str(event.originator_id)),
         )
+
+
+class ProjectionGroup(Follower):
+    """The read models of one service followed together: each pass reads the log once for all of
+    them (from the furthest behind), decodes each event once, and writes every read model's rows and
+    position in one transaction. Positions stay per read model, so each one is still applied exactly
+    once, and one rebuilt from scratch (a new `version`) catches up beside the others."""
+
+    name = "projections"  # a label: the positions are the projections' own
+
+    def __init__(self, app: Any, store: ReadStore, projections: Sequence[Projection]) -> None:
+        super().__init__(app, store)
+        self.projections = list(projections)
+        self._topics = {p.name: frozenset(p.topics) for p in self.projections}
+        self.topics = sorted(set().union(*self._topics.values()))
+
+    def process(self, event: Any, notification_id: int) -> None:  # pragma: no cover - run_once reads for all
+        raise NotImplementedError
+
+    def run_once(self, head: int | None = None) -> int:
+        if head is None:
+            head = self.app.recorder.max_notification_id() or 0
+        behind = [p for p in self.projections if head > p.known_position]
+        if not behind:
+            return 0
+        stored = self.store.positions([p.name for p in behind])
+        for projection in behind:
+            projection.known_position = stored.get(projection.name, 0)
+        behind = [p for p in behind if head > p.known_position]
+        if not behind:
+            return 0
+        start = min(p.known_position for p in behind) + 1
+        topics = sorted(set().union(*(self._topics[p.name] for p in behind)))
+        batch = self.app.recorder.select_notifications(start=start, limit=BATCH, stop=head, topics=topics)
+        last = batch[-1].id if len(batch) == BATCH else head  # every event of these topics up to `last` is here
+        events = [(self.app.mapper.to_domain_event(n), n) for n in batch]
+        with self.store.transaction() as tx:
+            for projection in behind:
+                mine = self._topics[projection.name]
+                projection.apply_batch(tx, [(event, n.id) for event, n in events
+                                            if n.topic in mine and n.id > projection.known_position], last)
+        for projection in behind:
+            projection.known_position = last
+        return len(batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.follower import Follower, FollowerThread
-from projections.base import Projection
+from projections.base import Projection, ProjectionGroup
 from projections.dashboard import DashboardProjection
 from projections.items import ItemsProjection
 from projections.jobs import JobsProjection
@@ -35,5 +35,5 @@ def projection_thread(app: Any, store: ReadStore, poll_interval: float) -> Follo
     """The read models and the audit hash chain, followed in turn."""
     from orchestrator.audit.chain import ChainFollower
 
-    followers: list[Follower] = [*build_projections(app, store), ChainFollower(app, store)]
+    followers: list[Follower] = [ProjectionGroup(app, store, build_projections(app, store)), ChainFollower(app, store)]
     return FollowerThread(followers, poll_interval, name="projections")

@@ -148,6 +148,13 @@ class ReadStore:
         )
         return int(rows[0]["notification_id"]) if rows else 0
 
+    def positions(self, followers: list[str]) -> dict[str, int]:
+        """Several followers' positions in one query (a follower never run is absent)."""
+        marks = ", ".join("?" for _ in followers)
+        rows = self.fetch(f"SELECT follower, notification_id FROM {self.t('follower_positions')} "
+                          f"WHERE follower IN ({marks})", tuple(followers))
+        return {r["follower"]: int(r["notification_id"]) for r in rows}
+
     def advance(self, tx: Tx, follower: str, notification_id: int) -> bool:
         """Move `follower` to `notification_id` inside `tx`; False if it was already there."""
         table = self.t("follower_positions")

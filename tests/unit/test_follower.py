@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator import Client
+from orchestrator.audit.replay import ScratchStore, table_rows
 from orchestrator.follower import Follower
+from projections.base import ProjectionGroup
+from projections.runner import NAMES, PROJECTIONS, build_projections
 
 
 class Recording(Follower):
@@ -40,3 +43,34 @@ def test_an_idle_follower_does_not_read_its_position_and_resumes_from_the_stored
     assert second.run_once() > 0  # another process (same name) moves the position on
     assert first.run_once() == 0  # the log moved: `first` reads the stored position, already past it
     assert reads.count("recording") == 2 and set(first.seen).isdisjoint(second.seen)
+
+
+def test_the_projection_group_reads_the_log_once_a_pass_and_builds_what_each_projection_builds(
+        client: Client, discovered_vault: str, monkeypatch: Any) -> None:
+    runtime = client.runtime
+    client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
+    client.wait_all(client.protect(discovered_vault, ["vm01", "vm02"]))
+    client.wait(client.backup_now(discovered_vault, "vm01"))
+    head = runtime.app.recorder.max_notification_id() or 0
+    assert runtime.store.wait(NAMES, head, 30)
+    scratch = ScratchStore()
+    try:
+        projections = build_projections(runtime.app, scratch.store)
+        jobs = next(p for p in projections if p.name == "jobs")
+        while jobs.run_once():  # one read model ahead of the others, as after a rebuild of the others
+            pass
+        reads: list[int] = []
+        real_select = runtime.app.recorder.select_notifications
+        monkeypatch.setattr(runtime.app.recorder, "select_notifications",
+                            lambda *a, **k: reads.append(1) or real_select(*a, **k))
+        monkeypatch.setattr("projections.base.BATCH", 5)  # several passes, each ending mid-log
+        group = ProjectionGroup(runtime.app, scratch.store, projections)
+        passes = 0
+        while group.run_once():
+            passes += 1
+        assert passes > 3 and len(reads) == passes  # one read of the log per pass, for every read model
+        assert scratch.store.positions(NAMES) == {name: head for name in NAMES}
+        for table in (t for cls in PROJECTIONS for t in cls.owned):
+            assert table_rows(scratch.store, table) == table_rows(runtime.store, table), table
+    finally:
+        scratch.close()
