@@ -5,8 +5,8 @@
 Writes `--events` events on the embedded SQLite store (1,000 vaults through the client, then their
 replication changed through the domain model, saved a thousand aggregates at a time), then measures:
   raw       reading every stored event of the notification log in batches of 500 (no decoding)
-  catch-up  every read model's projection following the log from position 0 into a fresh read
-            store, exactly as the projections service does (`run_once` until caught up)
+  catch-up  every read model following the log from position 0 into a fresh read store, exactly
+            as the projections service does (one `ProjectionGroup`, `run_once` until caught up)
 Prints events per second for each and the ratio catch-up/raw.
 """
 
@@ -27,6 +27,7 @@ from bench.replay import raw_read
 from orchestrator import Client
 from orchestrator.domain import Vault
 from orchestrator.domain.values import Replication
+from projections.base import ProjectionGroup
 from projections.runner import build_projections
 from projections.store import ReadStore
 from tests.helpers import fabric_with
@@ -49,8 +50,9 @@ def write_history(client: Client, target: int) -> int:
 def catch_up(client: Client, directory: Path, events: int) -> float:
     store = ReadStore.sqlite(directory / "fresh-readmodels.sqlite")
     projections = build_projections(client.runtime.app, store)
+    group = ProjectionGroup(client.runtime.app, store, projections)
     started = time.perf_counter()
-    while sum(p.run_once() for p in projections):
+    while group.run_once():
         pass
     seconds = time.perf_counter() - started
     assert all(store.position(p.name) == events for p in projections)
