@@ -52,11 +52,14 @@ class Orchestrator(Application[UUID]):
         must not turn a stored command into a reported failure."""
         assert self.snapshots is not None
         try:
-            for aggregate in processing_event.aggregates.values():
+            due: dict[UUID, Any] = {}  # one pass over the events: a bulk save holds thousands
+            for event in processing_event.events:
+                aggregate = processing_event.aggregates.get(event.originator_id)
                 interval = self.snapshotting_intervals.get(type(aggregate))
-                if interval and any(e.originator_id == aggregate.id and e.originator_version % interval == 0
-                                    for e in processing_event.events):
-                    self.snapshots.put([AggregateSnapshot.take(aggregate)])
+                if aggregate is not None and interval and event.originator_version % interval == 0:
+                    due[aggregate.id] = aggregate
+            for aggregate in due.values():
+                self.snapshots.put([AggregateSnapshot.take(aggregate)])
         except PersistenceError as exc:
             log.warning("snapshot not taken (the next interval takes one): %s", exc)
         except Exception:  # a state model out of step with its aggregate: loud, but the command stands

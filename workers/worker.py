@@ -11,15 +11,16 @@ Horses open the event store without creating tables; the worker creates any miss
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from rq.worker import Worker
 
 import workers.tasks  # noqa: F401  (imported for the horses to inherit)
 from orchestrator.bootstrap import build_app
-from orchestrator.config import load_settings
+from orchestrator.config import Settings, load_settings
 from orchestrator.errors import OrchestratorError
-from orchestrator.fabric.inventory import load_inventory
+from orchestrator.fabric.inventory import inventory_vms
 
 log = logging.getLogger(__name__)
 
@@ -29,31 +30,38 @@ class PreloadedWorker(Worker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        prepare_event_store()
+        try:
+            self.settings: Settings | None = load_settings()
+        except OrchestratorError as exc:  # each job reports a bad setting with its code
+            log.warning("settings not read before the first job: %s", exc)
+            self.settings = None
+        if self.settings is not None:
+            prepare_event_store(self.settings)
 
     def execute_job(self, job: Any, queue: Any) -> None:
-        preload_inventory()
+        if self.settings is not None:
+            preload_inventory(self.settings.fabric_path)
         super().execute_job(job, queue)
 
 
-def prepare_event_store() -> None:
+def prepare_event_store(settings: Settings) -> None:
     """Once, before the first fork: import the PostgreSQL modules here rather than in every horse,
     and open the event store with table creation (then close it: horses connect for themselves), so
     that horses, which skip it, find every table even when this worker starts before the services."""
+    if settings.event_store == "postgres":
+        import eventsourcing.postgres  # noqa: F401
+        import psycopg_pool  # noqa: F401
     try:
-        settings = load_settings()
-        if settings.event_store == "postgres":
-            import eventsourcing.postgres  # noqa: F401
-            import psycopg_pool  # noqa: F401
         build_app(settings).close()
-    except OrchestratorError as exc:  # a bad setting, or the store not up yet: the jobs report it
+    except OrchestratorError as exc:  # the store not up yet: the jobs report it
         log.warning("event store not prepared before the first job: %s", exc)
 
 
-def preload_inventory() -> None:
-    """Parse the inventory in this process if it changed since the last time (a stat otherwise).
-    A bad or missing inventory is left for the job, which reports it with its code."""
+def preload_inventory(path: Path) -> None:
+    """Parse and index the inventory in this process if it changed since the last time (a stat
+    otherwise); a horse checks the disk images of the VM it works on. A bad or missing inventory is
+    left for the job, which reports it with its code."""
     try:
-        load_inventory(load_settings().fabric_path)
+        inventory_vms(path)
     except OrchestratorError as exc:
         log.debug("inventory not preloaded: %s", exc)
