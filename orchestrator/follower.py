@@ -42,16 +42,22 @@ class Follower(ABC):
         for event, notification_id in events:
             self.process(event, notification_id)
 
-    def run_once(self, head: int | None = None) -> int:
-        """Process one batch; returns how many events it processed. `head`: the log's last
-        notification id, when the caller has just read it for several followers."""
+    def behind(self, head: int | None) -> tuple[int, int] | None:
+        """(stored position, head) when the log's head is past this follower, else None. `head`: the
+        log's last notification id, when the caller has just read it for several followers."""
         if head is None:
             head = self.app.recorder.max_notification_id() or 0
         if head <= self.known_position:
-            return 0
+            return None
         position = self.known_position = self.store.position(self.name)
-        if head <= position:
+        return (position, head) if head > position else None
+
+    def run_once(self, head: int | None = None) -> int:
+        """Process one batch; returns how many events it processed."""
+        span = self.behind(head)
+        if span is None:
             return 0
+        position, head = span
         batch = self.app.recorder.select_notifications(
             start=position + 1, limit=BATCH, stop=head, topics=self.topics
         )

@@ -83,13 +83,10 @@ class ChainFollower(Follower):
         raise NotImplementedError
 
     def run_once(self, head: int | None = None) -> int:
-        if head is None:
-            head = self.app.recorder.max_notification_id() or 0
-        if head <= self.known_position:
+        span = self.behind(head)
+        if span is None:
             return 0
-        position = self.known_position = self.store.position(self.name)
-        if head <= position:
-            return 0
+        position, head = span
         table = self.store.t("audit_chain")
         last = self.store.fetch(f"SELECT * FROM {table} ORDER BY notification_id DESC LIMIT 1")
         if last and not self._still_there(last[0]):
