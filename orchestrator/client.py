@@ -254,7 +254,7 @@ class Client(ReadModels):
             raise OrchestratorError("CommandInvalid", "as_of needs a time with its time zone", field="when")
         scratch = replay.ScratchStore()
         try:
-            events = replay.rebuild(self.runtime.app, scratch.store, until=when, progress=progress)
+            events = replay.rebuild_scratch(self.runtime.app, self.settings, scratch, until=when, progress=progress)
         except BaseException:
             scratch.close()
             raise
@@ -275,7 +275,7 @@ class Client(ReadModels):
         """Rebuild every read model from scratch into a fresh store, up to where the live ones are,
         and compare digests (and rows) with the live ones. Changes nothing."""
         self._catch_up()
-        return replay.replay(self.runtime.app, self.runtime.store, progress)
+        return replay.replay(self.runtime.app, self.settings, self.runtime.store, progress)
 
     def _catch_up(self) -> None:
         """Read your writes: wait until the read models have seen every event stored so far."""

@@ -47,6 +47,6 @@ class PydanticMapper(Mapper[UUID]):
             data = self.compressor.decompress(data)
         cls = _TOPICS.get(stored_event.topic) or _TOPICS.setdefault(stored_event.topic, resolve_topic(stored_event.topic))
         if isinstance(self.transcoder, JsonTranscoder):  # parse and validate in one pass (pydantic-core)
-            return cast(DomainEventProtocol[Any], cls.model_validate_json(data))
+            return cast(DomainEventProtocol[Any], cls.__pydantic_validator__.validate_json(data))  # model_validate_json's own work
         state: dict[str, Any] = self.transcoder.decode(data)
         return cast(DomainEventProtocol[Any], cls(**state))

@@ -5,16 +5,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 from orchestrator.follower import BATCH, Follower
 from projections.store import ReadStore, Tx
 
 
 def ts(value: datetime) -> str:
-    """Timestamps as fixed-width UTC text, so they sort and compare as strings on both databases."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Timestamps as fixed-width UTC text, so they sort and compare as strings on both databases:
+    2026-11-22T07:59:06.223811Z (`isoformat`, which is twice as fast as `strftime`; a replay does
+    this for nearly every event)."""
+    if value.utcoffset() != ZERO:  # naive (None) or another zone
+        value = value.astimezone(UTC)
+    text = value.isoformat()  # the fraction only when there is one, then the offset
+    return f"{text[:26]}Z" if value.microsecond else f"{text[:19]}.000000Z"
+
+
+ZERO = timedelta(0)
+
+
+def json_of(value: BaseModel) -> str:
+    """A pydantic value's JSON (`model_dump_json`'s own work, without its per-call Python wrapper)."""
+    return value.__pydantic_serializer__.to_json(value).decode()
 
 
 def dumps(value: Any) -> str:
@@ -29,6 +44,7 @@ class Projection(Follower):
     def __init__(self, app: Any, store: ReadStore) -> None:
         super().__init__(app, store)
         self.ensure_schema(store)
+        self._updates: dict[str, str] = {}  # update_row's statement for each assignments text
 
     @classmethod
     def ensure_schema(cls, store: ReadStore) -> None:
@@ -79,12 +95,15 @@ class Projection(Follower):
 
     def update_row(self, tx: Tx, event: Any, assignments: str, *values: Any) -> None:
         """Update the row of the event's aggregate (and its `updated_at`, where rows have one)."""
+        sql = self._updates.get(assignments)
+        if sql is None:
+            stamp = ", updated_at = ?" if self.stamps_rows else ""
+            sql = self._updates[assignments] = (
+                f"UPDATE {self.table(self.row_table)} SET {assignments}{stamp} WHERE {self.row_key} = ?")
         if self.stamps_rows:
-            assignments, values = f"{assignments}, updated_at = ?", (*values, ts(event.timestamp))
-        tx.execute(
-            f"UPDATE {self.table(self.row_table)} SET {assignments} WHERE {self.row_key} = ?",
-            (*values, str(event.originator_id)),
-        )
+            tx.execute(sql, (*values, ts(event.timestamp), str(event.originator_id)))
+        else:
+            tx.execute(sql, (*values, str(event.originator_id)))
 
 
 class ProjectionGroup(Follower):

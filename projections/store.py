@@ -36,11 +36,13 @@ class Tx:
         self._cursor = cursor
         self._dialect = dialect
         self.notification_id = 0  # of the event being applied, for views that keep it
+        if dialect == "sqlite":  # `?` already: the driver's own method, one call per statement less
+            raw = getattr(cursor, "sqlite_cursor", cursor)  # under the library's wrapper
+            self._cursor = raw
+            self.execute = raw.execute  # type: ignore[method-assign,assignment]
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        if self._dialect == "postgres":
-            sql = sql.replace("?", "%s")
-        self._cursor.execute(sql, params)
+        self._cursor.execute(sql.replace("?", "%s"), params)
 
     def rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._cursor.fetchall()]

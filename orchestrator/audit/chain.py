@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -58,12 +58,12 @@ def ensure_table(store: ReadStore) -> None:
     store.create_tables(TABLE.format(t=store.t("audit_chain")))
 
 
-def notifications(app: Any, start: int = 1, stop: int | None = None) -> Iterator[Notification]:
-    """Every stored event from `start`, in notification order, read in batches."""
+def notifications(app: Any, start: int = 1, stop: int | None = None, topics: Sequence[str] = ()) -> Iterator[Notification]:
+    """Every stored event from `start` (of `topics` when given), in notification order, read in batches."""
     head = app.recorder.max_notification_id() or 0
     stop = head if stop is None else min(stop, head)
     while start <= stop:
-        batch = app.recorder.select_notifications(start=start, limit=BATCH, stop=stop)
+        batch = app.recorder.select_notifications(start=start, limit=BATCH, stop=stop, topics=topics)
         if not batch:
             return
         yield from batch

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orchestrator import Client
+from orchestrator.audit import replay
 from tests.scripted import TARGET_EVENTS, run_script, snapshot
 
 
-def test_as_of_and_replay_after_ten_thousand_events(tmp_path: Path, fabric: Path) -> None:
-    with Client(data_dir=tmp_path / "data", fabric=fabric, principal="alice", scheduler_interval=3600) as client:
+def test_as_of_and_replay_after_ten_thousand_events(tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    splits: list[int] = []
+    run_parts = replay._run_parts
+    monkeypatch.setattr(replay, "_run_parts", lambda *args: splits.append(len(args[3])) or run_parts(*args))
+    with Client(data_dir=tmp_path / "data", fabric=fabric, principal="alice", scheduler_interval=3600,
+                replay_processes=2) as client:
         captured = run_script(client)
         assert (client.runtime.app.recorder.max_notification_id() or 0) >= TARGET_EVENTS
         assert len(captured) >= 5
@@ -20,3 +27,4 @@ def test_as_of_and_replay_after_ten_thousand_events(tmp_path: Path, fabric: Path
         replayed = client.audit_replay()
         assert replayed.equal and not replayed.differences
         assert replayed.events >= TARGET_EVENTS
+        assert splits == [2]  # the whole history over two processes (as_of rebuilds in this one)

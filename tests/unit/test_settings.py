@@ -70,3 +70,12 @@ def test_the_key_protection_key_is_checked_and_never_echoed() -> None:
     settings = load_settings({"BACKUP_KEY_PROTECTION_KEY": good})
     assert settings.key_protection_key is not None and good not in repr(settings)
     assert load_settings({"BACKUP_KEY_PROTECTION_KEY": ""}).key_protection_key is None
+
+
+def test_replay_processes_is_a_count_zero_meaning_one_per_cpu() -> None:
+    assert load_settings({}).replay_processes == 0
+    assert load_settings({"BACKUP_REPLAY_PROCESSES": "4"}).replay_processes == 4
+    for bad in ("-1", "many", "1000"):
+        with pytest.raises(SettingsError) as caught:
+            load_settings({"BACKUP_REPLAY_PROCESSES": bad})
+        assert caught.value.field == "BACKUP_REPLAY_PROCESSES" and caught.value.code == "SettingInvalid"
