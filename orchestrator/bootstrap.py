@@ -136,9 +136,14 @@ def bootstrap(settings: Settings) -> Runtime:
     return Runtime(settings, app, store, LocalFabric(settings.fabric_path), redis, fake_server)
 
 
-def build_app(settings: Settings, create_tables: bool = True) -> Orchestrator:
+def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> Orchestrator:
+    """The application on the configured event store. `pre_ping=False` for a process that lives
+    for one task (a work horse): a pooled PostgreSQL connection is not checked with an empty query
+    before each use (a long-lived process's may have been dropped while idle; the library retries a
+    statement that fails on a dropped connection with a new one either way)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**settings.eventsourcing_env(), **({} if create_tables else {"CREATE_TABLE": "n"})}
+    env = {**settings.eventsourcing_env(), **({} if create_tables else {"CREATE_TABLE": "n"}),
+           **({} if pre_ping else {"POSTGRES_PRE_PING": "n"})}
     app = _opening(settings, lambda: Orchestrator(env=env))
     _check_cipher(app)
     return app
@@ -196,7 +201,7 @@ def worker_context_from_env() -> WorkerContext:
     """For `rq worker` processes: settings from the environment, once per process."""
     settings = load_settings()
     return WorkerContext(
-        app=build_app(settings, create_tables=False),  # a job to work on means the store exists
+        app=build_app(settings, create_tables=False, pre_ping=False),  # a job means the store exists
         fabric=LocalFabric(settings.fabric_path),
         principal=f"worker:{settings.principal}",
         vault_store_root=settings.vault_store_path,

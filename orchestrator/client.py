@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Self, cast
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -26,6 +26,7 @@ from orchestrator.domain.schedule import Retention, Schedule
 from orchestrator.domain.values import CheckResult
 from orchestrator.domain.vault import vault_id_for
 from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError
+from orchestrator.follower import BATCH
 from orchestrator.scheduler import Scheduler
 from orchestrator.views import AsOf, ReadModels
 from projections import queries
@@ -190,32 +191,53 @@ class Client(ReadModels):
 
     def wait(self, job_id: str, timeout: float = 120.0) -> JobRow:
         """Wait for a job to end (completed, with warnings, failed or cancelled) and return it."""
+        return self.wait_all([str(_uuid(job_id, "job_id"))], timeout)[0]
+
+    def wait_all(self, job_ids: Sequence[str], timeout: float = 300.0) -> list[JobRow]:
+        """Wait for every job to end and return them (in the order given). One watch for all: each
+        poll asks whether the log moved and, when it did, reads only the job-ending events stored
+        since, so waiting on a hundred jobs costs about what waiting on one does."""
         deadline = time.monotonic() + timeout
-        job_uuid = _uuid(job_id, "job_id")
-        app = self.runtime.app
+        pending = {_uuid(j, "job_ids") for j in job_ids}
         seen = -1
-        while True:
-            # Rebuild the job only when something was stored since: the cheap check keeps a waiting
-            # client from taking the CPU (and, embedded, the GIL) from the workers. A store that does
-            # not answer is waited out like the job itself, until the deadline.
+        while pending:
+            # A store that does not answer is waited out like the jobs themselves, until the deadline.
             try:
-                with store_errors("the job goes on: wait again"):
-                    head = app.recorder.max_notification_id() or 0
-                    if head != seen and app.get(job_uuid, Job).state.is_terminal:
-                        return self.job(job_id)
-                seen = head
+                with store_errors("the jobs go on: wait again"):
+                    seen = self._ended(pending, seen)
             except ServiceUnavailableError as exc:
                 if time.monotonic() > deadline:
                     raise
-                log.warning("waiting for job %s: %s", job_id, exc.message)
+                log.warning("waiting for %d job(s): %s", len(pending), exc.message)
                 time.sleep(0.5)
-            if time.monotonic() > deadline:
-                raise OrchestratorError("WaitTimeout", f"job {job_id} was still in progress after {timeout:.0f}s")
-            time.sleep(0.02)
+            if pending and time.monotonic() > deadline:
+                first = next(j for j in job_ids if _uuid(j, "job_ids") in pending)
+                raise OrchestratorError("WaitTimeout", f"job {first} was still in progress after {timeout:.0f}s"
+                                        + (f" ({len(pending) - 1} more with it)" if len(pending) > 1 else ""))
+            if pending:
+                time.sleep(0.02)
+        store = self._read_store()
+        rows = [queries.job(store, str(_uuid(j, "job_ids"))) for j in job_ids]
+        missing = [j for j, row in zip(job_ids, rows, strict=True) if row is None]
+        if missing:
+            raise NotFoundError("JobNotFound", f"no job with id {missing[0]}")
+        return cast(list[JobRow], rows)
 
-    def wait_all(self, job_ids: Sequence[str], timeout: float = 300.0) -> list[JobRow]:
-        deadline = time.monotonic() + timeout
-        return [self.wait(j, max(0.0, deadline - time.monotonic())) for j in job_ids]
+    def _ended(self, pending: set[UUID], seen: int) -> int:
+        """Drop from `pending` the jobs that ended; returns the log position read up to. The first
+        time (`seen` < 0) each job is looked at once; after that, only new job-ending events are read."""
+        app = self.runtime.app
+        head = app.recorder.max_notification_id() or 0
+        if seen < 0:
+            for job_id in list(pending):
+                if app.get(job_id, Job).state.is_terminal:
+                    pending.discard(job_id)
+            return head
+        while seen < head and pending:
+            batch = app.recorder.select_notifications(start=seen + 1, limit=BATCH, stop=head, topics=Job.ENDING_TOPICS)
+            pending.difference_update(n.originator_id for n in batch)
+            seen = batch[-1].id if len(batch) == BATCH else head
+        return max(seen, head)
 
     # Read models
 

@@ -4,13 +4,15 @@ RQ forks a work horse per job from the worker process. Whatever the worker proce
 before the fork, each horse starts with: the application's modules (with the plain `Worker`, every
 horse imported them again, about a CPU-second per job), the PostgreSQL driver when the event store is
 PostgreSQL (imported on first use otherwise: 50 ms per horse), and the fabric inventory as last
-parsed (refreshed here before each fork when the file changed, so a horse does not parse it again).
+parsed (refreshed here before each fork when the file changed, so a horse does not parse it again),
+and, on PostgreSQL, a server session already warmed by the horses before it (workers/handoff.py).
 Horses open the event store without creating tables; the worker creates any missing one at start.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from orchestrator.bootstrap import build_app
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.fabric.inventory import inventory_vms
+from workers.handoff import SessionLender
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,32 @@ class PreloadedWorker(Worker):
         except OrchestratorError as exc:  # each job reports a bad setting with its code
             log.warning("settings not read before the first job: %s", exc)
             self.settings = None
+        self.lender: SessionLender | None = None
         if self.settings is not None:
             prepare_event_store(self.settings)
+            warm_caches()
+            if self.settings.event_store == "postgres":
+                self.lender = SessionLender(self.settings)
 
     def execute_job(self, job: Any, queue: Any) -> None:
         if self.settings is not None:
             preload_inventory(self.settings.fabric_path)
-        super().execute_job(job, queue)
+        if self.lender is None:
+            super().execute_job(job, queue)
+            return
+        self.lender.before_fork()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self.lender.after_horse()
+
+    def perform_job(self, job: Any, queue: Any) -> bool:
+        """In the horse: the job, then whether the lent session can go to the next horse."""
+        try:
+            return bool(super().perform_job(job, queue))
+        finally:
+            if self.lender is not None:
+                self.lender.horse_done()
 
 
 def prepare_event_store(settings: Settings) -> None:
@@ -55,6 +77,34 @@ def prepare_event_store(settings: Settings) -> None:
         build_app(settings).close()
     except OrchestratorError as exc:  # the store not up yet: the jobs report it
         log.warning("event store not prepared before the first job: %s", exc)
+
+
+def warm_caches() -> None:
+    """Fill, once in the worker process, the caches each horse would otherwise fill for itself and
+    throw away: the signatures the eventsourcing library reads (and caches per process) to turn an
+    event-decorated method call into an event and back, pydantic's model signatures, the PostgreSQL
+    driver's array-quoting pattern. Performance only: a cache left cold is filled on first use."""
+    import eventsourcing.domain as es
+
+    from orchestrator import domain
+
+    spec = getattr(es, "_spec_filter_kwargs_for_method_params", None)
+    functions = getattr(es, "decorated_funcs", {})
+    if spec is None:
+        return
+    for event_cls, func in list(functions.items()):
+        spec(func)
+        spec(event_cls)
+    for aggregate in (getattr(domain, name) for name in domain.__all__):
+        spec(aggregate.__base_init__)
+        spec(aggregate.__init__)
+        for value in vars(aggregate).values():
+            if isinstance(value, type) and hasattr(value, "model_fields"):
+                spec(value)
+    if "psycopg" in sys.modules:
+        from psycopg import sql
+
+        sql.quote(["a,b"])  # compiles the array dumper's quoting pattern
 
 
 def preload_inventory(path: Path) -> None:

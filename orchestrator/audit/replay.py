@@ -166,7 +166,7 @@ def _rebuild_part(settings: Any, names: list[str], path: Path, stops: dict[str, 
 
     gc.disable()  # a short-lived process: leaving exit to free what the collector would
     try:
-        app = build_app(settings, create_tables=False)
+        app = build_app(settings, create_tables=False, pre_ping=False)
         store = ReadStore.sqlite(path)
         marks[slot] = 0
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import event
@@ -36,6 +36,9 @@ class Job(Aggregate):
         TOPIC = "backup.job.failed"
         error_code: str
         error_message: str
+
+    # The events after which a job is over (its state terminal): what a waiting client watches for.
+    ENDING_TOPICS: ClassVar[tuple[str, ...]] = (Completed.TOPIC, Failed.TOPIC)
 
     class ParametersSet(Aggregate.Event):
         TOPIC = "backup.job.parameters_set"

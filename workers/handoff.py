@@ -1,0 +1,146 @@
+"""One PostgreSQL session lent by the rq worker process to each of its work horses in turn.
+
+RQ forks a horse per job, and a horse that connects for itself gets a new server process whose
+catalog and plan caches start cold: about 11 ms of PostgreSQL CPU and 4 ms of the horse's own per
+job (bench/coldstart.py), more than a small backup's queries. So the worker process opens one
+connection, exactly as the event store's pool would (the same settings and set-up), and never uses
+it; each horse inherits it through the fork and its pool starts with it as its first connection,
+after `DEALLOCATE ALL` (the library prepares statements by name, and each horse starts from the worker's
+copy of the driver's state, which has none).
+
+The connection goes to the next horse only when this one left it open and idle: the horse marks
+that in a byte of memory shared with the worker as its last act. A horse killed or timed out
+half-way, a transaction left open, a session the server dropped: the worker closes its copy and opens
+a new one before the next fork. Only the worker process's own thread forks, and it never uses the
+connection itself, so at most one process talks on it at a time. A session serves horses for at
+most `MAX_AGE` seconds, as the pool's own connections do.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import time
+from contextlib import suppress
+from typing import Any, cast
+
+from orchestrator.config import Settings
+
+log = logging.getLogger(__name__)
+MAX_AGE = 3600.0  # seconds a session serves horses before the worker opens a new one
+RETRY_AFTER = 5.0  # seconds between attempts to open one while PostgreSQL is unreachable
+
+_lent: Any = None  # the connection a horse's first pooled connection is, set before each fork
+_lender_pid = 0  # the worker process, which never takes it
+
+
+def _take() -> Any:
+    """In a horse: the lent connection, once; None elsewhere and afterwards."""
+    global _lent
+    conn, _lent = _lent, None
+    return conn if conn is not None and os.getpid() != _lender_pid else None
+
+
+def install() -> bool:
+    """Make the event store's pool start with the lent connection, in the pool before any client asks
+    (inherited by horses). False, and nothing changed, if this psycopg_pool is not the one it knows."""
+    from eventsourcing.postgres import ConnectionPool
+
+    try:
+        from psycopg_pool.pool import AddConnection, Schedule, ShrinkPool
+    except ImportError:
+        log.warning("psycopg_pool has changed: horses connect for themselves")
+        return False
+    if getattr(ConnectionPool._start_initial_tasks, "lends", False):
+        return True
+    original = ConnectionPool._start_initial_tasks
+
+    def _start_initial_tasks(self: Any) -> None:  # runs in `open`, holding the pool's lock
+        conn = _take()
+        if conn is not None:
+            try:
+                conn.execute("DEALLOCATE ALL")
+            except Exception as exc:  # noqa: BLE001 - a dropped session: connect as usual
+                log.info("lent PostgreSQL session unusable (%s); connecting", exc)
+                with suppress(Exception):
+                    conn.close()
+                conn = None
+        if conn is None:
+            original(self)
+            return
+        self._set_connection_expiry_date(conn)
+        self._pool.append(conn)  # one of the `_nconns` the pool counts; the others as psycopg_pool makes them
+        for _ in range(self._nconns - 1):
+            self.run_task(AddConnection(self))
+        self.run_task(Schedule(self, ShrinkPool(self), self.max_idle))
+
+    _start_initial_tasks.lends = True  # type: ignore[attr-defined]
+    ConnectionPool._start_initial_tasks = _start_initial_tasks  # type: ignore[method-assign]
+    return True
+
+
+def _idle(conn: Any) -> bool:
+    from psycopg.pq import ConnStatus, TransactionStatus
+
+    return bool(not conn.closed and conn.pgconn.status == ConnStatus.OK
+                and conn.info.transaction_status == TransactionStatus.IDLE)
+
+
+class SessionLender:
+    """The worker process's side: a session for the next horse, checked after each one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conn: Any = None
+        self.opened = 0.0
+        self.failed_at = float("-inf")
+        self.sessions = 0  # opened so far (a test looks)
+        self._clean = mmap.mmap(-1, 1)  # shared with the horse: 1 = it left the session open and idle
+        self.enabled = install()
+
+    def before_fork(self) -> None:
+        global _lent, _lender_pid
+        if self.conn is not None and (self.conn.closed or time.monotonic() - self.opened > MAX_AGE):
+            self._discard()
+        if self.conn is None and self.enabled and time.monotonic() - self.failed_at > RETRY_AFTER:
+            self._open()
+        self._clean[0] = 0
+        _lent, _lender_pid = self.conn, os.getpid()
+
+    def horse_done(self) -> None:
+        """In the horse, after its job: whether the session can go to the next one."""
+        if self.conn is not None and _idle(self.conn):
+            self._clean[0] = 1
+
+    def after_horse(self) -> None:
+        global _lent
+        _lent = None
+        if self.conn is not None and self._clean[0] != 1:
+            self._discard()
+
+    def close(self) -> None:
+        self._discard()
+
+    def _open(self) -> None:
+        from orchestrator.bootstrap import build_app
+
+        try:
+            app = build_app(self.settings, create_tables=False)
+            try:
+                conn = cast(Any, app.recorder).datastore.pool._connect()  # as the pool makes and sets up its own
+                conn._pool = None  # a horse's pool adopts it
+            finally:
+                app.close()  # the pool closes its connections, not this one, which it never held
+        except Exception as exc:  # noqa: BLE001 - unreachable now: the horses connect for themselves
+            log.info("no PostgreSQL session to lend to the next horse: %s", exc)
+            self.failed_at = time.monotonic()
+            return
+        self.conn, self.opened = conn, time.monotonic()
+        self.sessions += 1
+
+    def _discard(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
