@@ -82,18 +82,21 @@ class Orchestrator(Application[UUID]):
         )
 
     def get(self, aggregate_id: UUID, cls: type[A]) -> A:
-        try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise NotFoundError(
-                f"{cls.__name__}NotFound", f"no {cls.__name__.lower()} with id {aggregate_id}"
-            ) from None
-        if not isinstance(aggregate, cls):
-            raise NotFoundError(f"{cls.__name__}NotFound", f"{aggregate_id} is not a {cls.__name__}")
+        aggregate = self.find(aggregate_id, cls)
+        if aggregate is None:
+            raise NotFoundError(f"{cls.__name__}NotFound", f"no {cls.__name__.lower()} with id {aggregate_id}")
         return aggregate
 
     def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
-        return self.get(aggregate_id, cls) if aggregate_id in self.repository else None
+        """The aggregate, or None if there is none with that id (one read: `in repository` is a
+        whole `get` of its own)."""
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(aggregate, cls):
+            raise NotFoundError(f"{cls.__name__}NotFound", f"{aggregate_id} is not a {cls.__name__}")
+        return aggregate
 
     def open_job(self, job_id: UUID) -> Job | None:
         """The job a worker reports on, or None once it has ended (reports are idempotent)."""

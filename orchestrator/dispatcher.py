@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -31,8 +31,8 @@ RECONCILER_PRINCIPAL = "system:reconciler"
 
 
 class Dispatcher(Follower):
-    """Enqueues each new job's task with an id derived from the job, then records its position.
-    A crash between the two re-enqueues on restart, which RQ refuses as a duplicate."""
+    """Enqueues each new job's task with an id derived from the job, then records its position (once
+    per batch read). A crash between the two re-enqueues on restart, which RQ refuses as a duplicate."""
 
     name = "dispatcher"
     topics = (get_topic(Job.Created),)
@@ -48,15 +48,22 @@ class Dispatcher(Follower):
         self.on_enqueued = on_enqueued  # wakes embedded workers
 
     def process(self, event: Any, notification_id: int) -> None:
-        # A job made and ended by one command (unregister, stop protection) needs no worker.
-        if (
-            is_async(event.operation)
-            and self.orchestrator.open_job(event.originator_id) is not None
-            and enqueue(self.redis, event.operation, event.originator_id, self.job_timeout)
-        ):
+        self.process_batch([(event, notification_id)], notification_id)
+
+    def process_batch(self, events: Sequence[tuple[Any, int]], last_id: int) -> None:
+        """Enqueue each job's task, then record the position once for the batch."""
+        enqueued = False
+        for event, _ in events:
+            # A job made and ended by one command (unregister, stop protection) needs no worker.
+            enqueued |= bool(
+                is_async(event.operation)
+                and self.orchestrator.open_job(event.originator_id) is not None
+                and enqueue(self.redis, event.operation, event.originator_id, self.job_timeout)
+            )
+        if enqueued:
             self.on_enqueued()
         with self.store.transaction() as tx:
-            self.store.advance(tx, self.name, notification_id)
+            self.store.advance(tx, self.name, last_id)
 
 
 class Reconciler:

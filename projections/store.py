@@ -130,7 +130,14 @@ class ReadStore:
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with self.datastore.transaction(commit=True) as cursor:
-            yield Tx(cursor, self.dialect)
+            if self.dialect == "postgres":
+                # Pipeline mode: statements go out without waiting for each one's answer; a read
+                # (`one`, `rows`) or the end of the block waits for what it needs. One round trip per
+                # read instead of one per statement; an error still ends the transaction.
+                with cast(Any, cursor).connection.pipeline():
+                    yield Tx(cursor, self.dialect)
+            else:
+                yield Tx(cursor, self.dialect)
 
     def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Rows of a query; a store that does not answer is a retryable `ReadStoreUnavailable`."""
@@ -173,7 +180,8 @@ class ReadStore:
         deadline = time.monotonic() + timeout
         delay = 0.005
         while True:
-            if all(self.position(f) >= notification_id for f in followers):
+            positions = self.positions(followers)  # one query for all
+            if all(positions.get(f, 0) >= notification_id for f in followers):
                 return True
             if time.monotonic() >= deadline:
                 return False
