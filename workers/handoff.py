@@ -23,13 +23,14 @@ import mmap
 import os
 import time
 from contextlib import suppress
-from typing import Any, cast
+from typing import Any
 
 from orchestrator.config import Settings
 
 log = logging.getLogger(__name__)
 MAX_AGE = 3600.0  # seconds a session serves horses before the worker opens a new one
 RETRY_AFTER = 5.0  # seconds between attempts to open one while PostgreSQL is unreachable
+CONNECT_TIMEOUT = 3  # seconds
 
 _lent: Any = None  # the connection a horse's first pooled connection is, set before each fork
 _lender_pid = 0  # the worker process, which never takes it
@@ -123,19 +124,24 @@ class SessionLender:
         self._discard()
 
     def _open(self) -> None:
-        from orchestrator.bootstrap import build_app
+        """A connection made and set up as the event store's pool makes its own (one attempt, no
+        application and no retries: while PostgreSQL is down the horses report it, not this)."""
+        from eventsourcing.postgres import PostgresFactory
+        from eventsourcing.utils import Environment
+
+        from orchestrator.application import Orchestrator
 
         try:
-            app = build_app(self.settings, create_tables=False)
+            datastore = PostgresFactory(Environment(Orchestrator.name, self.settings.eventsourcing_env())).datastore
             try:
-                conn = cast(Any, app.recorder).datastore.pool._connect()  # as the pool makes and sets up its own
-                conn._pool = None  # a horse's pool adopts it
+                conn = datastore.pool._connect(timeout=CONNECT_TIMEOUT)
             finally:
-                app.close()  # the pool closes its connections, not this one, which it never held
+                datastore.close()  # the pool never opened, and never held this connection
         except Exception as exc:  # noqa: BLE001 - unreachable now: the horses connect for themselves
             log.info("no PostgreSQL session to lend to the next horse: %s", exc)
             self.failed_at = time.monotonic()
             return
+        conn._pool = None  # a horse's pool adopts it
         self.conn, self.opened = conn, time.monotonic()
         self.sessions += 1
 
