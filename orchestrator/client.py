@@ -200,22 +200,29 @@ class Client(ReadModels):
         deadline = time.monotonic() + timeout
         pending = {_uuid(j, "job_ids") for j in job_ids}
         seen = -1
-        while pending:
-            # A store that does not answer is waited out like the jobs themselves, until the deadline.
+        while True:
+            # A store that does not answer, or read models still catching up (after an outage), are
+            # waited out like the jobs themselves, until the deadline.
             try:
                 with store_errors("the jobs go on: wait again"):
-                    seen = self._ended(pending, seen)
+                    if pending:
+                        seen = self._ended(pending, seen)
+                    if not pending:
+                        return self._job_rows(job_ids)
             except ServiceUnavailableError as exc:
                 if time.monotonic() > deadline:
                     raise
-                log.warning("waiting for %d job(s): %s", len(pending), exc.message)
+                log.warning("waiting for %d job(s): %s", len(pending) or len(job_ids), exc.message)
                 time.sleep(0.5)
-            if pending and time.monotonic() > deadline:
+                continue
+            if time.monotonic() > deadline:
                 first = next(j for j in job_ids if _uuid(j, "job_ids") in pending)
                 raise OrchestratorError("WaitTimeout", f"job {first} was still in progress after {timeout:.0f}s"
                                         + (f" ({len(pending) - 1} more with it)" if len(pending) > 1 else ""))
-            if pending:
-                time.sleep(0.02)
+            time.sleep(0.02)
+
+    def _job_rows(self, job_ids: Sequence[str]) -> list[JobRow]:
+        """The jobs' rows, once the read models have seen every event stored so far."""
         store = self._read_store()
         rows = [queries.job(store, str(_uuid(j, "job_ids"))) for j in job_ids]
         missing = [j for j, row in zip(job_ids, rows, strict=True) if row is None]

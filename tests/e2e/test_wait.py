@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator import Client, OrchestratorError
 from orchestrator.domain import Job
+from orchestrator.errors import ServiceUnavailableError
 
 
 def test_wait_all_returns_every_job_in_the_order_given_however_it_ended(client: Client, discovered_vault: str) -> None:
@@ -65,3 +66,23 @@ def test_unknown_and_malformed_job_ids(client: Client) -> None:
     with pytest.raises(OrchestratorError) as malformed:
         client.wait("not-a-job", timeout=1)
     assert malformed.value.code == "CommandInvalid" and malformed.value.field == "job_id"
+
+
+def test_read_models_behind_at_the_end_are_waited_out_until_the_deadline(client: Client, discovered_vault: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a store outage the read models may lag the log for a while: the wait goes on."""
+    job = client.register(discovered_vault, ["vm01"])[0]
+    catch_up, behind = client._catch_up, [2]
+
+    def lagging() -> None:
+        if behind[0]:
+            behind[0] -= 1
+            raise ServiceUnavailableError("ReadModelBehind", "the read models did not catch up")
+        catch_up()
+
+    monkeypatch.setattr(client, "_catch_up", lagging)
+    assert client.wait(job, timeout=30).status == "completed" and behind == [0]
+    behind[0] = 1000
+    with pytest.raises(ServiceUnavailableError) as caught:
+        client.wait(job, timeout=0.2)
+    assert caught.value.code == "ReadModelBehind"
