@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,22 @@ import pytest
 
 from orchestrator import Client
 from tests.helpers import fabric_with
+
+SERVICE_DIRS = ("integration", "faults")  # tests that use the real PostgreSQL and Redis
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist's workers run with COLUMNS=80, from which the CLI's consoles (made when it is imported)
+    would fix their width; the CLI tests pass the width they want per invocation."""
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the real services share them (Redis database 15): one xdist group, run in turn."""
+    for item in items:
+        if item.path.parent.name in SERVICE_DIRS:
+            item.add_marker(pytest.mark.xdist_group("services"))
 
 
 @pytest.fixture

@@ -29,7 +29,9 @@ def test_ten_vms_protected_backed_up_and_one_restored_byte_for_byte(deployment: 
     with deployment.client() as client:
         vault = client.create_vault("vault-east", "japaneast", "rg")
         client.wait(client.discover(vault), timeout=60)
-        client.wait_all(client.register(vault, VMS), timeout=120)
+        registrations = client.wait_all(client.register(vault, VMS), timeout=120)
+        assert {(j.status, j.error_code, j.error_message) for j in registrations} == {("completed", "", "")}, (
+            registrations, deployment.logs())
         protections = client.wait_all(client.protect(vault, VMS), timeout=120)
         assert {j.status for j in protections} == {"completed"}, deployment.logs()
         backups = client.wait_all([client.backup_now(vault, vm) for vm in VMS], timeout=180)
