@@ -197,8 +197,6 @@ def rebuild_scratch(app: Any, settings: Any, scratch: ScratchStore, *, until: da
     if sum(counts.values()) < PARALLEL_MIN_EVENTS:
         return rebuild(app, scratch.store, until=until, stops=stops, progress=progress)
     groups = partition(PROJECTIONS, counts, processes)
-    for cls in PROJECTIONS:
-        cls.ensure_schema(scratch.store)
     _run_parts(app, settings, scratch, groups, stops, stop, progress)
     _merge(scratch, groups)
     if progress:
@@ -219,11 +217,13 @@ def _run_parts(app: Any, settings: Any, scratch: ScratchStore, groups: list[list
                                args=(settings, names[i], scratch.part(i), stops, i, marks, pipes[i][1]))
                for i in range(len(groups))]
     started = time.monotonic()
-    for worker, (_, sender) in zip(workers, pipes, strict=True):
-        worker.start()
-        sender.close()  # the child's end: the parent's copy closed, so a dead child reads as end of file
     done: dict[int, str | None] = {}
     try:
+        for worker, (_, sender) in zip(workers, pipes, strict=True):
+            worker.start()
+            sender.close()  # the child's end: the parent's copy closed, so a dead child reads as end of file
+        for cls in PROJECTIONS:  # the tables the parts are merged into, made while the processes work
+            cls.ensure_schema(scratch.store)
         while len(done) < len(workers):
             ready = set(wait([pipes[slot][0] for slot in range(len(workers)) if slot not in done], timeout=0.25))
             for slot in range(len(workers)):
@@ -247,11 +247,13 @@ def _run_parts(app: Any, settings: Any, scratch: ScratchStore, groups: list[list
             if progress:
                 progress(min(stop if slot in done else max(marks[slot], 0) for slot in range(len(workers))), stop)
     finally:
-        for worker, (receiver, _) in zip(workers, pipes, strict=True):
-            if worker.is_alive():
-                worker.kill()
-            worker.join()
+        for worker, (receiver, sender) in zip(workers, pipes, strict=True):
+            if worker.pid is not None:  # started
+                if worker.is_alive():
+                    worker.kill()
+                worker.join()
             receiver.close()
+            sender.close()
     failed = {slot: error for slot, error in done.items() if error}
     if failed:
         raise OrchestratorError("ReplayFailed", "; ".join(
