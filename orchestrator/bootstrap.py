@@ -142,11 +142,16 @@ def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = T
     before each use (a long-lived process's may have been dropped while idle; the library retries a
     statement that fails on a dropped connection with a new one either way)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**settings.eventsourcing_env(), **({} if create_tables else {"CREATE_TABLE": "n"}),
-           **({} if pre_ping else {"POSTGRES_PRE_PING": "n"})}
+    env = app_env(settings, create_tables, pre_ping)
     app = _opening(settings, lambda: Orchestrator(env=env))
     _check_cipher(app)
     return app
+
+
+def app_env(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> dict[str, str]:
+    """The eventsourcing library's settings for `build_app`."""
+    return {**settings.eventsourcing_env(), **({} if create_tables else {"CREATE_TABLE": "n"}),
+            **({} if pre_ping else {"POSTGRES_PRE_PING": "n"})}
 
 
 def _check_cipher(app: Orchestrator) -> None:
@@ -197,9 +202,9 @@ def _read_store(settings: Settings) -> ReadStore:
     )
 
 
-def worker_context_from_env() -> WorkerContext:
+def worker_context_from_env(settings: Settings | None = None) -> WorkerContext:
     """For `rq worker` processes: settings from the environment, once per process."""
-    settings = load_settings()
+    settings = settings or load_settings()
     return WorkerContext(
         app=build_app(settings, create_tables=False, pre_ping=False),  # a job means the store exists
         fabric=LocalFabric(settings.fabric_path),

@@ -6,6 +6,7 @@ its own from the BACKUP_* environment on first use, once per process.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections.abc import Callable
@@ -51,6 +52,21 @@ class WorkerContext:
 _bound = threading.local()
 _per_process: dict[int, WorkerContext] = {}
 _lock = threading.Lock()
+_inherited: tuple[int, WorkerContext] | None = None  # (the rq worker process, the context its horses use)
+
+
+def inherit(context: WorkerContext) -> None:
+    """In an rq worker process: the context its forked work horses use instead of building their own
+    (never this process itself, which does not run tasks)."""
+    global _inherited
+    _inherited = (os.getpid(), context)
+    atexit.register(_close_inherited, os.getpid())
+
+
+def _close_inherited(pid: int) -> None:
+    """At the worker process's exit (horses leave by `os._exit`), while the modules are all there."""
+    if _inherited is not None and _inherited[0] == pid == os.getpid():
+        _inherited[1].app.close()
 
 
 def bind(context: WorkerContext | None) -> None:
@@ -64,7 +80,10 @@ def current() -> WorkerContext:
     with _lock:
         pid = os.getpid()
         if pid not in _per_process:
-            from orchestrator.bootstrap import worker_context_from_env
+            if _inherited is not None and _inherited[0] != pid:  # a work horse of the process that built it
+                _per_process[pid] = _inherited[1]
+            else:
+                from orchestrator.bootstrap import worker_context_from_env
 
-            _per_process[pid] = worker_context_from_env()
+                _per_process[pid] = worker_context_from_env()
         return _per_process[pid]

@@ -38,3 +38,33 @@ def test_a_worker_whose_store_is_not_up_still_starts(tmp_path: Path, fabric: Pat
         monkeypatch.setenv(name, value)
     PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
     assert "event store not prepared" in caplog.text
+
+
+def test_horses_use_the_context_the_worker_built_and_open_their_own_pool(tmp_path: Path, fabric: Path, pg_schema: str,
+                                                                          monkeypatch: Any) -> None:
+    import os
+
+    from workers import context
+
+    for name, value in {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric),
+                        "BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": PG_HOST,
+                        "BACKUP_POSTGRES_USER": PG_USER, "BACKUP_POSTGRES_DBNAME": PG_DB,
+                        "BACKUP_POSTGRES_SCHEMA": pg_schema}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(context, "_inherited", None)
+    PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
+    assert context._inherited is not None
+    built = context._inherited[1]
+    assert built.app.recorder.datastore.pool.closed  # type: ignore[attr-defined]  # never opened here
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the horse
+        ctx = context.current()
+        ok = ctx is built and ctx.app.recorder.max_notification_id() is None  # opens its own pool
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        assert pipe.read() == "1"
+    os.waitpid(pid, 0)
+    assert built.app.recorder.datastore.pool.closed  # type: ignore[attr-defined]  # still unopened here
