@@ -154,6 +154,15 @@ def app_env(settings: Settings, create_tables: bool = True, pre_ping: bool = Tru
             **({} if pre_ping else {"POSTGRES_PRE_PING": "n"})}
 
 
+def horse_datastore(settings: Settings) -> Any:
+    """A PostgreSQL datastore as a work horse's application makes it (`create_tables=False`,
+    `pre_ping=False`), its pool not opened: no connection, no thread until first use."""
+    from eventsourcing.postgres import PostgresFactory
+    from eventsourcing.utils import Environment
+
+    return PostgresFactory(Environment(Orchestrator.name, app_env(settings, create_tables=False, pre_ping=False))).datastore
+
+
 def _check_cipher(app: Orchestrator) -> None:
     """The first stored event must read back with the cipher setting given, so a missing or wrong
     BACKUP_EVENT_CIPHER_KEY is one clear error at start, not a failure deep in a follower."""

@@ -198,7 +198,8 @@ class Client(ReadModels):
         poll asks whether the log moved and, when it did, reads only the job-ending events stored
         since, so waiting on a hundred jobs costs about what waiting on one does."""
         deadline = time.monotonic() + timeout
-        pending = {_uuid(j, "job_ids") for j in job_ids}
+        ids = [_uuid(j, "job_ids") for j in job_ids]
+        pending = set(ids)
         seen = -1
         while True:
             # A store that does not answer, or read models still catching up (after an outage), are
@@ -208,7 +209,7 @@ class Client(ReadModels):
                     if pending:
                         seen = self._ended(pending, seen)
                     if not pending:
-                        return self._job_rows(job_ids)
+                        return self._job_rows(ids)
             except ServiceUnavailableError as exc:
                 if time.monotonic() > deadline:
                     raise
@@ -216,15 +217,15 @@ class Client(ReadModels):
                 time.sleep(0.5)
                 continue
             if time.monotonic() > deadline:
-                first = next(j for j in job_ids if _uuid(j, "job_ids") in pending)
+                first = next(given for given, j in zip(job_ids, ids, strict=True) if j in pending)
                 raise OrchestratorError("WaitTimeout", f"job {first} was still in progress after {timeout:.0f}s"
                                         + (f" ({len(pending) - 1} more with it)" if len(pending) > 1 else ""))
             time.sleep(0.02)
 
-    def _job_rows(self, job_ids: Sequence[str]) -> list[JobRow]:
+    def _job_rows(self, job_ids: Sequence[UUID]) -> list[JobRow]:
         """The jobs' rows, once the read models have seen every event stored so far."""
         store = self._read_store()
-        rows = [queries.job(store, str(_uuid(j, "job_ids"))) for j in job_ids]
+        rows = [queries.job(store, str(j)) for j in job_ids]
         missing = [j for j, row in zip(job_ids, rows, strict=True) if row is None]
         if missing:
             raise NotFoundError("JobNotFound", f"no job with id {missing[0]}")

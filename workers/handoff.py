@@ -126,13 +126,10 @@ class SessionLender:
     def _open(self) -> None:
         """A connection made and set up as the event store's pool makes its own (one attempt, no
         application and no retries: while PostgreSQL is down the horses report it, not this)."""
-        from eventsourcing.postgres import PostgresFactory
-        from eventsourcing.utils import Environment
-
-        from orchestrator.application import Orchestrator
+        from orchestrator.bootstrap import horse_datastore
 
         try:
-            datastore = PostgresFactory(Environment(Orchestrator.name, self.settings.eventsourcing_env())).datastore
+            datastore = horse_datastore(self.settings)
             try:
                 conn = datastore.pool._connect(timeout=CONNECT_TIMEOUT)
             finally:

@@ -87,17 +87,12 @@ def prebuild_context(settings: Settings) -> None:
     this process never opens, so each horse opens its own copy (starting with the lent session).
     PostgreSQL only: an SQLite connection must not cross a fork. If it cannot be built now, each
     horse builds its own as before."""
-    from eventsourcing.postgres import PostgresFactory
-    from eventsourcing.utils import Environment
-
-    from orchestrator.application import Orchestrator
-    from orchestrator.bootstrap import app_env, worker_context_from_env
+    from orchestrator.bootstrap import horse_datastore, worker_context_from_env
 
     try:
         ctx = worker_context_from_env(settings)
         datastore = cast(Any, ctx.app.recorder).datastore
-        env = app_env(settings, create_tables=False, pre_ping=False)
-        fresh = PostgresFactory(Environment(Orchestrator.name, env)).datastore.pool  # not opened
+        fresh = horse_datastore(settings).pool  # not opened
         datastore.pool.close()  # the one building the application opened (and its threads)
         datastore.pool = fresh
     except Exception as exc:  # noqa: BLE001 - the store not up yet: horses build their own

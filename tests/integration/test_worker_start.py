@@ -8,6 +8,7 @@ from typing import Any
 
 import fakeredis
 import psycopg
+import pytest
 
 from tests.helpers import PG_DB, PG_HOST, PG_USER
 from workers.worker import PreloadedWorker
@@ -19,13 +20,26 @@ def tables(schema: str) -> set[str]:
         return {name for (name,) in rows}
 
 
-def test_a_worker_started_first_creates_the_event_store_tables(tmp_path: Path, fabric: Path, pg_schema: str,
-                                                              monkeypatch: Any) -> None:
+@pytest.fixture(autouse=True)
+def no_inherited_context(monkeypatch: Any) -> None:
+    """A PreloadedWorker made here leaves the context it built for its horses; not for other tests."""
+    from workers import context
+
+    monkeypatch.setattr(context, "_inherited", None)
+
+
+def worker_env(monkeypatch: Any, tmp_path: Path, fabric: Path, schema: str) -> None:
+    """The BACKUP_* settings of an rq worker on the test's PostgreSQL schema."""
     for name, value in {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric),
                         "BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": PG_HOST,
                         "BACKUP_POSTGRES_USER": PG_USER, "BACKUP_POSTGRES_DBNAME": PG_DB,
-                        "BACKUP_POSTGRES_SCHEMA": pg_schema}.items():
+                        "BACKUP_POSTGRES_SCHEMA": schema}.items():
         monkeypatch.setenv(name, value)
+
+
+def test_a_worker_started_first_creates_the_event_store_tables(tmp_path: Path, fabric: Path, pg_schema: str,
+                                                              monkeypatch: Any) -> None:
+    worker_env(monkeypatch, tmp_path, fabric, pg_schema)
     assert tables(pg_schema) == set()
     PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
     assert {"orchestrator_events", "orchestrator_snapshots"} <= tables(pg_schema)
@@ -46,12 +60,7 @@ def test_horses_use_the_context_the_worker_built_and_open_their_own_pool(tmp_pat
 
     from workers import context
 
-    for name, value in {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric),
-                        "BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": PG_HOST,
-                        "BACKUP_POSTGRES_USER": PG_USER, "BACKUP_POSTGRES_DBNAME": PG_DB,
-                        "BACKUP_POSTGRES_SCHEMA": pg_schema}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(context, "_inherited", None)
+    worker_env(monkeypatch, tmp_path, fabric, pg_schema)
     PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
     assert context._inherited is not None
     built = context._inherited[1]
