@@ -19,11 +19,20 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.pop(name, None)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook may be registered later)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests on the real services share them (Redis database 15): one xdist group, run in turn."""
     for item in items:
         if item.path.parent.name in SERVICE_DIRS:
             item.add_marker(pytest.mark.xdist_group("services"))
+
+
+@pytest.fixture(autouse=True)
+def _services_one_at_a_time(request: pytest.FixtureRequest) -> None:
+    """Under xdist the real-service tests must be that one group: a pytest or pytest-xdist upgrade
+    that loses the grouping fails here rather than as cross-talk between two tests' deployments."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and request.node.path.parent.name in SERVICE_DIRS:
+        assert request.node.nodeid.endswith("@services"), "the real-service tests are not grouped"
 
 
 @pytest.fixture
