@@ -40,6 +40,9 @@ class Projection(Follower):
     tables: ClassVar[tuple[str, ...]] = ()  # CREATE statements; {t} table prefix, {i} index prefix
     owned: ClassVar[tuple[str, ...]] = ()  # its table names, dropped when `version` changes
     version: ClassVar[int] = 1  # bump when the tables change: the view is rebuilt from history
+    # True when every row it writes is keyed by the event's originator and an event reads or writes
+    # no other aggregate's rows: a rebuild may then split its events between processes by aggregate.
+    by_aggregate: ClassVar[bool] = False
 
     def __init__(self, app: Any, store: ReadStore) -> None:
         super().__init__(app, store)

@@ -25,6 +25,7 @@ class ItemsProjection(Projection):
     version = 3  # 2: protection and backup columns; 3: check results
     row_table, row_key, stamps_rows = "items", "item_id", True
     owned = ("items",)
+    by_aggregate = True  # rows keyed by the aggregate, each event writing its own
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}items (item_id TEXT PRIMARY KEY, vm_key TEXT NOT NULL, "

@@ -19,6 +19,7 @@ class JobsProjection(Projection):
     version = 4  # 2: created_seq; 3: progress in bytes; 4: check results
     row_table, row_key, stamps_rows = "jobs", "job_id", False
     owned = ("jobs",)
+    by_aggregate = True  # rows keyed by the aggregate, each event writing its own
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}jobs (job_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "

@@ -17,6 +17,7 @@ class PoliciesProjection(Projection):
     topics = tuple(get_topic(cls) for cls in (P.Created, P.Updated, P.Assigned, P.Unassigned))
     row_table, row_key, stamps_rows = "policies", "policy_id", True
     owned = ("policies",)
+    by_aggregate = True  # rows keyed by the aggregate, each event writing its own
     version = 2  # 2: schedule and retention as pydantic writes their JSON (four times faster than json.dumps)
     tables = (
         (

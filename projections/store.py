@@ -68,7 +68,9 @@ class ReadStore:
         )
 
     @classmethod
-    def sqlite(cls, path: Path) -> ReadStore:
+    def sqlite(cls, path: Path | str) -> ReadStore:
+        """A store in the SQLite file at `path`, or at a URI (`file:name?mode=memory&cache=shared`:
+        in this process's memory, shared by its connections)."""
         return cls(SQLiteDatastore(str(path), lock_timeout=30), "sqlite")
 
     @classmethod

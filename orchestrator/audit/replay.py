@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 from eventsourcing.sqlite import SQLiteDatastore
 
-from orchestrator.audit.chain import notifications
 from orchestrator.errors import OrchestratorError
 from projections.base import Projection
 from projections.runner import PROJECTIONS
@@ -36,9 +36,11 @@ Progress = Callable[[int, int], None]
 # makes it and stored when the command commits, so a later-stored event may carry an earlier time.
 CLOCK_SKEW = timedelta(minutes=5)
 LIVE_SNAPSHOT_TRIES = 20
-REBUILD_BATCH = 5000  # events per transaction of each projection in a rebuild
+REBUILD_BATCH = 1000  # events per transaction of each projection in a rebuild
+READ_BATCH = 5000  # stored events per query of a rebuild
 PARALLEL_MIN_EVENTS = 10_000  # below this, starting processes costs more than they save
 READY_TIMEOUT = 30.0  # seconds a rebuild process has to open its stores before its share is rebuilt here
+CLOSE_TIMEOUT = 10.0  # seconds a rebuild process has to close its stores once its part is merged
 
 
 @contextmanager
@@ -55,17 +57,98 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@dataclass(frozen=True)
+class Part:
+    """One rebuild's share of the read models: `whole` rebuilt from all their events, `shared` (only
+    projections that are `by_aggregate`) from the events of the aggregates whose ids, as text, lie in
+    `bounds`: from (inclusive) and to (exclusive), None for open; `share` = (k, n) names it."""
+    whole: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()
+    bounds: tuple[str | None, str | None] = (None, None)
+    share: tuple[int, int] = (0, 1)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.whole + self.shared
+
+
+def stored(app: Any, stop: int, whole: Sequence[str] = (), shared: Sequence[str] = (),
+           bounds: tuple[str | None, str | None] = (None, None),
+           batch: int = READ_BATCH) -> Iterator[tuple[int, str, bytes, str]]:
+    """(notification id, topic, state, originator id) of every stored event up to notification
+    `stop` in notification order; when topics are given, only events of `whole`, and of `shared` for
+    originators within `bounds`. What `select_notifications` reads, without the per-row work a rebuild
+    does not need (a Notification object, the originator's id parsed: the state holds it too)."""
+    recorder = app.recorder
+    sqlite = isinstance(recorder.datastore, SQLiteDatastore)
+    mark, among = ("?", "topic IN ({})") if sqlite else ("%s", "topic = ANY({})")
+    params: list[Any] = []
+
+    def topic_in(topics: Sequence[str]) -> str:
+        if sqlite:
+            params.extend(topics)
+            return among.format(",".join("?" * len(topics)))
+        params.append(list(topics))
+        return among.format("%s")
+
+    filters = [topic_in(whole)] if whole else []
+    if shared:
+        within = [topic_in(shared)]
+        for bound, compare in zip(bounds, (">=", "<"), strict=True):
+            if bound is not None:
+                within.append(f"originator_id {compare} {mark}")
+                params.append(bound)
+        filters.append(f"({' AND '.join(within)})")
+    where = f" AND ({' OR '.join(filters)})" if filters else ""
+    if sqlite:
+        statement: Any = (f"SELECT rowid, topic, state, originator_id FROM {recorder.events_table_name} "
+                          f"WHERE rowid >= ? AND rowid <= ?{where} ORDER BY rowid LIMIT ?")
+    else:
+        from psycopg.sql import SQL, Identifier
+
+        statement = SQL("SELECT notification_id, topic, state, originator_id::text FROM {schema}.{table} "
+                        "WHERE notification_id >= %s AND notification_id <= %s" + where
+                        + " ORDER BY notification_id LIMIT %s").format(
+            schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
+    start = 1
+    while start <= stop:
+        values = [start, stop, *params, batch]
+        if sqlite:
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.row_factory = None  # plain tuples
+                cursor.execute(statement, values)
+                rows = cursor.fetchall()
+        else:
+            from psycopg.rows import tuple_row
+
+            with recorder.datastore.get_connection() as connection, connection.cursor(row_factory=tuple_row, binary=True) as cursor:
+                cursor.execute(statement, values, prepare=True)
+                rows = [(i, topic, bytes(state), origin) for i, topic, state, origin in cursor.fetchall()]
+        if not rows:
+            return
+        yield from rows
+        start = rows[-1][0] + 1
+
+
 def rebuild(app: Any, store: ReadStore, *, until: datetime | None = None, stops: dict[str, int] | None = None,
-            progress: Progress | None = None, only: Sequence[str] | None = None) -> int:
+            progress: Progress | None = None, part: Part | None = None) -> int:
     """Apply the history to every projection in `store` (fresh), in batches of one transaction each:
     every event when `until` is None, else only events timestamped at or before it; each projection
-    up to its position in `stops` when given. `only`: these projections, reading only their events.
-    Returns how many events were read."""
-    projections = [cls(app, store) for cls in PROJECTIONS if only is None or cls.name in only]
-    readers: dict[str, list[int]] = {}  # topic -> the projections (by index) that apply its events
+    up to its position in `stops` when given. `part`: only its projections, reading only their
+    events (its shared ones: of its share of aggregates). Returns how many events were read."""
+    by_name = {cls.name: cls for cls in PROJECTIONS}
+    names = part.names if part else tuple(by_name)
+    projections = [by_name[name](app, store) for name in names]
+    wholly = len(part.whole) if part else len(projections)  # the first `wholly` read every event of their topics
+    whole_topics = {topic for p in projections[:wholly] for topic in p.topics}
+    shared_topics = {topic for p in projections[wholly:] for topic in p.topics}
+    readers: dict[str, list[int]] = {}  # topic -> the projections (by index) that apply all of its events read
+    checked: dict[str, list[int]] = {}  # topic -> shared projections that apply its events within the share
     for index, projection in enumerate(projections):
         for topic in projection.topics:
-            readers.setdefault(topic, []).append(index)
+            shared_of_whole = index >= wholly and topic in whole_topics  # read whole for another projection
+            (checked if shared_of_whole else readers).setdefault(topic, []).append(index)
+    low, high = part.bounds if part else (None, None)
     head = app.recorder.max_notification_id() or 0
     stop = min(head, max(stops.values())) if stops else head
     limits = [stops.get(p.name, stop) if stops else stop for p in projections]
@@ -79,29 +162,35 @@ def rebuild(app: Any, store: ReadStore, *, until: datetime | None = None, stops:
             projection.process_batch(mine, min(last_id, limit))
             mine.clear()
 
+    rows = (stored(app, stop, sorted(whole_topics), sorted(shared_topics - whole_topics), (low, high)) if part
+            else stored(app, stop))
+    decode = app.mapper.decoder()
     with _gc_paused():
-        for notification in notifications(app, 1, stop, topics=sorted(readers) if only is not None else ()):
+        for notification_id, topic, state, origin in rows:
             read += 1
-            wanted = readers.get(notification.topic)
-            if wanted is not None and notification.id > floor:
-                wanted = [i for i in wanted if notification.id <= limits[i]] or None
+            wanted = readers.get(topic)
+            extra = checked.get(topic)
+            if extra is not None and (low is None or low <= origin) and (high is None or origin < high):
+                wanted = [*(wanted or ()), *extra]
+            if wanted is not None and notification_id > floor:
+                wanted = [i for i in wanted if notification_id <= limits[i]] or None
             if wanted is None:  # no read model applies it: it only moves their positions
-                last = notification.id
+                last = notification_id
                 continue
-            event = app.mapper.to_domain_event(notification)
+            event = decode(topic, state)
             if until is not None and event.timestamp > until:
                 if event.timestamp > until + CLOCK_SKEW:
                     break
                 continue
-            last = notification.id
+            last = notification_id
             for index in wanted:
-                batches[index].append((event, notification.id))
+                batches[index].append((event, notification_id))
             pending += 1
             if pending >= REBUILD_BATCH:
-                flush(notification.id)
+                flush(notification_id)
                 pending = 0
                 if progress:
-                    progress(notification.id, stop)
+                    progress(notification_id, stop)
         if last:
             flush(last)
     if progress:
@@ -110,41 +199,65 @@ def rebuild(app: Any, store: ReadStore, *, until: datetime | None = None, stops:
 
 
 class ScratchStore:
-    """A fresh SQLite read store in a temporary directory, removed on close."""
+    """A fresh SQLite read store in this process's memory (a rebuild's commits write no file), and a
+    temporary directory for the files of rebuild processes; both gone on close."""
 
     def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="backup-readmodels-")
-        self.path = Path(self._dir.name) / "readmodels.sqlite"
-        self.store = ReadStore.sqlite(self.path)
+        self.uri = f"file:backup-readmodels-{uuid4().hex}?mode=memory&cache=shared"
+        self.store = ReadStore.sqlite(self.uri)
 
     def part(self, index: int) -> Path:
-        """A file beside the store for one rebuild process's read models."""
-        return self.path.with_name(f"part-{index}.sqlite")
+        """A file for one rebuild process's read models."""
+        return Path(self._dir.name) / f"part-{index}.sqlite"
 
     def close(self) -> None:
         self.store.close()
         self._dir.cleanup()
 
 
-def topic_counts(app: Any, stop: int) -> dict[str, int]:
-    """How many events of each topic the log holds up to notification `stop` (one scan)."""
+def event_counts(app: Any, stop: int) -> dict[str, dict[str, int]]:
+    """How many events each aggregate (its id as text) has of each topic, up to notification `stop`:
+    one scan of the log (what the partition weighs the work by)."""
     recorder = app.recorder
     if isinstance(recorder.datastore, SQLiteDatastore):
-        statement: Any = f"SELECT topic, COUNT(*) AS n FROM {recorder.events_table_name} WHERE rowid <= ? GROUP BY topic"
+        statement: Any = (f"SELECT topic, +originator_id AS id, COUNT(*) AS n FROM {recorder.events_table_name} "
+                          "WHERE rowid <= ? GROUP BY 1, 2")  # +: grouped after the scan, not through the index
     else:
         from psycopg.sql import SQL, Identifier
 
-        statement = SQL("SELECT topic, COUNT(*) AS n FROM {schema}.{table} WHERE notification_id <= %s GROUP BY topic").format(
+        statement = SQL("SELECT topic, originator_id::text AS id, COUNT(*) AS n FROM {schema}.{table} "
+                        "WHERE notification_id <= %s GROUP BY 1, 2").format(
             schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
+    counts: dict[str, dict[str, int]] = {}
     with recorder.datastore.transaction(commit=False) as cursor:
         cursor.execute(statement, (stop,))
-        return {row["topic"]: int(row["n"]) for row in cursor.fetchall()}
+        for row in cursor.fetchall():
+            counts.setdefault(row["topic"], {})[str(row["id"])] = int(row["n"])
+    return counts
 
 
-def partition(projections: Sequence[type[Projection]], counts: dict[str, int], parts: int) -> list[list[type[Projection]]]:
-    """The projections in at most `parts` groups of about equal work, heaviest first into the group it
-    adds least to. A group's work: each event of its topics read and decoded once, plus applied once
-    per projection of the group that wants it (so projections sharing topics go together)."""
+def aggregate_counts(counts: dict[str, dict[str, int]], topics: Sequence[str]) -> list[tuple[str, int]]:
+    """(aggregate id as text, its events of `topics`), in the order of the ids as text (the order the
+    bounds of a Part compare in)."""
+    total: dict[str, int] = {}
+    for topic in topics:
+        for origin, n in counts.get(topic, {}).items():
+            total[origin] = total.get(origin, 0) + n
+    return sorted(total.items())
+
+
+def partition(projections: Sequence[type[Projection]], counts: dict[str, int], parts: int,
+              aggregates: Sequence[tuple[str, int]] = ()) -> list[Part]:
+    """The work in at most `parts` parts of about equal size. Projections keyed by aggregate are
+    split by ranges of aggregate ids; the others go whole, heaviest first, into the part they add
+    least to. Then the ranges are cut so that each part's total comes out about equal, by the
+    aggregates' event counts (`aggregates`, in id order; without them, equal ranges of UUIDs). A
+    part's work: each event it reads (decoded once) plus each application of it to a projection."""
+    n = max(1, parts)
+    split = [cls for cls in projections if cls.by_aggregate] if n > 1 else []
+    whole = [cls for cls in projections if cls not in split]
+
     def applied(cls: type[Projection]) -> int:
         return sum(counts.get(topic, 0) for topic in cls.topics)
 
@@ -152,31 +265,69 @@ def partition(projections: Sequence[type[Projection]], counts: dict[str, int], p
         topics = {topic for cls in group for topic in cls.topics}
         return sum(counts.get(topic, 0) for topic in topics) + sum(applied(cls) for cls in group)
 
-    groups: list[list[type[Projection]]] = [[] for _ in range(max(1, parts))]
-    for cls in sorted(projections, key=applied, reverse=True):
+    groups: list[list[type[Projection]]] = [[] for _ in range(n)]
+    for cls in sorted(whole, key=applied, reverse=True):
         min(groups, key=lambda group: (work([*group, cls]), len(group))).append(cls)
-    return [group for group in groups if group]
+    if not split:
+        return [Part(tuple(cls.name for cls in group)) for group in groups if group]
+    shared = tuple(cls.name for cls in split)
+    cuts = _cuts([work(group) for group in groups], aggregates,
+                 sum(counts.get(topic, 0) for topic in {t for cls in split for t in cls.topics}) + sum(map(applied, split)))
+    bounds = [(cuts[k - 1] if k else None, cuts[k] if k < n - 1 else None) for k in range(n)]
+    return [Part(tuple(cls.name for cls in group), shared, bound, (k, n))
+            for k, (group, bound) in enumerate(zip(groups, bounds, strict=True))
+            if group or bound[0] is None or bound[1] is None or bound[0] < bound[1]]
 
 
-def _rebuild_part(settings: Any, names: list[str], path: Path, stops: dict[str, int] | None, slot: int,
+def _cuts(loads: list[int], aggregates: Sequence[tuple[str, int]], shared_work: int) -> list[str]:
+    """The n - 1 ids (as text) where the ranges of aggregates for n parts with `loads` already end,
+    so that each part's load plus its range's share of `shared_work` comes out about equal."""
+    n = len(loads)
+    if not aggregates:
+        return [str(UUID(int=k * 2**128 // n)) for k in range(1, n)]
+    target = (sum(loads) + shared_work) / n
+    quotas = [max(0.0, target - load) for load in loads]
+    scale = sum(count for _, count in aggregates) / (sum(quotas) or 1)
+    ends, reached = [], 0.0  # where each part's quota ends, in events of the shared topics
+    for quota in quotas[:-1]:
+        reached += quota * scale
+        ends.append(reached)
+    cuts: list[str] = []
+    seen = 0
+    for origin, count in aggregates:
+        while len(cuts) < len(ends) and seen + count / 2 > ends[len(cuts)]:
+            cuts.append(origin)  # this aggregate and the ones after it go to the next part
+        seen += count
+    # Ranges still without an end are empty: [last, last) (the last part keeps [last, None)).
+    return cuts + [aggregates[-1][0]] * (len(ends) - len(cuts))
+
+
+def _rebuild_part(settings: Any, part: Part, path: Path, stops: dict[str, int] | None, slot: int,
                   marks: Any, results: Connection) -> None:
-    """A rebuild process: its projections' read models into the file at `path`. `marks[slot]`: -1
-    until its stores are open, then the last notification it applied. Sends None, or its error."""
+    """A rebuild process: its part of the read models, rebuilt in memory, into the file at `path`.
+    `marks[slot]`: -1 until its stores are open, then the last notification it applied. Sends None,
+    or its error."""
     from orchestrator.bootstrap import build_app
 
     gc.disable()  # a short-lived process: leaving exit to free what the collector would
     try:
         app = build_app(settings, create_tables=False, pre_ping=False)
-        store = ReadStore.sqlite(path)
+        memory = f"file:replay-part-{slot}?mode=memory&cache=shared"  # no journal, nothing written until the end
+        store = ReadStore.sqlite(memory)
         marks[slot] = 0
         try:
-            rebuild(app, store, stops=stops, only=names, progress=lambda done, _total: marks.__setitem__(slot, done))
+            rebuild(app, store, stops=stops, part=part, progress=lambda done, _total: marks.__setitem__(slot, done))
+            with closing(sqlite3.connect(memory, uri=True)) as db:
+                db.execute("VACUUM INTO ?", (str(path),))  # one file, written once, for the parent to merge
+            results.send(None)  # then the parent merges it while this process closes its connections
         finally:
             store.close()
             app.close()
-        results.send(None)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it with the names
-        results.send(f"{type(exc).__name__}: {exc}")
+        try:
+            results.send(f"{type(exc).__name__}: {exc}")
+        except OSError:  # the parent has its answer already (closing failed after the part was sent)
+            pass
     finally:
         results.close()
 
@@ -184,38 +335,43 @@ def _rebuild_part(settings: Any, names: list[str], path: Path, stops: dict[str, 
 def rebuild_scratch(app: Any, settings: Any, scratch: ScratchStore, *, until: datetime | None = None,
                     stops: dict[str, int] | None = None, progress: Progress | None = None) -> int:
     """`rebuild` into a scratch store. A whole history (no `until`) long enough to gain from it is
-    split over up to `settings.replay_processes` processes, each rebuilding some read models into a
-    file of its own, merged after. Returns how many events were read (for the split rebuild, how
-    many the log holds up to its end)."""
+    split over up to `settings.replay_processes` processes, each rebuilding its part of the read
+    models into a file of its own, merged after. Returns how many events were read (for the split
+    rebuild, how many the log holds up to its end)."""
     processes = settings.replay_processes or os.cpu_count() or 1
     head = app.recorder.max_notification_id() or 0
     stop = min(head, max(stops.values())) if stops else head
     if (until is not None or processes < 2 or stop < PARALLEL_MIN_EVENTS
             or "fork" not in mp.get_all_start_methods()):
         return rebuild(app, scratch.store, until=until, stops=stops, progress=progress)
-    counts = topic_counts(app, stop)
+    by_aggregate = event_counts(app, stop)
+    counts = {topic: sum(per.values()) for topic, per in by_aggregate.items()}
     if sum(counts.values()) < PARALLEL_MIN_EVENTS:
         return rebuild(app, scratch.store, until=until, stops=stops, progress=progress)
-    groups = partition(PROJECTIONS, counts, processes)
-    _run_parts(app, settings, scratch, groups, stops, stop, progress)
-    _merge(scratch, groups)
+    shared_topics = sorted({topic for cls in PROJECTIONS if cls.by_aggregate for topic in cls.topics})
+    parts = partition(PROJECTIONS, counts, processes, aggregate_counts(by_aggregate, shared_topics))
+    _run_parts(app, settings, scratch, parts, stops, stop, progress)
     if progress:
         progress(stop, stop)
     return sum(counts.values())
 
 
-def _run_parts(app: Any, settings: Any, scratch: ScratchStore, groups: list[list[type[Projection]]],
+def _describe(part: Part) -> str:
+    k, n = part.share
+    return ", ".join([*part.whole, *(f"{name} ({k + 1}/{n} of its aggregates)" for name in part.shared)])
+
+
+def _run_parts(app: Any, settings: Any, scratch: ScratchStore, parts: list[Part],
                stops: dict[str, int] | None, stop: int, progress: Progress | None) -> None:
-    """One process per group, forked (they start in milliseconds with everything imported; each opens
+    """One process per part, forked (they start in milliseconds with everything imported; each opens
     its own connections). A process that has not opened its stores within READY_TIMEOUT (a lock held
-    by another thread at the fork) is stopped and its share rebuilt in this process."""
+    by another thread at the fork) is stopped and its part rebuilt in this process."""
     context = mp.get_context("fork")
-    marks = context.Array("q", [-1] * len(groups), lock=False)
-    names = [[cls.name for cls in group] for group in groups]
-    pipes = [context.Pipe(duplex=False) for _ in groups]
+    marks = context.Array("q", [-1] * len(parts), lock=False)
+    pipes = [context.Pipe(duplex=False) for _ in parts]
     workers = [context.Process(target=_rebuild_part, name=f"replay-{i}", daemon=True,
-                               args=(settings, names[i], scratch.part(i), stops, i, marks, pipes[i][1]))
-               for i in range(len(groups))]
+                               args=(settings, parts[i], scratch.part(i), stops, i, marks, pipes[i][1]))
+               for i in range(len(parts))]
     started = time.monotonic()
     done: dict[int, str | None] = {}
     try:
@@ -236,19 +392,25 @@ def _run_parts(app: Any, settings: Any, scratch: ScratchStore, groups: list[list
                     except EOFError:
                         workers[slot].join()
                         done[slot] = f"the process ended with exit code {workers[slot].exitcode}"
+                    if done[slot] is None:  # merged while the other processes still work
+                        _merge(scratch, slot, parts[slot])
                 elif marks[slot] < 0 and time.monotonic() - started > READY_TIMEOUT:
                     workers[slot].kill()
                     workers[slot].join()
                     scratch.part(slot).unlink(missing_ok=True)
-                    log.warning("replay process %d did not start; rebuilding %s here", slot, ", ".join(names[slot]))
+                    log.warning("replay process %d did not start; rebuilding %s here", slot, _describe(parts[slot]))
                     with closing(ReadStore.sqlite(scratch.part(slot))) as store:
-                        rebuild(app, store, stops=stops, only=names[slot])
+                        rebuild(app, store, stops=stops, part=parts[slot])
+                    _merge(scratch, slot, parts[slot])
                     done[slot] = None
             if progress:
                 progress(min(stop if slot in done else max(marks[slot], 0) for slot in range(len(workers))), stop)
     finally:
+        merged = len(done) == len(workers) and not any(done.values())
         for worker, (receiver, sender) in zip(workers, pipes, strict=True):
             if worker.pid is not None:  # started
+                if merged:  # the processes close their stores after reporting: let them
+                    worker.join(CLOSE_TIMEOUT)
                 if worker.is_alive():
                     worker.kill()
                 worker.join()
@@ -257,24 +419,27 @@ def _run_parts(app: Any, settings: Any, scratch: ScratchStore, groups: list[list
     failed = {slot: error for slot, error in done.items() if error}
     if failed:
         raise OrchestratorError("ReplayFailed", "; ".join(
-            f"rebuilding {', '.join(names[slot])}: {error}" for slot, error in sorted(failed.items())))
+            f"rebuilding {_describe(parts[slot])}: {error}" for slot, error in sorted(failed.items())))
 
 
-def _merge(scratch: ScratchStore, groups: list[list[type[Projection]]]) -> None:
-    """Copy each process's read models and positions into the scratch store, in one transaction."""
+def _merge(scratch: ScratchStore, index: int, part: Part) -> None:
+    """Copy a part's read models and positions into the scratch store in one transaction, and remove
+    its file (a split read model's rows are disjoint between parts; its position is the furthest)."""
     store = scratch.store
-    with closing(sqlite3.connect(scratch.path, isolation_level=None)) as db:
-        for index, group in enumerate(groups):
-            db.execute("ATTACH DATABASE ? AS part", (str(scratch.part(index)),))
-            db.execute("BEGIN")
-            for cls in group:
-                for table in cls.owned:
-                    db.execute(f"INSERT INTO main.{store.t(table)} SELECT * FROM part.{store.t(table)}")
-                db.execute(f"INSERT OR REPLACE INTO main.{store.t('follower_positions')} "
-                           f"SELECT * FROM part.{store.t('follower_positions')} WHERE follower = ?", (cls.name,))
-            db.execute("COMMIT")
-            db.execute("DETACH DATABASE part")
-            scratch.part(index).unlink()
+    by_name = {cls.name: cls for cls in PROJECTIONS}
+    positions = store.t("follower_positions")
+    with closing(sqlite3.connect(scratch.uri, uri=True, isolation_level=None)) as db:
+        db.execute("ATTACH DATABASE ? AS part", (str(scratch.part(index)),))
+        db.execute("BEGIN")
+        for name in part.names:
+            for table in by_name[name].owned:
+                db.execute(f"INSERT INTO main.{store.t(table)} SELECT * FROM part.{store.t(table)}")
+            db.execute(f"INSERT INTO main.{positions} SELECT * FROM part.{positions} WHERE follower = ? "
+                       "ON CONFLICT (follower) DO UPDATE SET notification_id = "
+                       "max(notification_id, excluded.notification_id)", (name,))
+        db.execute("COMMIT")
+        db.execute("DETACH DATABASE part")
+    scratch.part(index).unlink()
 
 
 @dataclass

@@ -76,7 +76,7 @@ def test_one_process_and_the_split_rebuild_the_same_rows(client: Client) -> None
         try:
             replay.rebuild_scratch(app, settings.model_copy(update={"replay_processes": processes}), scratch)
             rows.append({t: replay.table_rows(scratch.store, t) for t in replay._all_tables()})
-            assert not list(scratch.path.parent.glob("part-*"))  # merged and removed
+            assert not list(scratch.part(0).parent.iterdir())  # merged and removed
         finally:
             scratch.close()
     assert rows[0] == rows[1] and rows[0]["vaults"] and rows[0]["items"]
@@ -102,7 +102,7 @@ def test_a_failing_process_is_named_and_nothing_is_left_behind(client: Client, m
         client.audit_replay()
     assert caught.value.code == "ReplayFailed"
     assert "policies" in str(caught.value) and "RuntimeError: disk full" in str(caught.value)
-    assert scratches and not scratches[0].path.parent.exists()
+    assert scratches and not scratches[0].part(0).parent.exists()
 
 
 def test_a_process_that_does_not_start_is_rebuilt_here(client: Client, monkeypatch: pytest.MonkeyPatch,
@@ -122,22 +122,54 @@ def test_a_process_that_does_not_start_is_rebuilt_here(client: Client, monkeypat
     assert "did not start" in caplog.text
 
 
-def test_partition_balances_work_and_keeps_shared_topics_together() -> None:
-    counts = {topic: 0 for cls in PROJECTIONS for topic in cls.topics}
+def test_partition_splits_read_models_keyed_by_aggregate_and_balances_the_parts() -> None:
     by_name = {cls.name: cls for cls in PROJECTIONS}
+    counts = {topic: 0 for cls in PROJECTIONS for topic in cls.topics}
     for topic in by_name["policies"].topics:
         counts[topic] = 1000
     for topic in by_name["vaults"].topics:
         counts[topic] = 900
-    for topic in by_name["jobs"].topics:
-        counts[topic] = counts.get(topic, 0) + 100
-    groups = replay.partition(PROJECTIONS, counts, 2)
-    assert sorted(cls.name for group in groups for cls in group) == sorted(by_name)  # each once
-    names = [{cls.name for cls in group} for group in groups]
-    assert len(groups) == 2 and not ({"policies", "vaults"} <= names[0] or {"policies", "vaults"} <= names[1])
-    assert len(replay.partition(PROJECTIONS, counts, 16)) <= len(PROJECTIONS)
-    assert [[cls.name for cls in g] for g in replay.partition(PROJECTIONS, counts, 1)] == [
-        [cls.name for cls in sorted(PROJECTIONS, key=lambda c: -sum(counts.get(t, 0) for t in c.topics))]]
+    for topic in by_name["dashboard"].topics:
+        counts[topic] = 500
+    shared_topics = {topic for cls in PROJECTIONS if cls.by_aggregate for topic in cls.topics}
+    events = sum(counts[topic] for topic in shared_topics)
+    aggregates = [(f"{i:032x}", events // 100) for i in range(100)]  # 100 aggregates of equal size
+    parts = replay.partition(PROJECTIONS, counts, 2, aggregates)
+    assert len(parts) == 2
+    split = {cls.name for cls in PROJECTIONS if cls.by_aggregate}
+    assert split == {"vaults", "policies", "items", "jobs", "recovery_points"}
+    assert all(set(part.shared) == split for part in parts)
+    assert [name for part in parts for name in part.whole] == ["dashboard"]  # the one not keyed by aggregate
+    # The ranges follow each other and cover every id; the part rebuilding the dashboard gets fewer.
+    assert parts[0].bounds[0] is None and parts[-1].bounds[1] is None
+    assert parts[0].bounds[1] == parts[1].bounds[0]
+    cut = parts[0].bounds[1]
+    assert cut is not None
+    below = sum(1 for origin, _ in aggregates if origin < cut)
+    light = 0 if parts[0].whole else 1
+    assert (below if light == 0 else 100 - below) < 50 < (100 - below if light == 0 else below)
+    # One process: every read model whole, nothing split. Without counts per aggregate: equal ranges of ids.
+    assert replay.partition(PROJECTIONS, counts, 1) == [replay.Part(tuple(
+        cls.name for cls in sorted(PROJECTIONS, key=lambda c: -sum(counts[t] for t in c.topics))))]
+    # One aggregate holding every event: it cannot be split, and no process is started for nothing.
+    lone = replay.partition(PROJECTIONS, counts, 3, [("a" * 32, events)])
+    assert [part.bounds for part in lone] == [(None, "a" * 32), ("a" * 32, None)] and lone[0].whole == ("dashboard",)
+    halves = replay.partition(PROJECTIONS, counts, 2)
+    assert [part.bounds for part in halves] == [(None, "80000000-0000-0000-0000-000000000000"),
+                                                ("80000000-0000-0000-0000-000000000000", None)]
+
+
+def test_a_part_reads_only_its_share_of_the_aggregates(client: Client) -> None:
+    app = client.runtime.app
+    head = app.recorder.max_notification_id()
+    topics = sorted({topic for cls in PROJECTIONS if cls.by_aggregate for topic in cls.topics})
+    aggregates = replay.aggregate_counts(replay.event_counts(app, head), topics)
+    cut = aggregates[len(aggregates) // 2][0]
+    low = list(replay.stored(app, head, shared=topics, bounds=(None, cut), batch=7))
+    high = list(replay.stored(app, head, shared=topics, bounds=(cut, None), batch=7))
+    assert low and high and all(origin < cut for *_, origin in low) and all(origin >= cut for *_, origin in high)
+    assert sorted(row[0] for row in low + high) == [row[0] for row in replay.stored(app, head, whole=topics)]
+    assert sum(n for _, n in aggregates) == len(low) + len(high)
 
 
 def test_a_short_history_or_one_process_replays_in_this_process(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
