@@ -23,19 +23,21 @@ from orchestrator.config import Settings, load_settings
 from orchestrator.domain import Job, Vault
 from orchestrator.domain.policy import policy_id_for
 from orchestrator.domain.schedule import Retention, Schedule
-from orchestrator.domain.values import CheckResult
+from orchestrator.domain.values import CheckResult, JobState
 from orchestrator.domain.vault import vault_id_for
 from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError
 from orchestrator.follower import BATCH
 from orchestrator.scheduler import Scheduler
 from orchestrator.views import AsOf, ReadModels
 from projections import queries
+from projections.jobs import JobsProjection
 from projections.queries import JobRow
 from projections.runner import NAMES as PROJECTION_NAMES
 from projections.store import ReadStore
 
 READ_MODEL_TIMEOUT = 30.0
 log = logging.getLogger(__name__)
+JOBS_READ_MODEL = JobsProjection.name
 
 
 class Client(ReadModels):
@@ -233,19 +235,35 @@ class Client(ReadModels):
 
     def _ended(self, pending: set[UUID], seen: int) -> int:
         """Drop from `pending` the jobs that ended; returns the log position read up to. The first
-        time (`seen` < 0) each job is looked at once; after that, only new job-ending events are read."""
+        time (`seen` < 0), the jobs read model tells which had ended as of its position; after that,
+        only the job-ending events stored since are read."""
         app = self.runtime.app
         head = app.recorder.max_notification_id() or 0
         if seen < 0:
-            for job_id in list(pending):
-                if app.get(job_id, Job).state.is_terminal:
-                    pending.discard(job_id)
-            return head
+            seen = self._ended_as_shown(pending)
         while seen < head and pending:
             batch = app.recorder.select_notifications(start=seen + 1, limit=BATCH, stop=head, topics=Job.ENDING_TOPICS)
             pending.difference_update(n.originator_id for n in batch)
             seen = batch[-1].id if len(batch) == BATCH else head
         return max(seen, head)
+
+    def _ended_as_shown(self, pending: set[UUID]) -> int:
+        """Drop from `pending` the jobs the jobs read model shows ended, in one query (a job it does
+        not show yet is read from the event store, which also finds an unknown one); returns the
+        read model's position, read before its rows, so every job that ended after it has its
+        job-ending event after it in the log."""
+        store = self.runtime.store
+        position = store.position(JOBS_READ_MODEL)
+        shown = queries.job_states(store, [str(job_id) for job_id in pending])
+        for job_id in list(pending):
+            status = shown.get(str(job_id))
+            if status is None:
+                ended = self.runtime.app.get(job_id, Job).state.is_terminal  # JobNotFound for no such job
+            else:
+                ended = JobState(status).is_terminal
+            if ended:
+                pending.discard(job_id)
+        return position
 
     # Read models
 

@@ -160,6 +160,8 @@ class ExpireRecoveryPoints(Command):
 class StartJob(Command):
     job_id: UUID
     worker: str
+    stage: str = ""  # when set: the prechecks the worker ran for this stage just before, recorded with the start
+    results: list[CheckResult] = []
 
 
 class RecordInventory(Command):

@@ -135,6 +135,21 @@ def jobs(
     return _job_rows(store, where, params)
 
 
+JOB_STATES_CHUNK = 500  # job ids per query (both databases cap the parameters of one statement)
+
+
+def job_states(store: ReadStore, job_ids: list[str]) -> dict[str, str]:
+    """The status the jobs read model shows for each of these jobs it has (a job not yet in it, or
+    no job at all, is absent)."""
+    states: dict[str, str] = {}
+    for first in range(0, len(job_ids), JOB_STATES_CHUNK):
+        chunk = job_ids[first:first + JOB_STATES_CHUNK]
+        rows = store.fetch(f"SELECT job_id, status FROM {store.t('jobs')} WHERE job_id IN ({','.join('?' * len(chunk))})",
+                           tuple(chunk))
+        states.update((r["job_id"], r["status"]) for r in rows)
+    return states
+
+
 def job(store: ReadStore, job_id: str) -> JobRow | None:
     rows = _job_rows(store, ["job_id = ?"], [job_id])
     return rows[0] if rows else None

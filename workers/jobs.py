@@ -24,25 +24,28 @@ from workers.vaultstore import DiskManifest, Manifest, VaultStore
 PROGRESS_STEPS = 4  # progress is reported at 25%, 50% and 75%; 100% goes with the recovery point
 
 
-def prechecked(ctx: WorkerContext, job: Job, vm: FabricVm, stage: Stage) -> list[Finding]:
-    """Run the stage's prechecks and record them on the job and the item; an error stops the job
-    with its code, the warnings go on with it."""
+def precheck(ctx: WorkerContext, job: Job, stage: Stage) -> list[CheckResult]:
+    """The stage's prechecks on the job's VM as the fabric has it now (recorded by the caller)."""
     vault = ctx.app.get(job.vault_id, Vault)
-    results = evaluate(vm, vault.kind, vault.region, stage, ctx.fabric, key_protection=ctx.keys.configured)
-    return _recorded(ctx, job, stage, results)
+    return evaluate(ctx.fabric.get_vm(job.vm_key), vault.kind, vault.region, stage, ctx.fabric,
+                    key_protection=ctx.keys.configured)
 
 
-def _recorded(ctx: WorkerContext, job: Job, stage: Stage, results: list[CheckResult]) -> list[Finding]:
-    ctx.report(c.RecordChecks(job_id=job.id, stage=stage, results=results))
+def passed(results: list[CheckResult]) -> list[Finding]:
+    """Recorded prechecks: an error stops the job with its code, the warnings go on with it."""
     error = blocking(results)
     if error is not None:
         raise OrchestratorError(error.code, describe(results))
     return warnings_of(results)
 
 
-def agent_and_extension(ctx: WorkerContext, job: Job, vm: FabricVm, stage: Stage) -> tuple[str, list[Finding]]:
-    """The stage's prechecks pass; the backup extension is installed now if the VM runs."""
-    warnings = prechecked(ctx, job, vm, stage)
+def _recorded(ctx: WorkerContext, job: Job, stage: Stage, results: list[CheckResult]) -> list[Finding]:
+    ctx.report(c.RecordChecks(job_id=job.id, stage=stage, results=results))
+    return passed(results)
+
+
+def with_extension(ctx: WorkerContext, vm: FabricVm, warnings: list[Finding]) -> tuple[str, list[Finding]]:
+    """After the prechecks passed: the backup extension's version, installed now if the VM runs."""
     version = ctx.fabric.extension_version(vm)
     if version is not None:
         return version, warnings
@@ -55,12 +58,11 @@ def agent_and_extension(ctx: WorkerContext, job: Job, vm: FabricVm, stage: Stage
     )]
 
 
-def run_backup(ctx: WorkerContext, job: Job) -> str:
+def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
+    """After the backup prechecks passed (`warnings`: theirs)."""
     vm = ctx.fabric.get_vm(job.vm_key)
     if vm.spec.power_state is PowerState.RUNNING:
-        warnings = agent_and_extension(ctx, job, vm, "backup")[1]
-    else:
-        warnings = prechecked(ctx, job, vm, "backup")
+        warnings = with_extension(ctx, vm, warnings)[1]
     store = ctx.vault_store(job.vault_id)
     rp_id = str(recovery_point_id_for(job.id))
     with store.backup_lease():

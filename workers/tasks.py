@@ -10,8 +10,10 @@ from uuid import UUID
 
 from orchestrator import commands as c
 from orchestrator.domain import Job, Vault
+from orchestrator.domain.values import CheckResult, Finding
 from orchestrator.errors import OrchestratorError
 from workers import context, jobs
+from workers.prechecks import Stage
 
 
 def _run(job_id: str, work: Callable[[context.WorkerContext, Job], str]) -> str:
@@ -20,8 +22,39 @@ def _run(job_id: str, work: Callable[[context.WorkerContext, Job], str]) -> str:
     if not ctx.report(c.StartJob(job_id=UUID(job_id), worker=socket.gethostname())):
         return "already ended"
     job = ctx.app.get(UUID(job_id), Job)
+    return _reporting_failure(ctx, job, lambda: work(ctx, job))
+
+
+def _run_checked(job_id: str, stage: Stage, work: Callable[[context.WorkerContext, Job, list[Finding]], str]) -> str:
+    """`_run` for work that the VM's prechecks for `stage` must allow: they run first and are
+    recorded with the start (one command); an error among them fails the job, and `work` gets
+    their warnings."""
+    ctx = context.current()
+    job = ctx.app.get(UUID(job_id), Job)
+    if job.state.is_terminal:  # a second delivery: nothing to check
+        return "already ended"
+    results: list[CheckResult] = []
+    unchecked: OrchestratorError | None = None
     try:
-        return work(ctx, job)
+        results = jobs.precheck(ctx, job, stage)
+    except OrchestratorError as exc:  # the VM gone from the fabric, say: the job fails once started
+        unchecked = exc
+    if not ctx.report(c.StartJob(job_id=job.id, worker=socket.gethostname(),
+                                 stage=stage if unchecked is None else "", results=results)):
+        return "already ended"
+
+    def checked_work() -> str:
+        if unchecked is not None:
+            raise unchecked
+        return work(ctx, job, jobs.passed(results))
+
+    return _reporting_failure(ctx, job, checked_work)
+
+
+def _reporting_failure(ctx: context.WorkerContext, job: Job, work: Callable[[], str]) -> str:
+    """A started job's work: an expected failure ends the job with its error code."""
+    try:
+        return work()
     except OrchestratorError as exc:
         ctx.report(c.FailJob(job_id=job.id, error_code=exc.code, error_message=exc.message))
         return exc.code
@@ -42,29 +75,29 @@ def discover(job_id: str) -> str:
 def register(job_id: str) -> str:
     """Check the VM agent, then install or confirm the backup extension."""
 
-    def work(ctx: context.WorkerContext, job: Job) -> str:
-        version, warnings = jobs.agent_and_extension(ctx, job, ctx.fabric.get_vm(job.vm_key), "register")
+    def work(ctx: context.WorkerContext, job: Job, checked: list[Finding]) -> str:
+        version, warnings = jobs.with_extension(ctx, ctx.fabric.get_vm(job.vm_key), checked)
         ctx.report(c.CompleteRegistration(job_id=job.id, extension_version=version, warnings=warnings))
         return "registered"
 
-    return _run(job_id, work)
+    return _run_checked(job_id, "register", work)
 
 
 def configure_protection(job_id: str) -> str:
     """Check the VM again (it may have changed since registration), then apply the policy."""
 
-    def work(ctx: context.WorkerContext, job: Job) -> str:
-        _, warnings = jobs.agent_and_extension(ctx, job, ctx.fabric.get_vm(job.vm_key), "protect")
+    def work(ctx: context.WorkerContext, job: Job, checked: list[Finding]) -> str:
+        _, warnings = jobs.with_extension(ctx, ctx.fabric.get_vm(job.vm_key), checked)
         ctx.report(c.CompleteProtection(job_id=job.id, protected_at=ctx.clock.now(), warnings=warnings))
         return "protected"
 
-    return _run(job_id, work)
+    return _run_checked(job_id, "protect", work)
 
 
 def backup(job_id: str) -> str:
     """Snapshot the VM's disks into the vault store; the recovery point appears once its manifest
     is committed and reported."""
-    return _run(job_id, jobs.run_backup)
+    return _run_checked(job_id, "backup", jobs.run_backup)
 
 
 def restore(job_id: str) -> str:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from orchestrator import commands as c
 from orchestrator.domain.base import Aggregate
-from orchestrator.domain.values import Operation
+from orchestrator.domain.job import Job
+from orchestrator.domain.values import CheckResult, Operation
 from orchestrator.handlers import handles
 
 if TYPE_CHECKING:
@@ -16,27 +17,32 @@ if TYPE_CHECKING:
 
 @handles(c.StartJob)
 def start_job(app: Orchestrator, cmd: c.StartJob) -> bool:
+    """The job started (once more, on a redelivery), with the prechecks its worker ran for it when
+    there were any: one transaction instead of two."""
     job = app.open_job(cmd.job_id)
     if job is None:
         return False
     job.start(cmd.worker)
-    app.save(job)
+    app.save(*_checks_recorded(app, job, cmd.stage, cmd.results) if cmd.stage else [job])
     return True
 
 
 @handles(c.RecordChecks)
 def record_checks(app: Orchestrator, cmd: c.RecordChecks) -> None:
-    """Check results go on the job and on its VM's item (the item shows its latest)."""
     job = app.open_job(cmd.job_id)
-    if job is None:
-        return
-    job.record_checks(cmd.stage, cmd.results)
+    if job is not None:
+        app.save(*_checks_recorded(app, job, cmd.stage, cmd.results))
+
+
+def _checks_recorded(app: Orchestrator, job: Job, stage: str, results: list[CheckResult]) -> list[Aggregate]:
+    """Check results go on the job and on its VM's item (the item shows its latest): what to save."""
+    job.record_checks(stage, results)
     changed: list[Aggregate] = [job]
     item = app.item_of(job.vm_key) if job.vm_key else None
     if item is not None:
-        item.record_checks(cmd.stage, cmd.results)
+        item.record_checks(stage, results)
         changed.append(item)
-    app.save(*changed)
+    return changed
 
 
 @handles(c.RecordProgress)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from orchestrator import Client, OrchestratorError
@@ -170,3 +172,45 @@ def test_registration_stores_the_expected_events(client: Client, discovered_vaul
         "backup.job.checks_recorded": 1, "backup.vm.checks_recorded": 1,  # the register-stage prechecks
         "backup.vm.registered": 1, "backup.job.completed": 1,
     }
+
+
+def test_the_prechecks_are_stored_with_the_start_of_the_job(client: Client, discovered_vault: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker runs the stage's prechecks first and reports them with the start: one command and
+    one transaction, not two."""
+    from orchestrator.application import Orchestrator
+
+    reported: list[Any] = []
+    handle = Orchestrator.handle
+
+    def spied(self: Orchestrator, command: Any, principal: str) -> Any:
+        if principal.startswith("worker:"):
+            reported.append(command)
+        return handle(self, command, principal)
+
+    monkeypatch.setattr(Orchestrator, "handle", spied)
+    start = event_count(client) + 1
+    [job] = client.wait_all(client.register(discovered_vault, ["vm01"]))
+    assert job.status == "completed"
+    assert [type(cmd).__name__ for cmd in reported] == ["StartJob", "CompleteRegistration"]
+    assert reported[0].stage == "register" and reported[0].results == []  # a healthy VM: nothing found
+    stored = client.runtime.app.recorder.select_notifications(start=start, limit=100)
+    ids = {n.topic: n.id for n in stored}
+    assert ids["backup.job.checks_recorded"] == ids["backup.job.started"] + 1  # saved together
+    assert ids["backup.vm.checks_recorded"] == ids["backup.job.started"] + 2
+
+
+def test_a_job_whose_vm_cannot_be_checked_fails_once_started(client: Client, discovered_vault: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import jobs
+
+    def gone(*args: Any) -> Any:
+        raise OrchestratorError("VmNotFound", "no VM vm01 in the fabric")
+
+    monkeypatch.setattr(jobs, "precheck", gone)
+    start = event_count(client) + 1
+    [job] = client.wait_all(client.register(discovered_vault, ["vm01"]))
+    assert (job.status, job.error_code) == ("failed", "VmNotFound")
+    found = topics(client, start=start)
+    assert found["backup.job.started"] == 1 and found["backup.job.failed"] == 1
+    assert "backup.job.checks_recorded" not in found
