@@ -68,6 +68,6 @@ class PydanticMapper(Mapper[UUID]):
             if validate is None:
                 cls = _TOPICS.get(topic) or _TOPICS.setdefault(topic, resolve_topic(topic))
                 validate = validators[topic] = cls.__pydantic_validator__.validate_json
-            return cast(DomainEventProtocol[Any], validate(data))
+            return validate(data)  # type: ignore[no-any-return]  # (a cast here costs a third of the call)
 
         return decode

@@ -66,9 +66,10 @@ class Projection(Follower):
         """Inside `tx`: move the position to `last_id` and write the events' rows, unless the
         position was there already (the events were applied before)."""
         if self.store.advance(tx, self.name, last_id):
+            handlers = type(self).__dict__.get("_handlers") or {}
             for event, notification_id in events:
                 tx.notification_id = notification_id
-                self._handler(type(event))(self, event, tx)
+                (handlers.get(type(event)) or self._handler(type(event)))(self, event, tx)
 
     @classmethod
     def _handler(cls, event_type: type) -> Callable[[Any, Any, Tx], None]:

@@ -74,9 +74,12 @@ def _classic(t: Target) -> bool:
     return t.vault_kind is VaultKind.BACKUP_VAULT
 
 
+_YEAR = re.compile(r"(\d{4})")  # compiled at import: an rq worker's horses inherit it instead of each compiling it
+
+
 def _old_windows(t: Target) -> bool:
     version = t.vm.spec.os.version.lower()
-    match = re.search(r"(\d{4})", version)
+    match = _YEAR.search(version)
     return _windows(t) and match is not None and (int(match.group(1)) < 2008 or (
         match.group(1) == "2008" and "r2" not in version))
 

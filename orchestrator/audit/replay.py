@@ -216,35 +216,39 @@ class ScratchStore:
         self._dir.cleanup()
 
 
-def event_counts(app: Any, stop: int) -> dict[str, dict[str, int]]:
-    """How many events each aggregate (its id as text) has of each topic, up to notification `stop`:
-    one scan of the log (what the partition weighs the work by)."""
+def topic_counts(app: Any, stop: int) -> dict[str, int]:
+    """How many events of each topic the log holds up to notification `stop` (one scan)."""
     recorder = app.recorder
     if isinstance(recorder.datastore, SQLiteDatastore):
-        statement: Any = (f"SELECT topic, +originator_id AS id, COUNT(*) AS n FROM {recorder.events_table_name} "
-                          "WHERE rowid <= ? GROUP BY 1, 2")  # +: grouped after the scan, not through the index
+        statement: Any = f"SELECT topic, COUNT(*) AS n FROM {recorder.events_table_name} WHERE rowid <= ? GROUP BY topic"
     else:
         from psycopg.sql import SQL, Identifier
 
-        statement = SQL("SELECT topic, originator_id::text AS id, COUNT(*) AS n FROM {schema}.{table} "
-                        "WHERE notification_id <= %s GROUP BY 1, 2").format(
+        statement = SQL("SELECT topic, COUNT(*) AS n FROM {schema}.{table} WHERE notification_id <= %s GROUP BY topic").format(
             schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
-    counts: dict[str, dict[str, int]] = {}
     with recorder.datastore.transaction(commit=False) as cursor:
         cursor.execute(statement, (stop,))
-        for row in cursor.fetchall():
-            counts.setdefault(row["topic"], {})[str(row["id"])] = int(row["n"])
-    return counts
+        return {row["topic"]: int(row["n"]) for row in cursor.fetchall()}
 
 
-def aggregate_counts(counts: dict[str, dict[str, int]], topics: Sequence[str]) -> list[tuple[str, int]]:
-    """(aggregate id as text, its events of `topics`), in the order of the ids as text (the order the
-    bounds of a Part compare in)."""
-    total: dict[str, int] = {}
-    for topic in topics:
-        for origin, n in counts.get(topic, {}).items():
-            total[origin] = total.get(origin, 0) + n
-    return sorted(total.items())
+def aggregate_sizes(app: Any) -> list[tuple[str, int]]:
+    """(aggregate id as text, how many events it has), in the order of the ids as text (the order
+    the bounds of a Part compare in). An aggregate's versions run 1, 2, 3...: its highest is its
+    size, read from the primary key's index alone (events stored since the replay began count too:
+    this only weighs the parts)."""
+    recorder = app.recorder
+    if isinstance(recorder.datastore, SQLiteDatastore):
+        statement: Any = (f"SELECT originator_id AS id, MAX(originator_version) AS n FROM {recorder.events_table_name} "
+                          "GROUP BY originator_id")
+    else:
+        from psycopg.sql import SQL, Identifier
+
+        statement = SQL("SELECT originator_id::text AS id, MAX(originator_version) AS n FROM {schema}.{table} "
+                        "GROUP BY originator_id").format(
+            schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute(statement)
+        return sorted((str(row["id"]), int(row["n"])) for row in cursor.fetchall())
 
 
 def partition(projections: Sequence[type[Projection]], counts: dict[str, int], parts: int,
@@ -344,12 +348,10 @@ def rebuild_scratch(app: Any, settings: Any, scratch: ScratchStore, *, until: da
     if (until is not None or processes < 2 or stop < PARALLEL_MIN_EVENTS
             or "fork" not in mp.get_all_start_methods()):
         return rebuild(app, scratch.store, until=until, stops=stops, progress=progress)
-    by_aggregate = event_counts(app, stop)
-    counts = {topic: sum(per.values()) for topic, per in by_aggregate.items()}
+    counts = topic_counts(app, stop)
     if sum(counts.values()) < PARALLEL_MIN_EVENTS:
         return rebuild(app, scratch.store, until=until, stops=stops, progress=progress)
-    shared_topics = sorted({topic for cls in PROJECTIONS if cls.by_aggregate for topic in cls.topics})
-    parts = partition(PROJECTIONS, counts, processes, aggregate_counts(by_aggregate, shared_topics))
+    parts = partition(PROJECTIONS, counts, processes, aggregate_sizes(app))
     _run_parts(app, settings, scratch, parts, stops, stop, progress)
     if progress:
         progress(stop, stop)
