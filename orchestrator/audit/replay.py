@@ -115,7 +115,7 @@ def stored(app: Any, stop: int, whole: Sequence[str] = (), shared: Sequence[str]
         values = [start, stop, *params, batch]
         if sqlite:
             with recorder.datastore.transaction(commit=False) as cursor:
-                cursor.row_factory = None  # plain tuples
+                cursor.sqlite_cursor.row_factory = None  # plain tuples, not the library's sqlite3.Row
                 cursor.execute(statement, values)
                 rows = cursor.fetchall()
         else:
