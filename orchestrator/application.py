@@ -98,6 +98,15 @@ class Orchestrator(Application[UUID]):
             raise NotFoundError(f"{cls.__name__}NotFound", f"{aggregate_id} is not a {cls.__name__}")
         return aggregate
 
+    def vault_created(self, vault_id: UUID) -> Vault.Created:
+        """What a vault was created as: its kind, region and subscription never change afterwards.
+        Its first event alone, one indexed read, instead of the whole vault (its inventory with it)."""
+        for first in self.events.get(vault_id, lte=1):
+            if isinstance(first, Vault.Created):
+                return first
+            break
+        raise NotFoundError("VaultNotFound", f"no vault with id {vault_id}")
+
     def open_job(self, job_id: UUID) -> Job | None:
         """The job a worker reports on, or None once it has ended (reports are idempotent)."""
         job = self.get(job_id, Job)

@@ -32,6 +32,7 @@ from workers.queues import QUEUES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+HORSE_POOL_WORKERS = 1  # threads of a work horse's connection pool (see horse_datastore)
 
 
 @dataclass
@@ -156,11 +157,15 @@ def app_env(settings: Settings, create_tables: bool = True, pre_ping: bool = Tru
 
 def horse_datastore(settings: Settings) -> Any:
     """A PostgreSQL datastore as a work horse's application makes it (`create_tables=False`,
-    `pre_ping=False`), its pool not opened: no connection, no thread until first use."""
+    `pre_ping=False`), its pool not opened: no connection, no thread until first use. A horse runs
+    its job on one thread, so its pool has one worker thread (psycopg_pool starts three by default,
+    and starting a thread costs a horse more than the queries it makes on most jobs)."""
     from eventsourcing.postgres import PostgresFactory
     from eventsourcing.utils import Environment
 
-    return PostgresFactory(Environment(Orchestrator.name, app_env(settings, create_tables=False, pre_ping=False))).datastore
+    datastore = PostgresFactory(Environment(Orchestrator.name, app_env(settings, create_tables=False, pre_ping=False))).datastore
+    datastore.pool.num_workers = HORSE_POOL_WORKERS
+    return datastore
 
 
 def _check_cipher(app: Orchestrator) -> None:

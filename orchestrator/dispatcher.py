@@ -15,6 +15,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job as RqJob
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
+from rq.utils import as_text
 
 from orchestrator import commands as c
 from orchestrator.application import Orchestrator
@@ -32,17 +33,20 @@ RECONCILER_PRINCIPAL = "system:reconciler"
 
 class Dispatcher(Follower):
     """Enqueues each new job's task with an id derived from the job, then records its position (once
-    per batch read). A crash between the two re-enqueues on restart, which RQ refuses as a duplicate."""
+    per batch read). A crash between the two re-enqueues on restart, which RQ refuses as a duplicate.
+
+    It reads the jobs' ending events too: a job whose end is in the same batch as its creation (made
+    and ended by one command, or long over when a dispatcher catches up) needs no worker. One that
+    ended after the batch is enqueued all the same, and its task finds it ended and does nothing."""
 
     name = "dispatcher"
-    topics = (get_topic(Job.Created),)
+    topics = (get_topic(Job.Created), *Job.ENDING_TOPICS)
 
     def __init__(
         self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int,
         on_enqueued: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(app, store)
-        self.orchestrator = app
         self.redis = redis
         self.job_timeout = job_timeout
         self.on_enqueued = on_enqueued  # wakes embedded workers
@@ -51,13 +55,14 @@ class Dispatcher(Follower):
         self.process_batch([(event, notification_id)], notification_id)
 
     def process_batch(self, events: Sequence[tuple[Any, int]], last_id: int) -> None:
-        """Enqueue each job's task, then record the position once for the batch."""
+        """Enqueue the task of each job made and not ended in the batch, then record the position once."""
+        ended = {event.originator_id for event, _ in events if not isinstance(event, Job.Created)}
         enqueued = False
         for event, _ in events:
-            # A job made and ended by one command (unregister, stop protection) needs no worker.
             enqueued |= bool(
-                is_async(event.operation)
-                and self.orchestrator.open_job(event.originator_id) is not None
+                isinstance(event, Job.Created)
+                and is_async(event.operation)
+                and event.originator_id not in ended
                 and enqueue(self.redis, event.operation, event.originator_id, self.job_timeout)
             )
         if enqueued:
@@ -88,25 +93,35 @@ class Reconciler:
             StartedJobRegistry(name, connection=self.redis).cleanup()
         # Jobs the dispatcher has not reached yet are its business, not a loss.
         dispatched = self.store.position(Dispatcher.name)
-        for row in queries.jobs(self.store, status="in_progress"):
-            operation = Operation(row.operation)
-            if is_async(operation) and row.created_seq <= dispatched:
-                outcome = self._reconcile(operation, row.job_id, row.attempts)
-                if outcome:
-                    counts[outcome] += 1
+        rows = [(Operation(row.operation), row) for row in queries.jobs(self.store, status="in_progress")]
+        rows = [(operation, row) for operation, row in rows if is_async(operation) and row.created_seq <= dispatched]
+        statuses = self._statuses([rq_job_id(operation, row.job_id) for operation, row in rows])
+        for (operation, row), status in zip(rows, statuses, strict=True):
+            outcome = self._reconcile(operation, row.job_id, row.attempts, status)
+            if outcome:
+                counts[outcome] += 1
         return counts
 
-    def _reconcile(self, operation: Operation, job_id: str, attempts: int) -> str | None:
-        try:
-            rq_job = RqJob.fetch(rq_job_id(operation, job_id), connection=self.redis)
-            status = rq_job.get_status()
-        except NoSuchJobError:
+    def _statuses(self, rq_ids: list[str]) -> list[str | None]:
+        """Each RQ job's status (None: no such job), in one round trip: a sweep runs every few seconds
+        over every job in progress."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for rq_id in rq_ids:
+                pipe.hget(RqJob.key_for(rq_id), "status")
+            return [as_text(status) if status else None for status in pipe.execute()]
+
+    def _reconcile(self, operation: Operation, job_id: str, attempts: int, status: str | None) -> str | None:
+        if status is None:
             if enqueue(self.redis, operation, job_id, self.job_timeout):
                 self.on_enqueued()
                 log.warning("job %s had no RQ job (Redis lost it?); enqueued again", job_id)
                 return "requeued"
             return None
         if status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            return None
+        try:
+            rq_job = RqJob.fetch(rq_job_id(operation, job_id), connection=self.redis)
+        except NoSuchJobError:  # gone since the sweep read its status: the next sweep sees to it
             return None
         result = rq_job.latest_result()
         detail = (result.exc_string or "").strip().splitlines()[-1:] if result else []
@@ -115,7 +130,7 @@ class Reconciler:
         reason = (
             "the worker running it stopped (its process died or lost Redis)"
             if lost
-            else f"the worker raised: {detail[0] if detail else status.value}"
+            else f"the worker raised: {detail[0] if detail else status}"
         )
         self.app.handle(
             c.FailJob(

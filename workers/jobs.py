@@ -7,7 +7,7 @@ from pathlib import Path
 from uuid import UUID
 
 from orchestrator import commands as c
-from orchestrator.domain import Job, RecoveryPoint, Vault, VirtualMachine
+from orchestrator.domain import Job, RecoveryPoint, VirtualMachine
 from orchestrator.domain.item import item_id_for
 from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
 from orchestrator.domain.values import CheckResult, EncryptionKeys, Finding
@@ -26,7 +26,7 @@ PROGRESS_STEPS = 4  # progress is reported at 25%, 50% and 75%; 100% goes with t
 
 def precheck(ctx: WorkerContext, job: Job, stage: Stage) -> list[CheckResult]:
     """The stage's prechecks on the job's VM as the fabric has it now (recorded by the caller)."""
-    vault = ctx.app.get(job.vault_id, Vault)
+    vault = ctx.app.vault_created(job.vault_id)
     return evaluate(ctx.fabric.get_vm(job.vm_key), vault.kind, vault.region, stage, ctx.fabric,
                     key_protection=ctx.keys.configured)
 
@@ -166,7 +166,7 @@ def run_restore(ctx: WorkerContext, job: Job) -> str:
 def _restore_checks(ctx: WorkerContext, job: Job, rp: RecoveryPoint, manifest: Manifest, subscription: str) -> list[Finding]:
     """The restore-stage prechecks, on the VM as it was when the point was taken (an encrypted VM's
     key vault as it is now): an error refuses the restore before anything is written."""
-    vault = ctx.app.get(rp.vault_id, Vault)
+    vault = ctx.app.vault_created(rp.vault_id)
     source = FabricVm(subscription=subscription, spec=VmSpec.model_validate(manifest.vm_spec), base_dir=Path("."))
     results = evaluate(source, vault.kind, vault.region, "restore", ctx.fabric, recovery_point=str(rp.id))
     return _recorded(ctx, job, "restore", results)

@@ -157,18 +157,22 @@ class VaultStore:
             _syncfs(self.blocks)
         path = self.manifest_path(manifest.recovery_point_id)
         path.parent.mkdir(parents=True, exist_ok=True)
+        data = manifest.model_dump_json().encode()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(manifest.model_dump_json().encode())
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.link(tmp, path)  # fails if a manifest is there: the first one stays
+            placed = True
         except FileExistsError:
-            pass
+            placed = False
         finally:
             Path(tmp).unlink(missing_ok=True)
         _fsync_dir(path.parent)
+        if placed:
+            return manifest, hashlib.sha256(data).hexdigest()
         return self.read_manifest(manifest.recovery_point_id), self.manifest_digest(manifest.recovery_point_id)
 
     def manifest_digest(self, recovery_point_id: str) -> str:

@@ -54,9 +54,10 @@ def test_a_worker_whose_store_is_not_up_still_starts(tmp_path: Path, fabric: Pat
     assert "event store not prepared" in caplog.text
 
 
-def test_horses_use_the_context_the_worker_built_and_open_their_own_pool(tmp_path: Path, fabric: Path, pg_schema: str,
+def test_horses_use_the_context_the_worker_built_and_open_their_own_pool_with_one_thread(tmp_path: Path, fabric: Path, pg_schema: str,
                                                                           monkeypatch: Any) -> None:
     import os
+    import threading
 
     from workers import context
 
@@ -70,6 +71,10 @@ def test_horses_use_the_context_the_worker_built_and_open_their_own_pool(tmp_pat
     if pid == 0:  # pragma: no cover - the horse
         ctx = context.current()
         ok = ctx is built and ctx.app.recorder.max_notification_id() is None  # opens its own pool
+        pool = ctx.app.recorder.datastore.pool  # type: ignore[attr-defined]
+        # with one worker thread (a horse runs its job on one thread; each thread is started per horse)
+        ok = ok and [t.name for t in threading.enumerate() if t.name.startswith(f"{pool.name}-worker")] == [
+            f"{pool.name}-worker-0"]
         os.write(write, b"1" if ok else b"0")
         os._exit(0)
     os.close(write)

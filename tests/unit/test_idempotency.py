@@ -38,9 +38,26 @@ def test_a_dispatcher_replaying_from_scratch_enqueues_nothing_twice(client: Clie
     enqueued_before = queue.count + queue.finished_job_registry.count
     replay = Dispatcher(runtime.app, runtime.store, runtime.redis, 60)
     replay.name = "dispatcher-replay"  # a dispatcher that lost its position: starts at zero
-    assert replay.run_once() == 3  # discovery + two registrations seen again
+    assert replay.run_once() == 6  # discovery + two registrations seen again, made and ended
     assert queue.count + queue.finished_job_registry.count == enqueued_before
     assert topics(client)["backup.job.started"] == 3
+
+
+def test_a_dispatcher_catching_up_enqueues_no_job_that_ended_in_what_it_reads(
+        client: Client, discovered_vault: str) -> None:
+    """Even when RQ has forgotten the jobs (their results expired, Redis lost them): only the job still
+    in progress goes to a worker."""
+    client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
+    runtime = client.runtime
+    for thread in runtime.threads:  # no dispatcher and no workers from here on
+        thread.stop()
+    runtime.threads = []
+    [open_job] = client.register(discovered_vault, ["vm03"])
+    runtime.redis.flushdb()
+    replay = Dispatcher(runtime.app, runtime.store, runtime.redis, 60)
+    replay.name = "dispatcher-replay"
+    assert replay.run_once() == 7  # four made, three of them ended
+    assert Queue(JOBS, connection=runtime.redis).job_ids == [rq_job_id(Operation.REGISTER, open_job)]
 
 
 def test_enqueueing_the_same_job_twice_is_refused_by_rq(client: Client) -> None:

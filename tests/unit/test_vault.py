@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from uuid import UUID, uuid4
+
 import pytest
 
 from orchestrator import Client, OrchestratorError
+from orchestrator.domain import Vault
 from tests.helpers import event_count
 
 INVALID_NAMES = [
@@ -101,3 +104,36 @@ def test_an_unknown_vault_id_is_not_found(client: Client) -> None:
     with pytest.raises(OrchestratorError) as caught:
         client.discover("not-an-id")
     assert caught.value.code == "CommandInvalid" and caught.value.field == "vault_id"
+
+
+def test_what_a_vault_was_created_as_is_read_from_its_first_event_alone(client: Client, discovered_vault: str) -> None:
+    """Workers' prechecks read a vault's kind and region this way: one event, however long the
+    vault's history (its inventory and edits after it)."""
+    client.set_replication(discovered_vault, "local")
+    app = client.runtime.app
+    reads: list[dict[str, object]] = []
+    select_events = app.recorder.select_events
+
+    def counted(*args: object, **kwargs: object) -> object:
+        reads.append(kwargs)
+        return select_events(*args, **kwargs)  # type: ignore[arg-type]
+
+    app.recorder.select_events = counted  # type: ignore[method-assign]
+    try:
+        created = app.vault_created(UUID(discovered_vault))
+    finally:
+        del app.recorder.select_events
+    assert (created.kind.value, created.region, created.name) == ("recovery_services", "japaneast", "vault-east")
+    assert [r.get("lte") for r in reads] == [1]
+    whole = app.get(UUID(discovered_vault), Vault)
+    assert whole.version > 2 and (whole.kind, whole.region) == (created.kind, created.region)
+
+
+def test_a_vault_creation_is_not_found_for_an_unknown_id_or_another_aggregate(client: Client, discovered_vault: str) -> None:
+    app = client.runtime.app
+    job_id = UUID(client.discover(discovered_vault))
+    client.wait(str(job_id))
+    for missing in (uuid4(), job_id):
+        with pytest.raises(OrchestratorError) as caught:
+            app.vault_created(missing)
+        assert caught.value.code == "VaultNotFound"

@@ -1,0 +1,45 @@
+"""The reconciler's sweep over the jobs in progress: one whose RQ job Redis lost is enqueued again,
+one whose RQ job failed is failed with the reason, the others are left alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rq import Queue
+from rq.job import Job as RqJob
+from rq.job import JobStatus
+from rq.results import Result
+
+from orchestrator import Client
+from orchestrator.dispatcher import Reconciler
+from orchestrator.domain.values import Operation
+from tests.deployment import wait_for
+from workers.queues import JOBS, rq_job_id
+
+
+def test_a_sweep_requeues_a_lost_job_fails_a_failed_one_and_leaves_a_queued_one(tmp_path: Path, fabric: Path) -> None:
+    with Client(data_dir=tmp_path / "data", fabric=fabric, reconcile_interval=300) as client:
+        vault = client.create_vault("vault-east", "japaneast", "rg")
+        client.wait(client.discover(vault))
+        runtime = client.runtime
+        runtime.close_workers()  # the jobs stay queued
+        lost, failed, queued = client.register(vault, ["vm01", "vm02", "vm03"])
+        queue = Queue(JOBS, connection=runtime.redis)
+        rq_ids = [rq_job_id(Operation.REGISTER, job_id) for job_id in (lost, failed, queued)]
+        wait_for(lambda: set(rq_ids) <= set(queue.job_ids) and len(client.jobs(status="in_progress")) == 3, 30,
+                 "the dispatcher to enqueue the jobs and the projections to show them")
+
+        RqJob.fetch(rq_ids[0], connection=runtime.redis).delete()  # Redis lost it
+        rq_failed = RqJob.fetch(rq_ids[1], connection=runtime.redis)
+        queue.remove(rq_failed)
+        rq_failed.set_status(JobStatus.FAILED)
+        Result.create_failure(rq_failed, 60, "Traceback ...\nRuntimeError: fabric unreachable")
+
+        counts = Reconciler(runtime.app, runtime.store, runtime.redis, 60).run_once()
+
+        assert counts == {"requeued": 1, "failed": 1}
+        assert sorted(queue.job_ids) == sorted([rq_ids[0], rq_ids[2]])
+        job = client.wait(failed, timeout=10)
+        assert (job.status, job.error_code) == ("failed", "WorkerError")
+        assert "the worker raised: RuntimeError: fabric unreachable" in job.error_message
+        assert {client.job(lost).status, client.job(queued).status} == {"in_progress"}
