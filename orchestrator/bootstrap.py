@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from eventsourcing.persistence import IntegrityError, InternalError, PersistenceError, ProgrammingError
 from redis import Redis
@@ -139,12 +139,17 @@ def bootstrap(settings: Settings) -> Runtime:
 
 def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> Orchestrator:
     """The application on the configured event store. `pre_ping=False` for a process that lives
-    for one task (a work horse): a pooled PostgreSQL connection is not checked with an empty query
-    before each use (a long-lived process's may have been dropped while idle; the library retries a
-    statement that fails on a dropped connection with a new one either way)."""
+    for one task (a work horse): a pooled PostgreSQL connection is not checked before each use (a
+    long-lived process's may have been dropped while idle, and is checked as orchestrator/pgpool.py
+    says; the library retries a statement that fails on a dropped connection with a new one either
+    way)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = app_env(settings, create_tables, pre_ping)
     app = _opening(settings, lambda: Orchestrator(env=env))
+    if settings.event_store == "postgres":
+        from orchestrator.pgpool import check_sockets_first
+
+        check_sockets_first(cast(Any, app.recorder).datastore)
     _check_cipher(app)
     return app
 

@@ -78,7 +78,10 @@ class ReadStore:
         from eventsourcing.postgres import PostgresDatastore  # psycopg only where PostgreSQL is used
 
         schema = connect.pop("schema", "public")
+        from orchestrator.pgpool import check_sockets_first
+
         datastore = PostgresDatastore(schema=schema, pool_size=1, max_overflow=4, pre_ping=True, **connect)
+        check_sockets_first(datastore)
         return cls(datastore, "postgres", schema)
 
     def t(self, name: str) -> str:
