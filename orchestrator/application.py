@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
 from eventsourcing.persistence import IntegrityError, PersistenceError
 from eventsourcing.utils import get_topic
 
@@ -34,6 +35,22 @@ SNAPSHOT_INTERVAL = 50
 
 load_all()  # registers every handler before any thread can ask for one
 
+# Set while `find` loads an aggregate of a class that is never snapshotted (a job, a recovery point).
+_WITHOUT_SNAPSHOTS: ContextVar[bool] = ContextVar("without_snapshots", default=False)
+
+
+class _Repository(Repository[UUID]):
+    """The library's repository, which does not look for a snapshot of an aggregate of a class that
+    never has one: a read (and a round trip) less when a process first loads a job."""
+
+    def _reconstruct_aggregate(self, aggregate_id: UUID, version: int | None, projector_func: Any) -> Any:
+        if not _WITHOUT_SNAPSHOTS.get():
+            return super()._reconstruct_aggregate(aggregate_id, version, projector_func)
+        aggregate = projector_func(None, self.event_store.get(aggregate_id, lte=version))
+        if aggregate is None:
+            raise AggregateNotFoundError(f"Aggregate {aggregate_id!r} version {version!r} not found.")
+        return aggregate
+
 
 class Orchestrator(Application[UUID]):
     name = "Orchestrator"
@@ -44,6 +61,14 @@ class Orchestrator(Application[UUID]):
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
         Vault: SNAPSHOT_INTERVAL, BackupPolicy: SNAPSHOT_INTERVAL, VirtualMachine: SNAPSHOT_INTERVAL,
     }
+
+    def construct_repository(self) -> Repository[UUID]:
+        base = super().construct_repository()
+        repository = _Repository(event_store=base.event_store, snapshot_store=base.snapshot_store,
+                                 fastforward=base.fastforward, fastforward_skipping=base.fastforward_skipping,
+                                 deepcopy_from_cache=base.deepcopy_from_cache)
+        repository.cache = base.cache
+        return repository
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """After the command's events are stored: a snapshot of each saved aggregate whose new
@@ -90,10 +115,13 @@ class Orchestrator(Application[UUID]):
     def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
         """The aggregate, or None if there is none with that id (one read: `in repository` is a
         whole `get` of its own)."""
+        token = _WITHOUT_SNAPSHOTS.set(cls not in self.snapshotting_intervals)
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+        finally:
+            _WITHOUT_SNAPSHOTS.reset(token)
         if not isinstance(aggregate, cls):
             raise NotFoundError(f"{cls.__name__}NotFound", f"{aggregate_id} is not a {cls.__name__}")
         return aggregate

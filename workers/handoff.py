@@ -4,9 +4,11 @@ RQ forks a horse per job, and a horse that connects for itself gets a new server
 catalog and plan caches start cold: about 11 ms of PostgreSQL CPU and 4 ms of the horse's own per
 job (bench/coldstart.py), more than a small backup's queries. So the worker process opens one
 connection, exactly as the event store's pool would (the same settings and set-up), and never uses
-it; each horse inherits it through the fork and its pool starts with it as its first connection,
-after `DEALLOCATE ALL` (the library prepares statements by name, and each horse starts from the worker's
-copy of the driver's state, which has none).
+it; each horse inherits it through the fork and its pool starts with it as its first connection.
+Nothing is prepared on it (`prepare_threshold = None`): the library asks for every statement to be
+prepared, which costs a round trip of its own before the statement's first run, and a horse runs
+each statement once or twice; and each horse starts from the worker's copy of the driver's state,
+which knows of no prepared statement, so none may be left in the session for the next one.
 
 The connection goes to the next horse only when this one left it open and idle: the horse marks
 that in a byte of memory shared with the worker as its last act. A horse killed or timed out
@@ -48,6 +50,8 @@ def install() -> bool:
     (inherited by horses). False, and nothing changed, if this psycopg_pool is not the one it knows."""
     from eventsourcing.postgres import ConnectionPool
 
+    from orchestrator.pgpool import check_when_in_doubt
+
     try:
         from psycopg_pool.pool import AddConnection, Schedule, ShrinkPool
     except ImportError:
@@ -61,7 +65,7 @@ def install() -> bool:
         conn = _take()
         if conn is not None:
             try:
-                conn.execute("DEALLOCATE ALL")
+                check_when_in_doubt(conn)  # no round trip unless the server has closed it
             except Exception as exc:  # noqa: BLE001 - a dropped session: connect as usual
                 log.info("lent PostgreSQL session unusable (%s); connecting", exc)
                 with suppress(Exception):
@@ -139,6 +143,7 @@ class SessionLender:
             self.failed_at = time.monotonic()
             return
         conn._pool = None  # a horse's pool adopts it
+        conn.prepare_threshold = None  # see the module's docstring
         self.conn, self.opened = conn, time.monotonic()
         self.sessions += 1
 

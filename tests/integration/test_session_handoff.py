@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,32 @@ def test_no_session_when_postgresql_is_unreachable(settings: Settings, caplog: p
     lender.before_fork()
     assert lender.conn is None and "no PostgreSQL session to lend" in caplog.text
     lender.after_horse()
+
+
+def test_horses_prepare_nothing_on_the_session(lender: handoff.SessionLender, settings: Settings) -> None:
+    """Each statement of a horse runs in one round trip, and the next horse (which knows of no prepared
+    statement) finds none in the session."""
+    def busy(app: Any) -> None:
+        for _ in range(3):
+            app.recorder.select_notifications(start=1, limit=10)
+            app.recorder.max_notification_id()
+        with app.recorder.datastore.get_connection() as conn:
+            prepared = conn.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"]
+        if prepared:
+            raise AssertionError(f"{prepared} prepared statements")
+
+    first = horse(lender, settings, busy)
+    assert first and horse(lender, settings, busy) == first  # both horses ran `busy` without an error
+    assert lender.sessions == 1
+
+
+def test_a_session_dropped_between_horses_is_replaced_by_the_next_horse(lender: handoff.SessionLender,
+                                                                         settings: Settings) -> None:
+    import psycopg
+
+    first = horse(lender, settings)
+    with psycopg.connect(host=PG_HOST, user=PG_USER, dbname=PG_DB, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+    time.sleep(0.2)
+    second = horse(lender, settings, lambda app: app.recorder.select_notifications(start=1, limit=10))
+    assert second not in (0, first)

@@ -11,9 +11,9 @@ from orchestrator import commands as c
 from orchestrator.application import Orchestrator
 from orchestrator.bootstrap import build_app
 from orchestrator.config import load_settings
-from orchestrator.domain import Vault
-from orchestrator.domain.values import Replication, VmRef
-from orchestrator.errors import SettingsError
+from orchestrator.domain import Job, Vault
+from orchestrator.domain.values import Operation, Replication, VmRef
+from orchestrator.errors import NotFoundError, SettingsError
 
 
 def two_processes(tmp_path: Path) -> tuple[Orchestrator, Orchestrator]:
@@ -55,3 +55,26 @@ def test_the_cache_size_is_a_setting_and_zero_turns_it_off(tmp_path: Path) -> No
     with pytest.raises(SettingsError) as caught:
         load_settings({"BACKUP_AGGREGATE_CACHE_SIZE": "-1"})
     assert caught.value.field == "BACKUP_AGGREGATE_CACHE_SIZE"
+
+
+def test_a_first_load_looks_for_a_snapshot_only_for_classes_that_have_them(tmp_path: Path) -> None:
+    """A job or a recovery point never has a snapshot: loading one reads its events alone."""
+    first, second = two_processes(tmp_path)
+    vault_id = first.handle(c.CreateVault(name="vault-a", region="japaneast", resource_group="rg"), "alice")
+    job_id = first.handle(c.DiscoverVms(vault_id=vault_id), "alice")
+    assert second.snapshots is not None
+    looked: list[object] = []
+    select_events = second.snapshots.recorder.select_events
+
+    def spy(*args: object, **kwargs: object) -> object:
+        looked.append(args[0] if args else kwargs["originator_id"])
+        return select_events(*args, **kwargs)  # type: ignore[arg-type]
+
+    second.snapshots.recorder.select_events = spy  # type: ignore[method-assign]
+    assert second.get(job_id, Job).operation is Operation.DISCOVERY
+    assert looked == []
+    assert second.get(vault_id, Vault).name == "vault-a"
+    assert looked == [vault_id]
+    with pytest.raises(NotFoundError) as caught:  # an id of another class is still refused
+        second.get(vault_id, Job)
+    assert caught.value.code == "JobNotFound"
