@@ -3,7 +3,7 @@ one the server dropped is replaced without an error, a live one costs no round t
 
 from __future__ import annotations
 
-import time
+import select
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,15 @@ def backend_pid(datastore: Any) -> int:
 
 def terminate_pooled(datastore: Any) -> set[int]:
     """End the server side of every idle connection in the pool, as a restart would."""
-    pids = {conn.info.backend_pid for conn in datastore.pool._pool}
+    pooled = list(datastore.pool._pool)
+    pids = {conn.info.backend_pid for conn in pooled}
     with psycopg.connect(host=PG_HOST, user=PG_USER, dbname=PG_DB, autocommit=True) as admin:
         for pid in pids:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    time.sleep(0.2)  # the backends' goodbyes reach the pooled connections' sockets
+    for conn in pooled:  # until each backend's goodbye has reached its pooled connection's socket
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN)
+        assert poller.poll(10_000), "the terminated backend's socket never became readable"
     return pids
 
 

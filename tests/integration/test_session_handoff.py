@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,9 @@ def test_a_session_dropped_between_horses_is_replaced_by_the_next_horse(lender: 
     first = horse(lender, settings)
     with psycopg.connect(host=PG_HOST, user=PG_USER, dbname=PG_DB, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (first,))
-    time.sleep(0.2)
+    assert lender.conn is not None
+    poller = select.poll()  # until the backend's goodbye has reached the lent session's socket
+    poller.register(lender.conn.pgconn.socket, select.POLLIN)
+    assert poller.poll(10_000)
     second = horse(lender, settings, lambda app: app.recorder.select_notifications(start=1, limit=10))
     assert second not in (0, first)
