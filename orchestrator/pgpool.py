@@ -24,9 +24,15 @@ def ping(conn: Connection[Any]) -> None:
     ConnectionPool.check_connection(conn)
 
 
+def idle(conn: Connection[Any]) -> bool:
+    """Open, in a good state and outside any transaction, as far as the driver knows."""
+    return bool(not conn.closed and conn.pgconn.status == ConnStatus.OK
+                and conn.info.transaction_status == TransactionStatus.IDLE)
+
+
 def check_when_in_doubt(conn: Connection[Any]) -> None:
     """The pool's `check`: returns quietly for a usable connection, raises for one that is not."""
-    if conn.closed or conn.pgconn.status != ConnStatus.OK or conn.info.transaction_status != TransactionStatus.IDLE:
+    if not idle(conn):
         ping(conn)  # raises
         return
     poller = select.poll()

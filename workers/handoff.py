@@ -85,13 +85,6 @@ def install() -> bool:
     return True
 
 
-def _idle(conn: Any) -> bool:
-    from psycopg.pq import ConnStatus, TransactionStatus
-
-    return bool(not conn.closed and conn.pgconn.status == ConnStatus.OK
-                and conn.info.transaction_status == TransactionStatus.IDLE)
-
-
 class SessionLender:
     """The worker process's side: a session for the next horse, checked after each one."""
 
@@ -115,7 +108,9 @@ class SessionLender:
 
     def horse_done(self) -> None:
         """In the horse, after its job: whether the session can go to the next one."""
-        if self.conn is not None and _idle(self.conn):
+        from orchestrator.pgpool import idle
+
+        if self.conn is not None and idle(self.conn):
             self._clean[0] = 1
 
     def after_horse(self) -> None:
