@@ -34,7 +34,10 @@ import redis
 from rq import Queue
 
 from orchestrator import Client
+from orchestrator.audit.chain import ChainFollower
+from orchestrator.dispatcher import Dispatcher
 from orchestrator.fabric.sample import vm_entry, write_fabric
+from projections.runner import NAMES as PROJECTION_NAMES
 from tests.deployment import Deployment, flush
 from tests.helpers import REDIS_URL, drop_pg_schema, new_pg_schema
 from workers.queues import JOBS
@@ -55,14 +58,8 @@ def noop_rate(n: int) -> float:
 def settle(client: Client) -> None:
     """Until every follower (dispatcher, projections, the audit chain) has read the whole log: the
     previous round's tail must not run during the next no-op round."""
-    store, recorder = client.runtime.store, client.runtime.app.recorder
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        head = recorder.max_notification_id() or 0
-        rows = store.fetch(f"SELECT min(notification_id) AS low FROM {store.t('follower_positions')}")
-        if rows and (rows[0]["low"] or 0) >= head:
-            break
-        time.sleep(0.1)
+    head = client.runtime.app.recorder.max_notification_id() or 0
+    client.runtime.store.wait([*PROJECTION_NAMES, Dispatcher.name, ChainFollower.name], head, 120)
     time.sleep(1)
 
 
