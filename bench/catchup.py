@@ -34,7 +34,7 @@ from tests.helpers import fabric_with
 
 
 def write_history(client: Client, target: int) -> int:
-    app = client.runtime.app
+    app = client._runtime.app
     ids = [client.create_vault(f"vault-{i:04d}", "japaneast", "rg") for i in range(1000)]
     round_ = 0
     vaults = [app.get(UUID(i), Vault) for i in ids]  # kept in memory: each save adds to their versions
@@ -49,8 +49,8 @@ def write_history(client: Client, target: int) -> int:
 
 def catch_up(client: Client, directory: Path, events: int) -> float:
     store = ReadStore.sqlite(directory / "fresh-readmodels.sqlite")
-    projections = build_projections(client.runtime.app, store)
-    group = ProjectionGroup(client.runtime.app, store, projections)
+    projections = build_projections(client._runtime.app, store)
+    group = ProjectionGroup(client._runtime.app, store, projections)
     started = time.perf_counter()
     while group.run_once():
         pass

@@ -40,7 +40,7 @@ def build_history(client: Client, target: int) -> int:
     client.wait_all([client.backup_now(main, vm) for vm in vms])
     spare = [client.create_vault(f"vault-{i:02d}", "japaneast", "rg") for i in range(50)]
     edits = 0
-    while (client.runtime.app.recorder.max_notification_id() or 0) < target:
+    while (client._runtime.app.recorder.max_notification_id() or 0) < target:
         vault = spare[edits % len(spare)]
         if edits % 2:
             client.set_replication(vault, "local" if edits % 4 == 1 else "geo")
@@ -48,11 +48,11 @@ def build_history(client: Client, target: int) -> int:
             client.update_policy(vault, "DefaultPolicy", {"frequency": "daily", "times": ["01:00"]},
                                  {"daily": {"days": 7 + edits % 50}})
         edits += 1
-    return client.runtime.app.recorder.max_notification_id() or 0
+    return client._runtime.app.recorder.max_notification_id() or 0
 
 
 def raw_read(client: Client) -> tuple[int, float]:
-    recorder = client.runtime.app.recorder
+    recorder = client._runtime.app.recorder
     started, count, start = time.perf_counter(), 0, 1
     while True:
         batch = recorder.select_notifications(start=start, limit=BATCH)
@@ -83,7 +83,7 @@ def main() -> None:
     try:
         with Client(**settings) as client:  # type: ignore[arg-type]
             events = build_history(client, args.events)
-            client.runtime.close_workers()
+            client._runtime.close_workers()
             raw, replayed = [], []
             for _ in range(args.rounds):
                 count, seconds = raw_read(client)

@@ -58,8 +58,8 @@ def noop_rate(n: int) -> float:
 def settle(client: Client) -> None:
     """Until every follower (dispatcher, projections, the audit chain) has read the whole log: the
     previous round's tail must not run during the next no-op round."""
-    head = client.runtime.app.recorder.max_notification_id() or 0
-    client.runtime.store.wait([*PROJECTION_NAMES, Dispatcher.name, ChainFollower.name], head, 120)
+    head = client._runtime.app.recorder.max_notification_id() or 0
+    client._runtime.store.wait([*PROJECTION_NAMES, Dispatcher.name, ChainFollower.name], head, 120)
     time.sleep(1)
 
 

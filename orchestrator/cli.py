@@ -128,10 +128,9 @@ def items(vault: str, subscription: Subscription = "default", as_json: Json = Fa
 @app.command()
 def health(as_json: Json = False) -> None:
     """Check the event store, the queue and the read models; exit 1 when one is not healthy."""
-    from orchestrator.health import check
-
     try:
-        report = check(Client(start_services=False))
+        with Client(start_services=False) as client:
+            report = client.health()
     except OrchestratorError as exc:
         report = {"healthy": False, "error": f"[{exc.code}] {exc.message}"}
     emit(report, as_json)

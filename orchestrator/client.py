@@ -50,14 +50,14 @@ class Client(ReadModels):
         queue is embedded, unless `start_services` says otherwise. `clock` replaces the system clock
         (simulations and tests)."""
         self.settings = settings or load_settings(**overrides)
-        self.runtime: Runtime = bootstrap(self.settings)
+        self._runtime: Runtime = bootstrap(self.settings)
         if clock is not None:
-            self.runtime.clock = clock
+            self._runtime.clock = clock
         if start_services if start_services is not None else self.settings.embedded_queue:
             try:
-                self.runtime.start_services()
+                self._runtime.start_services()
             except BaseException:
-                self.runtime.close()
+                self._runtime.close()
                 raise
 
     # Commands
@@ -125,22 +125,22 @@ class Client(ReadModels):
 
         if stage not in STAGES:
             raise OrchestratorError("CommandInvalid", f"stage {stage!r} is not one of {', '.join(STAGES)}", field="stage")
-        vault = self.runtime.app.get(_uuid(vault_id, "vault_id"), Vault)
-        matches = [vm for vm in self.runtime.fabric.list_vms(vault.subscription) if vm.ref.answers_to(vm_name)]
+        vault = self._runtime.app.get(_uuid(vault_id, "vault_id"), Vault)
+        matches = [vm for vm in self._runtime.fabric.list_vms(vault.subscription) if vm.ref.answers_to(vm_name)]
         if len(matches) != 1:
             code = "VmNameAmbiguous" if matches else "VmNotFound"
             raise OrchestratorError(code, f"{len(matches)} VMs named {vm_name!r} in subscription {vault.subscription!r}",
                                     field="vm_name")
         # An embedded client is its own worker; a distributed one leaves the workers' key setting to them.
         key_protection = self.settings.key_protection_key is not None or not self.settings.embedded_queue
-        return evaluate(matches[0], vault.kind, vault.region, stage, self.runtime.fabric, key_protection=key_protection)
+        return evaluate(matches[0], vault.kind, vault.region, stage, self._runtime.fabric, key_protection=key_protection)
 
     # Backups and restores
 
     def backup_now(self, vault_id: str, vm_name: str, retain_until: datetime | None = None) -> str:
         """Back up a protected VM now; its recovery point is kept until `retain_until` (default 30 days)."""
         return str(self._do(c.BackupNow, vault_id=vault_id, vm_name=vm_name, retain_until=retain_until,
-                            now=self.runtime.clock.now()))
+                            now=self._runtime.clock.now()))
 
     def restore(
         self, recovery_point_id: str, target_vm_name: str, mode: str = "vm", target_dir: str | None = None,
@@ -169,7 +169,7 @@ class Client(ReadModels):
     def run_scheduler(self, now: datetime | None = None) -> list[str]:
         """One scheduler pass (the scheduler service does this every BACKUP_SCHEDULER_INTERVAL)."""
         self._catch_up()
-        scheduler = Scheduler(self.runtime.app, self.runtime.store, self.runtime.clock)
+        scheduler = Scheduler(self._runtime.app, self._runtime.store, self._runtime.clock)
         return [str(j) for j in scheduler.tick(now)]
 
     # Audit
@@ -179,14 +179,14 @@ class Client(ReadModels):
         """Recompute the hash chain over the stored history and compare it with the recorded one and
         its checkpoints: every modified, deleted, inserted or reordered stored event is named.
         `expect` is a (position, hash) kept elsewhere from an earlier run. Changes nothing."""
-        return chain.verify(self.runtime.app, self.runtime.store, expect, progress)
+        return chain.verify(self._runtime.app, self._runtime.store, expect, progress)
 
     # Jobs
 
     def job(self, job_id: str) -> JobRow:
         """One job as the jobs read model shows it."""
         self._catch_up()
-        row = queries.job(self.runtime.store, str(job_id))
+        row = queries.job(self._runtime.store, str(job_id))
         if row is None:
             raise NotFoundError("JobNotFound", f"no job with id {job_id}")
         return row
@@ -237,7 +237,7 @@ class Client(ReadModels):
         """Drop from `pending` the jobs that ended; returns the log position read up to. The first
         time (`seen` < 0), the jobs read model tells which had ended as of its position; after that,
         only the job-ending events stored since are read."""
-        app = self.runtime.app
+        app = self._runtime.app
         head = app.recorder.max_notification_id() or 0
         if seen < 0:
             seen = self._ended_as_shown(pending)
@@ -252,13 +252,13 @@ class Client(ReadModels):
         not show yet is read from the event store, which also finds an unknown one); returns the
         read model's position, read before its rows, so every job that ended after it has its
         job-ending event after it in the log."""
-        store = self.runtime.store
+        store = self._runtime.store
         position = store.position(JOBS_READ_MODEL)
         shown = queries.job_states(store, [str(job_id) for job_id in pending])
         for job_id in list(pending):
             status = shown.get(str(job_id))
             if status is None:
-                ended = self.runtime.app.get(job_id, Job).state.is_terminal  # JobNotFound for no such job
+                ended = self._runtime.app.get(job_id, Job).state.is_terminal  # JobNotFound for no such job
             else:
                 ended = JobState(status).is_terminal
             if ended:
@@ -270,12 +270,19 @@ class Client(ReadModels):
     def vault_id(self, name: str, subscription: str = "default") -> str:
         """The id of the vault called `name` in `subscription`."""
         vault_id = vault_id_for(subscription, name)
-        if vault_id not in self.runtime.app.repository:
+        if vault_id not in self._runtime.app.repository:
             raise NotFoundError("VaultNotFound", f"no vault {name!r} in subscription {subscription!r}")
         return str(vault_id)
 
+    def health(self) -> dict[str, Any]:
+        """Whether this process reaches the event store and the queue, and how far each read model
+        trails the event log (`healthy`: both answer and no read model is over 1,000 events behind)."""
+        from orchestrator.health import check
+
+        return check(self._runtime)
+
     def close(self) -> None:
-        self.runtime.close()
+        self._runtime.close()
 
     def __enter__(self) -> Self:
         return self
@@ -286,13 +293,13 @@ class Client(ReadModels):
     def _do(self, command_class: type[c.C], **values: Any) -> Any:
         command = c.build(command_class, **values)
         with store_errors("the command may or may not have been stored: look, then retry"):
-            return self.runtime.app.handle(command, self.settings.principal)
+            return self._runtime.app.handle(command, self.settings.principal)
 
     def _read_store(self) -> ReadStore:
         """The live read models, once they have seen every event stored so far."""
         with store_errors("nothing was changed: retry"):
             self._catch_up()
-        return self.runtime.store
+        return self._runtime.store
 
     def as_of(self, when: datetime, progress: Callable[[int, int], None] | None = None) -> AsOf:
         """The read models as they were at `when` (jobs, items, vaults, recovery points, policies,
@@ -302,7 +309,7 @@ class Client(ReadModels):
             raise OrchestratorError("CommandInvalid", "as_of needs a time with its time zone", field="when")
         scratch = replay.ScratchStore()
         try:
-            events = replay.rebuild_scratch(self.runtime.app, self.settings, scratch, until=when, progress=progress)
+            events = replay.rebuild_scratch(self._runtime.app, self.settings, scratch, until=when, progress=progress)
         except BaseException:
             scratch.close()
             raise
@@ -315,7 +322,7 @@ class Client(ReadModels):
         """The stored events matching every filter given, oldest first, each with its time and the
         principal who caused it. `event_type` is a topic or its prefix (`job`, `job.failed`)."""
         return list(audit_history.history(
-            self.runtime.app, entity_id=_uuid(entity_id, "entity_id") if entity_id else None,
+            self._runtime.app, entity_id=_uuid(entity_id, "entity_id") if entity_id else None,
             vault_id=_uuid(vault_id, "vault_id") if vault_id else None, vm_name=vm_name, event_type=event_type,
             start=start, end=end))
 
@@ -323,12 +330,12 @@ class Client(ReadModels):
         """Rebuild every read model from scratch into a fresh store, up to where the live ones are,
         and compare digests (and rows) with the live ones. Changes nothing."""
         self._catch_up()
-        return replay.replay(self.runtime.app, self.settings, self.runtime.store, progress)
+        return replay.replay(self._runtime.app, self.settings, self._runtime.store, progress)
 
     def _catch_up(self) -> None:
         """Read your writes: wait until the read models have seen every event stored so far."""
-        head = self.runtime.app.recorder.max_notification_id() or 0
-        if not self.runtime.store.wait(PROJECTION_NAMES, head, READ_MODEL_TIMEOUT):
+        head = self._runtime.app.recorder.max_notification_id() or 0
+        if not self._runtime.store.wait(PROJECTION_NAMES, head, READ_MODEL_TIMEOUT):
             raise ServiceUnavailableError(
                 "ReadModelBehind",
                 f"the read models did not catch up with the event log within "

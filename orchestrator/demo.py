@@ -11,6 +11,7 @@ from rich.table import Table
 
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
+from orchestrator.fabric.local import LocalFabric
 from orchestrator.fabric.sample import write_sample_fabric
 
 
@@ -32,11 +33,12 @@ def _protect_backup_restore(client: Client, vault: str, vms: list[str], out: Con
     [point] = client.recovery_points(vault, source)
     target = f"{source}-restored-{point.recovery_point_id[:8]}"
     restore = client.wait(client.restore(point.recovery_point_id, target))
-    restored = client.runtime.fabric.find_vm("default", target)
+    fabric = LocalFabric(client.settings.fabric_path)  # the inventory the workers read, read here too
+    restored = fabric.find_vm("default", target)
     key = next(i.vm_key for i in client.protected_items(vault) if i.vm_name == source)
     same = restored is not None and all(
         _sha(path) == _sha(restored.disk_path(disk))
-        for (_, path), disk in zip(client.runtime.fabric.disk_paths(key), restored.spec.disks))
+        for (_, path), disk in zip(fabric.disk_paths(key), restored.spec.disks))
     out.print(f"[bold]9. Restore[/bold] of {source} as new VM {target}: {restore.status}, disks verified, "
               f"byte-for-byte equal to the source: {same}")
     check = client.check_vault(vault)

@@ -49,11 +49,11 @@ def fabric_with(tmp: Path, healthy: int = 20, region: str = "japaneast", **extra
 
 
 def event_count(client: Any) -> int:
-    return client.runtime.app.recorder.max_notification_id() or 0
+    return client._runtime.app.recorder.max_notification_id() or 0
 
 
 def topics(client: Any, *, start: int = 1) -> Counter[str]:
-    notifications = client.runtime.app.recorder.select_notifications(start=start, limit=100000)
+    notifications = client._runtime.app.recorder.select_notifications(start=start, limit=100000)
     return Counter(n.topic for n in notifications)
 
 

@@ -21,8 +21,8 @@ def small_history(client: Client) -> int:
     client.wait_all(client.register(vault, vms))
     client.wait_all(client.protect(vault, vms))
     client.wait_all([client.backup_now(vault, vm) for vm in vms[:2]])
-    head = client.runtime.app.recorder.max_notification_id() or 0
-    assert client.runtime.store.wait(["audit_chain"], head, 30)
+    head = client._runtime.app.recorder.max_notification_id() or 0
+    assert client._runtime.store.wait(["audit_chain"], head, 30)
     return head
 
 

@@ -64,11 +64,11 @@ def test_the_chain_records_checkpoints_in_the_history(tmp_path: Path, fabric: Pa
     monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
     with Client(data_dir=tmp_path / "data", fabric=fabric, principal="alice") as client:
         small_history(client)
-        head = client.runtime.app.recorder.max_notification_id() or 0
-        assert client.runtime.store.wait(["audit_chain"], head, 30)
+        head = client._runtime.app.recorder.max_notification_id() or 0
+        assert client._runtime.store.wait(["audit_chain"], head, 30)
         report = client.audit_verify()
         assert report.clean and report.checkpoints >= 2
-        events = client.runtime.app.recorder.select_notifications(start=1, limit=10000,
+        events = client._runtime.app.recorder.select_notifications(start=1, limit=10000,
                                                                   topics=["backup.audit_checkpoint.created"])
         assert len(events) == report.checkpoints
 

@@ -31,7 +31,7 @@ def protected(client: Client, discovered_vault: str) -> str:
 def _disks(client: Client, vm: str) -> dict[str, Path]:
     key = next(i.vm_key for i in client.protected_items(client.vaults()[0].vault_id, include_former=True)
                if i.vm_name == vm)
-    return dict(client.runtime.fabric.disk_paths(key))
+    return dict(client._runtime.fabric.disk_paths(key))
 
 
 def test_protected_vms_wait_for_their_initial_backup(client: Client, protected: str) -> None:
@@ -50,7 +50,7 @@ def test_ten_vms_back_up_and_one_restores_byte_for_byte(client: Client, protecte
     assert rp.tiers == ["on_demand"] and rp.logical_bytes == MIB
     restore = client.wait(client.restore(rp.recovery_point_id, "vm03-restored"))
     assert restore.status == "completed" and restore.result["verified"] is True
-    restored = client.runtime.fabric.find_vm("default", "vm03-restored")
+    restored = client._runtime.fabric.find_vm("default", "vm03-restored")
     assert restored is not None and restored.spec.region == "japaneast"
     assert {d.name: _sha(restored.disk_path(d)) for d in restored.spec.disks} == {
         name.replace("vm03", "vm03"): digest for name, digest in source.items()}
@@ -89,7 +89,7 @@ def test_restore_disks_writes_verified_images_to_a_directory(client: Client, pro
 
 
 def test_a_second_backup_while_one_runs_is_refused(client: Client, protected: str) -> None:
-    client.runtime.close_workers()  # keep the first backup in progress
+    client._runtime.close_workers()  # keep the first backup in progress
     client.backup_now(protected, "vm01")
     before = event_count(client)
     with pytest.raises(OrchestratorError) as caught:
@@ -113,7 +113,7 @@ def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(tmp
         client.wait_all(client.register(vault, ["big"]))
         client.wait_all(client.protect(vault, ["big"]))
         first = client.wait(client.backup_now(vault, "big"))
-        [(_, disk)] = client.runtime.fabric.disk_paths("default/rg-japaneast/big")
+        [(_, disk)] = client._runtime.fabric.disk_paths("default/rg-japaneast/big")
         with disk.open("r+b") as f:  # change 1% of the disk: 4 MiB in the middle
             f.seek(200 * MIB)
             f.write(os.urandom(4 * MIB))
@@ -131,7 +131,7 @@ def test_a_backup_task_delivered_twice_adds_nothing(client: Client, protected: s
     job_id = client.backup_now(protected, "vm01")
     client.wait(job_id)
     before = event_count(client)
-    context.bind(client.runtime.worker_context())
+    context.bind(client._runtime.worker_context())
     try:
         assert tasks.backup(job_id) == "already ended"
     finally:
@@ -145,7 +145,7 @@ def test_the_end_of_the_transfer_is_stored_with_the_recovery_point(client: Clien
     the recovery point and the job's completion, not as a report of its own."""
     job = client.wait(client.backup_now(protected, "vm01"))
     assert job.status == "completed" and job.bytes_done == job.bytes_total == job.result["logical_bytes"] > 0
-    app = client.runtime.app
+    app = client._runtime.app
     mine = [n for n in app.recorder.select_notifications(start=1, limit=100_000) if str(n.originator_id) == job.job_id]
     topics = [app.mapper.to_domain_event(n).TOPIC for n in mine]
     assert topics.count("backup.job.progressed") == 1

@@ -64,5 +64,5 @@ def test_eight_threads_backing_up_one_vm_start_one_backup(tmp_path: Path, fabric
     with Client(data_dir=tmp_path / "data", fabric=fabric, principal="ops", scheduler_interval=3600) as client:
         vault = protected_vm(client)
         if held:
-            client.runtime.close_workers()  # the backup stays queued while the others are refused
+            client._runtime.close_workers()  # the backup stays queued while the others are refused
         check_exactly_one(client, vault, "vm01", runs=not held)

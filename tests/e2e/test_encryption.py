@@ -145,7 +145,7 @@ def test_the_encryption_matrix(client: Client, vault: str, tmp_path: Path, manag
     restore = client.wait(client.restore(rp.recovery_point_id, f"{name}-r", mode="disks", target_dir=str(tmp_path / "r")))
     assert restore.status == "completed_with_warnings", restore.error_message
     assert [w["code"] for w in restore.warnings] == ["RestoredAsDisksEncrypted"]
-    source = client.runtime.fabric.find_vm("default", name)
+    source = client._runtime.fabric.find_vm("default", name)
     assert source is not None
     assert {d.name: _sha(source.disk_path(d)) for d in source.spec.disks} == {
         n: _sha(Path(p)) for n, p in restore.result["disks"].items()}
@@ -159,7 +159,7 @@ def test_an_encrypted_vm_restored_as_a_vm_comes_back_as_disks_with_the_reason(cl
     assert (restore.status, restore.result["mode"]) == ("completed_with_warnings", "disks")
     [warning] = restore.warnings
     assert warning["code"] == "RestoredAsDisksEncrypted" and "kv-main" in warning["message"]
-    assert client.runtime.fabric.find_vm("default", "um-kek-win-new") is None
+    assert client._runtime.fabric.find_vm("default", "um-kek-win-new") is None
 
 
 def test_encryption_needs_a_resource_manager_vm_and_an_existing_key_vault(client: Client, vault: str) -> None:
@@ -249,7 +249,7 @@ def test_restore_is_refused_without_access_to_the_key_vault(client: Client, back
 def test_missing_keys_refuse_the_restore_until_restore_keys_puts_them_back(
     client: Client, backed_up: str, fabric: Path, tmp_path: Path
 ) -> None:
-    original = client.runtime.fabric.key_vault("default", "kv-main")
+    original = client._runtime.fabric.key_vault("default", "kv-main")
     assert original is not None
 
     def drop(kv: dict[str, Any]) -> None:
@@ -266,7 +266,7 @@ def test_missing_keys_refuse_the_restore_until_restore_keys_puts_them_back(
     keys_job = client.wait(client.restore_keys(backed_up))
     assert keys_job.status == "completed", keys_job.error_message
     assert keys_job.result["restored"] == {"secret bek-um-kek-lin": "restored", "key kek-um-kek-lin": "restored"}
-    now = client.runtime.fabric.key_vault("default", "kv-main")
+    now = client._runtime.fabric.key_vault("default", "kv-main")
     assert now is not None
     assert now.secrets["bek-um-kek-lin"] == original.secrets["bek-um-kek-lin"]
     assert now.keys["kek-um-kek-lin"] == original.keys["kek-um-kek-lin"]

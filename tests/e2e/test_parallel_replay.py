@@ -61,7 +61,7 @@ def test_the_split_replay_equals_the_live_read_models_and_reports_progress(clien
     report = client.audit_replay(lambda done, total: seen.append((done, total)))
     assert len(runs) == 1 and len(runs[0][3]) >= 2  # split over at least two processes
     assert report.equal and not report.differences
-    assert report.events == client.runtime.app.recorder.max_notification_id()
+    assert report.events == client._runtime.app.recorder.max_notification_id()
     head = report.events
     assert seen[-1] == (head, head) and all(done <= total for done, total in seen)
     assert report.replayed["vaults"].rows == 2 and report.replayed["items"].rows == 3
@@ -69,7 +69,7 @@ def test_the_split_replay_equals_the_live_read_models_and_reports_progress(clien
 
 
 def test_one_process_and_the_split_rebuild_the_same_rows(client: Client) -> None:
-    app, settings = client.runtime.app, client.settings
+    app, settings = client._runtime.app, client.settings
     rows = []
     for processes in (1, 3):
         scratch = replay.ScratchStore()
@@ -160,7 +160,7 @@ def test_partition_splits_read_models_keyed_by_aggregate_and_balances_the_parts(
 
 
 def test_a_part_reads_only_its_share_of_the_aggregates(client: Client) -> None:
-    app = client.runtime.app
+    app = client._runtime.app
     head = app.recorder.max_notification_id()
     topics = sorted({topic for cls in PROJECTIONS if cls.by_aggregate for topic in cls.topics})
     aggregates = replay.aggregate_sizes(app)
@@ -182,7 +182,7 @@ def test_a_short_history_or_one_process_replays_in_this_process(client: Client, 
     monkeypatch.setattr(replay, "PARALLEL_MIN_EVENTS", 50)
     scratch = replay.ScratchStore()
     try:
-        replay.rebuild_scratch(client.runtime.app, one, scratch)
+        replay.rebuild_scratch(client._runtime.app, one, scratch)
     finally:
         scratch.close()
     assert runs == []

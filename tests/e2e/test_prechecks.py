@@ -104,10 +104,10 @@ def test_an_agent_updating_stops_backups_until_it_is_done(client: Client) -> Non
     vault = _vault(client)
     client.wait_all(client.register(vault, ["healthy"]))
     client.wait_all(client.protect(vault, ["healthy"]))
-    edit_vm(client.runtime.fabric.inventory_path, "healthy", agent={"updating": True})
+    edit_vm(client._runtime.fabric.inventory_path, "healthy", agent={"updating": True})
     failed = client.wait(client.backup_now(vault, "healthy"))
     assert (failed.status, failed.error_code) == ("failed", "VmAgentUpdating")
-    edit_vm(client.runtime.fabric.inventory_path, "healthy", agent={"updating": False})
+    edit_vm(client._runtime.fabric.inventory_path, "healthy", agent={"updating": False})
     assert client.wait(client.backup_now(vault, "healthy")).status == "completed"
 
 
@@ -117,7 +117,7 @@ def test_a_stopped_vm_is_backed_up_offline_without_its_agent(client: Client) -> 
     vault = _vault(client)
     client.wait_all(client.register(vault, ["healthy"]))
     client.wait_all(client.protect(vault, ["healthy"]))
-    edit_vm(client.runtime.fabric.inventory_path, "healthy", power_state="stopped", agent={"installed": False})
+    edit_vm(client._runtime.fabric.inventory_path, "healthy", power_state="stopped", agent={"installed": False})
     job = client.wait(client.backup_now(vault, "healthy"))
     assert (job.status, job.result["consistency"]) == ("completed", "crash")
 
@@ -132,7 +132,7 @@ def test_vms_that_cannot_be_recreated_are_restored_as_disks(client: Client, vm: 
     job = client.wait(client.restore(point.recovery_point_id, f"{vm}-restored"))
     assert job.status == "completed_with_warnings" and [w["code"] for w in job.warnings] == [code]
     assert job.result["mode"] == "disks" and job.result["verified"] is True
-    assert client.runtime.fabric.find_vm("default", f"{vm}-restored") is None
+    assert client._runtime.fabric.find_vm("default", f"{vm}-restored") is None
     assert all(Path(p).exists() for p in job.result["disks"].values())
 
 

@@ -28,7 +28,7 @@ def world(tmp_path: Path, fabric: Path) -> Iterator[tuple[Client, ManualClock, s
 
 
 def _change_disk(client: Client, vm: str) -> None:
-    [(_, path)] = client.runtime.fabric.disk_paths(f"default/rg-japaneast/{vm}")
+    [(_, path)] = client._runtime.fabric.disk_paths(f"default/rg-japaneast/{vm}")
     with path.open("r+b") as f:
         f.write(os.urandom(4096))
 
@@ -70,7 +70,7 @@ def test_collection_is_skipped_while_a_backup_holds_the_vault(world: tuple[Clien
     client, clock, vault = world
     _three_points(client, clock, vault)
     clock.advance(timedelta(days=2))
-    store = client.runtime.worker_context().vault_store(client.vaults()[0].vault_id)  # type: ignore[arg-type]
+    store = client._runtime.worker_context().vault_store(client.vaults()[0].vault_id)  # type: ignore[arg-type]
     with store.backup_lease():  # as a running backup does
         job = client.wait(client.run_retention(vault))
     assert job.result["skipped"] is True and job.result["blocks_removed"] == 0

@@ -42,7 +42,7 @@ def _run_hours(client: Client, clock: ManualClock, hours: int) -> list[str]:
 
 
 def _started_slots(client: Client, vm: str) -> list[datetime]:
-    events = client.runtime.app.events.get(item_id_for(f"default/rg-japaneast/{vm}"))
+    events = client._runtime.app.events.get(item_id_for(f"default/rg-japaneast/{vm}"))
     return [e.slot for e in events if isinstance(e, VirtualMachine.BackupStarted) and e.slot is not None]
 
 
@@ -64,7 +64,7 @@ def test_a_second_scheduler_and_a_repeated_tick_add_nothing(sim: tuple[Client, M
     clock.advance(timedelta(hours=7))
     first = client.run_scheduler()
     assert len(first) == 2
-    runtime = client.runtime
+    runtime = client._runtime
     other = Scheduler(runtime.app, runtime.store, clock)
     assert other.tick() == [] and client.run_scheduler() == []
     client.wait_all(first)
@@ -79,7 +79,7 @@ def test_a_day_without_scheduler_records_missed_slots_and_one_catch_up(sim: tupl
     catch_up = client.run_scheduler()
     assert len(catch_up) == 2  # one per VM
     client.wait_all(catch_up)
-    events = client.runtime.app.events.get(item_id_for("default/rg-japaneast/vm01"))
+    events = client._runtime.app.events.get(item_id_for("default/rg-japaneast/vm01"))
     missed = [e for e in events if isinstance(e, VirtualMachine.SlotsMissed)]
     assert len(missed) == 1
     assert missed[0].slots == [START + timedelta(days=1, hours=6), START + timedelta(days=1, hours=18)]
@@ -91,12 +91,12 @@ def test_a_day_without_scheduler_records_missed_slots_and_one_catch_up(sim: tupl
 
 def test_a_slot_due_while_a_backup_runs_is_recorded_as_missed(sim: tuple[Client, ManualClock, str]) -> None:
     client, clock, vault = sim
-    client.runtime.close_workers()
+    client._runtime.close_workers()
     client.backup_now(vault, "vm01")  # stays in progress
     clock.advance(timedelta(hours=7))
     created = client.run_scheduler()
     assert len(created) == 1  # vm02 only
-    events = client.runtime.app.events.get(item_id_for("default/rg-japaneast/vm01"))
+    events = client._runtime.app.events.get(item_id_for("default/rg-japaneast/vm01"))
     [missed] = [e for e in events if isinstance(e, VirtualMachine.SlotsMissed)]
     assert "still running" in missed.reason
 

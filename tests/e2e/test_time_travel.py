@@ -19,7 +19,7 @@ def test_as_of_and_replay_after_ten_thousand_events(tmp_path: Path, fabric: Path
     with Client(data_dir=tmp_path / "data", fabric=fabric, principal="alice", scheduler_interval=3600,
                 replay_processes=2) as client:
         captured = run_script(client)
-        assert (client.runtime.app.recorder.max_notification_id() or 0) >= TARGET_EVENTS
+        assert (client._runtime.app.recorder.max_notification_id() or 0) >= TARGET_EVENTS
         assert len(captured) >= 5
         for instant, expected in captured:
             with client.as_of(instant) as past:

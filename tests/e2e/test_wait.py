@@ -30,14 +30,14 @@ def test_one_watch_for_many_jobs(client: Client, discovered_vault: str, monkeypa
     client.wait_all(client.register(discovered_vault, vms))
     client.wait_all(client.protect(discovered_vault, vms))
     loads: list[Any] = []
-    get = type(client.runtime.app).get
+    get = type(client._runtime.app).get
 
     def counted(app: Any, aggregate_id: Any, cls: type) -> Any:
         if cls is Job and threading.current_thread() is threading.main_thread():  # the workers are threads
             loads.append(aggregate_id)
         return get(app, aggregate_id, cls)
 
-    monkeypatch.setattr(type(client.runtime.app), "get", counted)
+    monkeypatch.setattr(type(client._runtime.app), "get", counted)
     jobs = [client.backup_now(discovered_vault, vm) for vm in vms]
     client.job(jobs[-1])  # the jobs read model shows every one of them (in progress or ended)
     loads.clear()
@@ -57,7 +57,7 @@ def test_one_watch_for_many_jobs(client: Client, discovered_vault: str, monkeypa
 def test_the_time_limit_names_a_job_still_running(client: Client, discovered_vault: str) -> None:
     client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
     client.wait_all(client.protect(discovered_vault, ["vm01", "vm02"]))
-    client.runtime.close_workers()  # nothing runs them
+    client._runtime.close_workers()  # nothing runs them
     jobs = [client.backup_now(discovered_vault, vm) for vm in ("vm01", "vm02")]
     with pytest.raises(OrchestratorError) as caught:
         client.wait_all(jobs, timeout=0.3)

@@ -45,14 +45,14 @@ def test_as_of_and_replay_after_ten_thousand_events_on_postgres(tmp_path: Path, 
 
     with pg_client(tmp_path, fabric, pg_schema, scheduler_interval=3600, replay_processes=2) as client:
         captured = run_script(client)
-        head = client.runtime.app.recorder.max_notification_id() or 0
+        head = client._runtime.app.recorder.max_notification_id() or 0
         assert head >= TARGET_EVENTS
         for instant, expected in captured:
             with client.as_of(instant) as past:
                 assert snapshot(past) == expected, instant
         replayed = client.audit_replay()  # split over two processes (the events counted on PostgreSQL)
         assert replayed.equal and not replayed.differences
-        assert replayed.events == sum(replay.topic_counts(client.runtime.app, head).values()) >= TARGET_EVENTS
+        assert replayed.events == sum(replay.topic_counts(client._runtime.app, head).values()) >= TARGET_EVENTS
         assert client.audit_verify().clean
 
 

@@ -36,11 +36,11 @@ def test_ten_vms_protected_backed_up_and_one_restored_byte_for_byte(deployment: 
         assert {j.status for j in protections} == {"completed"}, deployment.logs()
         backups = client.wait_all([client.backup_now(vault, vm) for vm in VMS], timeout=180)
         assert {j.status for j in backups} == {"completed"}, deployment.logs()
-        source = {name: _sha(path) for name, path in client.runtime.fabric.disk_paths("default/rg-japaneast/vm07")}
+        source = {name: _sha(path) for name, path in client._runtime.fabric.disk_paths("default/rg-japaneast/vm07")}
         [rp] = client.recovery_points(vault, "vm07")
         restore = client.wait(client.restore(rp.recovery_point_id, "vm07-restored"), timeout=120)
         assert restore.status == "completed", restore.error_message
-        restored = client.runtime.fabric.find_vm("default", "vm07-restored")
+        restored = client._runtime.fabric.find_vm("default", "vm07-restored")
         assert restored is not None
         assert {d.name: _sha(restored.disk_path(d)) for d in restored.spec.disks} == source
         assert client.check_vault(vault)["clean"]
@@ -66,7 +66,7 @@ def test_a_worker_killed_mid_snapshot_leaves_no_half_recovery_point(tmp_path: Pa
         client.wait_all(client.protect(vault, ["db"]), timeout=60)
         job_id = client.backup_now(vault, "db")
         wait_for(marker.exists, 60, "the backup to reach its post-snapshot script")
-        store = client.runtime.worker_context().vault_store(vault)  # type: ignore[arg-type]
+        store = client._runtime.worker_context().vault_store(vault)  # type: ignore[arg-type]
         assert store.manifest_ids() == [] and store.stored_bytes() > 0  # blocks written, no manifest
 
         killed_at = time.monotonic()
@@ -84,14 +84,14 @@ def test_a_worker_killed_mid_snapshot_leaves_no_half_recovery_point(tmp_path: Pa
         assert check["clean"] and check["orphans"] == []
 
         # The same task delivered once more adds nothing.
-        before = client.runtime.app.recorder.max_notification_id()
-        context.bind(client.runtime.worker_context())
+        before = client._runtime.app.recorder.max_notification_id()
+        context.bind(client._runtime.worker_context())
         try:
             assert tasks.backup(job_id) == "already ended"
         finally:
             context.bind(None)
-        assert client.runtime.app.recorder.max_notification_id() == before
-        assert client.runtime.app.get(UUID(job_id), Job).state.value == "completed"
+        assert client._runtime.app.recorder.max_notification_id() == before
+        assert client._runtime.app.get(UUID(job_id), Job).state.value == "completed"
 
 
 def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(tmp_path: Path, deployment: Deployment) -> None:
@@ -104,7 +104,7 @@ def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(tmp
         client.wait_all(client.register(vault, ["big"]), timeout=60)
         client.wait_all(client.protect(vault, ["big"]), timeout=60)
         first = client.wait(client.backup_now(vault, "big"), timeout=120)
-        [(_, disk)] = client.runtime.fabric.disk_paths("default/rg-japaneast/big")
+        [(_, disk)] = client._runtime.fabric.disk_paths("default/rg-japaneast/big")
         with disk.open("r+b") as f:  # 1% of the disk: 4 MiB in the middle
             f.seek(200 * 1024 * 1024)
             f.write(os.urandom(4 * 1024 * 1024))
@@ -146,7 +146,7 @@ def test_an_encrypted_vm_backs_up_and_gets_its_keys_back_with_rq_workers(tmp_pat
         inventory.write_text(yaml.safe_dump(data))
         keys = client.wait(client.restore_keys(rp.recovery_point_id), timeout=120)
         assert keys.status == "completed", (keys.error_message, deployment.logs())
-        kv = client.runtime.fabric.key_vault("default", "kv-enc")
+        kv = client._runtime.fabric.key_vault("default", "kv-enc")
         assert kv is not None
         assert base64.b64decode(kv.secrets["bek-enc"].value) == bek and base64.b64decode(kv.keys["kek-enc"].value) == kek
     assert bek.hex() not in deployment.logs() and base64.b64encode(bek).decode() not in deployment.logs()

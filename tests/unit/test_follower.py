@@ -26,7 +26,7 @@ class Recording(Follower):
 
 
 def test_an_idle_follower_does_not_read_its_position_and_resumes_from_the_stored_one(client: Client, monkeypatch: Any) -> None:
-    runtime = client.runtime
+    runtime = client._runtime
     client.create_vault("vault-a", "japaneast", "rg")
     first, second = Recording(runtime.app, runtime.store), Recording(runtime.app, runtime.store)
     assert first.run_once() > 0
@@ -47,7 +47,7 @@ def test_an_idle_follower_does_not_read_its_position_and_resumes_from_the_stored
 
 def test_the_projection_group_reads_the_log_once_a_pass_and_builds_what_each_projection_builds(
         client: Client, discovered_vault: str, monkeypatch: Any) -> None:
-    runtime = client.runtime
+    runtime = client._runtime
     client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
     client.wait_all(client.protect(discovered_vault, ["vm01", "vm02"]))
     client.wait(client.backup_now(discovered_vault, "vm01"))

@@ -23,7 +23,7 @@ def test_a_task_delivered_twice_adds_nothing_the_second_time(client: Client, dis
     [job_id] = client.register(discovered_vault, ["vm01"])
     client.wait(job_id)
     before = event_count(client)
-    context.bind(client.runtime.worker_context())
+    context.bind(client._runtime.worker_context())
     try:
         assert tasks.register(job_id) == "already ended"
     finally:
@@ -33,7 +33,7 @@ def test_a_task_delivered_twice_adds_nothing_the_second_time(client: Client, dis
 
 def test_a_dispatcher_replaying_from_scratch_enqueues_nothing_twice(client: Client, discovered_vault: str) -> None:
     client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
-    runtime = client.runtime
+    runtime = client._runtime
     queue = Queue(JOBS, connection=runtime.redis)
     enqueued_before = queue.count + queue.finished_job_registry.count
     replay = Dispatcher(runtime.app, runtime.store, runtime.redis, 60)
@@ -48,7 +48,7 @@ def test_a_dispatcher_catching_up_enqueues_no_job_that_ended_in_what_it_reads(
     """Even when RQ has forgotten the jobs (their results expired, Redis lost them): only the job still
     in progress goes to a worker."""
     client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
-    runtime = client.runtime
+    runtime = client._runtime
     for thread in runtime.threads:  # no dispatcher and no workers from here on
         thread.stop()
     runtime.threads = []
@@ -62,15 +62,15 @@ def test_a_dispatcher_catching_up_enqueues_no_job_that_ended_in_what_it_reads(
 
 def test_enqueueing_the_same_job_twice_is_refused_by_rq(client: Client) -> None:
     job_id = "6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"
-    redis = client.runtime.redis
-    client.runtime.close()  # no workers: the job stays queued
+    redis = client._runtime.redis
+    client._runtime.close()  # no workers: the job stays queued
     assert enqueue(redis, Operation.REGISTER, job_id, 60) is True
     assert enqueue(redis, Operation.REGISTER, job_id, 60) is False
     assert Queue(JOBS, connection=redis).job_ids == [rq_job_id(Operation.REGISTER, job_id)]
 
 
 def test_a_projection_applies_an_event_once_even_if_offered_twice(client: Client, discovered_vault: str) -> None:
-    runtime = client.runtime
+    runtime = client._runtime
     projection = JobsProjection(runtime.app, runtime.store)
     notification = runtime.app.recorder.select_notifications(start=1, limit=1, topics=projection.topics)[0]
     projection.process(runtime.app.mapper.to_domain_event(notification), notification.id)  # already seen
@@ -81,12 +81,12 @@ def test_reports_on_an_ended_job_are_ignored(client: Client, discovered_vault: s
     [job_id] = client.register(discovered_vault, ["vm01"])
     client.wait(job_id)
     before = event_count(client)
-    assert client.runtime.app.handle(StartJob(job_id=UUID(job_id), worker="late"), "worker") is False
+    assert client._runtime.app.handle(StartJob(job_id=UUID(job_id), worker="late"), "worker") is False
     assert event_count(client) == before
 
 
 def test_a_version_conflict_is_retried(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = client.runtime.app
+    app = client._runtime.app
     real_save, calls = app.save, Counter[str]()
 
     def conflicting_once(*args: object, **kwargs: object) -> object:
@@ -104,7 +104,7 @@ def test_endless_conflicts_end_in_a_clear_error_and_store_nothing(client: Client
     def always_conflicting(*args: object, **kwargs: object) -> object:
         raise IntegrityError("simulated concurrent writer")
 
-    monkeypatch.setattr(client.runtime.app, "save", always_conflicting)
+    monkeypatch.setattr(client._runtime.app, "save", always_conflicting)
     with pytest.raises(OrchestratorError) as caught:
         client.create_vault("vault-a", "japaneast", "rg")
     assert caught.value.code == "ConcurrentModification" and "retry" in caught.value.message
@@ -118,7 +118,7 @@ def test_a_read_model_whose_version_changed_is_rebuilt_from_history(tmp_path, fa
         client.wait(client.discover(vault))
         client.wait_all(client.register(vault, ["vm01", "vm02"]))
         before = client.jobs()
-        with client.runtime.store.transaction() as tx:  # an older release's table, without created_seq
+        with client._runtime.store.transaction() as tx:  # an older release's table, without created_seq
             tx.execute("UPDATE view_versions SET version = 1 WHERE view = 'jobs'")
             tx.execute("DROP TABLE rm_jobs")
             tx.execute("CREATE TABLE rm_jobs (job_id TEXT PRIMARY KEY)")

@@ -112,7 +112,7 @@ def test_replication_is_locked_once_an_item_is_protected(client: Client, discove
 
 def test_a_vm_without_agent_fails_its_protection_job(client: Client, discovered_vault: str, tmp_path: Any) -> None:
     client.wait_all(client.register(discovered_vault, ["vm01"]))
-    edit_vm(client.runtime.fabric.inventory_path, "vm01", agent={"installed": False})  # removed since registration
+    edit_vm(client._runtime.fabric.inventory_path, "vm01", agent={"installed": False})  # removed since registration
     [job] = client.wait_all(client.protect(discovered_vault, ["vm01"]))
     assert (job.status, job.error_code) == ("failed", "VmAgentNotInstalled")
     assert client.protected_items(discovered_vault)[0].status == "registered"

@@ -21,7 +21,7 @@ def test_a_sweep_requeues_a_lost_job_fails_a_failed_one_and_leaves_a_queued_one(
     with Client(data_dir=tmp_path / "data", fabric=fabric, reconcile_interval=300) as client:
         vault = client.create_vault("vault-east", "japaneast", "rg")
         client.wait(client.discover(vault))
-        runtime = client.runtime
+        runtime = client._runtime
         runtime.close_workers()  # the jobs stay queued
         lost, failed, queued = client.register(vault, ["vm01", "vm02", "vm03"])
         queue = Queue(JOBS, connection=runtime.redis)

@@ -159,7 +159,7 @@ def test_a_failed_registration_can_be_tried_again(client: Client, discovered_vau
 
 def test_every_event_records_the_principal(client: Client, discovered_vault: str) -> None:
     client.wait_all(client.register(discovered_vault, ["vm01"]))
-    app = client.runtime.app
+    app = client._runtime.app
     principals = {app.mapper.to_domain_event(n).principal for n in app.recorder.select_notifications(start=1, limit=1000)}
     assert principals == {"alice@example.com", "worker:alice@example.com"}
 
@@ -194,7 +194,7 @@ def test_the_prechecks_are_stored_with_the_start_of_the_job(client: Client, disc
     assert job.status == "completed"
     assert [type(cmd).__name__ for cmd in reported] == ["StartJob", "CompleteRegistration"]
     assert reported[0].stage == "register" and reported[0].results == []  # a healthy VM: nothing found
-    stored = client.runtime.app.recorder.select_notifications(start=start, limit=100)
+    stored = client._runtime.app.recorder.select_notifications(start=start, limit=100)
     ids = {n.topic: n.id for n in stored}
     assert ids["backup.job.checks_recorded"] == ids["backup.job.started"] + 1  # saved together
     assert ids["backup.vm.checks_recorded"] == ids["backup.job.started"] + 2

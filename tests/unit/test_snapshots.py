@@ -32,7 +32,7 @@ def state(aggregate: Any) -> dict[str, Any]:
 
 
 def test_a_snapshot_of_each_kind_loads_into_the_state_its_events_give(client: Client, discovered_vault: str) -> None:
-    app = client.runtime.app
+    app = client._runtime.app
     assert {j.status for j in client.wait_all(client.register(discovered_vault, ["vm01"]))} == {"completed"}
     assert {j.status for j in client.wait_all(client.protect(discovered_vault, ["vm01"]))} == {"completed"}
     assert client.wait(client.backup_now(discovered_vault, "vm01")).status == "completed"
@@ -52,7 +52,7 @@ def test_a_snapshot_of_each_kind_loads_into_the_state_its_events_give(client: Cl
 
 
 def test_snapshots_are_taken_every_interval_and_loading_reads_only_what_follows(client: Client) -> None:
-    app = client.runtime.app
+    app = client._runtime.app
     vault_id = UUID(client.create_vault("vault-a", "japaneast", "rg"))
     values = [Replication.LOCAL, Replication.GEO]
     for i in range(SNAPSHOT_INTERVAL + 5):
@@ -84,7 +84,7 @@ def test_a_process_that_has_taken_no_snapshot_reads_them() -> None:
 
 
 def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stored_command(client: Client, monkeypatch: Any) -> None:
-    app = client.runtime.app
+    app = client._runtime.app
     vault_id = UUID(client.create_vault("vault-a", "japaneast", "rg"))
     def toggle() -> None:  # one event
         other = Replication.LOCAL if app.get(vault_id, Vault).replication is Replication.GEO else Replication.GEO
@@ -105,7 +105,7 @@ def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stored_command(clie
 
 def test_a_snapshot_model_out_of_step_with_its_aggregate_is_logged_and_the_command_stands(
         client: Client, monkeypatch: Any, caplog: Any) -> None:
-    app = client.runtime.app
+    app = client._runtime.app
     vault_id = UUID(client.create_vault("vault-a", "japaneast", "rg"))
 
     class Stale(SnapshotState):  # lists none of the vault's attributes

@@ -110,7 +110,7 @@ def test_what_a_vault_was_created_as_is_read_from_its_first_event_alone(client: 
     """Workers' prechecks read a vault's kind and region this way: one event, however long the
     vault's history (its inventory and edits after it)."""
     client.set_replication(discovered_vault, "local")
-    app = client.runtime.app
+    app = client._runtime.app
     reads: list[dict[str, object]] = []
     select_events = app.recorder.select_events
 
@@ -130,7 +130,7 @@ def test_what_a_vault_was_created_as_is_read_from_its_first_event_alone(client: 
 
 
 def test_a_vault_creation_is_not_found_for_an_unknown_id_or_another_aggregate(client: Client, discovered_vault: str) -> None:
-    app = client.runtime.app
+    app = client._runtime.app
     job_id = UUID(client.discover(discovered_vault))
     client.wait(str(job_id))
     for missing in (uuid4(), job_id):
