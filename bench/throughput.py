@@ -1,5 +1,5 @@
-"""End-to-end backups per second against no-op RQ jobs per second, with the same two `rq worker`
-processes, measured in the same run.
+"""End-to-end backups per second against no-op RQ jobs per second, on the same machine, measured in the
+same run.
 
     python bench/throughput.py [--backups 100] [--rounds 3]
 
@@ -7,7 +7,9 @@ Starts the distributed deployment as processes (PostgreSQL in a schema of its ow
 13, `backupctl serve dispatcher` and `projections`, two `rq worker` processes with the
 PreloadedWorker class), protects `--backups` x `--rounds` VMs with 1 MiB disks, then, in each round:
   baseline  once every follower has read the whole event log, `--backups` no-op RQ jobs
-            (`os.getpid`) enqueued at once on the same queue, until all finished
+            (`os.getpid`) enqueued at once on a queue of their own, run by two plain `rq worker`
+            processes (RQ's own forking Worker, JSON payloads: the orchestrator's workers run
+            nothing but its tasks, so they refuse `os.getpid`), until all finished
   ours      then as many `backup_now` commands at once for VMs not backed up before, until every
             backup job completed (the command, the dispatcher, the worker's prechecks, snapshot,
             manifest and report, the projections)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +35,7 @@ os.environ.setdefault("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 import redis
 from rq import Queue
+from rq.serializers import JSONSerializer
 
 from orchestrator import Client
 from orchestrator.audit.chain import ChainFollower
@@ -40,11 +44,21 @@ from orchestrator.fabric.sample import vm_entry, write_fabric
 from projections.runner import NAMES as PROJECTION_NAMES
 from tests.deployment import Deployment, flush
 from tests.helpers import REDIS_URL, drop_pg_schema, new_pg_schema
-from workers.queues import JOBS
+
+NOOP_QUEUE = "bench-noop"
+
+
+def start_noop_workers(deployment: Deployment, count: int = 2) -> list[subprocess.Popen[bytes]]:
+    """Plain `rq worker` processes for the no-op jobs (idle, blocked in Redis, while backups run)."""
+    rq = Path(sys.executable).parent / "rq"
+    args = [str(rq), "worker", NOOP_QUEUE, "--url", REDIS_URL, "--serializer", "json",
+            "--worker-class", "rq.worker.Worker", "--quiet"]
+    return [subprocess.Popen(args, env=deployment.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(count)]
 
 
 def noop_rate(n: int) -> float:
-    queue = Queue(JOBS, connection=redis.Redis.from_url(REDIS_URL))
+    queue = Queue(NOOP_QUEUE, connection=redis.Redis.from_url(REDIS_URL), serializer=JSONSerializer)
     finished = queue.finished_job_registry
     before = finished.count
     started = time.perf_counter()
@@ -75,8 +89,10 @@ def main() -> None:
     flush(REDIS_URL)
     deployment = Deployment(work, inventory, schema, REDIS_URL)
     rounds: list[tuple[float, float]] = []
+    noop_workers: list[subprocess.Popen[bytes]] = []
     try:
         deployment.start_all(workers=2)
+        noop_workers = start_noop_workers(deployment)
         with deployment.client() as client:
             vault = client.create_vault("bench", "japaneast", "rg")
             client.wait(client.discover(vault), timeout=60)
@@ -91,7 +107,7 @@ def main() -> None:
                 ours = args.backups / (time.perf_counter() - started)
                 assert {j.status for j in jobs} == {"completed"}, {j.error_code for j in jobs}
                 rounds.append((baseline, ours))
-        print(f"two rq worker processes, {args.backups} jobs each way per round, {os.cpu_count()} CPUs")
+        print(f"two rq worker processes of each kind, {args.backups} jobs each way per round, {os.cpu_count()} CPUs")
         for i, (baseline, ours) in enumerate(rounds, 1):
             print(f"round {i}: no-op RQ jobs {baseline:6.1f} /s   backups {ours:5.1f} /s   ratio {ours / baseline:.3f}")
         ratio = statistics.median(ours / baseline for baseline, ours in rounds)
@@ -99,6 +115,9 @@ def main() -> None:
         print(f"end-to-end backups       {statistics.median(o for _, o in rounds):8.1f} /s   (median)")
         print(f"ratio backups/no-op      {ratio:8.3f}   (median of the rounds' ratios; target >= 0.25)")
     finally:
+        for worker in noop_workers:
+            worker.kill()
+            worker.wait()
         deployment.stop_all()
         flush(REDIS_URL)
         drop_pg_schema(schema)

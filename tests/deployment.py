@@ -19,7 +19,7 @@ from orchestrator.config import load_settings
 from tests.helpers import PG_DB, PG_HOST, PG_USER
 
 WORKER_ARGS = ["--worker-ttl", "60", "--maintenance-interval", "30", "--job-monitoring-interval", "10",
-               "--worker-class", "workers.worker.PreloadedWorker"]
+               "--serializer", "json", "--worker-class", "workers.worker.PreloadedWorker"]
 
 
 class Deployment:

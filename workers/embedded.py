@@ -8,21 +8,46 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
+from eventsourcing.persistence import PersistenceError
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
 from workers import context
+from workers.queues import TaskWorker
 
 log = logging.getLogger(__name__)
 
 
-class ThreadWorker(SimpleWorker):
+class ThreadWorker(TaskWorker, SimpleWorker):
+    """A SimpleWorker in a thread of the embedded runtime, on that runtime's event store."""
+
     death_penalty_class = TimerDeathPenalty
+
+    def __init__(self, queue_names: tuple[str, ...], ctx: context.WorkerContext, stopping: threading.Event,
+                 **kwargs: Any) -> None:
+        super().__init__(queue_names, **kwargs)
+        self.ctx = ctx
+        self.stopping = stopping
 
     def _install_signal_handlers(self) -> None:
         """Signals belong to the main thread; the runtime stops these workers itself."""
+
+    def stores_answer(self) -> bool:
+        """The runtime's event store answers a read of its head (on SQLite: the file opens and reads)."""
+        try:
+            self.ctx.app.recorder.max_notification_id()
+        except PersistenceError as exc:
+            log.debug("worker %s: event store check failed: %s", self.name, exc)
+            return False
+        return True
+
+    def pause(self, seconds: float) -> None:
+        if self.stopping.wait(seconds):
+            raise StopRequested()
 
 
 class WorkerThread(threading.Thread):
@@ -40,10 +65,10 @@ class WorkerThread(threading.Thread):
 
     def run(self) -> None:
         context.bind(self.ctx)
-        queues = [Queue(n, connection=self.connection) for n in self.queue_names]
         while not self.stop_event.is_set():
             # Burst runs, so the thread notices a stop request between jobs and never blocks in Redis.
-            worker = ThreadWorker(queues, connection=self.connection, name=f"{self.name}-{id(self)}")
+            worker = ThreadWorker(self.queue_names, self.ctx, self.stop_event, connection=self.connection,
+                                  name=f"{self.name}-{id(self)}")
             try:
                 worked = worker.work(burst=True, logging_level="WARNING")
             except Exception:

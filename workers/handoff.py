@@ -13,8 +13,9 @@ which knows of no prepared statement, so none may be left in the session for the
 The connection goes to the next horse only when this one left it open and idle: the horse marks
 that in a byte of memory shared with the worker as its last act. A horse killed or timed out
 half-way, a transaction left open, a session the server dropped: the worker closes its copy and opens
-a new one before the next fork. Only the worker process's own thread forks, and it never uses the
-connection itself, so at most one process talks on it at a time. A session serves horses for at
+a new one before the next fork. Only the worker process's own thread forks, and it uses the
+connection only to see, between jobs, whether PostgreSQL answers (`answers`: by its socket, pinging
+it only in doubt), so at most one process talks on it at a time. A session serves horses for at
 most `MAX_AGE` seconds, as the pool's own connections do.
 """
 
@@ -119,10 +120,26 @@ class SessionLender:
         if self.conn is not None and self._clean[0] != 1:
             self._discard()
 
+    def answers(self) -> bool:
+        """Whether PostgreSQL answers, as cheaply as the next horse's session can tell: that session
+        checked by its socket (a round trip only when in doubt), or else a new one opened (one
+        attempt, `CONNECT_TIMEOUT`), kept for the next horse. In the worker process, between jobs."""
+        from orchestrator.pgpool import check_when_in_doubt
+
+        if self.conn is not None and not self.conn.closed:
+            try:
+                check_when_in_doubt(self.conn)
+                return True
+            except Exception as exc:  # noqa: BLE001 - the server dropped it (a restart): try a new one
+                log.info("the PostgreSQL session kept for the next horse is unusable: %s", exc)
+        self._discard()
+        self._open(quietly=True)
+        return self.conn is not None
+
     def close(self) -> None:
         self._discard()
 
-    def _open(self) -> None:
+    def _open(self, quietly: bool = False) -> None:
         """A connection made and set up as the event store's pool makes its own (one attempt, no
         application and no retries: while PostgreSQL is down the horses report it, not this)."""
         from orchestrator.bootstrap import horse_datastore
@@ -134,7 +151,7 @@ class SessionLender:
             finally:
                 datastore.close()  # the pool never opened, and never held this connection
         except Exception as exc:  # noqa: BLE001 - unreachable now: the horses connect for themselves
-            log.info("no PostgreSQL session to lend to the next horse: %s", exc)
+            log.log(logging.DEBUG if quietly else logging.INFO, "no PostgreSQL session to lend to the next horse: %s", exc)
             self.failed_at = time.monotonic()
             return
         conn._pool = None  # a horse's pool adopts it

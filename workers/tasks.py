@@ -1,61 +1,141 @@
 """RQ entry points. Each takes a job id, does its work against the fabric and the vault store, and
 reports back with a command. A second delivery of the same task finds its job ended and does
-nothing; a task killed half-way leaves nothing visible and runs again from the start."""
+nothing; a task killed half-way leaves nothing visible and runs again from the start.
+
+An outage of the event or read store met half-way is not the job's failure: the task waits until
+the event store answers and runs its work again from the start, within the same delivery (so the
+job's attempts do not grow: this delivery's `StartJob` is sent once). RQ's job timeout
+(BACKUP_JOB_TIMEOUT) bounds the whole, waits included."""
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from uuid import UUID
+
+from eventsourcing.persistence import InterfaceError, OperationalError
 
 from orchestrator import commands as c
 from orchestrator.domain import Job, Vault
 from orchestrator.domain.values import CheckResult, Finding
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, ServiceUnavailableError
 from workers import context, jobs
+from workers import restore as restore_work
 from workers.prechecks import Stage
+
+log = logging.getLogger(__name__)
+OUTAGES = (OperationalError, InterfaceError, ServiceUnavailableError)
+OUTAGE_CODES = frozenset({"EventStoreUnavailable", "ReadStoreUnavailable"})
+RECHECK_AFTER = 1.0  # seconds between checks of a store that did not answer
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The event store or the read store did not answer (as opposed to the job's own failure)."""
+    if isinstance(exc, ServiceUnavailableError):
+        return exc.code in OUTAGE_CODES
+    return isinstance(exc, OUTAGES)
+
+
+@dataclass
+class _Delivery:
+    """One RQ delivery of a job's task, however many times an outage makes it run the work again."""
+
+    job_id: UUID
+    attempts_before: int | None = None  # the job's attempts when this delivery first loaded it
+
+    def start(self, ctx: context.WorkerContext, job: Job, command: c.StartJob) -> bool:
+        """Send `StartJob` unless this delivery's is already stored (sent before an outage, even
+        if its answer was lost then); False when the job has ended."""
+        if self.attempts_before is None:
+            self.attempts_before = job.attempts
+        if job.attempts > self.attempts_before:
+            return True
+        return bool(ctx.report(command))
+
+
+def _through_outages(job_id: str, run: Callable[[_Delivery], str]) -> str:
+    delivery = _Delivery(UUID(job_id))
+    while True:
+        try:
+            return run(delivery)
+        except OUTAGES as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("job %s: a store did not answer (%s); waiting for the event store", job_id, exc)
+        _wait_for_event_store(job_id)
+
+
+def _wait_for_event_store(job_id: str) -> None:
+    started = time.monotonic()
+    while True:
+        time.sleep(RECHECK_AFTER)
+        try:
+            context.current().app.recorder.max_notification_id()
+        except OUTAGES as exc:
+            if not is_outage(exc):
+                raise
+            continue
+        log.warning("job %s: the event store answers (after %.0fs); running the job again", job_id,
+                    time.monotonic() - started)
+        return
 
 
 def _run(job_id: str, work: Callable[[context.WorkerContext, Job], str]) -> str:
     """Start the job, run `work`, and turn an expected failure into the job's error code."""
-    ctx = context.current()
-    if not ctx.report(c.StartJob(job_id=UUID(job_id), worker=socket.gethostname())):
-        return "already ended"
-    job = ctx.app.get(UUID(job_id), Job)
-    return _reporting_failure(ctx, job, lambda: work(ctx, job))
+
+    def once(delivery: _Delivery) -> str:
+        ctx = context.current()
+        job = ctx.app.get(delivery.job_id, Job)
+        if job.state.is_terminal or not delivery.start(ctx, job, c.StartJob(job_id=job.id, worker=socket.gethostname())):
+            return "already ended"
+        return _reporting_failure(ctx, job, lambda: work(ctx, job))
+
+    return _through_outages(job_id, once)
 
 
 def _run_checked(job_id: str, stage: Stage, work: Callable[[context.WorkerContext, Job, list[Finding]], str]) -> str:
     """`_run` for work that the VM's prechecks for `stage` must allow: they run first and are
     recorded with the start (one command); an error among them fails the job, and `work` gets
     their warnings."""
-    ctx = context.current()
-    job = ctx.app.get(UUID(job_id), Job)
-    if job.state.is_terminal:  # a second delivery: nothing to check
-        return "already ended"
-    results: list[CheckResult] = []
-    unchecked: OrchestratorError | None = None
-    try:
-        results = jobs.precheck(ctx, job, stage)
-    except OrchestratorError as exc:  # the VM gone from the fabric, say: the job fails once started
-        unchecked = exc
-    if not ctx.report(c.StartJob(job_id=job.id, worker=socket.gethostname(),
-                                 stage=stage if unchecked is None else "", results=results)):
-        return "already ended"
 
-    def checked_work() -> str:
-        if unchecked is not None:
-            raise unchecked
-        return work(ctx, job, jobs.passed(results))
+    def once(delivery: _Delivery) -> str:
+        ctx = context.current()
+        job = ctx.app.get(delivery.job_id, Job)
+        if job.state.is_terminal:  # a second delivery: nothing to check
+            return "already ended"
+        results: list[CheckResult] = []
+        unchecked: OrchestratorError | None = None
+        try:
+            results = jobs.precheck(ctx, job, stage)
+        except OrchestratorError as exc:  # the VM gone from the fabric, say: the job fails once started
+            if is_outage(exc):
+                raise
+            unchecked = exc
+        if not delivery.start(ctx, job, c.StartJob(job_id=job.id, worker=socket.gethostname(),
+                                                   stage=stage if unchecked is None else "", results=results)):
+            return "already ended"
 
-    return _reporting_failure(ctx, job, checked_work)
+        def checked_work() -> str:
+            if unchecked is not None:
+                raise unchecked
+            return work(ctx, job, jobs.passed(results))
+
+        return _reporting_failure(ctx, job, checked_work)
+
+    return _through_outages(job_id, once)
 
 
 def _reporting_failure(ctx: context.WorkerContext, job: Job, work: Callable[[], str]) -> str:
-    """A started job's work: an expected failure ends the job with its error code."""
+    """A started job's work: an expected failure ends the job with its error code (an outage is
+    not one: it goes up, to run the work again once the store answers)."""
     try:
         return work()
     except OrchestratorError as exc:
+        if is_outage(exc):
+            raise
         ctx.report(c.FailJob(job_id=job.id, error_code=exc.code, error_message=exc.message))
         return exc.code
 
@@ -102,7 +182,7 @@ def backup(job_id: str) -> str:
 
 def restore(job_id: str) -> str:
     """Rebuild a recovery point's disks, verified block by block, as a new VM or into a directory."""
-    return _run(job_id, jobs.run_restore)
+    return _run(job_id, restore_work.run_restore)
 
 
 def restore_keys(job_id: str) -> str:

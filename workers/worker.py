@@ -1,4 +1,6 @@
-"""The rq worker class of distributed workers: `rq worker jobs --worker-class workers.worker.PreloadedWorker`.
+"""The rq worker class of distributed workers: `rq worker jobs --serializer json --worker-class
+workers.worker.PreloadedWorker` (JSON whatever the command line says, and only our tasks: see
+`workers.queues.TaskWorker`; it takes no job while its event store does not answer).
 
 RQ forks a work horse per job from the worker process. Whatever the worker process has loaded
 before the fork, each horse starts with: the application's modules (with the plain `Worker`, every
@@ -6,13 +8,16 @@ horse imported them again, about a CPU-second per job), the PostgreSQL driver wh
 PostgreSQL (imported on first use otherwise: 50 ms per horse), and the fabric inventory as last
 parsed (refreshed here before each fork when the file changed, so a horse does not parse it again),
 and, on PostgreSQL, a server session already warmed by the horses before it (workers/handoff.py).
-Horses open the event store without creating tables; the worker creates any missing one at start.
+Horses open the event store without creating tables; the worker creates any missing one at start
+(or, if the store did not answer then, once it does).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,11 +30,13 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.fabric.inventory import inventory_vms
 from workers import context
 from workers.handoff import SessionLender
+from workers.queues import TaskWorker, refusal
 
 log = logging.getLogger(__name__)
+SQLITE_CHECK_TIMEOUT = 5.0  # seconds
 
 
-class PreloadedWorker(Worker):
+class PreloadedWorker(TaskWorker, Worker):
     """RQ's forking worker, with the application imported and the inventory read before each fork."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -41,17 +48,35 @@ class PreloadedWorker(Worker):
             log.warning("settings not read before the first job: %s", exc)
             self.settings = None
         self.lender: SessionLender | None = None
+        self.prepared = False
         if self.settings is not None:
-            prepare_event_store(self.settings)
+            self.prepared = prepare_event_store(self.settings)
             warm_caches()
             if self.settings.event_store == "postgres":
                 self.lender = SessionLender(self.settings)
+                if self.prepared:
+                    prebuild_context(self.settings)
+
+    def stores_answer(self) -> bool:
+        """PostgreSQL: the session kept for the next horse is usable (checked by its socket), or a new
+        one opens within a few seconds. SQLite: the event store's file opens and reads. Once it
+        answers after it did not at start, the tables and the horses' context are prepared then."""
+        if self.settings is None:
+            return True  # each job reports the bad setting with its code
+        if self.lender is not None:
+            answers = self.lender.answers()
+        else:
+            answers = sqlite_answers(self.settings)
+        if answers and not self.prepared:
+            self.prepared = prepare_event_store(self.settings)
+            if self.prepared and self.lender is not None:
                 prebuild_context(self.settings)
+        return answers
 
     def execute_job(self, job: Any, queue: Any) -> None:
         if self.settings is not None:
             preload_inventory(self.settings.fabric_path)
-        if self.lender is None:
+        if self.lender is None or refusal(job) is not None:  # a refused job is failed without a horse
             super().execute_job(job, queue)
             return
         self.lender.before_fork()
@@ -69,17 +94,33 @@ class PreloadedWorker(Worker):
                 self.lender.horse_done()
 
 
-def prepare_event_store(settings: Settings) -> None:
-    """Once, before the first fork: import the PostgreSQL modules here rather than in every horse,
-    and open the event store with table creation (then close it: horses connect for themselves), so
-    that horses, which skip it, find every table even when this worker starts before the services."""
+def sqlite_answers(settings: Settings) -> bool:
+    """The SQLite event store's file opens (it must exist) and reads."""
+    path = Path(settings.eventsourcing_env()["SQLITE_DBNAME"])
+    try:
+        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True,
+                                     timeout=SQLITE_CHECK_TIMEOUT)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        log.debug("SQLite event store check failed: %s", exc)
+        return False
+    return True
+
+
+def prepare_event_store(settings: Settings) -> bool:
+    """Before the first fork: import the PostgreSQL modules here rather than in every horse, and
+    open the event store with table creation (then close it: horses connect for themselves), so
+    that horses, which skip it, find every table even when this worker starts before the services.
+    False when the store did not answer (the worker tries again once it does)."""
     if settings.event_store == "postgres":
         import eventsourcing.postgres  # noqa: F401
         import psycopg_pool  # noqa: F401
     try:
         build_app(settings).close()
-    except OrchestratorError as exc:  # the store not up yet: the jobs report it
+    except OrchestratorError as exc:  # the store not up yet: no job is taken until it is
         log.warning("event store not prepared before the first job: %s", exc)
+        return False
+    return True
 
 
 def prebuild_context(settings: Settings) -> None:

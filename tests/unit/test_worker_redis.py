@@ -1,10 +1,12 @@
-"""The rq worker looks up what redis-py tells the server about itself once, for all its horses."""
+"""The rq worker looks up what redis-py tells the server about itself once, for all its horses, and
+reads JSON payloads whatever it is told."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 import redis.utils
@@ -34,3 +36,20 @@ def test_new_connections_of_a_worker_do_not_read_the_package_metadata(tmp_path: 
     assert {c.driver_info.formatted_name for c in made} == {"redis-py"}  # type: ignore[attr-defined]
     plain = redis.Redis.from_url("redis://127.0.0.1:6379/15").connection_pool.make_connection()
     assert lookups == ["looked up"] and plain is not None  # without the worker, every connection looks it up
+
+
+@pytest.mark.parametrize("serializer", [None, "pickle", "rq.serializers.DefaultSerializer", "json"])
+def test_finding_8_a_worker_reads_json_whatever_serializer_its_command_line_names(
+        tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch, serializer: str | None) -> None:
+    """As `rq worker` builds it: the queues made with the command line's serializer (RQ's pickle
+    unless `--serializer json`), the worker given the same."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    monkeypatch.setenv("BACKUP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BACKUP_FABRIC", str(fabric))
+    connection = fakeredis.FakeRedis()
+    queues = [Queue("jobs", connection=connection, serializer=serializer)]
+    worker = PreloadedWorker(queues, connection=connection, serializer=serializer, job_class="rq.job.Job")
+    assert worker.serializer is JSONSerializer
+    assert [(q.name, q.serializer) for q in worker.queues] == [("jobs", JSONSerializer)]
