@@ -14,7 +14,6 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RqJob
 from rq.job import JobStatus
-from rq.registry import StartedJobRegistry
 from rq.utils import as_text
 
 from orchestrator import commands as c
@@ -22,13 +21,20 @@ from orchestrator.application import Orchestrator
 from orchestrator.domain import Job
 from orchestrator.domain.values import Operation
 from orchestrator.follower import Follower, FollowerThread
-from projections import queries
 from projections.store import ReadStore
-from workers.queues import QUEUES, enqueue, is_async, rq_job_id
+from workers.queues import QUEUES, TASK_REFUSED, enqueue, fetch_job, is_async, rq_job_id, started_registry
 
 log = logging.getLogger(__name__)
 
 RECONCILER_PRINCIPAL = "system:reconciler"
+CATCH_UP_BATCH = 1000  # notifications per read while the reconciler catches up with the log
+# How RQ records a job whose process died, and what it means.
+LOST_MARKERS = {
+    "Work-horse terminated unexpectedly": "its work horse was killed (by a signal) and its worker saw it go",
+    "AbandonedJobError": "its worker stopped heart-beating (killed with its work horse, its machine stopped, "
+                         "or cut off from Redis)",
+    "stuck in intermediate queue": "its worker died as it took the job",
+}
 
 
 class Dispatcher(Follower):
@@ -73,7 +79,16 @@ class Dispatcher(Follower):
 
 class Reconciler:
     """Finds jobs in progress whose RQ job was lost (Redis restarted), abandoned by a dead worker,
-    or failed after its retries, and re-enqueues or fails them."""
+    or failed after its retries, and re-enqueues or fails them.
+
+    Which jobs are in progress it learns from the event store, never from a read model (a read model
+    changed by hand must not stop a job's reconciliation): the async jobs created and not ended,
+    kept in memory, read from the start of the log on the first sweep and then from where it got
+    to, up to the dispatcher's position (jobs past it are the dispatcher's business). A sweep costs
+    a read of that position, the new jobs' events, and one pipelined round trip to Redis; a job's
+    aggregate is loaded only when its RQ job needs action."""
+
+    topics = (get_topic(Job.Created), *Job.ENDING_TOPICS)
 
     def __init__(
         self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int,
@@ -84,23 +99,37 @@ class Reconciler:
         self.redis = redis
         self.job_timeout = job_timeout
         self.on_enqueued = on_enqueued
+        self.open_jobs: dict[UUID, Operation] = {}  # async jobs created and not ended, as far as read
+        self.read_up_to = 0  # the notification id the log has been read to
 
     def run_once(self) -> dict[str, int]:
         counts = {"requeued": 0, "failed": 0}
         for name in QUEUES:
             # Moves jobs whose worker stopped heart-beating to retry or failed, without waiting for
             # an idle worker's maintenance pass (which may be many minutes away).
-            StartedJobRegistry(name, connection=self.redis).cleanup()
-        # Jobs the dispatcher has not reached yet are its business, not a loss.
-        dispatched = self.store.position(Dispatcher.name)
-        rows = [(Operation(row.operation), row) for row in queries.jobs(self.store, status="in_progress")]
-        rows = [(operation, row) for operation, row in rows if is_async(operation) and row.created_seq <= dispatched]
-        statuses = self._statuses([rq_job_id(operation, row.job_id) for operation, row in rows])
-        for (operation, row), status in zip(rows, statuses, strict=True):
-            outcome = self._reconcile(operation, row.job_id, row.attempts, status)
+            started_registry(self.redis, name).cleanup()
+        self._catch_up(self.store.position(Dispatcher.name))
+        candidates = list(self.open_jobs.items())
+        statuses = self._statuses([rq_job_id(operation, job_id) for job_id, operation in candidates])
+        for (job_id, operation), status in zip(candidates, statuses, strict=True):
+            outcome = self._reconcile(operation, job_id, status)
             if outcome:
                 counts[outcome] += 1
         return counts
+
+    def _catch_up(self, dispatched: int) -> None:
+        """The jobs' creations and endings from where the last sweep got to, up to `dispatched`."""
+        while self.read_up_to < dispatched:
+            batch = self.app.recorder.select_notifications(
+                start=self.read_up_to + 1, limit=CATCH_UP_BATCH, stop=dispatched, topics=self.topics)
+            for notification in batch:
+                if notification.topic == self.topics[0]:
+                    created = self.app.mapper.to_domain_event(notification)
+                    if isinstance(created, Job.Created) and is_async(created.operation):
+                        self.open_jobs[created.originator_id] = created.operation
+                else:  # an ending: its id is all it takes
+                    self.open_jobs.pop(UUID(str(notification.originator_id)), None)
+            self.read_up_to = batch[-1].id if len(batch) == CATCH_UP_BATCH else dispatched
 
     def _statuses(self, rq_ids: list[str]) -> list[str | None]:
         """Each RQ job's status (None: no such job), in one round trip: a sweep runs every few seconds
@@ -110,9 +139,18 @@ class Reconciler:
                 pipe.hget(RqJob.key_for(rq_id), "status")
             return [as_text(status) if status else None for status in pipe.execute()]
 
-    def _reconcile(self, operation: Operation, job_id: str, attempts: int, status: str | None) -> str | None:
+    def _open_job(self, job_id: UUID) -> Job | None:
+        """The job, loaded because its RQ job needs action; None (and forgotten) once it has ended
+        (after the dispatcher's position, say)."""
+        job = self.app.find(job_id, Job)
+        if job is None or job.state.is_terminal:
+            self.open_jobs.pop(job_id, None)
+            return None
+        return job
+
+    def _reconcile(self, operation: Operation, job_id: UUID, status: str | None) -> str | None:
         if status is None:
-            if enqueue(self.redis, operation, job_id, self.job_timeout):
+            if self._open_job(job_id) is not None and enqueue(self.redis, operation, job_id, self.job_timeout):
                 self.on_enqueued()
                 log.warning("job %s had no RQ job (Redis lost it?); enqueued again", job_id)
                 return "requeued"
@@ -120,28 +158,46 @@ class Reconciler:
         if status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
             return None
         try:
-            rq_job = RqJob.fetch(rq_job_id(operation, job_id), connection=self.redis)
+            rq_job = fetch_job(self.redis, rq_job_id(operation, job_id))
         except NoSuchJobError:  # gone since the sweep read its status: the next sweep sees to it
             return None
+        job = self._open_job(job_id)
+        if job is None:
+            return None
         result = rq_job.latest_result()
-        detail = (result.exc_string or "").strip().splitlines()[-1:] if result else []
-        lost = any("Abandoned" in line for line in detail)  # RQ's AbandonedJobError: the worker died
-        code = "WorkerLost" if lost else "WorkerError"
-        reason = (
-            "the worker running it stopped (its process died or lost Redis)"
-            if lost
-            else f"the worker raised: {detail[0] if detail else status}"
-        )
+        detail = ((result.exc_string or "").strip().splitlines() or [""])[-1] if result else ""
+        code, reason = failure_of(detail, status)
         self.app.handle(
             c.FailJob(
-                job_id=UUID(job_id),
+                job_id=job_id,
                 error_code=code,
-                error_message=f"{operation.value} job failed after {attempts} attempt(s): {reason}. "
-                "Check the workers' logs, then submit the operation again.",
+                error_message=f"{operation.value} job failed after {job.attempts} attempt(s): {reason}.",
             ),
             RECONCILER_PRINCIPAL,
         )
+        self.open_jobs.pop(job_id, None)
         return "failed"
+
+
+def failure_of(detail: str, status: str) -> tuple[str, str]:
+    """The error code and reason for an RQ job RQ failed, from the last line of RQ's record of it.
+    The process running the job died (its work horse killed by a signal, its worker killed or cut
+    off from Redis so that it stopped heart-beating, or killed as it took the job): `WorkerLost`. The
+    worker refused the RQ job (not one of our tasks on a job id): `TaskRefused`. The task raised
+    (its own timeout included): `WorkerError`."""
+    if detail.startswith(TASK_REFUSED):
+        return TASK_REFUSED, (f"the workers refused its RQ job ({detail}), which the dispatcher did not "
+                              "write: check who can write to Redis, then submit the operation again")
+    for marker, how in LOST_MARKERS.items():
+        if marker in detail:
+            return "WorkerLost", (f"the process running it died before it finished: {how} (RQ: {detail}). "
+                                  "Check the worker machines (out of memory? restarted?) and the workers' logs, "
+                                  "then submit the operation again")
+    if not detail:
+        return "WorkerError", (f"RQ marked its RQ job {status} without a reason. Check the workers' logs, then "
+                               "submit the operation again")
+    return "WorkerError", (f"the task raised {detail}. Check the workers' logs for its traceback, then submit "
+                           "the operation again")
 
 
 class DispatcherThread(FollowerThread):
