@@ -179,7 +179,8 @@ def vault_check(vault: str, subscription: str, as_json: bool) -> None:
         report = c.check_vault(vault_ref(c, vault, subscription))
         emit(report, as_json)
         if not report["clean"]:
-            raise OrchestratorError("VaultStoreDamaged", f"{len(report['missing'])} missing, "
-                                    f"{len(report['corrupt'])} corrupt blocks")
+            raise OrchestratorError("VaultStoreDamaged", "; ".join([
+                f"{len(report['missing'])} missing, {len(report['corrupt'])} corrupt blocks",
+                *(f"manifest {bad['file']} {bad['problem']}" for bad in report["bad_manifests"])]))
 
     run(action)

@@ -161,7 +161,10 @@ class Client(ReadModels):
         return str(self._do(c.RunRetention, vault_id=vault_id))
 
     def check_vault(self, vault_id: str) -> dict[str, Any]:
-        """Every manifest's blocks exist and hash right; lists orphan blocks. Changes nothing."""
+        """The vault store's integrity: every manifest readable (`bad_manifests`: the file and what is
+        wrong) and its blocks there and hashing right (`missing`, `corrupt`); `clean` when none of
+        those is found. Also lists orphan blocks and temporary files, and measures `stored_bytes` (the
+        block files' sizes, what the dashboard's stored bytes count). Changes nothing."""
         from workers.vaultstore import VaultStore
 
         return VaultStore(self.settings.vault_store_path / str(_uuid(vault_id, "vault_id"))).check()
@@ -345,10 +348,23 @@ class Client(ReadModels):
 
 @contextmanager
 def store_errors(outcome: str) -> Iterator[None]:
-    """A lost connection to the event or read store becomes one retryable error that says so."""
+    """A lost connection to the event or read store, or a full disk under it, becomes one retryable
+    error that says which (`EventStoreUnavailable`)."""
+    import sqlite3  # the read store's driver, whose errors reach here unwrapped
+
+    from orchestrator import safefs
+
     try:
         yield
-    except (OperationalError, InterfaceError) as exc:
+    except (OperationalError, InterfaceError, sqlite3.OperationalError, sqlite3.InterfaceError, OSError) as exc:
+        causes = [exc, exc.__cause__, exc.__context__]
+        if any((isinstance(e, OSError) and safefs.is_full(e)) or getattr(e, "sqlstate", None) == "53100"
+               or getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL for e in causes):  # ENOSPC, EDQUOT
+            raise ServiceUnavailableError("EventStoreUnavailable", (
+                f"the event store's disk is full ({exc}): free space where it keeps its data (BACKUP_DATA_DIR, "
+                f"or the PostgreSQL server's disk); {outcome}")) from None
+        if isinstance(exc, OSError):
+            raise
         raise ServiceUnavailableError("EventStoreUnavailable", f"the event store did not answer ({exc}); "
                                       f"{outcome}") from None
 

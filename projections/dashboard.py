@@ -1,7 +1,10 @@
 """Dashboard read model: what the dashboard needs beyond the items, jobs and policies read models,
 kept live as events arrive: each VM's size as a protected instance and when it was protected, each
-recovery point's logical size, and each vault's stored bytes (written by backups, freed by
-retention). `queries.dashboard` puts them together at the moment it is asked."""
+recovery point's logical size, and each vault's stored bytes. Those are the vault store's own usage
+record as the latest job reported it (`vault_usage` in a backup's or a retention job's result: the
+report with the highest sequence wins, whatever order the events come in); a vault without such
+reports (a history from before them) keeps the sum of new blocks written by backups minus the bytes
+freed by retention. `queries.dashboard` puts them together at the moment it is asked."""
 
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ GIB = 1024**3
 class DashboardProjection(Projection):
     name = "dashboard"
     topics = tuple(get_topic(cls) for cls in (VM.Protected, RP.Created, RP.Expired, Job.Created, Job.Completed))
-    owned = ("dash_items", "dash_points", "dash_storage", "dash_retention_jobs")
+    owned = ("dash_items", "dash_points", "dash_storage", "dash_retention_jobs", "dash_usage")
+    version = 2  # dash_usage: the vault stores' usage reports
     tables = (
         ("CREATE TABLE IF NOT EXISTS {t}dash_items (item_id TEXT PRIMARY KEY, protected_at TEXT NOT NULL DEFAULT '', "
          "instance_bytes BIGINT NOT NULL DEFAULT 0)"),
@@ -33,6 +37,8 @@ class DashboardProjection(Projection):
         ("CREATE TABLE IF NOT EXISTS {t}dash_storage (vault_id TEXT PRIMARY KEY, "
          "stored_bytes BIGINT NOT NULL DEFAULT 0, freed_bytes BIGINT NOT NULL DEFAULT 0)"),
         "CREATE TABLE IF NOT EXISTS {t}dash_retention_jobs (job_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL)",
+        ("CREATE TABLE IF NOT EXISTS {t}dash_usage (vault_id TEXT PRIMARY KEY, sequence BIGINT NOT NULL, "
+         "stored_bytes BIGINT NOT NULL)"),
     )
 
     @singledispatchmethod
@@ -64,6 +70,9 @@ class DashboardProjection(Projection):
 
     @apply.register
     def _(self, event: Job.Completed, tx: Tx) -> None:
+        usage = event.result.get("vault_usage")
+        if isinstance(usage, dict) and {"vault_id", "sequence", "bytes"} <= usage.keys():
+            self._report_usage(tx, str(usage["vault_id"]), int(usage["sequence"]), int(usage["bytes"]))
         freed = int(event.result.get("bytes_freed", 0) or 0)
         if not freed:
             return
@@ -76,6 +85,13 @@ class DashboardProjection(Projection):
     def _upsert_item(self, tx: Tx, item_id: str, column: str, value: Any) -> None:
         tx.execute(f"INSERT INTO {self.table('dash_items')} (item_id, {column}) VALUES (?, ?) "
                    f"ON CONFLICT (item_id) DO UPDATE SET {column} = excluded.{column}", (item_id, value))
+
+    def _report_usage(self, tx: Tx, vault_id: str, sequence: int, stored: int) -> None:
+        table = self.table("dash_usage")
+        tx.execute(f"INSERT INTO {table} (vault_id, sequence, stored_bytes) VALUES (?, ?, ?) "
+                   f"ON CONFLICT (vault_id) DO UPDATE SET sequence = excluded.sequence, "
+                   f"stored_bytes = excluded.stored_bytes WHERE excluded.sequence > {table}.sequence",
+                   (vault_id, sequence, stored))
 
     def _add_storage(self, tx: Tx, vault_id: str, column: str, amount: int) -> None:
         tx.execute(f"INSERT INTO {self.table('dash_storage')} (vault_id, {column}) VALUES (?, ?) "

@@ -68,10 +68,10 @@ def dashboard(store: ReadStore, now: datetime, vault_id: str | None = None) -> D
                        "WHERE started_at >= ? OR status = 'in_progress'", (since,))
     logical = store.fetch(f"SELECT vault_id, SUM(logical_bytes) AS n FROM {store.t('dash_points')} "
                           "WHERE expired = 0 GROUP BY vault_id")
-    stored = store.fetch(f"SELECT vault_id, stored_bytes - freed_bytes AS n FROM {store.t('dash_storage')}")
+    stored = _stored(store)
     per_vault = [
         _vault(vid, vaults[vid], [i for i in items if i["vault_id"] == vid], [j for j in jobs if j["vault_id"] == vid],
-               _sum(logical, vid), _sum(stored, vid), now, since)
+               _sum(logical, vid), stored.get(vid, 0), now, since)
         for vid in sorted(vaults, key=vaults.__getitem__) if vault_id is None or vid == vault_id
     ]
     in_scope = {v.vault_id for v in per_vault}
@@ -80,6 +80,16 @@ def dashboard(store: ReadStore, now: datetime, vault_id: str | None = None) -> D
                      sum(v.storage_logical_bytes for v in per_vault), sum(v.storage_stored_bytes for v in per_vault),
                      now, since, vault_names=vaults)
     return Dashboard(at=now, overall=overall, vaults=per_vault)
+
+
+def _stored(store: ReadStore) -> dict[str, int]:
+    """Each vault's stored bytes: its vault store's latest usage report, or, for a history without
+    one, new blocks written minus blocks freed."""
+    counted = {r["vault_id"]: int(r["n"] or 0) for r in store.fetch(
+        f"SELECT vault_id, stored_bytes - freed_bytes AS n FROM {store.t('dash_storage')}")}
+    reported = {r["vault_id"]: int(r["stored_bytes"]) for r in store.fetch(
+        f"SELECT vault_id, stored_bytes FROM {store.t('dash_usage')}")}
+    return {**counted, **reported}
 
 
 def _sum(rows: list[dict[str, Any]], vault_id: str) -> int:

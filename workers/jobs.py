@@ -71,11 +71,15 @@ def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
         else:
             manifest, digest, found = _snapshot(ctx, job, vm, store, rp_id)
             warnings += found
+        # The vault store's usage record goes with the point, for the dashboard (once the command
+        # carries it: `usage`, asked for in commands.py).
+        usage = store.usage_report() if "usage" in c.RecordBackupTaken.model_fields else None
         ctx.report(c.RecordBackupTaken(
             job_id=job.id, taken_at=manifest.taken_at, consistency=manifest.consistency,
             logical_bytes=manifest.logical_bytes, stored_bytes=manifest.stored_bytes, manifest_digest=digest,
             disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
             warnings=warnings, encryption=manifest.encryption, provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
+            **({"usage": usage} if usage else {}),
         ))
     return f"recovery point {rp_id}"
 
@@ -117,9 +121,12 @@ def _kept_keys(ctx: WorkerContext, vm: FabricVm) -> tuple[EncryptionKeys | None,
 def _previous_disks(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str, DiskManifest]:
     """The disks of the VM's latest recovery point, for the unchanged-disk check."""
     item = ctx.app.get(item_id_for(job.vm_key), VirtualMachine)
-    if item.latest_recovery_point is None or not store.manifest_path(str(item.latest_recovery_point)).exists():
+    if item.latest_recovery_point is None:
         return {}
-    return {d.name: d for d in store.read_manifest(str(item.latest_recovery_point)).disks}
+    try:
+        return {d.name: d for d in store.read_manifest(str(item.latest_recovery_point)).disks}
+    except (OSError, ValueError):  # gone, or unreadable (`vault check` names it): every disk is read
+        return {}
 
 
 def _point_of(ctx: WorkerContext, job: Job) -> tuple[RecoveryPoint, VaultStore, Manifest]:
@@ -205,24 +212,45 @@ def _restore_disks(store: VaultStore, manifest: Manifest, directory: Path) -> di
 
 
 def run_retention(ctx: WorkerContext, job: Job) -> str:
+    """Expire the vault's due points, delete the manifests the event store says are dead, collect.
+    The due points come from the event store, never from a read model alone (which may lag, or have
+    lost rows): every manifest in the vault store is a recovery point, whose aggregate (every event
+    stored so far) says whether it is due; the recovery-points read model adds points without one."""
     now = ctx.clock.now()
-    due = [UUID(r.recovery_point_id) for r in queries.recovery_points(ctx.read_store, str(job.vault_id))
-           if not r.expired and r.expires_at <= now]
-    expired = ctx.report(c.ExpireRecoveryPoints(job_id=job.id, recovery_point_ids=due, now=now))
     store = ctx.vault_store(job.vault_id)
+    listed = {UUID(r.recovery_point_id) for r in queries.recovery_points(ctx.read_store, str(job.vault_id))}
+    points = [ctx.app.find(rp_id, RecoveryPoint) for rp_id in sorted({*store.recovery_point_ids(), *listed})]
+    due = [rp.id for rp in points
+           if rp is not None and rp.vault_id == job.vault_id and not rp.expired and rp.expires_at <= now]
+    expired = ctx.report(c.ExpireRecoveryPoints(job_id=job.id, recovery_point_ids=due, now=now))
     deleted = sum(store.delete_manifest(rp_id) for rp_id in store.manifest_ids() if _dead(ctx, store, rp_id))
     collected = store.collect_garbage()
+    # The usage record, for the dashboard, once backups report it too (reports from retention alone
+    # would stop the dashboard's count of backups' new blocks between two retention runs).
+    usage = store.usage_report() if "usage" in c.RecordBackupTaken.model_fields else None
     ctx.report(c.CompleteJob(job_id=job.id, result={
         "expired": len(expired), "held": len(due) - len(expired), "manifests_deleted": deleted, **collected,
+        **({"vault_usage": usage} if usage else {}),
     }))
     return f"{len(expired)} expired"
 
 
 def _dead(ctx: WorkerContext, store: VaultStore, rp_id: str) -> bool:
-    """A manifest to delete: its recovery point expired, or its backup ended without making one
-    (a manifest whose job is still running is kept: a retry will report it)."""
-    rp = ctx.app.find(UUID(rp_id), RecoveryPoint)
-    if rp is not None:
-        return rp.expired
-    job = ctx.app.find(UUID(store.read_manifest(rp_id).job_id), Job)
-    return job is None or job.state.is_terminal
+    """A manifest to delete, as the event store has it: its recovery point expired, or its backup job
+    ended without making one. Kept: a manifest whose job is still running (a retry will report it),
+    and one whose job cannot be told (not named by a point's id, unreadable, or naming a job the
+    event store does not have, or a job whose point it is not: `vault check` names the bad ones)."""
+    try:
+        point_id = UUID(rp_id)
+    except ValueError:
+        return False
+    rp = ctx.app.find(point_id, RecoveryPoint)
+    if rp is None:
+        job_id = store.job_of(rp_id)
+        job = ctx.app.find(job_id, Job) if job_id is not None and recovery_point_id_for(job_id) == point_id else None
+        if job is None or not job.state.is_terminal:
+            return False
+        rp = ctx.app.find(point_id, RecoveryPoint)  # the job ended meanwhile? Its point is stored with its end
+        if rp is None:
+            return True
+    return rp.expired

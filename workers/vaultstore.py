@@ -1,12 +1,19 @@
 """The vault store: backup data as content-addressed blocks plus one manifest per recovery point.
 
 Disks are cut into 4 MiB blocks; a block is stored once under its SHA-256 (zero blocks are not
-stored at all). A recovery point's manifest lists each disk's blocks and is written last, with a
-write-fsync-rename, so a recovery point is either wholly there or not at all.
+stored at all). A recovery point's manifest lists each disk's blocks and is written last (complete,
+synced, then linked into place), so a recovery point is either wholly there or not at all.
+
+Every file is written through `orchestrator.safefs` (0600, in 0700 directories, never through a link,
+never over an existing file). A block is written whole under a temporary name and linked into place:
+of two backups storing the same new block at once exactly one link succeeds, and only that backup
+counts the block as stored by it. The vault's usage record (workers/vaultusage.py) changes with every
+link and removal, under its own lock.
 
 Concurrency with the collector: a backup holds a shared lock on the vault's `gc.lock` for its whole
 run and the collector an exclusive one, so the collector never removes a block that a running
-backup has written or is counting on.
+backup has written or is counting on. A backup that fails removes the blocks it linked that no
+manifest references, if it can take that lock exclusively at once (otherwise collection will).
 """
 
 from __future__ import annotations
@@ -15,74 +22,25 @@ import ctypes
 import ctypes.util
 import fcntl
 import hashlib
+import logging
 import os
-import tempfile
+import secrets
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
-
-from orchestrator.domain.values import EncryptionKeys
+from orchestrator import safefs
+from orchestrator.errors import OrchestratorError
+from workers import vaultusage
+from workers.manifests import BadManifest, DiskManifest, Manifest, References, digest_named, read_references
 
 BLOCK_SIZE = 4 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
-
-
-class DiskManifest(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    name: str
-    size: int
-    blocks: list[str | None]  # None: a zero block, not stored
-    fingerprint: str = ""  # size, device, inode and mtime of the image read (see snapshot.py)
-
-    @property
-    def digest(self) -> str:
-        """A digest of the disk's content, from its block hashes (zero blocks included)."""
-        h = hashlib.sha256(str(self.size).encode())
-        for block in self.blocks:
-            h.update((block or "0").encode())
-        return h.hexdigest()
-
-
-class Manifest(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    recovery_point_id: str
-    job_id: str
-    vm_key: str
-    vm_spec: dict[str, Any]  # the VM as it was, so a restore does not depend on the source VM
-    taken_at: str
-    consistency: str
-    logical_bytes: int
-    stored_bytes: int
-    disks: list[DiskManifest]
-    encryption: EncryptionKeys | None = None  # an encrypted VM's key names
-    sealed_keys: str | None = None  # its BEK (and KEK), encrypted under BACKUP_KEY_PROTECTION_KEY (workers/keys.py)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+TEMPORARY = ".tmp-"  # a file being written (a block, a manifest): never counted, removed by collection
+log = logging.getLogger(__name__)
 
 
 def _syncfs(path: Path) -> None:
@@ -112,19 +70,30 @@ class VaultStore:
         self.manifests = root / "manifests"
         self._unflushed = 0
         self._flushing = threading.Lock()
+        self._made: set[Path] = set()  # directories known to be there, 0700
+        self._linked: set[str] = set()  # blocks this backup linked that no manifest of its own lists yet
+        self._linking = threading.Lock()
 
     def block_path(self, digest: str) -> Path:
         return self.blocks / digest[:2] / digest
 
     def has_block(self, digest: str) -> bool:
-        return self.block_path(digest).exists()
+        return os.path.lexists(self.block_path(digest))
 
     def put_block(self, digest: str, data: bytes) -> bool:
-        """Store a block unless it is there already; True when this call stored it."""
+        """Store a block unless it is there already; True when this call stored it (one caller of
+        all those storing the same block at once). `VaultStoreFull` when there is no room."""
         path = self.block_path(digest)
-        if path.exists():
+        if os.path.lexists(path):
             return False
-        _write_atomically(path, data, durable=False)  # made durable together by commit_manifest
+        try:
+            placed = self._place(path, digest, data)
+        except OSError as exc:
+            raise self._full(exc, f"block {digest}") from None
+        if not placed:
+            return False
+        with self._linking:
+            self._linked.add(digest)
         self._unflushed += len(data)
         if self._unflushed >= FLUSH_EVERY and self._flushing.acquire(blocking=False):
             # Start writing back what is there so far, while hashing goes on; the sync before the
@@ -132,6 +101,28 @@ class VaultStore:
             self._unflushed = 0
             threading.Thread(target=self._flush_in_background, daemon=True).start()
         return True
+
+    def _place(self, path: Path, digest: str, data: bytes) -> bool:
+        """Write the block whole under a temporary name (made durable with the manifest, by one
+        syncfs), then link it into place and count it, under the usage record's lock."""
+        staged = self._directory(path.parent) / f"{TEMPORARY}{digest[:16]}-{secrets.token_hex(8)}"
+        fd = safefs.create(staged)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            with self._usage() as usage:
+                if os.path.lexists(path):
+                    return False
+                usage.begin(len(data), digest)
+                try:
+                    os.link(staged, path, follow_symlinks=False)
+                except FileExistsError:  # linked by a writer that does not take the lock (an older version)
+                    return False
+                finally:
+                    usage.settle()
+                return True
+        finally:
+            staged.unlink(missing_ok=True)
 
     def _flush_in_background(self) -> None:
         try:
@@ -152,26 +143,19 @@ class VaultStore:
         """Make every block durable, then write the manifest last and atomically, unless one is there
         already: two deliveries of one backup (a retry, and a work horse RQ gave up on that still runs)
         must not replace each other's manifest once it may be recorded. Returns the manifest in place
-        and its SHA-256."""
+        and its SHA-256. `VaultStoreFull` when there is no room."""
         if self.blocks.exists():
             _syncfs(self.blocks)
         path = self.manifest_path(manifest.recovery_point_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = manifest.model_dump_json().encode()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(tmp, path)  # fails if a manifest is there: the first one stays
-            placed = True
-        except FileExistsError:
-            placed = False
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+            self._directory(self.manifests)
+            placed = safefs.write_new(path, data)
+        except OSError as exc:
+            raise self._full(exc, f"the manifest of recovery point {manifest.recovery_point_id}") from None
         if placed:
+            with self._linking:
+                self._linked.clear()  # every block this backup linked is in its manifest
             return manifest, hashlib.sha256(data).hexdigest()
         return self.read_manifest(manifest.recovery_point_id), self.manifest_digest(manifest.recovery_point_id)
 
@@ -185,66 +169,221 @@ class VaultStore:
         return Manifest.model_validate_json(data)
 
     def manifest_ids(self) -> list[str]:
-        return [p.stem for p in self.manifests.glob("*.json")] if self.manifests.exists() else []
+        return sorted(p.stem for p in self.manifests.glob("*.json")) if self.manifests.exists() else []
+
+    def recovery_point_ids(self) -> list[UUID]:
+        """The recovery points whose manifests are here (every manifest named by one)."""
+        return [UUID(name) for name in self.manifest_ids() if _is_uuid(name)]
+
+    def job_of(self, recovery_point_id: str) -> UUID | None:
+        """The backup job a manifest says it is from; None when it cannot be read or says nothing."""
+        try:
+            return UUID(self.read_manifest(recovery_point_id).job_id)
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+            return None
 
     def delete_manifest(self, recovery_point_id: str) -> bool:
-        path = self.manifest_path(recovery_point_id)
-        if not path.exists():
+        try:
+            self.manifest_path(recovery_point_id).unlink()
+        except FileNotFoundError:
             return False
-        path.unlink()
         return True
 
     @contextmanager
     def backup_lease(self) -> Iterator[None]:
-        with self._lock(fcntl.LOCK_SH):
-            yield
+        """Held by a backup for its whole run. On the way out, the blocks it linked that no manifest
+        of its own lists (it failed, or another delivery's manifest was there first) are removed if
+        no manifest references them and no other backup runs (otherwise collection removes them)."""
+        try:
+            with self._lock(fcntl.LOCK_SH):
+                yield
+        finally:
+            self._remove_unclaimed()
 
-    def collect_garbage(self) -> dict[str, Any]:
-        """Remove blocks no manifest references. Skipped (not waited for) while backups run."""
+    def _remove_unclaimed(self) -> None:
+        with self._linking:
+            linked, self._linked = self._linked, set()
+        if not linked:
+            return
         try:
             with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
-                live: set[str] = set()
-                for rp_id in self.manifest_ids():
-                    for disk in self.read_manifest(rp_id).disks:
-                        live.update(b for b in disk.blocks if b)
-                removed = freed = 0
-                for path in self.blocks.glob("*/*") if self.blocks.exists() else []:
-                    if path.name.startswith(".tmp-") or path.name not in live:
-                        freed += path.stat().st_size
-                        path.unlink()
-                        removed += 1
-                return {"blocks_removed": removed, "bytes_freed": freed, "skipped": False}
+                references = read_references(self.manifests)
+                if references.unreadable:
+                    log.warning("%d block(s) left for collection in %s: %s", len(linked), self.root,
+                                references.unreadable[0].describe())
+                    return
+                for digest in sorted(linked - references.live):
+                    self._remove_block(digest)
         except BlockingIOError:
-            return {"blocks_removed": 0, "bytes_freed": 0, "skipped": True}
+            log.info("%d block(s) left for collection in %s: a backup of the vault is running", len(linked), self.root)
+        except OSError:
+            log.exception("could not remove the %d block(s) a failed backup left in %s", len(linked), self.root)
+
+    def collect_garbage(self) -> dict[str, Any]:
+        """Remove blocks no manifest references, and leftover temporary files (counted apart: they are
+        not blocks). Skipped (not waited for) while backups run, and held back, with the reason, while
+        a manifest cannot be read: it may reference any block."""
+        try:
+            with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
+                return self._collect()
+        except BlockingIOError:
+            return {**_collected(), "skipped": True,
+                    "reason": "a backup of the vault is running: collection waits for the next retention run"}
+
+    def _collect(self) -> dict[str, Any]:
+        references = read_references(self.manifests)
+        temporaries = self._temporary_files()
+        for path in temporaries:
+            path.unlink(missing_ok=True)
+        swept = {"temporary_files_removed": len(temporaries), "temporary_bytes_removed": sum(temporaries.values())}
+        if references.unreadable:
+            return {**_collected(), **swept, "skipped": True, "reason": (
+                f"{references.unreadable[0].describe()}: it may reference any block, so no block is collected "
+                "until it is repaired or removed")}
+        removed = freed = 0
+        for digest in self._block_files():
+            if digest not in references.live:
+                freed += self._remove_block(digest)
+                removed += 1
+        with self._usage() as usage:  # nothing else changes blocks now: exact
+            usage.measured(self.stored_bytes())
+        return {**_collected(removed, freed), **swept, "skipped": False, "reason": ""}
+
+    def _remove_block(self, digest: str) -> int:
+        """Remove a block and uncount it; the bytes it held."""
+        path = self.block_path(digest)
+        try:
+            size = os.lstat(path).st_size
+        except FileNotFoundError:
+            return 0
+        with self._usage() as usage:
+            usage.begin(-size, digest)
+            try:
+                path.unlink()
+            finally:
+                usage.settle()
+        return size
 
     def stored_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.blocks.glob("*/*")) if self.blocks.exists() else 0
+        """The block files' sizes, measured (temporary files are not blocks)."""
+        return sum(self._block_files().values())
+
+    def usage_report(self) -> dict[str, Any] | None:
+        """The usage record as job results carry it: vault id, sequence, bytes of block files (None
+        when it cannot be read or made: the next report will say)."""
+        try:
+            with self._usage() as usage:
+                return {"vault_id": self.root.name, "sequence": usage.sequence, "bytes": usage.bytes}
+        except OSError:
+            log.exception("the usage record of %s could not be read", self.root)
+            return None
+
+    def _block_files(self) -> dict[str, int]:
+        """Every block file's size, by digest."""
+        found: dict[str, int] = {}
+        for directory in _subdirectories(self.blocks):
+            for entry in _entries(directory):
+                if digest_named(entry.name):
+                    found[entry.name] = entry.stat(follow_symlinks=False).st_size
+        return found
+
+    def _temporary_files(self) -> dict[Path, int]:
+        found: dict[Path, int] = {}
+        for directory in [*_subdirectories(self.blocks), self.manifests]:
+            for entry in _entries(directory):
+                if entry.name.startswith(TEMPORARY):
+                    found[Path(entry.path)] = entry.stat(follow_symlinks=False).st_size
+        return found
+
+    @contextmanager
+    def _usage(self) -> Iterator[vaultusage.UsageRecord]:
+        self._directory(self.root)
+        with vaultusage.locked(self.root / "usage", self.has_block, self.stored_bytes) as usage:
+            yield usage
 
     @contextmanager
     def _lock(self, mode: int) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / "gc.lock").open("a") as handle:
-            fcntl.flock(handle, mode)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        self._directory(self.root)
+        fd = safefs.open_lock(self.root / "gc.lock")
+        try:
+            if os.fstat(fd).st_mode & 0o777 != safefs.FILE_MODE:  # made wider by an older version
+                os.fchmod(fd, safefs.FILE_MODE)
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # and the lock with it
+
+    def _directory(self, path: Path) -> Path:
+        """`path` made (0700, as its missing parents) or tightened to 0700 once per store object."""
+        if path not in self._made:
+            safefs.make_dirs(path)
+            safefs.tighten(path, safefs.DIR_MODE)
+            self._made.add(path)
+        return path
+
+    def _full(self, exc: OSError, what: str) -> Exception:
+        """A full vault store (or quota) as the coded error a job fails with at once; anything else as is."""
+        if not safefs.is_full(exc):
+            return exc
+        return OrchestratorError("VaultStoreFull", (
+            f"the vault store is full ({os.strerror(exc.errno or 0)}) writing {what} under {self.root}: "
+            "free space on BACKUP_VAULT_STORE (or raise its quota), then back up again; the job is not retried, "
+            "since a retry cannot succeed until then"))
 
     def check(self) -> dict[str, Any]:
-        """Every manifest's blocks exist and hash right; orphans are reported."""
-        missing, corrupt, live = [], [], set()
-        for rp_id in self.manifest_ids():
-            for disk in self.read_manifest(rp_id).disks:
-                for digest in filter(None, disk.blocks):
-                    live.add(digest)
-                    if not self.has_block(digest):
-                        missing.append({"recovery_point": rp_id, "block": digest})
-                    else:
-                        try:
-                            self.get_block(digest)
-                        except ValueError:
-                            corrupt.append({"recovery_point": rp_id, "block": digest})
-        orphans = [p.name for p in self.blocks.glob("*/*") if p.name not in live] if self.blocks.exists() else []
-        return {"missing": missing, "corrupt": corrupt, "orphans": orphans,
-                "clean": not missing and not corrupt}
+        """Every manifest readable and its blocks there and hashing right; orphan blocks, temporary
+        files and the measured bytes of block files are reported. Changes nothing."""
+        references = read_references(self.manifests)
+        missing, corrupt = [], []
+        verdicts: dict[str, str] = {}  # each block read once, however many manifests list it
+        for rp_id, manifest in references.manifests.items():
+            for digest in sorted({b for disk in manifest.disks for b in disk.blocks if b}):
+                if digest not in verdicts:
+                    verdicts[digest] = self._verdict(digest)
+                if verdicts[digest] == "missing":
+                    missing.append({"recovery_point": rp_id, "block": digest})
+                elif verdicts[digest] == "corrupt":
+                    corrupt.append({"recovery_point": rp_id, "block": digest})
+        blocks = self._block_files()
+        record = vaultusage.peek(self.root / "usage")
+        return {
+            "missing": missing, "corrupt": corrupt, "bad_manifests": [b.as_dict() for b in references.bad],
+            "orphans": sorted(set(blocks) - references.live),
+            "temporary_files": sorted(str(p.relative_to(self.root)) for p in self._temporary_files()),
+            "stored_bytes": sum(blocks.values()),
+            "usage_record": None if record is None else {"sequence": record[0], "bytes": record[1]},
+            "clean": not missing and not corrupt and not references.bad,
+        }
 
+    def _verdict(self, digest: str) -> str:
+        if not self.has_block(digest):
+            return "missing"
+        try:
+            self.get_block(digest)
+        except (OSError, ValueError):
+            return "corrupt"
+        return "ok"
+
+
+def _collected(removed: int = 0, freed: int = 0) -> dict[str, Any]:
+    return {"blocks_removed": removed, "bytes_freed": freed, "temporary_files_removed": 0, "temporary_bytes_removed": 0}
+
+
+def _subdirectories(path: Path) -> list[Path]:
+    return [Path(e.path) for e in _entries(path) if e.is_dir(follow_symlinks=False)]
+
+
+def _entries(path: Path) -> list[os.DirEntry[str]]:
+    with suppress(FileNotFoundError), os.scandir(path) as entries:
+        return list(entries)
+    return []
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        return str(UUID(name)) == name
+    except ValueError:
+        return False
+
+
+__all__ = ["BLOCK_SIZE", "ZERO_BLOCK", "BadManifest", "DiskManifest", "Manifest", "References", "VaultStore"]

@@ -83,10 +83,12 @@ def record_backup_taken(app: Orchestrator, cmd: c.RecordBackupTaken) -> UUID | N
     item.backup_succeeded(job.id, rp.id, cmd.taken_at, bool(cmd.warnings))
     if job.bytes_done < cmd.logical_bytes:  # the transfer's end, stored with the point (workers do not report it)
         job.progress(cmd.logical_bytes, cmd.logical_bytes)
+    usage = getattr(cmd, "usage", None)  # the vault store's usage record, when the worker sends it
     job.complete(
         result={"recovery_point_id": str(rp.id), "consistency": cmd.consistency.value,
                 "logical_bytes": cmd.logical_bytes, "stored_bytes": cmd.stored_bytes,
-                "expires_at": expires_at.isoformat(), "tiers": [t.value for t in tiers]},
+                "expires_at": expires_at.isoformat(), "tiers": [t.value for t in tiers],
+                **({"vault_usage": usage} if usage else {})},
         warnings=cmd.warnings,
     )
     app.save(rp, item, job)
@@ -114,14 +116,16 @@ def run_retention(app: Orchestrator, cmd: c.RunRetention) -> UUID:
 
 @handles(c.ExpireRecoveryPoints)
 def expire_recovery_points(app: Orchestrator, cmd: c.ExpireRecoveryPoints) -> list[UUID]:
-    """Expire the given points that are due; the newest point of an actively protected VM is held."""
-    if app.open_job(cmd.job_id) is None:
+    """Expire the given points of the job's vault that are due, each as its aggregate has it; the
+    newest point of an actively protected VM is held."""
+    job = app.open_job(cmd.job_id)
+    if job is None:
         return []
     changed: list[Aggregate] = []
     expired: list[UUID] = []
     for rp_id in cmd.recovery_point_ids:
         rp = app.get(rp_id, RecoveryPoint)
-        if rp.expired or rp.expires_at > cmd.now:
+        if rp.vault_id != job.vault_id or rp.expired or rp.expires_at > cmd.now:
             continue
         item = app.get(rp.item_id, VirtualMachine)
         if item.actively_protected and item.latest_recovery_point == rp.id:

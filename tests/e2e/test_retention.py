@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 
 from orchestrator import Client
+from orchestrator import commands as c
 from orchestrator.clock import ManualClock
+from orchestrator.domain import Job, RecoveryPoint, VirtualMachine
+from orchestrator.domain.item import item_id_for
+from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
 from tests.helpers import topics
+from workers import jobs
 
 START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 
@@ -124,3 +133,129 @@ def test_stopping_protection_keeps_or_deletes_the_data(world: tuple[Client, Manu
     result = client.wait(client.run_retention(vault)).result
     assert result["expired"] == 1  # vm01's point: no longer held, its VM is not actively protected
     assert client.check_vault(vault)["clean"]
+
+
+def _scheduled_points(client: Client, clock: ManualClock, days: int) -> None:
+    """A scheduled backup of each protected VM a day (DefaultPolicy: 22:30 daily, kept 30 days)."""
+    for _ in range(days):
+        clock.advance(timedelta(days=1))
+        client.wait_all(client.run_scheduler())
+        for vm in ("vm01", "vm02"):
+            _change_disk(client, vm)
+
+
+def _ended(client: Client, job_id: str, timeout: float = 60) -> Job:
+    """The job as the event store has it, once ended (for when the read models are held back)."""
+    deadline = time.monotonic() + timeout
+    while not (job := client._runtime.app.get(UUID(job_id), Job)).state.is_terminal:
+        assert time.monotonic() < deadline, f"job {job_id} did not end"
+        time.sleep(0.05)
+    return job
+
+
+def _expired_points(client: Client) -> int:
+    """How many of vm01's and vm02's points the event store has expired."""
+    app = client._runtime.app
+    items = [app.get(item_id_for(f"default/rg-japaneast/{vm}"), VirtualMachine) for vm in ("vm01", "vm02")]
+    return sum(app.get(rp_id, RecoveryPoint).expired for item in items for rp_id in item.recovery_point_ids)
+
+
+def test_finding_20a_a_policy_edit_is_acted_on_by_the_next_retention_while_the_read_model_lags(
+        world: tuple[Client, ManualClock, str]) -> None:
+    client, clock, vault = world
+    _scheduled_points(client, clock, 3)
+    clock.advance(timedelta(days=10))  # 11-13 days old: kept 30 days, due once kept 7
+    runtime = client._runtime
+    [projections] = [t for t in runtime.threads if t.name == "projections"]
+    projections.stop()  # the read models stay where they are: before the edit
+    runtime.threads.remove(projections)
+    try:
+        client.update_policy(vault, "DefaultPolicy", {"frequency": "daily", "times": ["22:30"]}, {"daily": {"days": 7}})
+        job = _ended(client, client.run_retention(vault))
+    finally:
+        resumed = runtime.projections_thread()
+        resumed.start()
+        runtime.threads.append(resumed)
+    assert job.state.value == "completed"
+    assert (job.result["expired"], job.result["held"], job.result["manifests_deleted"]) == (4, 2, 4)
+    assert _expired_points(client) == 4
+    assert len(client.recovery_points(vault)) == 2 and client.check_vault(vault)["clean"]
+
+
+def test_finding_12_retention_finds_due_points_in_the_event_store_when_the_read_model_lost_them(
+        world: tuple[Client, ManualClock, str]) -> None:
+    client, clock, vault = world
+    _three_points(client, clock, vault)
+    clock.advance(timedelta(days=2))
+    store = client._runtime.store
+    with store.transaction() as tx:
+        tx.execute(f"DELETE FROM {store.t('recovery_points')}")
+    job = client.wait(client.run_retention(vault))
+    assert (job.result["expired"], job.result["held"], job.result["manifests_deleted"]) == (2, 1, 2)
+    assert job.result["blocks_removed"] == 2
+    assert _expired_points(client) == 2
+    assert client.check_vault(vault)["clean"]
+
+
+def test_finding_12_a_manifest_whose_point_is_recorded_while_retention_looks_is_kept(
+        world: tuple[Client, ManualClock, str]) -> None:
+    # A backup has committed its manifest and is about to report it; retention looks the point up
+    # (not there yet), the report lands, then retention looks at the job (ended): the point it
+    # just made must not lose its manifest.
+    client, _, vault = world
+    runtime = client._runtime
+    runtime.close_workers()  # this test plays the worker
+    job_id = UUID(client.backup_now(vault, "vm01"))
+    ctx = runtime.worker_context()
+    ctx.report(c.StartJob(job_id=job_id, worker="test"))
+    job = runtime.app.get(job_id, Job)
+    vm = ctx.fabric.get_vm(job.vm_key)
+    store = ctx.vault_store(job.vault_id)
+    rp_id = str(recovery_point_id_for(job_id))
+    with store.backup_lease():
+        manifest, digest, _ = jobs._snapshot(ctx, job, vm, store, rp_id)
+    taken = c.RecordBackupTaken(
+        job_id=job_id, taken_at=manifest.taken_at, consistency=manifest.consistency,
+        logical_bytes=manifest.logical_bytes, stored_bytes=manifest.stored_bytes, manifest_digest=digest,
+        disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks])
+
+    class ReportLandsAfterTheFirstLook:
+        def __init__(self) -> None:
+            self.reported = False
+
+        def find(self, aggregate_id: UUID, cls: type[Any]) -> Any:
+            found = runtime.app.find(aggregate_id, cls)
+            if cls is RecoveryPoint and not self.reported:
+                self.reported = True
+                ctx.report(taken)
+            return found
+
+    racing = dataclasses.replace(ctx, app=ReportLandsAfterTheFirstLook())
+    assert jobs._dead(racing, store, rp_id) is False
+    assert store.manifest_path(rp_id).exists() and runtime.app.get(job_id, Job).state.value == "completed"
+
+
+def test_finding_15_a_bad_manifest_stops_neither_expiry_nor_collection_elsewhere(
+        world: tuple[Client, ManualClock, str]) -> None:
+    client, clock, vault = world
+    _three_points(client, clock, vault)
+    clock.advance(timedelta(days=2))
+    manifests = client.settings.vault_store_path / vault / "manifests"
+    # Named by recovery points that do not exist: JSON but no manifest (it names a block of its
+    # own), and a file cut short.
+    invalid, cut = manifests / f"{uuid4()}.json", manifests / f"{uuid4()}.json"
+    invalid.write_text(f'{{"disks": [{{"blocks": ["{"f" * 64}"]}}]}}')
+    cut.write_bytes(b'{"recovery_point_id": ')
+    job = client.wait(client.run_retention(vault))
+    assert job.status == "completed", job.error_message
+    assert (job.result["expired"], job.result["held"], job.result["manifests_deleted"]) == (2, 1, 2)
+    assert job.result["skipped"] is True and job.result["blocks_removed"] == 0  # held back, and why
+    assert cut.name in job.result["reason"] and "is not JSON" in job.result["reason"]
+    report = client.check_vault(vault)
+    assert not report["clean"]
+    assert {b["file"] for b in report["bad_manifests"]} == {f"manifests/{invalid.name}", f"manifests/{cut.name}"}
+    cut.unlink()  # repaired: collection goes on
+    later = client.wait(client.run_retention(vault))
+    assert later.result["skipped"] is False and later.result["blocks_removed"] == 2
+    [kept] = client.recovery_points(vault, "vm01")
+    assert client.wait(client.restore(kept.recovery_point_id, "vm01-back")).status == "completed"

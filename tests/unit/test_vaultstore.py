@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from workers.vaultstore import BLOCK_SIZE, DiskManifest, Manifest, VaultStore
@@ -32,3 +36,120 @@ def test_a_block_is_stored_once_and_a_corrupt_one_is_reported(tmp_path: Path) ->
     store.block_path(digest).write_bytes(b"x" + data[1:])
     report = store.check()
     assert not report["clean"] and report["corrupt"] == [{"recovery_point": "rp1", "block": digest}]
+
+
+def _block(fill: int, size: int = 64 * 1024) -> tuple[str, bytes]:
+    data = bytes([fill]) * size
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def _plant(store: VaultStore, name: str, data: bytes) -> None:
+    store.manifests.mkdir(parents=True, exist_ok=True)
+    (store.manifests / name).write_bytes(data)
+
+
+def test_finding_15_a_bad_manifest_is_a_named_finding_in_the_check(tmp_path: Path) -> None:
+    store = VaultStore(tmp_path)
+    kept, data = _block(1)
+    store.put_block(kept, data)
+    _plant(store, "not-json.json", b"\x00\xffnot json")
+    _plant(store, "not-a-manifest.json", json.dumps({"disks": [{"blocks": [kept]}]}).encode())
+    report = store.check()  # no traceback
+    assert not report["clean"]
+    found = {bad["file"]: bad["problem"] for bad in report["bad_manifests"]}
+    assert set(found) == {"manifests/not-json.json", "manifests/not-a-manifest.json"}
+    assert "is not JSON" in found["manifests/not-json.json"]
+    assert "is not a valid manifest" in found["manifests/not-a-manifest.json"] and "1 block" in found[
+        "manifests/not-a-manifest.json"]
+    assert report["orphans"] == []  # the block the invalid manifest mentions is not an orphan
+
+
+def test_finding_15_collection_keeps_every_block_an_invalid_manifest_mentions(tmp_path: Path) -> None:
+    store = VaultStore(tmp_path)
+    (listed, a), (mentioned, b), (orphan, c) = _block(1), _block(2), _block(3)
+    for digest, data in ((listed, a), (mentioned, b), (orphan, c)):
+        store.put_block(digest, data)
+    good = _manifest("2026-11-22T00:00:00+00:00", listed).model_copy(update={"recovery_point_id": "rp1"})
+    store.commit_manifest(good)
+    _plant(store, "rp2.json", json.dumps({"recovery_point_id": "rp2", "disks": [{"blocks": [mentioned]}]}).encode())
+    result = store.collect_garbage()
+    assert (result["skipped"], result["blocks_removed"], result["bytes_freed"]) == (False, 1, len(c))
+    assert store.has_block(listed) and store.has_block(mentioned) and not store.has_block(orphan)
+
+
+def test_finding_15_an_unreadable_manifest_holds_collection_back_with_the_reason(tmp_path: Path) -> None:
+    store = VaultStore(tmp_path)
+    orphan, data = _block(3)
+    store.put_block(orphan, data)
+    _plant(store, "rp9.json", b'{"recovery_point_id": "rp9", "disks": [')  # cut short
+    result = store.collect_garbage()
+    assert result["skipped"] is True and result["blocks_removed"] == 0
+    assert "manifests/rp9.json" in result["reason"] and "is not JSON" in result["reason"]
+    assert store.has_block(orphan)
+
+
+def test_finding_18_of_writers_storing_one_new_block_at_once_exactly_one_counts_it(tmp_path: Path) -> None:
+    store = VaultStore(tmp_path)
+    start = threading.Barrier(8)
+
+    def put(digest: str, data: bytes) -> bool:
+        mine = VaultStore(tmp_path)  # each backup has its own
+        start.wait()
+        return mine.put_block(digest, data)
+
+    for _ in range(4):  # four new blocks, each stored by eight writers at once
+        data = os.urandom(BLOCK_SIZE)
+        digest = hashlib.sha256(data).hexdigest()
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(put, [digest] * 8, [data] * 8))
+        assert outcomes.count(True) == 1
+    assert store.stored_bytes() == 4 * BLOCK_SIZE == store.usage_report()["bytes"]
+
+
+def test_finding_18_collection_reports_temporary_files_apart_from_the_bytes_it_freed(tmp_path: Path) -> None:
+    store = VaultStore(tmp_path)
+    orphan, data = _block(3)
+    store.put_block(orphan, data)
+    leftover = store.block_path(orphan).parent / ".tmp-left-by-a-killed-writer"
+    leftover.write_bytes(b"x" * 1000)
+    assert store.stored_bytes() == len(data)  # a temporary file is not a block
+    result = store.collect_garbage()
+    assert (result["blocks_removed"], result["bytes_freed"]) == (1, len(data))
+    assert (result["temporary_files_removed"], result["temporary_bytes_removed"]) == (1, 1000)
+    assert not leftover.exists() and store.stored_bytes() == 0 == store.usage_report()["bytes"]
+
+
+def test_finding_18_a_change_to_the_usage_record_a_killed_process_left_is_settled_by_the_next(tmp_path: Path) -> None:
+    from workers import vaultusage
+
+    store = VaultStore(tmp_path)
+    first, a = _block(1)
+    store.put_block(first, a)
+    before = store.usage_report()
+    second, b = _block(2, 1000)
+    path = store.block_path(second)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with vaultusage.locked(tmp_path / "usage", store.has_block, store.stored_bytes) as usage:
+        usage.begin(len(b), second)
+        path.write_bytes(b)  # linked, and then the process is killed before it settles
+    after = store.usage_report()
+    assert after["bytes"] == len(a) + len(b) == store.stored_bytes()
+    assert after["sequence"] > before["sequence"]
+
+
+def test_finding_9_vault_store_every_directory_is_0700_and_every_file_0600(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        store = VaultStore(tmp_path / "vaults" / "v1")
+        digest, data = _block(1)
+        with store.backup_lease():
+            store.put_block(digest, data)
+            store.commit_manifest(_manifest("2026-11-22T00:00:00+00:00", digest))
+        store.collect_garbage()
+    finally:
+        os.umask(old)
+    made = [tmp_path / "vaults", *(tmp_path / "vaults").rglob("*")]
+    assert {p.name for p in made} >= {"vaults", "v1", "blocks", digest[:2], digest, "manifests", "rp1.json", "gc.lock",
+                                      "usage"}
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode) for p in made}
+    assert modes == {name: 0o700 if (tmp_path / name).is_dir() else 0o600 for name in modes}

@@ -1,0 +1,143 @@
+"""Recovery point manifests: their format, and reading all of a vault's at once for collection and
+checks, where one bad manifest is a named finding instead of a crash.
+
+A manifest that is JSON but not a valid manifest still tells which blocks it may need: every block
+digest it mentions is kept. One that cannot be read or parsed at all could need any block, so while
+it is there no block of the vault is collected (`References.unreadable`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from orchestrator.domain.values import EncryptionKeys
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+class DiskManifest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    size: int
+    blocks: list[str | None]  # None: a zero block, not stored
+    fingerprint: str = ""  # size, device, inode and mtime of the image read (see snapshot.py)
+
+    @property
+    def digest(self) -> str:
+        """A digest of the disk's content, from its block hashes (zero blocks included)."""
+        h = hashlib.sha256(str(self.size).encode())
+        for block in self.blocks:
+            h.update((block or "0").encode())
+        return h.hexdigest()
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    recovery_point_id: str
+    job_id: str
+    vm_key: str
+    vm_spec: dict[str, Any]  # the VM as it was, so a restore does not depend on the source VM
+    taken_at: str
+    consistency: str
+    logical_bytes: int
+    stored_bytes: int
+    disks: list[DiskManifest]
+    encryption: EncryptionKeys | None = None  # an encrypted VM's key names
+    sealed_keys: str | None = None  # its BEK (and KEK), encrypted under BACKUP_KEY_PROTECTION_KEY (workers/keys.py)
+
+    @property
+    def block_digests(self) -> set[str]:
+        return {b for disk in self.disks for b in disk.blocks if b}
+
+
+def digest_named(name: str) -> bool:
+    """Whether `name` is a block's name: a SHA-256 in lowercase hex."""
+    return _DIGEST.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class BadManifest:
+    file: str  # its path in the vault, e.g. manifests/<id>.json
+    problem: str
+    digests: frozenset[str] | None  # the block digests it mentions; None when it cannot be read at all
+
+    def describe(self) -> str:
+        return f"manifest {self.file} {self.problem}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "problem": self.problem,
+                "blocks_kept": "all (collection held back)" if self.digests is None else len(self.digests)}
+
+
+@dataclass
+class References:
+    """The vault's manifests as they are now: the good ones by recovery point id, the bad ones, and
+    every block any of them references or mentions."""
+
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    bad: list[BadManifest] = field(default_factory=list)
+    live: set[str] = field(default_factory=set)
+
+    @property
+    def unreadable(self) -> list[BadManifest]:
+        return [b for b in self.bad if b.digests is None]
+
+
+def read_references(directory: Path) -> References:
+    """Every manifest in `directory` (`<recovery point id>.json`), read without following links."""
+    found = References()
+    for path in sorted(directory.glob("*.json")) if directory.exists() else []:
+        outcome = read_one(path)
+        if isinstance(outcome, Manifest):
+            found.manifests[path.stem] = outcome
+            found.live |= outcome.block_digests
+        else:
+            found.bad.append(outcome)
+            found.live |= outcome.digests or set()
+    return found
+
+
+def read_one(path: Path) -> Manifest | BadManifest:
+    name = f"{path.parent.name}/{path.name}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return BadManifest(name, f"cannot be read ({exc.strerror or exc})", None)
+    try:
+        parsed = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested beyond reason
+        return BadManifest(name, f"is not JSON ({str(exc)[:200]})", None)
+    try:
+        return Manifest.model_validate(parsed)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the document"
+        digests = frozenset(_digests_in(parsed))
+        return BadManifest(name, f"is not a valid manifest ({where}: {first['msg']}); the {len(digests)} block "
+                           "digest(s) it mentions are kept", digests)
+
+
+def _digests_in(value: Any) -> Iterator[str]:
+    """Every string in a JSON document that is a block digest (keys included), without recursion."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if digest_named(item):
+                yield item
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
