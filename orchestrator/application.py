@@ -14,11 +14,11 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.persistence import IntegrityError, PersistenceError
 from eventsourcing.utils import get_topic
 
-from orchestrator.commands import Command
+from orchestrator.commands import Command, sender_kind
 from orchestrator.domain import BackupPolicy, Job, Vault, VirtualMachine
 from orchestrator.domain.base import Aggregate, AggregateSnapshot, acting_as
 from orchestrator.domain.item import item_id_for
-from orchestrator.errors import ConcurrencyError, NotFoundError
+from orchestrator.errors import ConcurrencyError, NotFoundError, OrchestratorError
 from orchestrator.handlers import HANDLERS, load_all
 from orchestrator.persistence import JsonTranscoder, PydanticMapper
 
@@ -91,7 +91,13 @@ class Orchestrator(Application[UUID]):
             log.exception("snapshot not taken: the aggregate's state does not fit its snapshot model")
 
     def handle(self, command: Command, principal: str) -> Any:
-        """Run a command as `principal`; retry it on a version conflict, a bounded number of times."""
+        """Run a command as `principal`; retry it on a version conflict, a bounded number of times.
+        Only the kinds of principal a command names may send it: a worker's report comes from a
+        `worker:` principal, a service's command from a `system:` one, an operator's from anyone else."""
+        kind = sender_kind(principal)
+        if kind not in command.senders:
+            raise OrchestratorError("CommandNotAllowed", f"{type(command).__name__} is not sent by {kind}s "
+                                    f"(principal {principal[:100]!r})", field="principal")
         handler = HANDLERS[type(command)]
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
             try:

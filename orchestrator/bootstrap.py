@@ -10,11 +10,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, TypeVar, cast
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from eventsourcing.persistence import IntegrityError, InternalError, PersistenceError, ProgrammingError
 from redis import Redis
 
+from orchestrator import safefs
 from orchestrator.application import Orchestrator
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Settings, load_settings
@@ -23,6 +25,7 @@ from orchestrator.errors import OrchestratorError, ServiceUnavailableError, Sett
 from orchestrator.fabric.local import LocalFabric
 from orchestrator.follower import FollowerThread
 from orchestrator.scheduler import Scheduler, SchedulerThread
+from orchestrator.targets import product_dirs
 from projections.runner import ensure_schemas, projection_thread
 from projections.store import ReadStore
 from workers.context import WorkerContext
@@ -32,7 +35,8 @@ from workers.queues import QUEUES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-HORSE_POOL_WORKERS = 1  # threads of a work horse's connection pool (see horse_datastore)
+HORSE_POOL_WORKERS = 1
+SQLITE_FILES = ("events.sqlite", "readmodels.sqlite")  # threads of a work horse's connection pool (see horse_datastore)
 
 
 @dataclass
@@ -46,13 +50,14 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     work_enqueued: threading.Event = field(default_factory=threading.Event)  # wakes embedded workers
     threads: list[Any] = field(default_factory=list)
-    _lock: IO[str] | None = None
+    _lock: int | None = None  # the data dir's lock (SQLite)
 
     def worker_context(self) -> WorkerContext:
         return WorkerContext(
             app=self.app, fabric=self.fabric, principal=f"worker:{self.settings.principal}",
             vault_store_root=self.settings.vault_store_path, clock=self.clock,
             keys=KeyProtector(self.settings.key_protection_key), open_read_store=lambda: self.store,
+            own_dirs=tuple(product_dirs(self.settings)),
         )
 
     def dispatcher_thread(self) -> DispatcherThread:
@@ -71,9 +76,7 @@ class Runtime:
         return projection_thread(self.app, self.store, self.settings.poll_interval)
 
     def start_services(self) -> None:
-        """Embedded mode: followers and workers as threads of this process (one process per data
-        directory, enforced with a lock file)."""
-        self._take_lock()
+        """Followers (and, on the embedded queue, workers) as threads of this process."""
         self.threads = [self.projections_thread(), self.dispatcher_thread(), self.scheduler_thread()]
         if self.fake_server is not None:
             self.threads += [self._worker_thread(i) for i in range(self.settings.workers)]
@@ -92,25 +95,6 @@ class Runtime:
         connection = fakeredis.FakeRedis(server=self.fake_server)
         return WorkerThread(connection, QUEUES, self.worker_context(), f"worker-{index}", self.work_enqueued)
 
-    def _take_lock(self) -> None:
-        path = self.settings.data_dir / "runtime.lock"
-        handle = path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise OrchestratorError(
-                "DataDirInUse",
-                f"another process runs the embedded orchestrator on {self.settings.data_dir}; "
-                "stop it, or use another BACKUP_DATA_DIR",
-                field="BACKUP_DATA_DIR",
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock = handle
-
     def close(self) -> None:
         for thread in reversed(self.threads):
             thread.stop()
@@ -118,13 +102,21 @@ class Runtime:
         self.app.close()
         self.store.close()
         if self._lock is not None:
-            self._lock.close()
+            os.close(self._lock)
             self._lock = None
 
 
 def bootstrap(settings: Settings) -> Runtime:
-    app = build_app(settings)
-    store = _opening(settings, lambda: _read_store(settings))
+    """What a client process runs on. An SQLite event store belongs to one process at a time: its data
+    dir is locked for as long as the runtime is open (DataDirInUse for a second one)."""
+    lock = take_data_dir(settings) if settings.event_store == "sqlite" else None
+    try:
+        app = build_app(settings)
+        store = _opening(settings, lambda: _read_store(settings))
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
     ensure_schemas(store)
     fake_server = None
     if settings.redis_url is None:
@@ -134,7 +126,42 @@ def bootstrap(settings: Settings) -> Runtime:
         redis: Redis = fakeredis.FakeRedis(server=fake_server)
     else:
         redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    return Runtime(settings, app, store, LocalFabric(settings.fabric_path), redis, fake_server)
+    return Runtime(settings, app, store, LocalFabric(settings.fabric_path, settings.image_roots_for()), redis,
+                   fake_server, _lock=lock)
+
+
+def open_data_dir(settings: Settings) -> Path:
+    """The data dir, made private (0700; an older version made it 0755) with its SQLite files 0600
+    before the library opens them (SQLite gives its journal and WAL files the database file's mode)."""
+    directory = safefs.make_dirs(settings.data_dir, link_ok=True)
+    safefs.tighten(directory, safefs.DIR_MODE)
+    if settings.event_store == "sqlite":
+        for name in SQLITE_FILES:
+            path = directory / name
+            try:
+                os.close(safefs.create(path))
+            except FileExistsError:
+                safefs.tighten(path, safefs.FILE_MODE)
+    return directory
+
+
+def take_data_dir(settings: Settings) -> int:
+    """The data dir's lock, held until the runtime closes; DataDirInUse when another process holds it."""
+    directory = _opening(settings, lambda: open_data_dir(settings))
+    fd = safefs.open_lock(directory / "runtime.lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OrchestratorError(
+            "DataDirInUse",
+            f"another process runs the embedded orchestrator on {settings.data_dir}; "
+            "stop it, or use another BACKUP_DATA_DIR",
+            field="BACKUP_DATA_DIR",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> Orchestrator:
@@ -143,7 +170,7 @@ def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = T
     long-lived process's may have been dropped while idle, and is checked as orchestrator/pgpool.py
     says; the library retries a statement that fails on a dropped connection with a new one either
     way)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _opening(settings, lambda: open_data_dir(settings))
     env = app_env(settings, create_tables, pre_ping)
     app = _opening(settings, lambda: Orchestrator(env=env))
     if settings.event_store == "postgres":
@@ -226,10 +253,11 @@ def worker_context_from_env(settings: Settings | None = None) -> WorkerContext:
     settings = settings or load_settings()
     return WorkerContext(
         app=build_app(settings, create_tables=False, pre_ping=False),  # a job means the store exists
-        fabric=LocalFabric(settings.fabric_path),
+        fabric=LocalFabric(settings.fabric_path, settings.image_roots_for()),
         principal=f"worker:{settings.principal}",
         vault_store_root=settings.vault_store_path,
         clock=SystemClock(),
         keys=KeyProtector(settings.key_protection_key),
         open_read_store=lambda: _opening(settings, lambda: _read_store(settings)),
+        own_dirs=tuple(product_dirs(settings)),
     )

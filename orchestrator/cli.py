@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -18,10 +17,10 @@ from orchestrator.cli_common import (
     Wait,
     app,
     emit,
-    err,
     fabric_app,
     out,
     read,
+    refuse,
     run,
     serve_app,
     vault_app,
@@ -155,8 +154,7 @@ def demo(directory: Annotated[Path | None, typer.Option("--dir", help="Where to 
     try:
         run_demo(directory, out)
     except OrchestratorError as exc:
-        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(refuse(exc)) from None
 
 
 @serve_app.command("dispatcher")
@@ -184,8 +182,4 @@ def serve_scheduler() -> None:
 
 
 def main() -> None:
-    try:
-        app()
-    except OrchestratorError as exc:  # raised while reading settings, before a command ran
-        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
-        sys.exit(2)
+    app()  # CodedGroup: every refusal is `error [Code] message`, exit 2

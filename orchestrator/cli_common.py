@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,13 +15,58 @@ import typer
 from pydantic import BaseModel
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
+from orchestrator import safefs
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
 from orchestrator.views import ReadModels
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Event-sourced VM backup orchestrator.")
+
+class CodedGroup(TyperGroup):
+    """The root command: every refusal is `error [Code] message` and exit 2, a usage mistake (an
+    unknown option, a value of the wrong type, a missing argument) included, as `CommandInvalid`."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        try:
+            outcome = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+            code = outcome if isinstance(outcome, int) else 0
+        except TyperException as exc:  # the command line itself: an unknown option, a bad value...
+            code = _usage_error(exc)
+        except typer.Abort:
+            err.print("aborted")
+            code = 1
+        except OrchestratorError as exc:  # raised before a command's own handling (settings, say)
+            code = refuse(exc)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _usage_error(exc: TyperException) -> int:
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a group called without a command: its help
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        return int(getattr(exc, "exit_code", 2))
+    context = getattr(exc, "ctx", None)
+    if context is not None:
+        err.print(context.get_usage(), markup=False, highlight=False)
+    return refuse(OrchestratorError("CommandInvalid", exc.format_message(),
+                                    field=getattr(exc, "param_hint", None) or None))
+
+
+def refuse(exc: OrchestratorError) -> int:
+    err.print(f"[red]error[/red] [{exc.code}] {escape(exc.message)}")
+    return 2
+
+
+app = typer.Typer(cls=CodedGroup, no_args_is_help=True, add_completion=False,
+                  help="Event-sourced VM backup orchestrator.")
 vault_app = typer.Typer(no_args_is_help=True, help="Create and inspect vaults.")
 fabric_app = typer.Typer(no_args_is_help=True, help="The local fabric (VM inventory and disk images).")
 serve_app = typer.Typer(no_args_is_help=True, help="Run a service of the distributed deployment.")
@@ -38,8 +86,10 @@ AsOfTime = Annotated[datetime | None, typer.Option("--as-of", help="Answer as of
 JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "duration", "progress", "error_code")
 
 
-def make_client() -> Client:
-    return Client()
+def make_client(start_services: bool | None = None) -> Client:
+    """The client a command runs with: with the embedded services when the queue is embedded,
+    unless `start_services` says otherwise."""
+    return Client(start_services=start_services)
 
 
 def emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool, columns: Sequence[str] = ()) -> None:
@@ -65,6 +115,26 @@ def emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool, 
             values["duration"] = f"{seconds:.1f}s" if seconds is not None else "running"
         table.add_row(*(cell(values.get(col)) for col in columns))
     out.print(table)
+
+
+def export(path: Path, lines: Iterable[str]) -> int:
+    """Write `lines` into a new file at `path` (0600, never over a file or a link that is there);
+    returns how many. `ExportPathInvalid` says why not, and nothing is written."""
+    try:
+        fd = safefs.create(path)
+    except OSError as exc:
+        why = "exists (an export never replaces a file)" if isinstance(exc, FileExistsError) else exc.strerror
+        raise OrchestratorError("ExportPathInvalid", f"cannot export to {path}: {why}", field="jsonl") from None
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line + "\n")
+                count += 1
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return count
 
 
 def cell(value: Any) -> str:
@@ -99,10 +169,11 @@ def read(as_of: datetime | None, action: Callable[[Client, ReadModels], None]) -
     run(go)
 
 
-def run(action: Callable[[Client], None]) -> None:
+def run(action: Callable[[Client], None], *, services: bool = True) -> None:
+    """Run a command's action on a client; `services=False`: one that starts no services (a check
+    that must not let the followers move while it reads, as `audit verify`)."""
     try:
-        with make_client() as client:
+        with make_client(None if services else False) as client:
             action(client)
     except OrchestratorError as exc:
-        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(refuse(exc)) from None

@@ -8,23 +8,27 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Self, cast
+from pathlib import Path
+from typing import Annotated, Any, Self, cast
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError
+from pydantic import AwareDatetime, Field
 
 from orchestrator import commands as c
+from orchestrator import targets
 from orchestrator.audit import chain, replay
 from orchestrator.audit import history as audit_history
 from orchestrator.audit.history import HistoryEntry
 from orchestrator.bootstrap import Runtime, bootstrap
 from orchestrator.clock import Clock
 from orchestrator.config import Settings, load_settings
-from orchestrator.domain import Job, Vault
+from orchestrator.domain import Job, Vault, names
 from orchestrator.domain.policy import policy_id_for
 from orchestrator.domain.schedule import Retention, Schedule
 from orchestrator.domain.values import CheckResult, JobState
 from orchestrator.domain.vault import vault_id_for
+from orchestrator.edge import strict
 from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError
 from orchestrator.follower import BATCH
 from orchestrator.scheduler import Scheduler
@@ -38,6 +42,8 @@ from projections.store import ReadStore
 READ_MODEL_TIMEOUT = 30.0
 log = logging.getLogger(__name__)
 JOBS_READ_MODEL = JobsProjection.name
+Timeout = Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)]  # seconds
+Progress = Callable[[int, int], None]
 
 
 class Client(ReadModels):
@@ -49,6 +55,13 @@ class Client(ReadModels):
         Services (followers, scheduler, and workers on the embedded queue) start in-process when the
         queue is embedded, unless `start_services` says otherwise. `clock` replaces the system clock
         (simulations and tests)."""
+        if settings is not None and not isinstance(settings, Settings):
+            raise OrchestratorError("CommandInvalid", "settings must be a Settings (orchestrator.config.load_settings)",
+                                    field="settings")
+        if start_services is not None and not isinstance(start_services, bool):
+            raise OrchestratorError("CommandInvalid", "start_services is True, False or None", field="start_services")
+        if clock is not None and not callable(getattr(clock, "now", None)):
+            raise OrchestratorError("CommandInvalid", "clock must have a now() method", field="clock")
         self.settings = settings or load_settings(**overrides)
         self._runtime: Runtime = bootstrap(self.settings)
         if clock is not None:
@@ -62,6 +75,7 @@ class Client(ReadModels):
 
     # Commands
 
+    @strict
     def create_vault(
         self, name: str, region: str, resource_group: str, subscription: str = "default",
         kind: str = "recovery_services", replication: str = "geo",
@@ -71,24 +85,29 @@ class Client(ReadModels):
         return str(self._do(c.CreateVault, name=name, region=region, resource_group=resource_group,
                             subscription=subscription, kind=kind, replication=replication))
 
+    @strict
     def set_replication(self, vault_id: str, replication: str) -> None:
         """Storage replication "geo" or "local"; allowed until the first item is protected."""
         self._do(c.SetReplication, vault_id=vault_id, replication=replication)
 
+    @strict
     def discover(self, vault_id: str) -> str:
         """Start a discovery job; its result lists the new VMs of the vault's region."""
         return str(self._do(c.DiscoverVms, vault_id=vault_id))
 
+    @strict
     def register(self, vault_id: str, vm_names: Sequence[str]) -> list[str]:
         """Register VMs (by name, or `cloud-service/name`): one register job each, all or none."""
         return [str(j) for j in self._do(c.RegisterVms, vault_id=vault_id, vm_names=list(vm_names))]
 
+    @strict
     def unregister(self, vault_id: str, vm_name: str) -> str:
         """Unregister a VM from the vault; returns the (already completed) unregister job id."""
         return str(self._do(c.UnregisterVm, vault_id=vault_id, vm_name=vm_name))
 
     # Policies and protection
 
+    @strict
     def create_policy(
         self, vault_id: str, name: str, schedule: Schedule | dict[str, Any], retention: Retention | dict[str, Any],
         timezone: str = "UTC",
@@ -97,27 +116,32 @@ class Client(ReadModels):
         return str(self._do(c.CreatePolicy, vault_id=vault_id, name=name, schedule=schedule,
                             retention=retention, timezone=timezone))
 
+    @strict
     def update_policy(
         self, vault_id: str, name: str, schedule: Schedule | dict[str, Any], retention: Retention | dict[str, Any],
         timezone: str = "UTC",
     ) -> int:
         """Edit a policy; its VMs' recovery points take the new retention. Returns how many changed."""
-        policy_id = policy_id_for(_uuid(vault_id, "vault_id"), name)
+        policy_id = policy_id_for(_uuid(vault_id, "vault_id"), names.POLICY.check(name))
         return int(self._do(c.UpdatePolicy, policy_id=policy_id, schedule=schedule, retention=retention,
                             timezone=timezone))
 
+    @strict
     def protect(self, vault_id: str, vm_names: Sequence[str], policy: str = "DefaultPolicy") -> list[str]:
         """Protect registered VMs with a policy: one configure-protection job each, all or none."""
         return [str(j) for j in self._do(c.ProtectVms, vault_id=vault_id, vm_names=list(vm_names), policy=policy)]
 
+    @strict
     def change_policy(self, vault_id: str, vm_name: str, policy: str) -> int:
         """Move a protected VM to another policy; returns how many recovery points changed retention."""
         return int(self._do(c.ChangePolicy, vault_id=vault_id, vm_name=vm_name, policy=policy))
 
+    @strict
     def stop_protection(self, vault_id: str, vm_name: str, delete_data: bool = False) -> str:
         """Stop backups of a VM, keeping its recovery points, or deleting them (`delete_data`)."""
         return str(self._do(c.StopProtection, vault_id=vault_id, vm_name=vm_name, delete_data=delete_data))
 
+    @strict
     def precheck(self, vault_id: str, vm_name: str, stage: str = "backup") -> list[CheckResult]:
         """Run the prechecks of `stage` (register, protect, backup, restore) on a VM's current
         facts. Changes nothing; errors come first."""
@@ -125,6 +149,7 @@ class Client(ReadModels):
 
         if stage not in STAGES:
             raise OrchestratorError("CommandInvalid", f"stage {stage!r} is not one of {', '.join(STAGES)}", field="stage")
+        names.check_vm_reference(vm_name)
         vault = self._runtime.app.get(_uuid(vault_id, "vault_id"), Vault)
         matches = [vm for vm in self._runtime.fabric.list_vms(vault.subscription) if vm.ref.answers_to(vm_name)]
         if len(matches) != 1:
@@ -137,29 +162,38 @@ class Client(ReadModels):
 
     # Backups and restores
 
+    @strict
     def backup_now(self, vault_id: str, vm_name: str, retain_until: datetime | None = None) -> str:
         """Back up a protected VM now; its recovery point is kept until `retain_until` (default 30 days)."""
         return str(self._do(c.BackupNow, vault_id=vault_id, vm_name=vm_name, retain_until=retain_until,
                             now=self._runtime.clock.now()))
 
+    @strict
     def restore(
-        self, recovery_point_id: str, target_vm_name: str, mode: str = "vm", target_dir: str | None = None,
+        self, recovery_point_id: str, target_vm_name: str, mode: str = "vm", target_dir: str | Path | None = None,
         region: str | None = None,
     ) -> str:
         """Restore a recovery point as a new VM (`mode="vm"`; refused if the VM exists) or its disks
-        into `target_dir` (`mode="disks"`). Every disk is verified against the manifest."""
-        return str(self._do(c.Restore, recovery_point_id=recovery_point_id, target_vm_name=target_vm_name,
-                            mode=mode, target_dir=target_dir or "", region=region or ""))
+        into a folder of their own, `target_dir/<target_vm_name>/` (`mode="disks"`; `target_dir` absolute,
+        not one of the deployment's own directories). Every disk is verified against the manifest."""
+        command = c.build(c.Restore, recovery_point_id=recovery_point_id, target_vm_name=target_vm_name, mode=mode,
+                          target_dir=str(target_dir) if target_dir else "", region=region or "")
+        if command.target_dir:
+            targets.check_target_dir(command.target_dir, targets.product_dirs(self.settings))
+        return str(self._send(command))
 
+    @strict
     def restore_keys(self, recovery_point_id: str, key_vault: str | None = None) -> str:
         """Put an encrypted VM's BEK secret (and KEK key) back into its key vault (or `key_vault`)
         from a recovery point, so that restores refused with `KeyOrSecretNotFound` can run."""
         return str(self._do(c.RestoreKeys, recovery_point_id=recovery_point_id, key_vault=key_vault or ""))
 
+    @strict
     def run_retention(self, vault_id: str) -> str:
         """Expire the vault's recovery points past retention and collect their unused data now."""
         return str(self._do(c.RunRetention, vault_id=vault_id))
 
+    @strict
     def check_vault(self, vault_id: str) -> dict[str, Any]:
         """The vault store's integrity: every manifest readable (`bad_manifests`: the file and what is
         wrong) and its blocks there and hashing right (`missing`, `corrupt`); `clean` when none of
@@ -169,7 +203,8 @@ class Client(ReadModels):
 
         return VaultStore(self.settings.vault_store_path / str(_uuid(vault_id, "vault_id"))).check()
 
-    def run_scheduler(self, now: datetime | None = None) -> list[str]:
+    @strict
+    def run_scheduler(self, now: AwareDatetime | None = None) -> list[str]:
         """One scheduler pass (the scheduler service does this every BACKUP_SCHEDULER_INTERVAL)."""
         self._catch_up()
         scheduler = Scheduler(self._runtime.app, self._runtime.store, self._runtime.clock)
@@ -178,27 +213,41 @@ class Client(ReadModels):
     # Audit
 
     def audit_verify(self, expect: tuple[int, str] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> chain.Report:
+                     progress: Callable[[int, int], None] | None = None, *, chain_only: bool = False) -> chain.Report:
         """Recompute the hash chain over the stored history and compare it with the recorded one and
-        its checkpoints: every modified, deleted, inserted or reordered stored event is named.
-        `expect` is a (position, hash) kept elsewhere from an earlier run. Changes nothing."""
-        return chain.verify(self._runtime.app, self._runtime.store, expect, progress)
+        its checkpoints: every modified, deleted, inserted or reordered stored event is named, and so
+        are a chain table cut short (`chain_truncated`) and stored rows that do not read back
+        (`malformed`). Then, unless `chain_only`, every read model is replayed from the events up to
+        its live position and compared (`read_model_mismatch`). `expect` is a (position, hash) kept
+        elsewhere from an earlier run. Changes nothing, and never runs the chain follower itself.
+
+        A client that runs the embedded services still has the chain follower running beside this,
+        which chains whatever is appended to the history, forgeries included, before a later check
+        reads it: keep the head this prints elsewhere (and pass it back as `expect`), or run the
+        check from a process without services (`Client(start_services=False)`, as `backupctl audit
+        verify` does)."""
+        settings = None if chain_only else self.settings
+        with store_errors("nothing was changed: retry"):
+            return chain.verify(self._runtime.app, self._runtime.store, expect, progress, replay_settings=settings)
 
     # Jobs
 
+    @strict
     def job(self, job_id: str) -> JobRow:
         """One job as the jobs read model shows it."""
         self._catch_up()
-        row = queries.job(self._runtime.store, str(job_id))
+        row = queries.job(self._runtime.store, str(_uuid(job_id, "job_id")))
         if row is None:
             raise NotFoundError("JobNotFound", f"no job with id {job_id}")
         return row
 
-    def wait(self, job_id: str, timeout: float = 120.0) -> JobRow:
+    @strict
+    def wait(self, job_id: str, timeout: Timeout = 120.0) -> JobRow:
         """Wait for a job to end (completed, with warnings, failed or cancelled) and return it."""
         return self.wait_all([str(_uuid(job_id, "job_id"))], timeout)[0]
 
-    def wait_all(self, job_ids: Sequence[str], timeout: float = 300.0) -> list[JobRow]:
+    @strict
+    def wait_all(self, job_ids: Sequence[str], timeout: Timeout = 300.0) -> list[JobRow]:
         """Wait for every job to end and return them (in the order given). One watch for all: each
         poll asks whether the log moved and, when it did, reads only the job-ending events stored
         since, so waiting on a hundred jobs costs about what waiting on one does."""
@@ -270,6 +319,7 @@ class Client(ReadModels):
 
     # Read models
 
+    @strict
     def vault_id(self, name: str, subscription: str = "default") -> str:
         """The id of the vault called `name` in `subscription`."""
         vault_id = vault_id_for(subscription, name)
@@ -294,7 +344,14 @@ class Client(ReadModels):
         self.close()
 
     def _do(self, command_class: type[c.C], **values: Any) -> Any:
-        command = c.build(command_class, **values)
+        return self._send(c.build(command_class, **values))
+
+    def _send(self, command: c.Command) -> Any:
+        """An operator's command, as this client's principal. The client sends nothing else: workers
+        report through their own path (workers/context.py), the product's services through theirs."""
+        if c.OPERATOR not in command.senders:
+            raise OrchestratorError("CommandNotAllowed", f"{type(command).__name__} is not an operator's command",
+                                    field="command")
         with store_errors("the command may or may not have been stored: look, then retry"):
             return self._runtime.app.handle(command, self.settings.principal)
 
@@ -304,12 +361,11 @@ class Client(ReadModels):
             self._catch_up()
         return self._runtime.store
 
-    def as_of(self, when: datetime, progress: Callable[[int, int], None] | None = None) -> AsOf:
+    @strict
+    def as_of(self, when: AwareDatetime, progress: Progress | None = None) -> AsOf:
         """The read models as they were at `when` (jobs, items, vaults, recovery points, policies,
         dashboard), rebuilt from the events stored up to that instant into a scratch store. Close it
         (or use it as a context manager) when done."""
-        if when.tzinfo is None:
-            raise OrchestratorError("CommandInvalid", "as_of needs a time with its time zone", field="when")
         scratch = replay.ScratchStore()
         try:
             events = replay.rebuild_scratch(self._runtime.app, self.settings, scratch, until=when, progress=progress)
@@ -318,9 +374,10 @@ class Client(ReadModels):
             raise
         return AsOf(scratch.store, when, events, scratch)
 
+    @strict
     def history(
         self, entity_id: str | None = None, vault_id: str | None = None, vm_name: str | None = None,
-        event_type: str | None = None, start: datetime | None = None, end: datetime | None = None,
+        event_type: str | None = None, start: AwareDatetime | None = None, end: AwareDatetime | None = None,
     ) -> list[HistoryEntry]:
         """The stored events matching every filter given, oldest first, each with its time and the
         principal who caused it. `event_type` is a topic or its prefix (`job`, `job.failed`)."""
@@ -329,7 +386,8 @@ class Client(ReadModels):
             vault_id=_uuid(vault_id, "vault_id") if vault_id else None, vm_name=vm_name, event_type=event_type,
             start=start, end=end))
 
-    def audit_replay(self, progress: Callable[[int, int], None] | None = None) -> replay.ReplayReport:
+    @strict
+    def audit_replay(self, progress: Progress | None = None) -> replay.ReplayReport:
         """Rebuild every read model from scratch into a fresh store, up to where the live ones are,
         and compare digests (and rows) with the live ones. Changes nothing."""
         self._catch_up()

@@ -1,144 +1,186 @@
-"""Commands: what an operator (or a worker reporting back) asks the orchestrator to do."""
+"""Commands: what an operator asks the orchestrator to do (`OperatorCommand`), what the product's own
+services ask (`SystemCommand`: the scheduler, the audit chain) and what workers report back
+(`WorkerReport`). Who may send which is checked on every command (`senders`): the public client sends
+operator commands only, and reports are accepted from workers only.
+
+Names are validated by their kind's type (orchestrator/domain/names.py), so a bad name is refused
+with its own code (`VaultNameInvalid`, `VmNameInvalid`...) before any handler runs."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from orchestrator.domain import names
+from orchestrator.domain.names import (
+    KeyVaultName,
+    PolicyName,
+    RegionName,
+    ResourceGroupName,
+    SubscriptionName,
+    TimeZoneName,
+    VaultName,
+    VmName,
+    VmReference,
+)
 from orchestrator.domain.recovery_point import DiskInfo
 from orchestrator.domain.schedule import Retention, Schedule
 from orchestrator.domain.values import CheckResult, Consistency, EncryptionKeys, Finding, Replication, VaultKind, VmRef
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import DomainError, OrchestratorError
+
+OPERATOR, WORKER, SYSTEM = "operator", "worker", "system"
 
 
 class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    senders: ClassVar[frozenset[str]] = frozenset()  # the kinds of principal that may send it
 
 
-class CreateVault(Command):
-    name: str
-    region: str
-    resource_group: str
-    subscription: str = "default"
+class OperatorCommand(Command):
+    senders = frozenset({OPERATOR})
+
+
+class WorkerReport(Command):
+    """A worker's report on a job it runs: sent only through the workers' own path."""
+
+    senders = frozenset({WORKER})
+
+
+class SystemCommand(Command):
+    senders = frozenset({SYSTEM})
+
+
+def sender_kind(principal: str) -> str:
+    """`worker:...` and `system:...` are the product's own principals; anyone else is an operator."""
+    head, colon, _ = principal.partition(":")
+    return head if colon and head in (WORKER, SYSTEM) else OPERATOR
+
+
+class CreateVault(OperatorCommand):
+    name: VaultName
+    region: RegionName
+    resource_group: ResourceGroupName
+    subscription: SubscriptionName = "default"
     kind: VaultKind = VaultKind.RECOVERY_SERVICES
     replication: Replication = Replication.GEO
 
 
-class SetReplication(Command):
+class SetReplication(OperatorCommand):
     vault_id: UUID
     replication: Replication
 
 
-class DiscoverVms(Command):
+class DiscoverVms(OperatorCommand):
     vault_id: UUID
 
 
-class RegisterVms(Command):
+class RegisterVms(OperatorCommand):
     vault_id: UUID
-    vm_names: list[str]
+    vm_names: list[VmReference]
 
 
-class UnregisterVm(Command):
+class UnregisterVm(OperatorCommand):
     vault_id: UUID
-    vm_name: str
+    vm_name: VmReference
 
 
-class CreatePolicy(Command):
+class CreatePolicy(OperatorCommand):
     vault_id: UUID
-    name: str
+    name: PolicyName
     schedule: Schedule
     retention: Retention
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
 
 
-class UpdatePolicy(Command):
+class UpdatePolicy(OperatorCommand):
     policy_id: UUID
     schedule: Schedule
     retention: Retention
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
 
 
-class ProtectVms(Command):
+class ProtectVms(OperatorCommand):
     vault_id: UUID
-    vm_names: list[str]
-    policy: str = "DefaultPolicy"
+    vm_names: list[VmReference]
+    policy: PolicyName = "DefaultPolicy"
 
 
-class ChangePolicy(Command):
+class ChangePolicy(OperatorCommand):
     vault_id: UUID
-    vm_name: str
-    policy: str
+    vm_name: VmReference
+    policy: PolicyName
 
 
-class StopProtection(Command):
+class StopProtection(OperatorCommand):
     vault_id: UUID
-    vm_name: str
+    vm_name: VmReference
     delete_data: bool = False
 
 
-class BackupNow(Command):
+class BackupNow(OperatorCommand):
     vault_id: UUID
-    vm_name: str
+    vm_name: VmReference
     retain_until: datetime | None = None
     now: datetime
 
 
-class RunSchedule(Command):
+class RunSchedule(SystemCommand):
     """Sent by the scheduler for an item whose next slot is due at `now`."""
 
     item_id: UUID
     now: datetime
 
 
-class RunRetention(Command):
+class RunRetention(OperatorCommand):
+    senders = frozenset({OPERATOR, SYSTEM})  # on demand, and the scheduler's daily run
     vault_id: UUID
     key: str = ""  # the scheduler's daily key: one retention job per vault and day
 
 
-class Restore(Command):
+class Restore(OperatorCommand):
     recovery_point_id: UUID
-    target_vm_name: str
+    target_vm_name: VmName
     mode: Literal["vm", "disks"] = "vm"
-    target_dir: str = ""
-    region: str = ""
+    target_dir: str = ""  # absolute, checked against the deployment's own directories (orchestrator/targets.py)
+    region: RegionName | Literal[""] = ""
 
 
-class RestoreKeys(Command):
+class RestoreKeys(OperatorCommand):
     recovery_point_id: UUID
-    key_vault: str = ""  # default: the key vault the VM used
+    key_vault: KeyVaultName | Literal[""] = ""  # default: the key vault the VM used
 
 
 # Commands workers send back when they report on a job.
 
 
-class CompleteJob(Command):
+class CompleteJob(WorkerReport):
     job_id: UUID
     result: dict[str, Any] = {}
     warnings: list[Finding] = []
 
 
-class RecordChecks(Command):
+class RecordChecks(WorkerReport):
     job_id: UUID
     stage: str
     results: list[CheckResult]
 
 
-class RecordProgress(Command):
+class RecordProgress(WorkerReport):
     job_id: UUID
     bytes_done: int
     bytes_total: int
 
 
-class CompleteProtection(Command):
+class CompleteProtection(WorkerReport):
     job_id: UUID
     protected_at: datetime
     warnings: list[Finding] = []
 
 
-class RecordBackupTaken(Command):
+class RecordBackupTaken(WorkerReport):
     job_id: UUID
     taken_at: datetime
     consistency: Consistency
@@ -151,31 +193,32 @@ class RecordBackupTaken(Command):
     provisioned_gb: int = 0
 
 
-class ExpireRecoveryPoints(Command):
+class ExpireRecoveryPoints(WorkerReport):
     job_id: UUID
     recovery_point_ids: list[UUID]
     now: datetime
 
 
-class StartJob(Command):
+class StartJob(WorkerReport):
     job_id: UUID
     worker: str
     stage: str = ""  # when set: the prechecks the worker ran for this stage just before, recorded with the start
     results: list[CheckResult] = []
 
 
-class RecordInventory(Command):
+class RecordInventory(WorkerReport):
     job_id: UUID
     vms: list[VmRef]
 
 
-class CompleteRegistration(Command):
+class CompleteRegistration(WorkerReport):
     job_id: UUID
     extension_version: str
     warnings: list[Finding] = []
 
 
-class FailJob(Command):
+class FailJob(WorkerReport):
+    senders = frozenset({WORKER, SYSTEM})  # the reconciler fails jobs whose worker was lost
     job_id: UUID
     error_code: str
     error_message: str
@@ -185,15 +228,22 @@ C = TypeVar("C", bound=Command)
 
 
 def build(command_class: type[C], **values: Any) -> C:
-    """Validate raw values into a command, turning pydantic's errors into `CommandInvalid`."""
+    """Validate raw values into a command. A name that breaks its kind's rule is refused with that
+    rule's code (`VaultNameInvalid`...); any other bad value with `CommandInvalid`, naming the field."""
     try:
         return command_class(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or command_class.__name__
+        errors = exc.errors()
+        first = next((e for e in errors if e["type"] in names.CODES), errors[0])
+        field = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-")) \
+            or command_class.__name__
+        if first["type"] in names.CODES:
+            context = first.get("ctx") or {}
+            raise DomainError(first["type"], str(context.get("message", first["msg"])), field=field,
+                              details=[{"rule": context.get("rule", ""), "field": field}]) from None
         details = [
             {"field": ".".join(str(p) for p in e["loc"]), "rule": e["type"], "message": e["msg"]}
-            for e in exc.errors()
+            for e in errors
         ]
         raise OrchestratorError(
             "CommandInvalid",
@@ -203,6 +253,6 @@ def build(command_class: type[C], **values: Any) -> C:
         ) from None
 
 
-class RecordAuditCheckpoint(Command):
+class RecordAuditCheckpoint(SystemCommand):
     position: int
     chain_hash: str

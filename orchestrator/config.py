@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
+from orchestrator.domain.names import Principal
 from orchestrator.errors import SettingsError
 
 PREFIX = "BACKUP_"
@@ -34,8 +35,11 @@ class Settings(BaseModel):
     redis_url: str | None = None
     fabric: Path | None = None
     vault_store: Path | None = None
+    # Where the local fabric's disk images may be (os.pathsep-separated absolute directories); empty:
+    # the inventory file's directory. The fabric's own state directory (restored VMs) is always one.
+    fabric_image_roots: str = ""
     workers: int = Field(2, ge=1, le=32)
-    principal: str = Field(default_factory=getpass.getuser, min_length=1, max_length=200)
+    principal: Principal = Field(default_factory=getpass.getuser)
     poll_interval: float = Field(0.1, gt=0, le=10)
     reconcile_interval: float = Field(5.0, gt=0, le=300)
     scheduler_interval: float = Field(30.0, gt=0, le=3600)
@@ -60,12 +64,41 @@ class Settings(BaseModel):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
+    def _redis_scheme(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value in (None, ""):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if info.data.get("event_store", "sqlite") == "sqlite":
+            raise ValueError("needs BACKUP_EVENT_STORE=postgres: an SQLite event store belongs to the one "
+                             "process that holds its data dir (the embedded mode, with its own queue)")
         return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir(cls, value: object) -> object:
+        text = str(value) if isinstance(value, (str, os.PathLike)) else None
+        if text is not None and not text.strip():
+            raise ValueError("must name a directory (empty would be the current directory)")
+        if text is not None and "\0" in text:
+            raise ValueError("must not hold a NUL character")
+        if text is not None and os.path.lexists(text) and not os.path.isdir(text):
+            raise ValueError("exists and is not a directory")
+        return value
+
+    @field_validator("fabric_image_roots")
+    @classmethod
+    def _roots(cls, value: str) -> str:
+        for root in filter(None, value.split(os.pathsep)):
+            if not os.path.isabs(root) or "\0" in root:
+                raise ValueError(f"{root!r} is not an absolute directory")
+        return value
+
+    def image_roots_for(self) -> tuple[Path, ...]:
+        """The directories the local fabric's disk images may be under (BACKUP_FABRIC_IMAGE_ROOTS, else
+        the inventory's directory)."""
+        roots = [Path(root) for root in self.fabric_image_roots.split(os.pathsep) if root]
+        return tuple(roots) or (self.fabric_path.parent,)
 
     @property
     def embedded_queue(self) -> bool:

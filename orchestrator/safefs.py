@@ -39,9 +39,9 @@ def check_component(name: str) -> str:
     return name
 
 
-def make_dirs(path: Path, mode: int = DIR_MODE) -> Path:
+def make_dirs(path: Path, mode: int = DIR_MODE, *, link_ok: bool = False) -> Path:
     """`path` and its missing parents, the new ones with `mode`. The last component must end up a real
-    directory (not a link to one)."""
+    directory (a link to one only with `link_ok`: a configured directory an operator linked elsewhere)."""
     missing = []
     while not os.path.lexists(path):
         missing.append(path)
@@ -50,7 +50,7 @@ def make_dirs(path: Path, mode: int = DIR_MODE) -> Path:
         with suppress(FileExistsError):  # made meanwhile by another process: checked below
             os.mkdir(new, mode)
     path = missing[0] if missing else path
-    st = os.lstat(path)
+    st = os.stat(path) if link_ok else os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePathError(errno.ENOTDIR, f"{path} is not a directory", str(path))
     return path
@@ -109,9 +109,10 @@ def create(path: Path, mode: int = FILE_MODE) -> int:
     return os.open(path, _NEW, mode)
 
 
-def create_at(dir_fd: int, name: str, mode: int = FILE_MODE) -> int:
-    """`create`, relative to an open directory."""
-    return os.open(check_component(name), _NEW, mode, dir_fd=dir_fd)
+def create_at(dir_fd: int, name: str, mode: int = FILE_MODE, *, readable: bool = False) -> int:
+    """`create`, relative to an open directory (`readable`: opened for reading back too)."""
+    flags = (_NEW & ~os.O_WRONLY) | os.O_RDWR if readable else _NEW
+    return os.open(check_component(name), flags, mode, dir_fd=dir_fd)
 
 
 def open_lock(path: Path) -> int:

@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Self
 
+from pydantic import AwareDatetime
+
 from orchestrator.domain.values import JobState, Operation
+from orchestrator.edge import strict
 from orchestrator.errors import OrchestratorError
 from projections import dashboard_query, queries
 from projections.dashboard_query import Dashboard
@@ -22,6 +25,7 @@ class ReadModels:
     def _read_store(self) -> ReadStore:
         raise NotImplementedError
 
+    @strict
     def jobs(
         self, status: str | None = None, operation: str | None = None,
         start: datetime | None = None, end: datetime | None = None, vault_id: str | None = None,
@@ -32,22 +36,27 @@ class ReadModels:
         return queries.jobs(self._read_store(), status=status, operation=operation, start=start, end=end,
                             vault_id=vault_id)
 
+    @strict
     def vaults(self, subscription: str | None = None) -> list[VaultRow]:
         return queries.vaults(self._read_store(), subscription)
 
+    @strict
     def protected_items(self, vault_id: str, include_former: bool = False) -> list[ItemRow]:
         """The VMs registered (or registering) in the vault, with their status."""
         return queries.items(self._read_store(), str(vault_id), include_former=include_former)
 
+    @strict
     def recovery_points(self, vault_id: str, vm_name: str | None = None,
                         include_expired: bool = False) -> list[RecoveryPointRow]:
         """A vault's (or one VM's) recovery points, newest first."""
         return queries.recovery_points(self._read_store(), str(vault_id), vm_name, include_expired=include_expired)
 
+    @strict
     def policies(self, vault_id: str) -> list[PolicyRow]:
         return queries.policies(self._read_store(), str(vault_id))
 
-    def dashboard(self, vault_id: str | None = None, now: datetime | None = None) -> Dashboard:
+    @strict
+    def dashboard(self, vault_id: str | None = None, now: AwareDatetime | None = None) -> Dashboard:
         """Protected VMs, items by status, the last 24 hours' jobs, initial backups pending, alerts,
         storage (logical and after deduplication) and protected instances by size band: for each
         vault and overall (or one vault), as of `now` (default: the view's own time)."""

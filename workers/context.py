@@ -34,6 +34,7 @@ class WorkerContext:
     clock: Clock
     keys: KeyProtector
     open_read_store: Callable[[], ReadStore]
+    own_dirs: tuple[Path, ...] = ()  # the deployment's own directories: never a restore's target
 
     @cached_property
     def read_store(self) -> ReadStore:

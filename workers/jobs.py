@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from uuid import UUID
 
 from orchestrator import commands as c
@@ -12,12 +11,12 @@ from orchestrator.domain.item import item_id_for
 from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
 from orchestrator.domain.values import CheckResult, EncryptionKeys, Finding
 from orchestrator.errors import OrchestratorError
-from orchestrator.fabric.inventory import FabricVm, PowerState, VmSpec
+from orchestrator.fabric.inventory import FabricVm, PowerState
 from projections import queries
 from workers.consistency import frozen
 from workers.context import WorkerContext
 from workers.prechecks import Stage, blocking, describe, evaluate, warnings_of
-from workers.restore import restore_disk, verify_disk
+from workers.restore import point_of
 from workers.snapshot import DiskSource, transfer_disks
 from workers.vaultstore import DiskManifest, Manifest, VaultStore
 
@@ -37,11 +36,6 @@ def passed(results: list[CheckResult]) -> list[Finding]:
     if error is not None:
         raise OrchestratorError(error.code, describe(results))
     return warnings_of(results)
-
-
-def _recorded(ctx: WorkerContext, job: Job, stage: Stage, results: list[CheckResult]) -> list[Finding]:
-    ctx.report(c.RecordChecks(job_id=job.id, stage=stage, results=results))
-    return passed(results)
 
 
 def with_extension(ctx: WorkerContext, vm: FabricVm, warnings: list[Finding]) -> tuple[str, list[Finding]]:
@@ -129,58 +123,8 @@ def _previous_disks(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str
         return {}
 
 
-def _point_of(ctx: WorkerContext, job: Job) -> tuple[RecoveryPoint, VaultStore, Manifest]:
-    """The job's recovery point, its vault store and its manifest (checked against its digest)."""
-    rp = ctx.app.get(UUID(job.parameters["recovery_point_id"]), RecoveryPoint)
-    store = ctx.vault_store(rp.vault_id)
-    try:
-        return rp, store, store.read_manifest(str(rp.id), rp.manifest_digest)
-    except (OSError, ValueError) as exc:
-        raise OrchestratorError("RecoveryPointDataMissing", f"recovery point {rp.id}: {exc}") from None
-
-
-def run_restore(ctx: WorkerContext, job: Job) -> str:
-    params = job.parameters
-    rp, store, manifest = _point_of(ctx, job)
-    subscription = rp.vm_key.split("/", 1)[0]
-    target = params["target_vm_name"]
-    mode, warnings = params["mode"], _restore_checks(ctx, job, rp, manifest, subscription)
-    if mode == "vm" and warnings:
-        mode = "disks"  # a VM that cannot be recreated as it was: its disks, and the reason why
-    if mode == "vm":
-        if ctx.fabric.find_vm(subscription, target) is not None:
-            raise OrchestratorError("RestoreTargetExists", (
-                f"a VM named {target!r} exists; restore creates a new VM and never replaces one"))
-        directory = ctx.fabric.restored_disk_dir(subscription, target)
-    else:
-        directory = Path(params["target_dir"]) if params["mode"] == "disks" else ctx.fabric.restored_disk_dir(
-            subscription, target)
-    restored = _restore_disks(store, manifest, directory)
-    if mode == "vm":
-        spec = VmSpec.model_validate({
-            **manifest.vm_spec, "name": target, "extension": {"installed": False},
-            "disks": [{**d, "image": str(restored[d["name"]])} for d in manifest.vm_spec["disks"]],
-        })
-        ctx.fabric.create_vm(subscription, spec)
-    ctx.report(c.CompleteJob(job_id=job.id, warnings=warnings, result={
-        "mode": mode, "target": target if mode == "vm" else str(directory),
-        "recovery_point_id": str(rp.id), "disks": {name: str(path) for name, path in restored.items()},
-        "verified": True,
-    }))
-    return f"restored {len(restored)} disks"
-
-
-def _restore_checks(ctx: WorkerContext, job: Job, rp: RecoveryPoint, manifest: Manifest, subscription: str) -> list[Finding]:
-    """The restore-stage prechecks, on the VM as it was when the point was taken (an encrypted VM's
-    key vault as it is now): an error refuses the restore before anything is written."""
-    vault = ctx.app.vault_created(rp.vault_id)
-    source = FabricVm(subscription=subscription, spec=VmSpec.model_validate(manifest.vm_spec), base_dir=Path("."))
-    results = evaluate(source, vault.kind, vault.region, "restore", ctx.fabric, recovery_point=str(rp.id))
-    return _recorded(ctx, job, "restore", results)
-
-
 def run_restore_keys(ctx: WorkerContext, job: Job) -> str:
-    rp, _, manifest = _point_of(ctx, job)
+    rp, _, manifest = point_of(ctx, job)
     if manifest.encryption is None or manifest.sealed_keys is None:
         raise OrchestratorError("RecoveryPointNotEncrypted", f"recovery point {rp.id} holds no keys")
     names, material = manifest.encryption, ctx.keys.open(manifest.sealed_keys)
@@ -193,22 +137,6 @@ def run_restore_keys(ctx: WorkerContext, job: Job) -> str:
         "recovery_point_id": str(rp.id), "key_vault": key_vault, "restored": outcome,
     }))
     return f"{sum(v == 'restored' for v in outcome.values())} restored into {key_vault}"
-
-
-def _restore_disks(store: VaultStore, manifest: Manifest, directory: Path) -> dict[str, Path]:
-    restored = {}
-    for disk in manifest.disks:
-        path = directory / f"{disk.name}.img"
-        if path.exists():
-            raise OrchestratorError("RestoreTargetExists", f"{path} exists; restore never overwrites a disk")
-        try:
-            restore_disk(store, disk, path)
-            verify_disk(path, disk)
-        except (OSError, ValueError) as exc:
-            path.unlink(missing_ok=True)
-            raise OrchestratorError("RestoreVerificationFailed", str(exc)) from None
-        restored[disk.name] = path
-    return restored
 
 
 def run_retention(ctx: WorkerContext, job: Job) -> str:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from uuid import NAMESPACE_URL, UUID, uuid5
 from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import event
 
 from orchestrator.domain.base import Aggregate, SnapshotState
-from orchestrator.domain.schedule import Retention, Schedule, check_retention, check_schedule, check_timezone
-from orchestrator.errors import DomainError
+from orchestrator.domain.names import POLICY, check_timezone
+from orchestrator.domain.schedule import Retention, Schedule, check_retention, check_schedule
 
 DEFAULT_POLICY = "DefaultPolicy"
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{2,149}")
 
 
 def policy_id_for(vault_id: UUID, name: str) -> UUID:
@@ -21,12 +19,7 @@ def policy_id_for(vault_id: UUID, name: str) -> UUID:
 
 
 def check_policy(name: str, schedule: Schedule, retention: Retention, timezone: str) -> None:
-    if not _NAME.fullmatch(name):
-        raise DomainError(
-            "PolicyNameInvalid",
-            f"policy name {name!r} must be 3-150 letters, digits, '-' or '_', starting with a letter",
-            field="name",
-        )
+    POLICY.check(name)
     check_timezone(timezone)
     check_schedule(schedule)
     check_retention(retention, schedule)

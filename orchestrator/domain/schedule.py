@@ -14,10 +14,11 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
-from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
 
 from orchestrator.domain.base import Value
 from orchestrator.errors import DomainError
@@ -36,18 +37,28 @@ class Tier(str, Enum):
     ON_DEMAND = "on_demand"
 
 
+def _time_of_day(value: Any) -> Any:
+    """A time of day is a `time` or "HH:MM" text, never a number (pydantic would read 3600 as 01:00)."""
+    if not isinstance(value, (time, str)):
+        raise PydanticCustomError("time_type", "a time of day is HH:MM text or a datetime.time")
+    return value
+
+
+TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]
+
+
 class Schedule(Value):
     frequency: Literal["daily", "weekly"]
-    times: list[time] = Field(min_length=1)
-    weekdays: list[str] = Field(default_factory=list)  # weekly schedules only
+    times: list[TimeOfDay] = Field(min_length=1)
+    weekdays: list[StrictStr] = Field(default_factory=list)  # weekly schedules only
 
 
 class DayOfMonth(Value):
     """Which days of a month match: week-based ("first"/"last" + weekdays) or day-based."""
 
-    weeks: list[str] = Field(default_factory=list)  # first, second, third, fourth, last
-    weekdays: list[str] = Field(default_factory=list)
-    days: list[int | Literal["last"]] = Field(default_factory=list)  # 1-28, or "last"
+    weeks: list[StrictStr] = Field(default_factory=list)  # first, second, third, fourth, last
+    weekdays: list[StrictStr] = Field(default_factory=list)
+    days: list[StrictInt | Literal["last"]] = Field(default_factory=list)  # 1-28, or "last"
 
     def matches(self, day: date) -> bool:
         if self.days:
@@ -60,24 +71,27 @@ class DayOfMonth(Value):
         return ordinal in self.weeks or ("last" in self.weeks and last)
 
 
+# Counts are whole numbers given as numbers: not True, not "30", not 30.0.
+
+
 class DailyRetention(Value):
-    days: int
+    days: StrictInt
 
 
 class WeeklyRetention(Value):
-    weekdays: list[str] = Field(min_length=1)
-    weeks: int
+    weekdays: list[StrictStr] = Field(min_length=1)
+    weeks: StrictInt
 
 
 class MonthlyRetention(Value):
     on: DayOfMonth
-    months: int
+    months: StrictInt
 
 
 class YearlyRetention(Value):
-    months_of_year: list[int] = Field(min_length=1)
+    months_of_year: list[StrictInt] = Field(min_length=1)
     on: DayOfMonth
-    years: int
+    years: StrictInt
 
 
 class Retention(Value):
@@ -97,13 +111,6 @@ def default_retention() -> Retention:
 
 def _refuse(code: str, field: str, message: str) -> DomainError:
     return DomainError(code, message, field=field)
-
-
-def check_timezone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _refuse("TimeZoneUnknown", "timezone", f"{name!r} is not an IANA time zone such as 'Asia/Tokyo'") from None
 
 
 def check_schedule(schedule: Schedule) -> None:
@@ -144,8 +151,9 @@ def check_retention(retention: Retention, schedule: Schedule) -> None:
     if retention.monthly:
         _check_day_of_month(retention.monthly.on, "retention.monthly.on")
     if retention.yearly:
-        if not all(1 <= m <= 12 for m in retention.yearly.months_of_year):
-            raise _refuse("RetentionSelectorInvalid", "retention.yearly.months_of_year", "months are 1-12")
+        months = retention.yearly.months_of_year
+        if not all(1 <= m <= 12 for m in months) or len(set(months)) != len(months):
+            raise _refuse("RetentionSelectorInvalid", "retention.yearly.months_of_year", "months are distinct, 1-12")
         _check_day_of_month(retention.yearly.on, "retention.yearly.on")
 
 
@@ -159,11 +167,11 @@ def _check_day_of_month(on: DayOfMonth, field: str) -> None:
     if bool(on.days) == bool(on.weeks or on.weekdays):
         raise _refuse("RetentionSelectorInvalid", field,
                       "choose either days of the month (1-28 or 'last') or weeks ('first'..'last') with weekdays")
-    if on.days and not all(d == "last" or 1 <= int(d) <= 28 for d in on.days):
-        raise _refuse("RetentionSelectorInvalid", field, "days of the month are 1-28 or 'last'")
+    if on.days and (not all(d == "last" or 1 <= int(d) <= 28 for d in on.days) or len(set(on.days)) != len(on.days)):
+        raise _refuse("RetentionSelectorInvalid", field, "days of the month are distinct, 1-28 or 'last'")
     if on.weeks or on.weekdays:
-        if not on.weeks or not all(w in WEEK_ORDINALS for w in on.weeks):
-            raise _refuse("RetentionSelectorInvalid", field, f"weeks are {', '.join(WEEK_ORDINALS)}")
+        if not on.weeks or not all(w in WEEK_ORDINALS for w in on.weeks) or len(set(on.weeks)) != len(on.weeks):
+            raise _refuse("RetentionSelectorInvalid", field, f"weeks are distinct, from {', '.join(WEEK_ORDINALS)}")
         if not on.weekdays:
             raise _refuse("RetentionSelectorInvalid", field, "week-based selectors name weekdays too")
         _check_weekdays(on.weekdays, field)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
@@ -11,59 +10,10 @@ from orchestrator.domain.base import Aggregate, SnapshotState
 from orchestrator.domain.values import Replication, VaultKind, VmRef
 from orchestrator.errors import DomainError
 
-VAULT_NAME_MIN, VAULT_NAME_MAX = 2, 50
-_NAME_CHARS = re.compile(r"[A-Za-z0-9-]*")
-_REGION = re.compile(r"[a-z][a-z0-9]{1,39}")
-_RESOURCE_GROUP = re.compile(r"[A-Za-z0-9_.()-]{1,90}")
-
 
 def vault_id_for(subscription: str, name: str) -> UUID:
     """Vault names are unique per subscription, case-insensitively, so the id derives from both."""
     return uuid5(NAMESPACE_URL, f"/subscriptions/{subscription.lower()}/vaults/{name.lower()}")
-
-
-def check_vault_name(name: str) -> None:
-    def invalid(rule: str, message: str) -> DomainError:
-        return DomainError(
-            "VaultNameInvalid", message, field="name", details=[{"rule": rule, "name": name}]
-        )
-
-    if not name:
-        raise invalid("required", "a vault name is required (2-50 characters)")
-    if len(name) < VAULT_NAME_MIN or len(name) > VAULT_NAME_MAX:
-        raise invalid(
-            "length",
-            f"vault name {name!r} has {len(name)} characters; it must have "
-            f"{VAULT_NAME_MIN} to {VAULT_NAME_MAX}",
-        )
-    if not ("A" <= name[0].upper() <= "Z"):
-        raise invalid("first_character", f"vault name {name!r} must start with a letter (A-Z)")
-    if not _NAME_CHARS.fullmatch(name):
-        bad = next(c for c in name if not _NAME_CHARS.fullmatch(c))
-        raise invalid(
-            "characters",
-            f"vault name {name!r} contains {bad!r}; only ASCII letters, digits and hyphens "
-            "are allowed",
-        )
-
-
-def check_placement(subscription: str, region: str, resource_group: str) -> None:
-    if not subscription.strip():
-        raise DomainError("SubscriptionInvalid", "a subscription is required", field="subscription")
-    if not _REGION.fullmatch(region):
-        raise DomainError(
-            "RegionInvalid",
-            f"region {region!r} must be a region name such as 'japaneast' "
-            "(lowercase letters and digits, starting with a letter)",
-            field="region",
-        )
-    if not _RESOURCE_GROUP.fullmatch(resource_group) or resource_group.endswith("."):
-        raise DomainError(
-            "ResourceGroupInvalid",
-            f"resource group {resource_group!r} must be 1-90 letters, digits, '_', '-', '.', "
-            "'(' or ')', not ending in '.'",
-            field="resource_group",
-        )
 
 
 class VaultState(SnapshotState):

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
+import os
+import stat
 import time
 from enum import Enum
 from pathlib import Path
@@ -14,6 +17,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.domain.names import (
+    CloudServiceName,
+    DiskName,
+    KeyOrSecretName,
+    KeyVaultName,
+    RegionName,
+    ResourceGroupName,
+    SubscriptionName,
+    VmName,
+)
 from orchestrator.domain.values import DeploymentModel, VmRef
 from orchestrator.errors import InventoryError
 
@@ -55,8 +68,8 @@ class ExtensionSpec(Spec):
 
 
 class DiskSpec(Spec):
-    name: str = Field(min_length=1)
-    image: Path
+    name: DiskName
+    image: Path  # a regular file or a block device, under the fabric's image roots (see `image_problem`)
     size_gb: int = Field(ge=1, le=32767, description="provisioned size; the image holds the data")
     role: Literal["os", "data"] = "data"
     storage: Literal["standard", "premium"] = "standard"
@@ -78,9 +91,9 @@ class EncryptionSpec(Spec):
     optionally wrapped by a key encryption key (KEK) of the same key vault."""
 
     enabled: bool = False
-    key_vault: str | None = None
-    bek_secret: str | None = None
-    kek_key: str | None = None
+    key_vault: KeyVaultName | None = None
+    bek_secret: KeyOrSecretName | None = None
+    kek_key: KeyOrSecretName | None = None
     luks: bool = False  # Linux disks encrypted with LUKS inside the VM (not Azure Disk Encryption)
 
     @model_validator(mode="after")
@@ -124,11 +137,11 @@ class KeyMaterialSpec(Spec):
 
 
 class KeyVaultSpec(Spec):
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9-]{1,62}$")
-    region: str = Field(pattern=r"^[a-z][a-z0-9]{1,39}$")
+    name: KeyVaultName
+    region: RegionName
     access_policies: list[AccessPolicySpec] = []
-    secrets: dict[str, KeyMaterialSpec] = {}
-    keys: dict[str, KeyMaterialSpec] = {}
+    secrets: dict[KeyOrSecretName, KeyMaterialSpec] = {}
+    keys: dict[KeyOrSecretName, KeyMaterialSpec] = {}
 
     def permissions(self, principal: str) -> tuple[set[str], set[str]]:
         """The (key, secret) permissions `principal` holds, over all its access policies."""
@@ -153,10 +166,10 @@ class FreezeSpec(Spec):
 
 
 class VmSpec(Spec):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    cloud_service: str = ""
-    resource_group: str = Field(min_length=1)
-    region: str = Field(pattern=r"^[a-z][a-z0-9]{1,39}$")
+    name: VmName
+    cloud_service: CloudServiceName | Literal[""] = ""
+    resource_group: ResourceGroupName
+    region: RegionName
     deployment_model: DeploymentModel = DeploymentModel.RESOURCE_MANAGER
     os: OsSpec
     power_state: PowerState = PowerState.RUNNING
@@ -176,11 +189,16 @@ class VmSpec(Spec):
             raise ValueError("cloud_service: a classic VM needs its cloud service")
         if sum(d.role == "os" for d in self.disks) != 1:
             raise ValueError("disks: a VM needs exactly one disk with role 'os'")
+        seen: set[str] = set()
+        for disk in self.disks:  # a disk's name names its restored image: two alike could never be restored
+            if disk.name.lower() in seen:
+                raise ValueError(f"disks: disk {disk.name!r} appears twice (disk names are unique per VM)")
+            seen.add(disk.name.lower())
         return self
 
 
 class SubscriptionSpec(Spec):
-    name: str = Field(min_length=1)
+    name: SubscriptionName
     vms: list[VmSpec] = []
     key_vaults: list[KeyVaultSpec] = []
 
@@ -212,14 +230,41 @@ class FabricVm(BaseModel):
         return disk.image if disk.image.is_absolute() else self.base_dir / disk.image
 
 
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when PyYAML was built with it
+_YAML_BASE: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser, when PyYAML was built with it
 
 
-def load_inventory(path: Path) -> list[FabricVm]:
+class _UniqueKeyLoader(_YAML_BASE):  # type: ignore[misc]
+    """YAML's safe loader, refusing a mapping that gives a key twice (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if any(key == other and type(key) is type(other) for other in seen):
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice",
+                                                        key_node.start_mark)
+            seen.append(key)
+        return dict(super().construct_mapping(node, deep=deep))
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise ValueError(f"the key {twice!r} appears twice")
+    return dict(pairs)
+
+
+SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def load_inventory(path: Path, roots: tuple[Path, ...] = ()) -> list[FabricVm]:
     """Read and check an inventory file (every VM's disk images too); errors name the VM and the field."""
     vms = list(inventory_vms(path).values())
     for vm in vms:
-        check_disks(path, vm)
+        check_disks(path, vm, roots)
     return vms
 
 
@@ -292,10 +337,19 @@ def _read(path: Path) -> Any:
             "and point BACKUP_FABRIC at its inventory.yaml",
             field="BACKUP_FABRIC",
         )
-    text = path.read_text(encoding="utf-8")
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_YAML_LOADER)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InventoryError("InventoryInvalid", f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})",
+                             field="BACKUP_FABRIC") from None
+    except OSError as exc:
+        raise InventoryError("InventoryInvalid", f"{path}: cannot be read ({exc.strerror})",
+                             field="BACKUP_FABRIC") from None
+    try:
+        if path.suffix == ".json":
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except (ValueError, yaml.YAMLError) as exc:  # json.JSONDecodeError is a ValueError
         raise InventoryError("InventoryInvalid", f"{path}: not valid YAML/JSON: {exc}") from None
 
 
@@ -335,16 +389,54 @@ def _check_unique(path: Path, vms: list[FabricVm]) -> None:
         seen.add(key)
 
 
-def check_disks(path: Path, vm: FabricVm) -> None:
+def image_problem(image: Path, roots: tuple[Path, ...]) -> str | None:
+    """Why a disk image may not be read, or None. After resolving links it must be a regular file or
+    a block device, inside one of `roots` (a block device anywhere under /dev), and never a file of
+    the kernel's /proc, /sys or /dev (a worker reading `/proc/self/environ` would store its own
+    environment, keys included, in a vault)."""
+    real = Path(os.path.realpath(image))
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        return f"no file at {image}" if exc.errno == errno.ENOENT else f"{image} cannot be read ({exc.strerror})"
+    block = stat.S_ISBLK(st.st_mode)
+    if not (stat.S_ISREG(st.st_mode) or block):
+        return f"{image} is not a regular file or a block device"
+    under_system = any(real == d or d in real.parents for d in SYSTEM_DIRS)
+    if under_system and not (block and Path("/dev") in real.parents):
+        return f"{image} ({real}) is a file of the kernel's, not a disk image"
+    if not block and not any(real == r or r in real.parents for r in map(_real, roots)):
+        return (f"{image} ({real}) is outside the fabric's image roots ({', '.join(map(str, roots))}; "
+                "BACKUP_FABRIC_IMAGE_ROOTS)")
+    return None
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def image_size(path: Path) -> int:
+    """An image's size in bytes: a regular file's, or a block device's (which stat calls 0)."""
+    st = os.stat(path)
+    if not stat.S_ISBLK(st.st_mode):
+        return st.st_size
+    with open(path, "rb") as f:
+        return f.seek(0, os.SEEK_END)
+
+
+def check_disks(path: Path, vm: FabricVm, roots: tuple[Path, ...] = ()) -> None:
+    """Every disk image of `vm` may be read (`image_problem`; `roots` default: the inventory's
+    directory) and holds no more than its provisioned size."""
     for disk in vm.spec.disks:
         image = vm.disk_path(disk)
-        if not image.is_file():
+        problem = image_problem(image, roots or (path.parent,))
+        if problem is not None:
             raise InventoryError(
                 "InventoryInvalid",
-                f"{path}: VM {vm.spec.name!r} field disks.{disk.name}.image: no file at {image}",
+                f"{path}: VM {vm.spec.name!r} field disks.{disk.name}.image: {problem}",
                 field="image",
             )
-        if image.stat().st_size > disk.size_gb * GIB:
+        if image_size(image) > disk.size_gb * GIB:
             raise InventoryError(
                 "InventoryInvalid",
                 f"{path}: VM {vm.spec.name!r} field disks.{disk.name}.size_gb: the image holds "

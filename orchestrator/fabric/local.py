@@ -10,14 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from orchestrator import safefs
 from orchestrator.errors import OrchestratorError
 from orchestrator.fabric import BACKUP_SERVICE
 from orchestrator.fabric.inventory import (
@@ -34,15 +33,18 @@ from orchestrator.fabric.inventory import (
 
 
 class LocalFabric:
-    """Reads the inventory on every call, so an operator's edit is seen by the next job."""
+    """Reads the inventory on every call, so an operator's edit is seen by the next job. Disk images
+    are read only from under `image_roots` (default: the inventory's directory) and the fabric's own
+    state directory (restored VMs)."""
 
-    def __init__(self, inventory_path: Path) -> None:
+    def __init__(self, inventory_path: Path, image_roots: tuple[Path, ...] = ()) -> None:
         self.inventory_path = inventory_path
         self.state_dir = inventory_path.parent / "state"
         self.restored_dir = self.state_dir / "restored"
+        self.image_roots = (*(image_roots or (inventory_path.parent,)), self.state_dir)
 
     def all_vms(self) -> list[FabricVm]:
-        return load_inventory(self.inventory_path) + self._restored()
+        return load_inventory(self.inventory_path, self.image_roots) + self._restored()
 
     def list_vms(self, subscription: str) -> list[FabricVm]:
         return [vm for vm in self.all_vms() if vm.subscription == subscription]
@@ -53,10 +55,11 @@ class LocalFabric:
         key = vm_key.lower()
         vm = inventory_vms(self.inventory_path).get(key)
         if vm is not None:
-            check_disks(self.inventory_path, vm)
+            check_disks(self.inventory_path, vm, self.image_roots)
             return vm
         for vm in self._restored():
             if vm.ref.key.lower() == key:
+                check_disks(self.inventory_path, vm, self.image_roots)
                 return vm
         raise OrchestratorError(
             "VmNotFound", f"VM {vm_key} no longer exists in the fabric ({self.inventory_path})"
@@ -108,7 +111,9 @@ class LocalFabric:
         if self.find_vm(subscription, spec.name) is not None:
             raise OrchestratorError("RestoreTargetExists", f"a VM named {spec.name!r} exists in the fabric")
         data = {"subscription": subscription, "vm": json.loads(spec.model_dump_json())}
-        _write_atomically(self.restored_dir / f"{subscription}-{spec.name}.yaml", yaml.safe_dump(data).encode())
+        safefs.make_dirs(self.restored_dir)
+        if not safefs.write_new(self.restored_dir / f"{subscription}-{spec.name}.yaml", yaml.safe_dump(data).encode()):
+            raise OrchestratorError("RestoreTargetExists", f"a VM named {spec.name!r} exists in the fabric")
         return FabricVm(subscription=subscription, spec=spec, base_dir=self.restored_dir)
 
     def key_vault(self, subscription: str, name: str) -> KeyVaultSpec | None:
@@ -197,15 +202,7 @@ class LocalFabric:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def _write_state(self, vm_key: str, state: dict[str, object]) -> None:
-        _write_atomically(self._state_path(vm_key), json.dumps({**state, "vm": vm_key}).encode())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write-then-rename, so a crash leaves the old state or the new, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        """Write-then-rename, so a crash leaves the old state or the new, never half of one."""
+        path = self._state_path(vm_key)
+        safefs.make_dirs(path.parent)
+        safefs.write_replacing(path, json.dumps({**state, "vm": vm_key}).encode())

@@ -29,6 +29,9 @@ def backup_now(app: Orchestrator, cmd: c.BackupNow) -> UUID:
     item = app.registered_item(vault, cmd.vm_name)
     item.check_actively_protected()
     item.check_no_backup_running()
+    if cmd.retain_until is not None and cmd.retain_until.utcoffset() is None:
+        raise DomainError("RetainUntilInvalid", f"retain-until {cmd.retain_until.isoformat()} needs its time zone "
+                          "(e.g. 2027-01-31T00:00+00:00)", field="retain_until")
     retain_until = cmd.retain_until or cmd.now + DEFAULT_RETAIN
     if not cmd.now < retain_until <= cmd.now + MAX_RETAIN:
         raise DomainError("RetainUntilInvalid",

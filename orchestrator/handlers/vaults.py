@@ -8,7 +8,7 @@ from orchestrator.domain import BackupPolicy, Vault
 from orchestrator.domain.policy import DEFAULT_POLICY
 from orchestrator.domain.schedule import default_retention, default_schedule
 from orchestrator.domain.values import VaultKind
-from orchestrator.domain.vault import check_placement, check_vault_name, vault_id_for
+from orchestrator.domain.vault import vault_id_for
 from orchestrator.errors import DomainError
 from orchestrator.handlers import handles
 
@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 
 @handles(c.CreateVault)
 def create_vault(app: Orchestrator, cmd: c.CreateVault) -> UUID:
-    check_vault_name(cmd.name)
-    check_placement(cmd.subscription, cmd.region, cmd.resource_group)
+    """The name, subscription, region and resource group are checked by their types (CreateVault)."""
     if vault_id_for(cmd.subscription, cmd.name) in app.repository:
         raise DomainError(
             "VaultNameTaken",

@@ -82,10 +82,11 @@ def test_restore_across_regions_is_refused(client: Client, protected: str) -> No
 def test_restore_disks_writes_verified_images_to_a_directory(client: Client, protected: str, tmp_path: Path) -> None:
     client.wait(client.backup_now(protected, "vm05"))
     [rp] = client.recovery_points(protected, "vm05")
-    job = client.wait(client.restore(rp.recovery_point_id, "ignored", mode="disks", target_dir=str(tmp_path / "out")))
-    assert job.status == "completed"
-    for name, path in _disks(client, "vm05").items():
-        assert _sha(tmp_path / "out" / f"{name}.img") == _sha(path)
+    job = client.wait(client.restore(rp.recovery_point_id, "vm05-disks", mode="disks", target_dir=str(tmp_path / "out")))
+    assert job.status == "completed" and job.result["target"] == str(tmp_path / "out" / "vm05-disks")
+    for name, path in _disks(client, "vm05").items():  # in a folder of their own, named for the target
+        assert _sha(tmp_path / "out" / "vm05-disks" / f"{name}.img") == _sha(path)
+    assert not (tmp_path / "out" / "vm05-disks" / ".restore-claim").exists()
 
 
 def test_a_second_backup_while_one_runs_is_refused(client: Client, protected: str) -> None:

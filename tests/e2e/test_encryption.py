@@ -226,7 +226,8 @@ def _restore_disks(client: Client, rp: str, target: Path) -> Any:
 def test_restore_succeeds_when_the_keys_are_in_their_key_vault(client: Client, backed_up: str, tmp_path: Path) -> None:
     restore = _restore_disks(client, backed_up, tmp_path / "ok")
     assert restore.status == "completed_with_warnings" and restore.result["verified"] is True
-    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == ["um-kek-lin-data1.img", "um-kek-lin-os.img"]
+    assert sorted(p.name for p in (tmp_path / "ok" / "um-kek-lin-r").iterdir()) == [
+        "um-kek-lin-data1.img", "um-kek-lin-os.img"]
 
 
 def test_restore_is_refused_when_the_key_vault_is_gone(client: Client, backed_up: str, fabric: Path, tmp_path: Path) -> None:

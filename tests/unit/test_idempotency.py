@@ -81,7 +81,7 @@ def test_reports_on_an_ended_job_are_ignored(client: Client, discovered_vault: s
     [job_id] = client.register(discovered_vault, ["vm01"])
     client.wait(job_id)
     before = event_count(client)
-    assert client._runtime.app.handle(StartJob(job_id=UUID(job_id), worker="late"), "worker") is False
+    assert client._runtime.app.handle(StartJob(job_id=UUID(job_id), worker="late"), "worker:late") is False
     assert event_count(client) == before
 
 
