@@ -34,8 +34,8 @@ from uuid import UUID
 
 from orchestrator import safefs
 from orchestrator.errors import OrchestratorError
-from workers import vaultusage
-from workers.manifests import BadManifest, DiskManifest, Manifest, References, digest_named, read_references
+from workers import collection, vaultcheck, vaultusage
+from workers.manifests import DiskManifest, Manifest, digest_named
 
 BLOCK_SIZE = 4 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
@@ -198,59 +198,22 @@ class VaultStore:
             with self._lock(fcntl.LOCK_SH):
                 yield
         finally:
-            self._remove_unclaimed()
-
-    def _remove_unclaimed(self) -> None:
-        with self._linking:
-            linked, self._linked = self._linked, set()
-        if not linked:
-            return
-        try:
-            with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
-                references = read_references(self.manifests)
-                if references.unreadable:
-                    log.warning("%d block(s) left for collection in %s: %s", len(linked), self.root,
-                                references.unreadable[0].describe())
-                    return
-                for digest in sorted(linked - references.live):
-                    self._remove_block(digest)
-        except BlockingIOError:
-            log.info("%d block(s) left for collection in %s: a backup of the vault is running", len(linked), self.root)
-        except OSError:
-            log.exception("could not remove the %d block(s) a failed backup left in %s", len(linked), self.root)
+            with self._linking:
+                linked, self._linked = self._linked, set()
+            collection.remove_unclaimed(self, linked)
 
     def collect_garbage(self) -> dict[str, Any]:
-        """Remove blocks no manifest references, and leftover temporary files (counted apart: they are
-        not blocks). Skipped (not waited for) while backups run, and held back, with the reason, while
-        a manifest cannot be read: it may reference any block."""
-        try:
-            with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
-                return self._collect()
-        except BlockingIOError:
-            return {**_collected(), "skipped": True,
-                    "reason": "a backup of the vault is running: collection waits for the next retention run"}
+        """Remove blocks no manifest references, and leftover temporary files (workers/collection.py)."""
+        return collection.collect(self)
 
-    def _collect(self) -> dict[str, Any]:
-        references = read_references(self.manifests)
-        temporaries = self._temporary_files()
-        for path in temporaries:
-            path.unlink(missing_ok=True)
-        swept = {"temporary_files_removed": len(temporaries), "temporary_bytes_removed": sum(temporaries.values())}
-        if references.unreadable:
-            return {**_collected(), **swept, "skipped": True, "reason": (
-                f"{references.unreadable[0].describe()}: it may reference any block, so no block is collected "
-                "until it is repaired or removed")}
-        removed = freed = 0
-        for digest in self._block_files():
-            if digest not in references.live:
-                freed += self._remove_block(digest)
-                removed += 1
-        with self._usage() as usage:  # nothing else changes blocks now: exact
-            usage.measured(self.stored_bytes())
-        return {**_collected(removed, freed), **swept, "skipped": False, "reason": ""}
+    @contextmanager
+    def exclusively(self) -> Iterator[None]:
+        """The vault's lock, exclusively, or BlockingIOError at once when a backup holds it."""
+        with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
+            yield
 
-    def _remove_block(self, digest: str) -> int:
-        """Remove a block and uncount it; the bytes it held."""
+    def remove_block(self, digest: str) -> int:
+        """Remove a block and uncount it; the bytes it held. Only under `exclusively`."""
         path = self.block_path(digest)
         try:
             size = os.lstat(path).st_size
@@ -264,9 +227,14 @@ class VaultStore:
                 usage.settle()
         return size
 
+    def remeasure(self) -> None:
+        """Set the usage record to the block files' measured size. Only under `exclusively`."""
+        with self._usage() as usage:
+            usage.measured(self.stored_bytes())
+
     def stored_bytes(self) -> int:
         """The block files' sizes, measured (temporary files are not blocks)."""
-        return sum(self._block_files().values())
+        return sum(self.block_files().values())
 
     def usage_report(self) -> dict[str, Any] | None:
         """The usage record as job results carry it: vault id, sequence, bytes of block files (None
@@ -278,7 +246,7 @@ class VaultStore:
             log.exception("the usage record of %s could not be read", self.root)
             return None
 
-    def _block_files(self) -> dict[str, int]:
+    def block_files(self) -> dict[str, int]:
         """Every block file's size, by digest."""
         found: dict[str, int] = {}
         for directory in _subdirectories(self.blocks):
@@ -287,7 +255,9 @@ class VaultStore:
                     found[entry.name] = entry.stat(follow_symlinks=False).st_size
         return found
 
-    def _temporary_files(self) -> dict[Path, int]:
+    def temporary_files(self) -> dict[Path, int]:
+        """Every temporary file's size, by path: blocks and manifests being written, or left by a
+        writer that was killed."""
         found: dict[Path, int] = {}
         for directory in [*_subdirectories(self.blocks), self.manifests]:
             for entry in _entries(directory):
@@ -331,42 +301,8 @@ class VaultStore:
             "since a retry cannot succeed until then"))
 
     def check(self) -> dict[str, Any]:
-        """Every manifest readable and its blocks there and hashing right; orphan blocks, temporary
-        files and the measured bytes of block files are reported. Changes nothing."""
-        references = read_references(self.manifests)
-        missing, corrupt = [], []
-        verdicts: dict[str, str] = {}  # each block read once, however many manifests list it
-        for rp_id, manifest in references.manifests.items():
-            for digest in sorted({b for disk in manifest.disks for b in disk.blocks if b}):
-                if digest not in verdicts:
-                    verdicts[digest] = self._verdict(digest)
-                if verdicts[digest] == "missing":
-                    missing.append({"recovery_point": rp_id, "block": digest})
-                elif verdicts[digest] == "corrupt":
-                    corrupt.append({"recovery_point": rp_id, "block": digest})
-        blocks = self._block_files()
-        record = vaultusage.peek(self.root / "usage")
-        return {
-            "missing": missing, "corrupt": corrupt, "bad_manifests": [b.as_dict() for b in references.bad],
-            "orphans": sorted(set(blocks) - references.live),
-            "temporary_files": sorted(str(p.relative_to(self.root)) for p in self._temporary_files()),
-            "stored_bytes": sum(blocks.values()),
-            "usage_record": None if record is None else {"sequence": record[0], "bytes": record[1]},
-            "clean": not missing and not corrupt and not references.bad,
-        }
-
-    def _verdict(self, digest: str) -> str:
-        if not self.has_block(digest):
-            return "missing"
-        try:
-            self.get_block(digest)
-        except (OSError, ValueError):
-            return "corrupt"
-        return "ok"
-
-
-def _collected(removed: int = 0, freed: int = 0) -> dict[str, Any]:
-    return {"blocks_removed": removed, "bytes_freed": freed, "temporary_files_removed": 0, "temporary_bytes_removed": 0}
+        """The store's integrity report (workers/vaultcheck.py). Changes nothing."""
+        return vaultcheck.check(self)
 
 
 def _subdirectories(path: Path) -> list[Path]:
@@ -386,4 +322,4 @@ def _is_uuid(name: str) -> bool:
         return False
 
 
-__all__ = ["BLOCK_SIZE", "ZERO_BLOCK", "BadManifest", "DiskManifest", "Manifest", "References", "VaultStore"]
+__all__ = ["BLOCK_SIZE", "ZERO_BLOCK", "DiskManifest", "Manifest", "VaultStore"]  # the manifests' format lives in workers/manifests.py
