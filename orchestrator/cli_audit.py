@@ -11,12 +11,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli_common import AsOfTime, Json, Subscription, app, emit, err, out, read, run, vault_ref
+from orchestrator.audit.chain import Report
+from orchestrator.cli_common import AsOfTime, Json, Subscription, app, emit, err, export, out, read, run, vault_ref
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
 from orchestrator.views import ReadModels
@@ -38,28 +40,39 @@ def _expectation(text: str | None) -> tuple[int, str] | None:
 
 @audit_app.command("verify")
 def audit_verify(expect: Annotated[str | None, typer.Option(help="POSITION:HASH kept from an earlier run.")] = None,
+                 chain_only: Annotated[bool, typer.Option("--chain-only", help="Only the hash chain: do not "
+                                                          "compare the read models with their replay.")] = False,
                  as_json: Json = False) -> None:
     """Recompute the hash chain over the stored history; name every changed, deleted, inserted or
-    reordered event. Exits 1 when it finds one."""
+    reordered event, a chain table cut short and every stored row that does not read back; then
+    compare every read model with its replay from the events. Exits 1 when it finds one. Starts no
+    services: the chain is not extended while (or by) checking it."""
 
     def action(c: Client) -> None:
         with Progress(console=err, transient=True, disable=as_json) as bar:
             task = bar.add_task("verifying", total=None)
             report = c.audit_verify(_expectation(expect), lambda done, total: bar.update(task, completed=done,
-                                                                                         total=total))
+                                                                                         total=total),
+                                    chain_only=chain_only)
         if as_json:
             out.print_json(data={**asdict(report), "clean": report.clean})
         else:
-            out.print(f"checked {report.checked} events, {report.chained} chained, {report.unchained} not yet "
-                      f"chained, {report.checkpoints} checkpoints, {report.snapshots} snapshots")
-            out.print(f"head {report.head_position}:{report.head_hash}")
-            for finding in report.findings:
-                out.print(f"[red]{finding.describe()}[/red]")
-            out.print("[green]clean[/green]" if report.clean else f"[red]{len(report.findings)} findings[/red]")
+            _print_verified(report)
         if not report.clean:
             raise typer.Exit(1)
 
-    run(action)
+    run(action, services=False)
+
+
+def _print_verified(report: Report) -> None:
+    out.print(f"checked {report.checked} events, {report.chained} chained, {report.unchained} not yet chained "
+              f"(the chain had reached {report.reach}), {report.checkpoints} checkpoints, {report.snapshots} snapshots")
+    out.print(f"{report.read_models} read models compared with their replay" if not report.read_models_skipped
+              else f"read models not compared: {report.read_models_skipped}")
+    out.print(f"head {report.head_position}:{report.head_hash}")
+    for finding in report.findings:
+        out.print(f"[red]{escape(finding.describe())}[/red]")
+    out.print("[green]clean[/green]" if report.clean else f"[red]{len(report.findings)} findings[/red]")
 
 
 @audit_app.command("log")
@@ -79,9 +92,8 @@ def audit_log(
         entries = c.history(entity, vault_ref(c, vault, subscription) if vault else None, vm, event_type,
                             _utc(start), _utc(end))
         if jsonl is not None:
-            with jsonl.open("w", encoding="utf-8") as f:
-                f.writelines(e.model_dump_json() + "\n" for e in entries)
-            out.print(f"{len(entries)} events written to {jsonl}")
+            written = export(jsonl, (e.model_dump_json() for e in entries))
+            out.print(f"{written} events written to {jsonl}")
         elif as_json:
             emit(entries, True)
         else:

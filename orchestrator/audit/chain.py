@@ -6,10 +6,16 @@ notification id and its content hash. The chain follower appends them to `audit_
 store as events arrive and records an `AuditCheckpoint` event every CHECKPOINT_EVERY events.
 
 `verify` recomputes the chain from the event store and compares it with what was recorded: an event
-changed, deleted, inserted or moved by anyone writing to the database directly is found and named.
-Events stored after the chain's head are reported as not yet chained. (Whoever can rewrite both the
-events and the chain table can hide a change from this check alone: keep the head `verify` prints,
-or the checkpoints, somewhere else, and pass it back with `expect`.)
+changed, deleted, inserted or moved by anyone writing to the database directly is found and named;
+so is a chain table cut short (`chain_truncated`: events at or below how far the chain had reached,
+by the follower's position or the newest checkpoint, that it no longer holds), and a stored row that
+does not read back (`malformed`). Events stored after that reach are not yet chained; `verify` never
+extends the chain itself. (Whoever can rewrite the events, the chain table, the follower's position
+and the checkpoints can hide a change from this check alone: keep the head `verify` prints
+somewhere else, and pass it back with `expect`.)
+
+Stored rows are read as they are, not through the library (which would raise on a malformed one):
+each column as (storage class, bytes), hashed the same way whatever it holds.
 """
 
 from __future__ import annotations
@@ -19,16 +25,20 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.application import project_aggregate
+from eventsourcing.domain import OriginatorIDError, OriginatorVersionError
 from eventsourcing.persistence import Notification
+from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.utils import get_topic
+from pydantic import ValidationError
 
 from orchestrator import commands as c
+from orchestrator.audit import replay
 from orchestrator.domain import AuditCheckpoint
-from orchestrator.domain.base import AggregateSnapshot
+from orchestrator.domain.base import AggregateSnapshot, DomainEvent
 from orchestrator.follower import BATCH, Follower
 from projections.store import ReadStore
 
@@ -39,19 +49,55 @@ CHECKPOINT_EVERY = 1000
 AUDITOR = "system:audit"
 TABLE = ("CREATE TABLE IF NOT EXISTS {t} (notification_id BIGINT PRIMARY KEY, originator_id TEXT NOT NULL, "
          "originator_version BIGINT NOT NULL, topic TEXT NOT NULL, event_hash TEXT NOT NULL, chain_hash TEXT NOT NULL)")
+SHOWN_KEYS = 5  # differing rows named per read model
+# What each column should hold, as SQLite's storage classes; and how each database names them.
+EXPECTED = {"originator_id": "text", "originator_version": "integer", "topic": "text", "state": "blob"}
+TYPE_NAMES = {
+    "sqlite": {"null": "NULL", "integer": "INTEGER", "real": "REAL", "text": "TEXT", "blob": "BLOB"},
+    "postgres": {"null": "NULL", "integer": "BIGINT", "real": "a number with a fraction", "text": "TEXT",
+                 "blob": "BYTEA"},
+}
+
+Column = tuple[str, bytes]  # (storage class: null, integer, real, text or blob; its bytes, b"" for NULL)
 
 
-def event_hash(n: Notification) -> str:
+class StoredRow(NamedTuple):
+    notification_id: int
+    originator_id: Column
+    originator_version: Column
+    topic: Column
+    state: Column
+
+
+def content_hash(row: StoredRow) -> str:
+    """Over the originator (a UUID as its canonical text, as the library parses it), version, topic
+    and state, each as stored: NULL as nothing, text as its UTF-8 bytes."""
     h = hashlib.sha256()
-    for part in (str(n.originator_id), str(n.originator_version), n.topic):
-        h.update(part.encode())
+    originator = _originator_text(row.originator_id)
+    for part in (originator.encode() if originator else row.originator_id[1], row.originator_version[1], row.topic[1]):
+        h.update(part)
         h.update(b"\0")
-    h.update(bytes(n.state))
+    h.update(row.state[1])
     return h.hexdigest()
 
 
 def chain_hash(previous: str, notification_id: int, content: str) -> str:
     return hashlib.sha256(f"{previous}:{notification_id}:{content}".encode()).hexdigest()
+
+
+def _originator_text(column: Column) -> str:
+    """A UUID's canonical text; "" for anything else."""
+    try:
+        return str(UUID(column[1].decode()))
+    except ValueError:
+        return ""
+
+
+def identity(row: StoredRow) -> tuple[str, int, str]:
+    """Originator, version (0 when not an integer) and topic, as the chain table and findings show them."""
+    version = int(row.originator_version[1]) if row.originator_version[0] == "integer" else 0
+    originator = _originator_text(row.originator_id) or row.originator_id[1].decode(errors="replace")
+    return originator, version, row.topic[1].decode(errors="replace")
 
 
 def ensure_table(store: ReadStore) -> None:
@@ -68,6 +114,53 @@ def notifications(app: Any, start: int = 1, stop: int | None = None, topics: Seq
             return
         yield from batch
         start = batch[-1].id + 1
+
+
+def dialect(app: Any) -> str:
+    return "sqlite" if isinstance(app.recorder.datastore, SQLiteDatastore) else "postgres"
+
+
+def read_rows(app: Any, start: int, stop: int, limit: int) -> list[StoredRow]:
+    """The stored event rows from notification `start` to `stop`, at most `limit`, as they are."""
+    recorder = app.recorder
+    if dialect(app) == "sqlite":
+        columns = ", ".join(f"typeof({name}), CAST({name} AS BLOB)" for name in EXPECTED)
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT rowid, {columns} FROM {recorder.events_table_name} WHERE rowid >= ? "
+                           "AND rowid <= ? ORDER BY rowid LIMIT ?", (start, stop, limit))
+            return [StoredRow(r[0], *((r[i], r[i + 1] or b"") for i in (1, 3, 5, 7))) for r in cursor.fetchall()]
+    from psycopg.rows import tuple_row
+    from psycopg.sql import SQL, Identifier
+
+    statement = SQL("SELECT notification_id, originator_id::text, originator_version, topic, state FROM "
+                    "{schema}.{table} WHERE notification_id >= %s AND notification_id <= %s "
+                    "ORDER BY notification_id LIMIT %s").format(
+        schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
+    with recorder.datastore.get_connection() as connection, connection.cursor(row_factory=tuple_row, binary=True) as cursor:
+        cursor.execute(statement, (start, stop, limit), prepare=True)
+        return [StoredRow(r[0], *map(_column, r[1:])) for r in cursor.fetchall()]
+
+
+def _column(value: Any) -> Column:
+    """A PostgreSQL value as (storage class, bytes), as SQLite gives them."""
+    if value is None:
+        return "null", b""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "blob", bytes(value)
+    if isinstance(value, int):
+        return "integer", str(value).encode()
+    return ("real" if isinstance(value, float) else "text"), str(value).encode()
+
+
+def stored_rows(app: Any, stop: int) -> Iterator[StoredRow]:
+    """Every stored event row up to notification `stop`, in notification order, read in batches."""
+    start = 1
+    while start <= stop:
+        batch = read_rows(app, start, stop, BATCH)
+        if not batch:
+            return
+        yield from batch
+        start = batch[-1].notification_id + 1
 
 
 class ChainFollower(Follower):
@@ -89,34 +182,45 @@ class ChainFollower(Follower):
         position, head = span
         table = self.store.t("audit_chain")
         last = self.store.fetch(f"SELECT * FROM {table} ORDER BY notification_id DESC LIMIT 1")
-        if last and not self._still_there(last[0]):
+        reached = int(last[0]["notification_id"]) if last else 0
+        if reached > position:  # another process chained meanwhile (its rows and position commit together)
+            position = self.store.position(self.name)
+        if not self._continues(last[0] if last else None, reached, position):
             return 0
-        batch = self.app.recorder.select_notifications(start=position + 1, limit=BATCH, stop=head)
+        batch = read_rows(self.app, position + 1, head, BATCH)
         if not batch:
             return 0
+        end = batch[-1].notification_id
         with self.store.transaction() as tx:
-            if not self.store.advance(tx, self.name, batch[-1].id):
+            if not self.store.advance(tx, self.name, end):
                 return 0
             previous = last[0]["chain_hash"] if last else GENESIS
-            for n in batch:
-                content = event_hash(n)
-                previous = chain_hash(previous, n.id, content)
+            for row in batch:
+                content = content_hash(row)
+                previous = chain_hash(previous, row.notification_id, content)
                 tx.execute(f"INSERT INTO {table} (notification_id, originator_id, originator_version, topic, "
                            "event_hash, chain_hash) VALUES (?, ?, ?, ?, ?, ?)",
-                           (n.id, str(n.originator_id), n.originator_version, n.topic, content, previous))
-        self.known_position = batch[-1].id
-        self._checkpoint(position, batch[-1].id, previous)
+                           (row.notification_id, *identity(row), content, previous))
+        self.known_position = end
+        self._checkpoint(position, end, previous)
         return len(batch)
 
-    def _still_there(self, last: dict[str, Any]) -> bool:
-        """The last chained event must be stored as it was: if the history changed under the chain,
-        the chain stops (and says so) rather than extend a tampered history."""
-        found = self.app.recorder.select_notifications(start=int(last["notification_id"]), limit=1)
-        if found and found[0].id == int(last["notification_id"]) and event_hash(found[0]) == last["event_hash"]:
+    def _continues(self, last: dict[str, Any] | None, reached: int, position: int) -> bool:
+        """The chain goes on only from where it stopped, over the history as it was chained: its
+        table's last row (at `reached`) is at the follower's position and that event is stored as it
+        was. Else the chain stops (and says so) rather than extend a tampered history or chain."""
+        if reached != position:
+            return self._halt(f"the chain table ends at notification {reached} but the chain had reached {position}")
+        if last is None:
             return True
+        found = read_rows(self.app, reached, reached, 1)
+        if found and found[0].notification_id == reached and content_hash(found[0]) == last["event_hash"]:
+            return True
+        return self._halt(f"the stored history changed at notification {reached} after it was chained")
+
+    def _halt(self, why: str) -> bool:
         if not self.halted:
-            log.error("the stored history changed at notification %s after it was chained; the audit chain "
-                      "stops here: run `backupctl audit verify`", last["notification_id"])
+            log.error("%s; the audit chain stops here: run `backupctl audit verify`", why)
         self.halted = True
         return False
 
@@ -128,28 +232,35 @@ class ChainFollower(Follower):
 
 @dataclass
 class Finding:
-    kind: str  # modified | deleted | inserted | reordered | chain_altered | checkpoint_mismatch | head_mismatch | snapshot_mismatch
-    notification_id: int
+    # modified | deleted | inserted | reordered | chain_truncated | chain_altered | checkpoint_mismatch
+    # | head_mismatch | malformed | snapshot_mismatch | read_model_mismatch
+    kind: str
+    notification_id: int  # 0: not about one event (a snapshot, a read model); the first of a range
     originator_id: str = ""
     originator_version: int = 0
     topic: str = ""
     detail: str = ""
+    table: str = ""  # the read model's table, for read_model_mismatch
 
     def describe(self) -> str:
-        what = f"{self.topic} v{self.originator_version} of {self.originator_id}" if self.topic else ""
-        where = f"notification {self.notification_id} " if self.notification_id else ""  # 0: not an event
-        return f"{self.kind}: {where}{what} {self.detail}".strip()
+        what = f"{self.topic} v{self.originator_version} of {self.originator_id}" if self.topic else self.table
+        ranged = self.kind == "chain_truncated"  # its detail names the range
+        where = f"notification {self.notification_id}" if self.notification_id and not ranged else ""
+        return f"{self.kind}: " + " ".join(part for part in (where, what, self.detail) if part)
 
 
 @dataclass
 class Report:
     checked: int = 0
     chained: int = 0
-    unchained: int = 0  # events stored after the chain's head
+    unchained: int = 0  # events stored after the chain's reach
+    reach: int = 0  # how far the chain had reached: the follower's position or the newest checkpoint's
     head_position: int = 0
     head_hash: str = GENESIS
     checkpoints: int = 0
     snapshots: int = 0
+    read_models: int = 0  # read-model tables compared with their replay
+    read_models_skipped: str = ""  # why they were not compared, when they were not
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -167,78 +278,235 @@ class _Row:
     chain_hash: str = ""
 
 
+@dataclass
+class _Scan:
+    """What one pass over the stored rows found besides their hashes."""
+    rows: list[_Row] = field(default_factory=list)
+    checkpoints: list[tuple[int, Any]] = field(default_factory=list)  # (notification id, decoded event)
+    malformed: set[str] = field(default_factory=set)  # originators with a malformed row
+
+
 def verify(app: Any, store: ReadStore, expect: tuple[int, str] | None = None,
-           progress: Callable[[int, int], None] | None = None) -> Report:
-    """Recompute the chain from the event store and compare it with the recorded one."""
+           progress: Callable[[int, int], None] | None = None, *, replay_settings: Any | None = None) -> Report:
+    """Recompute the chain from the event store and compare it with the recorded one; with
+    `replay_settings` (the settings a replay runs with), also every read model with its replay."""
     ensure_table(store)
+    # In this order: every record read after the log's head covers the events up to it (the follower
+    # writes rows and position together, and records a checkpoint after them), events stored later
+    # are left for the next run.
+    total = app.recorder.max_notification_id() or 0
+    position = store.position(ChainFollower.name)
     recorded = [_Row(int(r["notification_id"]), r["originator_id"], int(r["originator_version"]), r["topic"],
                      r["event_hash"], r["chain_hash"])
                 for r in store.fetch(f"SELECT * FROM {store.t('audit_chain')} ORDER BY notification_id")]
     report = Report(chained=len(recorded))
-    head = recorded[-1].notification_id if recorded else 0
-    total = app.recorder.max_notification_id() or 0
-    stored: list[_Row] = []
-    checkpoint_topic = get_topic(AuditCheckpoint.Created)
-    checkpoints: list[tuple[int, Notification]] = []
-    for n in notifications(app):
-        report.checked += 1
-        stored.append(_Row(n.id, str(n.originator_id), n.originator_version, n.topic, event_hash(n)))
-        if n.topic == checkpoint_topic:
-            checkpoints.append((n.id, n))
-        if progress and report.checked % BATCH == 0:
-            progress(report.checked, total)
-    findings, report.unchained = _compare(recorded, stored)
+    scan = _scan(app, total, report, progress)
+    recomputed = _recompute(scan.rows)
+    report.reach, reached_by = _reach(position, scan)
+    findings, report.unchained = _compare(recorded, scan.rows, recomputed, report.reach, reached_by)
     report.findings += findings
-    recomputed = _recompute(stored)
-    if not report.findings:
+    if not any(f.kind != "malformed" for f in report.findings):
         report.findings += _chain_table_checks(recorded, recomputed)
+    head = recorded[-1].notification_id if recorded else 0
     report.head_position, report.head_hash = (head, recomputed.get(head, GENESIS)) if recorded else (0, GENESIS)
-    for notification_id, n in checkpoints:
-        cp = app.mapper.to_domain_event(n)
-        report.checkpoints += 1
-        if cp.position in recomputed and recomputed[cp.position] != cp.chain_hash:
-            report.findings.append(Finding("checkpoint_mismatch", cp.position, detail=(
-                f"the history up to here no longer gives the hash checkpoint {notification_id} recorded")))
-    report.findings += _snapshot_checks(app, stored, report)
+    report.findings += _checkpoint_checks(scan, recomputed, report)
+    report.findings += _snapshot_checks(app, scan, report)
     if expect is not None:
         position, expected = expect
         if recomputed.get(position) != expected:
             report.findings.append(Finding("head_mismatch", position, detail="differs from the hash kept elsewhere"))
-    if progress:
-        progress(report.checked, total)
+    report.findings.sort(key=lambda f: (f.notification_id == 0, f.notification_id))
+    if replay_settings is None:
+        report.read_models_skipped = "not asked (the chain only)"
+    else:
+        compare_read_models(app, replay_settings, store, report, progress)
     return report
 
 
-def _snapshot_checks(app: Any, stored: list[_Row], report: Report) -> list[Finding]:
+def _scan(app: Any, total: int, report: Report, progress: Callable[[int, int], None] | None) -> _Scan:
+    inspector = _Inspector(app)
+    scan = _Scan()
+    checkpoint_topic = get_topic(AuditCheckpoint.Created)
+    for row in stored_rows(app, total):
+        report.checked += 1
+        originator, version, topic = identity(row)
+        scan.rows.append(_Row(row.notification_id, originator, version, topic, content_hash(row)))
+        problems, event = inspector.inspect(row)
+        if problems:
+            scan.malformed.add(originator)
+            report.findings.append(Finding("malformed", row.notification_id, originator, version, topic,
+                                           "; ".join(problems)))
+        elif topic == checkpoint_topic:
+            scan.checkpoints.append((row.notification_id, event))
+        if progress and report.checked % BATCH == 0:
+            progress(report.checked, total)
+    if progress:
+        progress(report.checked, total)
+    return scan
+
+
+def event_topics() -> frozenset[str]:
+    """The stored topic of every event class of the domain (a snapshot is not an event). A topic
+    outside them is never resolved: resolving one imports whatever module it names."""
+    found: set[str] = set()
+    pending: list[type[Any]] = [DomainEvent]
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        if "TOPIC" in vars(cls) and not issubclass(cls, AggregateSnapshot):
+            found.add(vars(cls)["TOPIC"])
+    return frozenset(found)
+
+
+class _Inspector:
+    """What is wrong with a stored row, column by column, and its event when it decodes."""
+
+    def __init__(self, app: Any) -> None:
+        self.decode = app.mapper.decoder()
+        self.dialect = dialect(app)
+        self.names = TYPE_NAMES[self.dialect]
+        self.topics = event_topics()
+
+    def inspect(self, row: StoredRow) -> tuple[list[str], Any]:
+        problems = [problem for name, column in zip(EXPECTED, row[1:], strict=True)
+                    if (problem := self._storage(name, column))]
+        originator = self._originator(row.originator_id, problems)
+        version = int(row.originator_version[1]) if row.originator_version[0] == "integer" else None
+        if version is not None and version < 1:
+            problems.append(f"originator_version {version} is not a version (they start at 1)")
+        topic = row.topic[1].decode(errors="replace")
+        if row.topic[0] != "null" and topic not in self.topics:
+            problems.append(f"topic {topic!r} is not an event type of this product")
+        if row.state[0] == "null" or topic not in self.topics:
+            return problems, None
+        try:
+            event = self.decode(topic, row.state[1])
+        except Exception as exc:  # noqa: BLE001 - whatever the stored bytes make the decoder raise is a finding
+            problems.append(f"state does not decode as {topic} ({_reason(exc)})")
+            return problems, None
+        if originator is not None and event.originator_id != originator:
+            problems.append(f"originator_id {originator} differs from the state's {event.originator_id}")
+        if version is not None and event.originator_version != version:
+            problems.append(f"originator_version {version} differs from the state's {event.originator_version}")
+        return problems, event
+
+    def _storage(self, name: str, column: Column) -> str:
+        kind, expected = column[0], EXPECTED[name]
+        if kind == "null":
+            return f"{name} is NULL"
+        if kind == expected:
+            return ""
+        shown = f" {column[1].decode(errors='replace')!r}" if name == "originator_version" else ""
+        return f"{name}{shown} is stored as {self.names[kind]}, not {self.names[expected]}"
+
+    def _originator(self, column: Column, problems: list[str]) -> UUID | None:
+        if column[0] == "null":
+            return None
+        text = column[1].decode(errors="replace")
+        try:
+            parsed = UUID(text)
+        except ValueError:
+            problems.append(f"originator_id {text!r} is not a UUID")
+            return None
+        stored_form = parsed.hex if self.dialect == "sqlite" else str(parsed)
+        if text != stored_form:
+            problems.append(f"originator_id {text!r} is not in the form the event store writes ({stored_form})")
+        return parsed
+
+
+def _reason(exc: Exception) -> str:
+    """Why a state did not decode, without the state itself (decrypted, it may hold names)."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the event'}: {e['msg']}" for e in errors[:3])
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _reach(position: int, scan: _Scan) -> tuple[int, str]:
+    """How far the chain had reached by its own records (the follower's `position`, the newest
+    checkpoint), and which record says so."""
+    newest = max((event.position for _, event in scan.checkpoints), default=0)
+    if newest > position:
+        return newest, f"the newest audit checkpoint is at {newest}"
+    return position, f"the chain follower's position is {position}"
+
+
+def _checkpoint_checks(scan: _Scan, recomputed: dict[int, str], report: Report) -> list[Finding]:
+    findings: list[Finding] = []
+    for notification_id, checkpoint in scan.checkpoints:
+        report.checkpoints += 1
+        if recomputed.get(checkpoint.position) != checkpoint.chain_hash:
+            gone = checkpoint.position not in recomputed
+            findings.append(Finding("checkpoint_mismatch", checkpoint.position, detail=(
+                f"the event checkpoint {notification_id} recorded the chain at is no longer stored" if gone else
+                f"the history up to here no longer gives the hash checkpoint {notification_id} recorded")))
+    return findings
+
+
+def _snapshot_checks(app: Any, scan: _Scan, report: Report) -> list[Finding]:
     """Every stored snapshot must hold the state its aggregate's events give at its version: a
     snapshot is not an event, but a command loads the aggregate from it. A mismatch names the
-    aggregate and version; snapshots are derived, so deleting the row is the repair."""
+    aggregate and version; snapshots are derived, so deleting the row is the repair. An aggregate
+    with a malformed event is not rebuilt (that event is a finding of its own)."""
     if app.snapshots is None or not app.snapshotting_intervals:
         return []
     smallest = min(app.snapshotting_intervals.values())
     candidates: dict[str, str] = {}  # aggregates with enough events to have a snapshot -> a topic of theirs
-    for row in stored:
-        if row.originator_version >= smallest:
+    for row in scan.rows:
+        if row.originator_version >= smallest and row.originator_id not in scan.malformed:
             candidates.setdefault(row.originator_id, row.topic)
     findings: list[Finding] = []
     for originator_id, aggregate_topic in sorted(candidates.items()):
         aggregate_id = UUID(originator_id)
         try:
             snapshots = list(app.snapshots.get(aggregate_id))
-        except ValueError as exc:  # unreadable bytes: not JSON, or not our cipher's
+        except (ValueError, TypeError) as exc:  # unreadable bytes (not JSON, not our cipher's), or none
             findings.append(Finding("snapshot_mismatch", 0, originator_id, 0, aggregate_topic,
                                     f"a snapshot does not read back ({exc})"))
             continue
         for snapshot in snapshots:
             report.snapshots += 1
-            events = app.events.get(aggregate_id, lte=snapshot.originator_version)
-            rebuilt = project_aggregate(None, events)
-            if rebuilt is None or AggregateSnapshot.take(rebuilt).state != snapshot.state:
-                findings.append(Finding(
-                    "snapshot_mismatch", 0, originator_id, snapshot.originator_version, snapshot.topic,
-                    "the snapshot differs from the state its events give: delete it (it is derived) and "
-                    "look for how it was changed"))
+            problem = _snapshot_problem(app, aggregate_id, snapshot)
+            if problem:
+                findings.append(Finding("snapshot_mismatch", 0, originator_id, snapshot.originator_version,
+                                        snapshot.topic, problem))
     return findings
+
+
+def _snapshot_problem(app: Any, aggregate_id: UUID, snapshot: Any) -> str:
+    try:
+        rebuilt = project_aggregate(None, app.events.get(aggregate_id, lte=snapshot.originator_version))
+    except (OriginatorIDError, OriginatorVersionError) as exc:  # an event deleted or moved: named by the chain
+        return f"its events no longer rebuild the aggregate ({type(exc).__name__}: {exc}), so the snapshot is not checked"
+    if rebuilt is None or AggregateSnapshot.take(rebuilt).state != snapshot.state:
+        return ("the snapshot differs from the state its events give: delete it (it is derived) and look for how "
+                "it was changed")
+    return ""
+
+
+def compare_read_models(app: Any, settings: Any, store: ReadStore, report: Report,
+                        progress: Callable[[int, int], None] | None = None) -> None:
+    """Every read model's digest against its replay from the events, up to the live positions: a
+    read model changed in the database (a row deleted, a status rewritten) is a finding naming the
+    table and some of the rows. Not with malformed events, which a replay cannot apply."""
+    if any(f.kind == "malformed" for f in report.findings):
+        report.read_models_skipped = "the history has malformed events: the read models were not replayed"
+        return
+    replayed = replay.replay(app, settings, store, progress)
+    report.read_models = len(replayed.live)
+    for table, live in replayed.live.items():
+        again = replayed.replayed[table]
+        if live.digest == again.digest:
+            continue
+        rows = [d for d in replayed.differences if d.table == table]
+        shown = ", ".join(f"{d.key} ({'missing' if d.live is None else 'extra' if d.replayed is None else 'changed'})"
+                          for d in rows[:SHOWN_KEYS])
+        more = f" and {len(rows) - SHOWN_KEYS} more" if len(rows) > SHOWN_KEYS else ""
+        report.findings.append(Finding(
+            "read_model_mismatch", 0, table=store.t(table).rpartition(".")[2],
+            detail=f"differs from its replay from the events ({live.rows} rows live, {again.rows} replayed)"
+                   + (f"; rows {shown}{more}" if shown else "") + ": it was changed outside its projection "
+                   "(the events are the record; the read model is derived from them)"))
 
 
 def _recompute(stored: list[_Row]) -> dict[int, str]:
@@ -256,9 +524,11 @@ def _chain_table_checks(recorded: list[_Row], recomputed: dict[int, str]) -> lis
             for r in recorded if recomputed.get(r.notification_id) != r.chain_hash][:1]
 
 
-def _compare(recorded: list[_Row], stored: list[_Row]) -> tuple[list[Finding], int]:
-    """Align what was chained with what is stored now (by content) and name every difference;
-    events stored after the last chained one are new, not yet chained (counted, not findings)."""
+def _compare(recorded: list[_Row], stored: list[_Row], recomputed: dict[int, str], reach: int,
+             reached_by: str) -> tuple[list[Finding], int]:
+    """Align what was chained with what is stored now (by content) and name every difference.
+    Stored events the chain table lacks: at the end and above `reach`, not yet chained (counted, not
+    findings); at or below it, or where the chain goes on from them unchanged, `chain_truncated`."""
     matcher = difflib.SequenceMatcher(None, [r.event_hash for r in recorded], [s.event_hash for s in stored],
                                       autojunk=False)
     deleted: list[_Row] = []
@@ -266,34 +536,57 @@ def _compare(recorded: list[_Row], stored: list[_Row]) -> tuple[list[Finding], i
     findings: list[Finding] = []
     unchained = 0
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        if op == "insert" and i1 == len(recorded) and j2 == len(stored):
-            unchained = j2 - j1
-            continue
-        if op == "equal":  # the same events in the same order (ids shifted by an insert or delete before them)
-            continue
         olds, news = recorded[i1:i2], stored[j1:j2]
-        if op == "replace":
-            by_identity = {(s.originator_id, s.originator_version): s for s in news}
-            for old in olds:
-                new = by_identity.pop((old.originator_id, old.originator_version), None)
-                if new is None:
-                    deleted.append(old)
-                elif new.event_hash != old.event_hash:
-                    findings.append(_finding("modified", new, "its stored content changed after it was chained"))
-                elif new.notification_id != old.notification_id:
-                    findings.append(_finding("reordered", new, "stored under another notification id"))
-            inserted += by_identity.values()
-        deleted += olds if op == "delete" else []
-        inserted += news if op == "insert" else []
+        if op == "delete":
+            deleted += olds
+        elif op == "replace":
+            findings += _replaced(olds, news, deleted, inserted)
+        elif op == "insert" and i1 == len(recorded):  # after the chain table's last row
+            cut = [s for s in news if s.notification_id <= reach]
+            findings += [_truncated(cut, f"the chain had reached {reach} ({reached_by})")] if cut else []
+            unchained = len(news) - len(cut)
+        elif op == "insert" and j2 < len(stored) and recomputed.get(stored[j2].notification_id) == recorded[i1].chain_hash:
+            findings.append(_truncated(news, "the chain goes on after them from these very events"))
+        elif op == "insert":
+            inserted += news
     moved = {r.event_hash for r in deleted} & {s.event_hash for s in inserted}
     findings += [_finding("reordered", s, f"moved from notification {r.notification_id}")
                  for s in inserted if s.event_hash in moved
                  for r in deleted if r.event_hash == s.event_hash]
-    findings += [_finding("deleted", r, "was chained and is no longer stored") for r in deleted
-                 if r.event_hash not in moved]
-    findings += [_finding("inserted", s, "is stored before the chain's head but was never chained") for s in inserted
-                 if s.event_hash not in moved]
+    gone = {r.notification_id: r for r in deleted if r.event_hash not in moved}
+    new = {s.notification_id: s for s in inserted if s.event_hash not in moved}
+    in_place = gone.keys() & new.keys()  # another originator or version where a chained event was
+    findings += [_finding("modified", new[n], "its stored originator or version changed after it was chained")
+                 for n in in_place]
+    findings += [_finding("deleted", r, "was chained and is no longer stored") for n, r in gone.items()
+                 if n not in in_place]
+    findings += [_finding("inserted", s, "is stored before the chain's head but was never chained")
+                 for n, s in new.items() if n not in in_place]
     return sorted(findings, key=lambda f: f.notification_id), unchained
+
+
+def _replaced(olds: list[_Row], news: list[_Row], deleted: list[_Row], inserted: list[_Row]) -> list[Finding]:
+    """Chained events and the stored ones in their place: the same event (by identity) changed or
+    moved; the rest go to `deleted` and `inserted`."""
+    findings: list[Finding] = []
+    by_identity = {(s.originator_id, s.originator_version): s for s in news}
+    for old in olds:
+        new = by_identity.pop((old.originator_id, old.originator_version), None)
+        if new is None:
+            deleted.append(old)
+        elif new.event_hash != old.event_hash:
+            findings.append(_finding("modified", new, "its stored content changed after it was chained"))
+        elif new.notification_id != old.notification_id:
+            findings.append(_finding("reordered", new, "stored under another notification id"))
+    inserted += by_identity.values()
+    return findings
+
+
+def _truncated(rows: list[_Row], why: str) -> Finding:
+    first, last = rows[0].notification_id, rows[-1].notification_id
+    return Finding("chain_truncated", first, detail=(
+        f"notifications {first} to {last} ({len(rows)} events) are not in the chain table, though {why}: its rows "
+        "for them were deleted, and these events can no longer be checked against it (one finding for the range)"))
 
 
 def _finding(kind: str, row: _Row, detail: str) -> Finding:

@@ -24,7 +24,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.sqlite import SQLiteDatastore
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, ServiceUnavailableError
 from projections.base import Projection
 from projections.runner import PROJECTIONS
 from projections.store import ReadStore
@@ -481,7 +481,8 @@ def live_snapshot(store: ReadStore) -> tuple[dict[str, int], dict[str, dict[str,
         if {name: store.position(name) for name in names} == before:
             return before, rows
         time.sleep(0.05)
-    raise RuntimeError("the read models kept moving; run the replay when the system is quieter")
+    raise ServiceUnavailableError("ReadModelsMoving", "the read models kept moving while they were read; retry when "
+                                  "the system is quieter (`audit verify --chain-only` checks the chain alone)")
 
 
 @dataclass

@@ -39,7 +39,9 @@ def test_verify_names_each_kind_of_tampering(tmp_path: Path, fabric: Path, kind:
     assert result.exit_code == 1, result.output
     report = json.loads(result.output)
     assert not report["clean"]
-    assert {(f["kind"], f["notification_id"]) for f in report["findings"]} == {(kind, n) for n in expected}
+    # A changed history may also replay into read models other than the live ones (read_model_mismatch).
+    events = [f for f in report["findings"] if f["kind"] != "read_model_mismatch"]
+    assert {(f["kind"], f["notification_id"]) for f in events} == {(kind, n) for n in expected}
     table = CliRunner().invoke(app, ["audit", "verify"], env=env)
     assert table.exit_code == 1 and f"{kind}: notification {expected[0]}" in table.output
 
@@ -68,8 +70,8 @@ def test_the_chain_records_checkpoints_in_the_history(tmp_path: Path, fabric: Pa
         assert client._runtime.store.wait(["audit_chain"], head, 30)
         report = client.audit_verify()
         assert report.clean and report.checkpoints >= 2
-        events = client._runtime.app.recorder.select_notifications(start=1, limit=10000,
-                                                                  topics=["backup.audit_checkpoint.created"])
+        events = client._runtime.app.recorder.select_notifications(  # those verify read (the chain goes on)
+            start=1, limit=10000, stop=report.checked, topics=["backup.audit_checkpoint.created"])
         assert len(events) == report.checkpoints
 
 
