@@ -191,6 +191,7 @@ class RecordBackupTaken(WorkerReport):
     warnings: list[Finding] = []
     encryption: EncryptionKeys | None = None
     provisioned_gb: int = 0
+    usage: dict[str, Any] = {}  # the vault store's usage record after the backup (workers/vaultusage.py)
 
 
 class ExpireRecoveryPoints(WorkerReport):

@@ -65,15 +65,13 @@ def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
         else:
             manifest, digest, found = _snapshot(ctx, job, vm, store, rp_id)
             warnings += found
-        # The vault store's usage record goes with the point, for the dashboard (once the command
-        # carries it: `usage`, asked for in commands.py).
-        usage = store.usage_report() if "usage" in c.RecordBackupTaken.model_fields else None
+        # The vault store's usage record goes with the point, for the dashboard.
         ctx.report(c.RecordBackupTaken(
             job_id=job.id, taken_at=manifest.taken_at, consistency=manifest.consistency,
             logical_bytes=manifest.logical_bytes, stored_bytes=manifest.stored_bytes, manifest_digest=digest,
             disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
             warnings=warnings, encryption=manifest.encryption, provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
-            **({"usage": usage} if usage else {}),
+            usage=store.usage_report(),
         ))
     return f"recovery point {rp_id}"
 
@@ -153,12 +151,9 @@ def run_retention(ctx: WorkerContext, job: Job) -> str:
     expired = ctx.report(c.ExpireRecoveryPoints(job_id=job.id, recovery_point_ids=due, now=now))
     deleted = sum(store.delete_manifest(rp_id) for rp_id in store.manifest_ids() if _dead(ctx, store, rp_id))
     collected = store.collect_garbage()
-    # The usage record, for the dashboard, once backups report it too (reports from retention alone
-    # would stop the dashboard's count of backups' new blocks between two retention runs).
-    usage = store.usage_report() if "usage" in c.RecordBackupTaken.model_fields else None
     ctx.report(c.CompleteJob(job_id=job.id, result={
         "expired": len(expired), "held": len(due) - len(expired), "manifests_deleted": deleted, **collected,
-        **({"vault_usage": usage} if usage else {}),
+        "vault_usage": store.usage_report(),  # the vault store's usage record, for the dashboard
     }))
     return f"{len(expired)} expired"
 

@@ -86,12 +86,11 @@ def record_backup_taken(app: Orchestrator, cmd: c.RecordBackupTaken) -> UUID | N
     item.backup_succeeded(job.id, rp.id, cmd.taken_at, bool(cmd.warnings))
     if job.bytes_done < cmd.logical_bytes:  # the transfer's end, stored with the point (workers do not report it)
         job.progress(cmd.logical_bytes, cmd.logical_bytes)
-    usage = getattr(cmd, "usage", None)  # the vault store's usage record, when the worker sends it
     job.complete(
         result={"recovery_point_id": str(rp.id), "consistency": cmd.consistency.value,
                 "logical_bytes": cmd.logical_bytes, "stored_bytes": cmd.stored_bytes,
                 "expires_at": expires_at.isoformat(), "tiers": [t.value for t in tiers],
-                **({"vault_usage": usage} if usage else {})},
+                **({"vault_usage": cmd.usage} if cmd.usage else {})},
         warnings=cmd.warnings,
     )
     app.save(rp, item, job)

@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import commands as c
 from orchestrator.fabric.sample import vm_entry, write_fabric
 from tests.deployment import Deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
-REPORTED = "usage" in c.RecordBackupTaken.model_fields  # backups report the vault store's usage record
-
-
-@pytest.mark.xfail(not REPORTED, strict=True, reason=(
-    "the dashboard counts a dead attempt's blocks only from the usage record backups report, and "
-    "RecordBackupTaken does not carry `usage` yet (orchestrator/commands.py)"))
 def test_finding_18_a_backup_killed_mid_snapshot_and_retried_is_counted_exactly(tmp_path: Path,
                                                                                 deployment: Deployment) -> None:
     # The post-snapshot script runs once every block is stored, before the manifest: the first run
