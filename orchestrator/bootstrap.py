@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from orchestrator.dispatcher import Dispatcher, DispatcherThread, Reconciler
 from orchestrator.errors import OrchestratorError, ServiceUnavailableError, SettingsError
 from orchestrator.fabric.local import LocalFabric
 from orchestrator.follower import FollowerThread
+from orchestrator.persistence import PydanticMapper
 from orchestrator.scheduler import Scheduler, SchedulerThread
 from orchestrator.targets import product_dirs
 from projections.runner import ensure_schemas, projection_thread
@@ -36,7 +39,9 @@ from workers.queues import QUEUES
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 HORSE_POOL_WORKERS = 1
-SQLITE_FILES = ("events.sqlite", "readmodels.sqlite")  # threads of a work horse's connection pool (see horse_datastore)
+SQLITE_FILES = ("events.sqlite", "readmodels.sqlite")
+CIPHER_SAMPLE = 5  # stored rows the cipher check tries
+FULL_BELOW = 64 * 1024  # free bytes under which a store that fails to open is said to be on a full disk  # threads of a work horse's connection pool (see horse_datastore)
 
 
 @dataclass
@@ -117,7 +122,14 @@ def bootstrap(settings: Settings) -> Runtime:
         if lock is not None:
             os.close(lock)
         raise
-    ensure_schemas(store)
+    try:
+        _opening(settings, lambda: ensure_schemas(store))
+    except BaseException:
+        store.close()
+        app.close()
+        if lock is not None:
+            os.close(lock)
+        raise
     fake_server = None
     if settings.redis_url is None:
         import fakeredis
@@ -159,8 +171,11 @@ def take_data_dir(settings: Settings) -> int:
             "stop it, or use another BACKUP_DATA_DIR",
             field="BACKUP_DATA_DIR",
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())  # for an operator who wants to know which process
+    except OSError as exc:
+        log.warning("the data dir's lock holds no process id: %s", exc)
     return fd
 
 
@@ -201,20 +216,29 @@ def horse_datastore(settings: Settings) -> Any:
 
 
 def _check_cipher(app: Orchestrator) -> None:
-    """The first stored event must read back with the cipher setting given, so a missing or wrong
-    BACKUP_EVENT_CIPHER_KEY is one clear error at start, not a failure deep in a follower."""
-    first = app.recorder.select_notifications(start=1, limit=1)
-    if not first:
+    """The stored events must read back with the cipher setting given, so a missing or wrong
+    BACKUP_EVENT_CIPHER_KEY is one clear error at start, not a failure deep in a follower. The first
+    few rows are read as stored (not through the library, which a malformed row would crash): the
+    store is refused only when none of them decodes. One malformed row is `audit verify`'s to name."""
+    from orchestrator.audit.chain import read_rows
+
+    rows = [row for row in read_rows(app, 1, app.recorder.max_notification_id() or 0, CIPHER_SAMPLE)
+            if row.state[0] == "blob" and row.topic[0] == "text"]
+    if not rows:
         return
-    try:
-        app.mapper.to_domain_event(first[0])
-    except ValueError:  # a bad tag, or encrypted bytes read as JSON
-        raise SettingsError(
-            "EventCipherMismatch",
-            "the event store's events do not read back with this BACKUP_EVENT_CIPHER_KEY: the store was "
-            "written with another key, or with none (or the key is set for a store written without one)",
-            field="BACKUP_EVENT_CIPHER_KEY",
-        ) from None
+    decode = cast(PydanticMapper, app.mapper).decoder()
+    for row in rows:
+        try:
+            decode(row.topic[1].decode(), row.state[1])
+            return
+        except Exception:  # noqa: BLE001, S112 - a bad tag, encrypted bytes read as JSON, a tampered row: try the next
+            continue
+    raise SettingsError(
+        "EventCipherMismatch",
+        "the event store's events do not read back with this BACKUP_EVENT_CIPHER_KEY: the store was "
+        "written with another key, or with none (or the key is set for a store written without one)",
+        field="BACKUP_EVENT_CIPHER_KEY",
+    )
 
 
 def _opening(settings: Settings, open_: Callable[[], T]) -> T:
@@ -226,13 +250,24 @@ def _opening(settings: Settings, open_: Callable[[], T]) -> T:
             if attempt == 2:
                 raise
             time.sleep(0.2 * (attempt + 1))
-        except (PersistenceError, OSError) as exc:
+        except (PersistenceError, OSError, sqlite3.Error) as exc:
             raise ServiceUnavailableError(
-                "EventStoreUnavailable",
-                f"cannot open the {settings.event_store} event store: {exc}",
+                "EventStoreUnavailable", f"cannot open the {settings.event_store} event store: {_why(settings, exc)}",
                 field="BACKUP_EVENT_STORE",
             ) from None
     raise AssertionError("unreachable")
+
+
+def _why(settings: Settings, exc: BaseException) -> str:
+    """What went wrong opening a store; a full disk under the data dir said as such (SQLite reports
+    one as a disk I/O error when it cannot even create its journal)."""
+    full = isinstance(exc, OSError) and safefs.is_full(exc)
+    if not full and settings.event_store == "sqlite":
+        try:
+            full = shutil.disk_usage(settings.data_dir).free < FULL_BELOW
+        except OSError:
+            pass
+    return f"its disk is full ({exc}): free space in {settings.data_dir}" if full else str(exc)
 
 
 def _read_store(settings: Settings) -> ReadStore:

@@ -241,3 +241,19 @@ def test_finding_12_an_untouched_history_verifies_clean_with_its_read_models(tmp
     settings = {"BACKUP_DATA_DIR": str(data), "BACKUP_FABRIC": str(fabric), "COLUMNS": "250"}
     table = CliRunner().invoke(app, ["audit", "verify"], env=settings)
     assert table.exit_code == 0 and f"{READ_MODELS} read models compared" in table.output, table.output
+
+
+@pytest.mark.parametrize("malformation", ["originator_id_not_a_uuid", "state_null", "state_not_json"])
+def test_finding_11_a_malformed_first_event_does_not_stop_the_store_from_opening(
+        tmp_path: Path, fabric: Path, malformation: str) -> None:
+    """The start-up check of the event cipher reads the first rows as stored: a malformed first event
+    is `audit verify`'s to name, not an EventCipherMismatch or a traceback at start."""
+    data = tmp_path / "data"
+    _history(data, fabric)
+    change, column = MALFORMED_SQLITE[malformation]
+    with sqlite3.connect(data / "events.sqlite") as con:
+        con.execute(f"UPDATE {EVENTS} SET {change} WHERE rowid = 1")
+    with Client(data_dir=data, fabric=fabric, principal="alice", start_services=False) as client:
+        report = client.audit_verify(chain_only=True)
+    assert {(f.kind, f.notification_id) for f in report.findings} == {("malformed", 1), ("modified", 1)}
+    assert column in next(f.detail for f in report.findings if f.kind == "malformed")

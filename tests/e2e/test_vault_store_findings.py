@@ -197,3 +197,16 @@ def test_finding_9_vault_store_every_directory_it_makes_is_0700_and_every_file_0
     assert any(len(n) == 64 and set(n) <= set("0123456789abcdef") for n in names)  # a block
     modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode) for p in made}
     assert modes == {name: 0o700 if (tmp_path / name).is_dir() else 0o600 for name in modes}
+
+
+def test_finding_17_starting_on_a_full_data_dir_is_event_store_unavailable(tmp_path: Path, fabric: Path) -> None:
+    with tmpfs(tmp_path / "data", size="1m") as data:
+        with Client(data_dir=data, fabric=fabric, vault_store=tmp_path / "vaults") as client:
+            client.create_vault("vault-east", R, "rg")
+        filler = fill(data, leave=0)
+        with pytest.raises(OrchestratorError) as refused:  # not a traceback from the store's library
+            Client(data_dir=data, fabric=fabric, vault_store=tmp_path / "vaults").close()
+        assert refused.value.code in ("EventStoreUnavailable", "ReadStoreUnavailable"), refused.value
+        filler.unlink()
+        with Client(data_dir=data, fabric=fabric, vault_store=tmp_path / "vaults") as client:
+            assert [v.name for v in client.vaults()] == ["vault-east"]
