@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,17 @@ def _services_one_at_a_time(request: pytest.FixtureRequest) -> None:
     that loses the grouping fails here rather than as cross-talk between two tests' deployments."""
     if os.environ.get("PYTEST_XDIST_WORKER") and request.node.path.parent.name in SERVICE_DIRS:
         assert request.node.nodeid.endswith("@services"), "the real-service tests are not grouped"
+
+
+@pytest.fixture
+def bulk(tmp_path: Path) -> Iterator[Path]:
+    """A directory for a test's big data (disk images, vault stores): removed when the test ends,
+    whatever its outcome. (A passing test's tmp_path goes too, `tmp_path_retention_policy`; a
+    failing one's is kept for its logs and data, but not for hundreds of MiB of images.)"""
+    path = tmp_path / "bulk"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -106,9 +106,9 @@ def test_an_unprotected_vm_cannot_be_backed_up(client: Client, discovered_vault:
     assert caught.value.code == "VmNotProtected"
 
 
-def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(tmp_path: Path) -> None:
-    inventory = write_fabric(tmp_path / "fabric", {"default": [vm_entry("big", "japaneast")]}, disk_mib=400)
-    with Client(data_dir=tmp_path / "data", fabric=inventory) as client:
+def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(bulk: Path) -> None:
+    inventory = write_fabric(bulk / "fabric", {"default": [vm_entry("big", "japaneast")]}, disk_mib=400)
+    with Client(data_dir=bulk / "data", fabric=inventory) as client:
         vault = client.create_vault("vault-east", "japaneast", "rg")
         client.wait(client.discover(vault))
         client.wait_all(client.register(vault, ["big"]))

@@ -94,9 +94,9 @@ def test_a_worker_killed_mid_snapshot_leaves_no_half_recovery_point(tmp_path: Pa
         assert client._runtime.app.get(UUID(job_id), Job).state.value == "completed"
 
 
-def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(tmp_path: Path, deployment: Deployment) -> None:
-    inventory = write_fabric(tmp_path / "bigfabric", {"default": [vm_entry("big", "japaneast")]}, disk_mib=400)
-    deployment.env["BACKUP_FABRIC"] = str(inventory)
+def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(bulk: Path, deployment: Deployment) -> None:
+    inventory = write_fabric(bulk / "bigfabric", {"default": [vm_entry("big", "japaneast")]}, disk_mib=400)
+    deployment.env.update(BACKUP_FABRIC=str(inventory), BACKUP_VAULT_STORE=str(bulk / "vaultstore"))
     deployment.start_all(workers=2)
     with deployment.client() as client:
         vault = client.create_vault("vault-east", "japaneast", "rg")
