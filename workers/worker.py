@@ -26,7 +26,7 @@ from rq.worker import Worker
 import workers.tasks  # noqa: F401  (imported for the horses to inherit)
 from orchestrator.bootstrap import build_app
 from orchestrator.config import Settings, load_settings
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, ServiceUnavailableError
 from orchestrator.fabric.inventory import inventory_vms
 from workers import context
 from workers.handoff import SessionLender
@@ -48,30 +48,32 @@ class PreloadedWorker(TaskWorker, Worker):
             log.warning("settings not read before the first job: %s", exc)
             self.settings = None
         self.lender: SessionLender | None = None
-        self.prepared = False
+        self.prepared = False  # the tables made and the horses' context built
+        self.prepare_tried = False
         if self.settings is not None:
-            self.prepared = prepare_event_store(self.settings)
-            warm_caches()
             if self.settings.event_store == "postgres":
-                self.lender = SessionLender(self.settings)
-                if self.prepared:
-                    prebuild_context(self.settings)
+                self.lender = SessionLender(self.settings)  # imports the PostgreSQL modules once, here
+            warm_caches()
+            if not self.stores_answer() and self.lender is not None:
+                log.warning("event store not prepared before the first job: PostgreSQL does not answer "
+                            "(no job is taken until it does)")
 
     def stores_answer(self) -> bool:
         """PostgreSQL: the session kept for the next horse is usable (checked by its socket), or a new
-        one opens within a few seconds. SQLite: the event store's file opens and reads. Once it
-        answers after it did not at start, the tables and the horses' context are prepared then."""
+        one opens within a few seconds. SQLite: the event store's file opens and reads. The first
+        time it answers (at start, or after it did not then), the tables are made and the horses'
+        context is built."""
         if self.settings is None:
             return True  # each job reports the bad setting with its code
-        if self.lender is not None:
-            answers = self.lender.answers()
-        else:
-            answers = sqlite_answers(self.settings)
-        if answers and not self.prepared:
-            self.prepared = prepare_event_store(self.settings)
+        if self.lender is not None and not self.lender.answers():
+            return False
+        if not self.prepared:
+            self.prepared = prepare_event_store(self.settings, quietly=self.prepare_tried)
+            self.prepare_tried = True
             if self.prepared and self.lender is not None:
                 prebuild_context(self.settings)
-        return answers
+            return self.prepared
+        return self.lender is not None or sqlite_answers(self.settings)  # PostgreSQL answered above
 
     def execute_job(self, job: Any, queue: Any) -> None:
         if self.settings is not None:
@@ -107,19 +109,22 @@ def sqlite_answers(settings: Settings) -> bool:
     return True
 
 
-def prepare_event_store(settings: Settings) -> bool:
+def prepare_event_store(settings: Settings, quietly: bool = False) -> bool:
     """Before the first fork: import the PostgreSQL modules here rather than in every horse, and
     open the event store with table creation (then close it: horses connect for themselves), so
     that horses, which skip it, find every table even when this worker starts before the services.
-    False when the store did not answer (the worker tries again once it does)."""
+    False when the store did not answer (the worker tries again before its next job)."""
     if settings.event_store == "postgres":
         import eventsourcing.postgres  # noqa: F401
         import psycopg_pool  # noqa: F401
     try:
         build_app(settings).close()
-    except OrchestratorError as exc:  # the store not up yet: no job is taken until it is
-        log.warning("event store not prepared before the first job: %s", exc)
+    except ServiceUnavailableError as exc:  # the store not up yet: no job is taken until it is
+        log.log(logging.DEBUG if quietly else logging.WARNING, "event store not prepared before the first job: %s",
+                exc)
         return False
+    except OrchestratorError as exc:  # a setting (the cipher key, say): each job reports it with its code
+        log.warning("event store not prepared: %s", exc)
     return True
 
 
