@@ -25,7 +25,6 @@ from orchestrator.domain.values import Operation
 from tests.deployment import wait_for
 from workers.queues import JOBS, TASKS, rq_job_id
 
-
 ENDED = ("finished", "failed")
 
 
