@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from uuid import UUID
 
 from orchestrator import commands as c
@@ -85,9 +86,9 @@ def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_
             reported[0] = step
             ctx.report(c.RecordProgress(job_id=job.id, bytes_done=done, bytes_total=total))
 
-    disks = [DiskSource(disk.name, vm.disk_path(disk)) for disk in vm.spec.disks]
     encryption, sealed_keys = _kept_keys(ctx, vm)
-    with frozen(ctx.fabric, vm) as freeze:
+    with ExitStack() as images, frozen(ctx.fabric, vm) as freeze:
+        disks = [DiskSource(disk.name, images.enter_context(ctx.fabric.open_disk(vm, disk))) for disk in vm.spec.disks]
         taken_at = ctx.clock.now()
         disk_manifests, stats = transfer_disks(store, disks, progress, previous=_previous_disks(ctx, job, store))
     manifest = Manifest(

@@ -12,11 +12,13 @@ block list is reused without reading it.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
 from workers.vaultstore import BLOCK_SIZE, ZERO_BLOCK, DiskManifest, VaultStore
 
@@ -25,8 +27,10 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class DiskSource:
+    """A disk to read: its name and its image, already opened (and checked as opened) by the fabric."""
+
     name: str
-    path: Path
+    image: BinaryIO
 
 
 @dataclass
@@ -39,9 +43,19 @@ class TransferStats:
     unchanged_disks: int = 0
 
 
-def fingerprint(path: Path) -> str:
-    st = path.stat()
+def fingerprint(image: BinaryIO) -> str:
+    """What says an image file has not changed; "" for a block device, whose times say nothing of its
+    content (it is always read)."""
+    st = os.fstat(image.fileno())
+    if stat.S_ISBLK(st.st_mode):
+        return ""
     return f"{st.st_size}:{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
+
+
+def size_of(image: BinaryIO) -> int:
+    size = image.seek(0, os.SEEK_END)
+    image.seek(0)
+    return size
 
 
 def transfer_disks(
@@ -51,14 +65,14 @@ def transfer_disks(
     """Copy the disks' blocks the store does not have yet; returns their manifests. `previous`:
     the disks of the VM's last recovery point, by name, for the unchanged-disk check."""
     stats = TransferStats()
-    total = sum(d.path.stat().st_size for d in disks)
+    total = sum(size_of(d.image) for d in disks)
     done = 0
     manifests = []
     with ThreadPoolExecutor(threads) as pool:
         for disk in disks:
-            mark = fingerprint(disk.path)
+            mark = fingerprint(disk.image)
             before = (previous or {}).get(disk.name)
-            if before is not None and before.fingerprint == mark and all(map(store.has_block, filter(None, before.blocks))):
+            if before is not None and mark and before.fingerprint == mark and all(map(store.has_block, filter(None, before.blocks))):
                 manifest = before
                 stats.unchanged_disks += 1
                 stats.reused_blocks += sum(1 for b in before.blocks if b)
@@ -79,15 +93,14 @@ def _read_disk(store: VaultStore, disk: DiskSource, mark: str, pool: ThreadPoolE
     blocks: list[str | None] = []
     size = 0
     inflight: deque[Future[tuple[str | None, int]]] = deque()
-    with disk.path.open("rb", buffering=0) as f:
-        while data := f.read(BLOCK_SIZE):
-            size += len(data)
-            inflight.append(pool.submit(_store, store, data))
-            del data
-            if len(inflight) >= threads * 2:
-                blocks.append(_count(inflight.popleft().result(), stats))
-        while inflight:
+    while data := disk.image.read(BLOCK_SIZE):
+        size += len(data)
+        inflight.append(pool.submit(_store, store, data))
+        del data
+        if len(inflight) >= threads * 2:
             blocks.append(_count(inflight.popleft().result(), stats))
+    while inflight:
+        blocks.append(_count(inflight.popleft().result(), stats))
     return DiskManifest(name=disk.name, size=size, blocks=blocks, fingerprint=mark)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
-from orchestrator.fabric.inventory import FabricVm, KeyVaultSpec, VmSpec
+from orchestrator.fabric.inventory import DiskSpec, FabricVm, KeyVaultSpec, VmSpec
 
 BACKUP_SERVICE = "Backup Management Service"  # the principal key vault access policies name
 
@@ -29,6 +29,11 @@ class Fabric(Protocol):
 
     def disk_paths(self, vm_key: str) -> list[tuple[str, Path]]:
         """Each disk's name and a readable image of its current content."""
+        ...
+
+    def open_disk(self, vm: FabricVm, disk: DiskSpec) -> BinaryIO:
+        """A disk's image opened for reading, checked as it was opened (not only by its path, which
+        may change in between): `InventoryInvalid` when it is not a disk image this fabric may read."""
         ...
 
     def run_script(self, vm: FabricVm, script: Path, timeout: float) -> tuple[bool, str]:

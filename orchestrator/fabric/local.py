@@ -12,20 +12,22 @@ import hashlib
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
 from orchestrator import safefs
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import InventoryError, OrchestratorError
 from orchestrator.fabric import BACKUP_SERVICE
 from orchestrator.fabric.inventory import (
+    DiskSpec,
     FabricVm,
     KeyMaterialSpec,
     KeyVaultSpec,
     PowerState,
     VmSpec,
     check_disks,
+    image_problem,
     inventory_vms,
     load_inventory,
     load_key_vaults,
@@ -83,6 +85,20 @@ class LocalFabric:
     def disk_paths(self, vm_key: str) -> list[tuple[str, Path]]:
         vm = self.get_vm(vm_key)
         return [(disk.name, vm.disk_path(disk)) for disk in vm.spec.disks]
+
+    def open_disk(self, vm: FabricVm, disk: DiskSpec) -> BinaryIO:
+        path = vm.disk_path(disk)
+        try:
+            image = path.open("rb", buffering=0)
+        except OSError as exc:
+            raise InventoryError("InventoryInvalid", f"{self.inventory_path}: VM {vm.spec.name!r} field disks."
+                                 f"{disk.name}.image: {path} cannot be read ({exc.strerror})", field="image") from None
+        problem = image_problem(safefs.real_path_of(image.fileno()), self.image_roots)
+        if problem is not None:
+            image.close()
+            raise InventoryError("InventoryInvalid", f"{self.inventory_path}: VM {vm.spec.name!r} field disks."
+                                 f"{disk.name}.image: {problem}", field="image")
+        return image
 
     def run_script(self, vm: FabricVm, script: Path, timeout: float) -> tuple[bool, str]:
         """Run a VM's snapshot script; (True, "") when it exits 0 within `timeout` seconds."""

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from orchestrator import safefs
 
 MIB = 1024 * 1024
 
@@ -35,20 +38,20 @@ def write_fabric(
 ) -> Path:
     """Write the inventory (with each subscription's `key_vaults`) and one image per disk (random
     regions among zeros); return its path."""
-    disk_dir = directory / "disks"
-    disk_dir.mkdir(parents=True, exist_ok=True)
+    safefs.make_dirs(directory, link_ok=True)
+    disk_dir = safefs.make_dirs(directory / "disks")
     subs = []
     for sub_name, vms in subscriptions.items():
         for vm in vms:
             for disk in vm["disks"]:
                 qualifier = vm.get("cloud_service") or vm["resource_group"]
                 image = disk_dir / f"{sub_name}-{qualifier}-{disk['name']}.img"
-                if not image.exists():
+                if not os.path.lexists(image):
                     _write_image(image, disk_mib, seed=str(image.name))
                 disk.setdefault("image", str(image.relative_to(directory)))
         subs.append({"name": sub_name, "vms": vms, "key_vaults": (key_vaults or {}).get(sub_name, [])})
     path = directory / "inventory.yaml"
-    path.write_text(yaml.safe_dump({"subscriptions": subs}, sort_keys=False), encoding="utf-8")
+    safefs.write_replacing(path, yaml.safe_dump({"subscriptions": subs}, sort_keys=False).encode("utf-8"))
     return path
 
 
@@ -57,7 +60,7 @@ def _write_image(path: Path, size_mib: int, seed: str) -> None:
     random (60%) or zero, like a lightly used disk."""
     rng = random.Random(seed)
     region = 512 * 1024
-    with path.open("wb") as f:
+    with os.fdopen(safefs.create(path), "wb") as f:
         for index in range(size_mib * MIB // region):
             f.write(rng.randbytes(region) if index == 0 or rng.random() < 0.6 else bytes(region))
 

@@ -115,3 +115,19 @@ def test_finding_20_a_key_given_twice_in_an_inventory_is_invalid(tmp_path: Path,
         text = text.replace('"region": "japaneast"', '"region": "japaneast", "region": "japanwest"', 1)
     path.write_text(text)
     assert "appears twice" in _refused(path).message
+
+
+def test_finding_4_a_disk_image_is_checked_again_as_it_is_opened(tmp_path: Path) -> None:
+    """The path checked when the VM was read may be swapped for a link before a worker opens it:
+    what was opened is checked (by its descriptor), not the path again."""
+    path = _inventory(tmp_path, lambda d: None)
+    fabric = LocalFabric(path)
+    vm = fabric.get_vm("prod/rg-japaneast/db01")  # its images checked
+    image = vm.disk_path(vm.spec.disks[1])
+    image.unlink()
+    image.symlink_to("/proc/self/environ")
+    with pytest.raises(OrchestratorError) as caught:
+        fabric.open_disk(vm, vm.spec.disks[1])
+    assert caught.value.code == "InventoryInvalid" and "kernel's" in caught.value.message
+    with fabric.open_disk(vm, vm.spec.disks[0]) as good:
+        assert len(good.read(16)) == 16
