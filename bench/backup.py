@@ -18,13 +18,16 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 MIB = 1024 * 1024
 REGION = 4 * MIB
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import workdir
+
 DISKS = 3
 
 OURS = """
@@ -106,9 +109,14 @@ def write_inventory(directory: Path, disks: list[Path]) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.5)
-    parser.add_argument("--dir", type=Path, default=None)
+    workdir.add_options(parser)
     options = parser.parse_args()
-    base = options.dir or Path(tempfile.mkdtemp(prefix="backup-bench-"))
+    with workdir.work_dir("backup-bench-", options) as base:
+        measure(options, base)
+
+
+def measure(options: argparse.Namespace, base: Path) -> None:
+    """Both tools on one data set in `base`, initial and after a 1% change."""
     sys.path.insert(0, str(ROOT))
     disks = generate(base / "disks", int(options.gib * 1024 * MIB))
     os.sync()  # neither tool should pay for writing back the generated data

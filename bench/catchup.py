@@ -13,9 +13,7 @@ Prints events per second for each and the ratio catch-up/raw.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from uuid import UUID
@@ -23,6 +21,7 @@ from uuid import UUID
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import workdir
 from bench.replay import raw_read
 from orchestrator import Client
 from orchestrator.domain import Vault
@@ -63,10 +62,9 @@ def catch_up(client: Client, directory: Path, events: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--dir", type=Path, default=None)
+    workdir.add_options(parser)
     args = parser.parse_args()
-    work = args.dir or Path(tempfile.mkdtemp(prefix="bench-catchup-"))
-    try:
+    with workdir.work_dir("bench-catchup-", args) as work:
         with Client(data_dir=work / "data", fabric=fabric_with(work, healthy=1), principal="bench",
                     start_services=False) as client:
             started = time.perf_counter()
@@ -79,10 +77,6 @@ def main() -> None:
         print(f"raw notification log read     {raw:12,.0f} events/s")
         print(f"projection catch-up           {ours:12,.0f} events/s")
         print(f"ratio catch-up/raw            {ours / raw:12.3f}")
-    finally:
-        if args.dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

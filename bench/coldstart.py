@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from uuid import UUID
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import workdir
 from orchestrator import commands as c
 from orchestrator.application import Orchestrator
 from orchestrator.bootstrap import build_app
@@ -62,10 +62,16 @@ def per_job(jobs: int, app_for_job: Callable[[], Orchestrator], warm: Orchestrat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=100)
+    workdir.add_options(parser)
     args = parser.parse_args()
+    with workdir.work_dir("bench-coldstart-", args) as work:
+        measure(args, work)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     schema = new_pg_schema()
     try:
-        settings = load_settings({}, data_dir=Path(tempfile.mkdtemp(prefix="bench-coldstart-")), event_store="postgres",
+        settings = load_settings({}, data_dir=work / "data", event_store="postgres",
                                  postgres_host=PG_HOST, postgres_user=PG_USER, postgres_dbname=PG_DB,
                                  postgres_schema=schema)
         warm = build_app(settings)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
+from bench import workdir
 from orchestrator import Client
 from tests.helpers import PG_DB, PG_HOST, PG_USER, drop_pg_schema, fabric_with, new_pg_schema
 
@@ -60,9 +60,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commands", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    workdir.add_options(parser)
     args = parser.parse_args()
+    with workdir.work_dir("bench-commands-", args) as work:
+        measure(args, work)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     schema = new_pg_schema()
-    work = Path(tempfile.mkdtemp(prefix="bench-commands-"))
     pg = {"POSTGRES_DBNAME": PG_DB, "POSTGRES_HOST": PG_HOST, "POSTGRES_PORT": "5432", "POSTGRES_USER": PG_USER,
           "POSTGRES_PASSWORD": "", "POSTGRES_SCHEMA": schema}
     try:

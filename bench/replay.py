@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import workdir
 from orchestrator import Client
 from orchestrator.follower import BATCH
 from tests.helpers import fabric_with
@@ -67,10 +66,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--dir", type=Path, default=None)
+    workdir.add_options(parser)
     parser.add_argument("--rounds", type=int, default=3, help="measure each this many times; the median counts")
     args = parser.parse_args()
-    work = args.dir or Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    with workdir.work_dir("bench-replay-", args) as work:
+        measure(args, work)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     settings: dict[str, object] = {"data_dir": work / "data", "fabric": fabric_with(work, healthy=10),
                                    "principal": "bench", "scheduler_interval": 3600}
     schema = ""
@@ -104,8 +107,6 @@ def main() -> None:
             from tests.helpers import drop_pg_schema
 
             drop_pg_schema(schema)
-        if args.dir is None:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

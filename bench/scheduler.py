@@ -16,7 +16,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import workdir
 from orchestrator.clock import ManualClock
 from orchestrator.domain.schedule import Schedule, slots_between
 from orchestrator.scheduler import Scheduler
@@ -63,7 +63,13 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--rounds", type=int, default=5)
+    workdir.add_options(parser)
     args = parser.parse_args()
+    with workdir.work_dir("bench-scheduler-", args) as work:
+        measure(args, work)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
     schema = ""
     if args.store == "postgres":
@@ -72,7 +78,7 @@ def main() -> None:
         schema = new_pg_schema()
         store = ReadStore.postgres(host=PG_HOST, port=5432, dbname=PG_DB, user=PG_USER, password="", schema=schema)
     else:
-        store = ReadStore.sqlite(Path(tempfile.mkdtemp(prefix="bench-scheduler-")) / "readmodels.sqlite")
+        store = ReadStore.sqlite(work / "readmodels.sqlite")
     try:
         ensure_schemas(store)
         fill(store, args.items, now)

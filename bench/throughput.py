@@ -25,12 +25,14 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import workdir
+
 os.environ.setdefault("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 import redis
@@ -81,8 +83,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backups", type=int, default=100, help="jobs of each kind per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the median ratio counts")
+    workdir.add_options(parser)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    with workdir.work_dir("bench-throughput-", args) as work:
+        measure(args, work)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     vms = [f"vm{i:04d}" for i in range(args.backups * args.rounds)]
     inventory = write_fabric(work / "fabric", {"default": [vm_entry(vm, "japaneast") for vm in vms]}, disk_mib=1)
     schema = new_pg_schema()

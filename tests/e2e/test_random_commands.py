@@ -4,6 +4,8 @@ most one vault, one policy per protected item, at most one backup in progress pe
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -25,6 +27,7 @@ HOLDS_VM = ("registering", "registered", "protected_initial_backup_pending", "pr
             "protection_stopped")
 
 _FABRIC_DIR = Path(tempfile.mkdtemp(prefix="random-commands-"))
+atexit.register(shutil.rmtree, _FABRIC_DIR, ignore_errors=True)  # made at import: gone when the run ends
 FABRIC = write_fabric(_FABRIC_DIR / "fabric", {"default": [vm_entry(v, R) for v in VMS] + [
     vm_entry("west", "japanwest"), vm_entry("noagent", R, agent={"installed": False})]}, disk_mib=1)
 
