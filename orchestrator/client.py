@@ -212,8 +212,9 @@ class Client(ReadModels):
 
     # Audit
 
-    def audit_verify(self, expect: tuple[int, str] | None = None,
-                     progress: Callable[[int, int], None] | None = None, *, chain_only: bool = False) -> chain.Report:
+    @strict
+    def audit_verify(self, expect: tuple[int, str] | None = None, progress: Progress | None = None, *,
+                     chain_only: bool = False) -> chain.Report:
         """Recompute the hash chain over the stored history and compare it with the recorded one and
         its checkpoints: every modified, deleted, inserted or reordered stored event is named, and so
         are a chain table cut short (`chain_truncated`) and stored rows that do not read back
