@@ -124,12 +124,12 @@ def recovery_points(vault: str, vm: Annotated[str | None, typer.Option("--vm")] 
 
 @app.command()
 def restore(recovery_point_id: str, target: Annotated[str, typer.Option("--target", help="Name of the new VM.")],
-            disks_to: Annotated[Path | None, typer.Option("--disks-to", help="Restore only the disks, here.")] = None,
+            disks_to: Annotated[Path | None, typer.Option("--disks-to", help="Restore only the disks, into DIR/<target>/.")] = None,
             region: Annotated[str | None, typer.Option()] = None, wait: Wait = True, as_json: Json = False) -> None:
     """Restore a recovery point as a new VM (never replacing one), or its disks into a directory."""
     mode = "disks" if disks_to else "vm"
-    run(lambda c: _jobs(c, [c.restore(recovery_point_id, target, mode, str(disks_to) if disks_to else None, region)],
-                        wait, as_json))
+    where = str(disks_to.absolute()) if disks_to else None  # a relative directory is the operator's, not a worker's
+    run(lambda c: _jobs(c, [c.restore(recovery_point_id, target, mode, where, region)], wait, as_json))
 
 
 @app.command("restore-keys")

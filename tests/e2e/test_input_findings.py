@@ -243,3 +243,12 @@ def test_finding_20_a_usage_mistake_on_the_command_line_is_coded(env: dict[str, 
                  ["--no-such-option"]):
         result = runner.invoke(app, args, env=env)
         assert result.exit_code == 2 and "[CommandInvalid]" in result.output, (args, result.output)
+
+
+def test_finding_2_a_relative_disks_to_is_the_operators_directory_not_the_workers(
+        env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["restore", str(uuid4()), "--target", "vm01-r", "--disks-to", "out"], env=env)
+    assert result.exit_code == 2 and "[RecoveryPointNotFound]" in result.output, result.output  # past the directory check
+    result = runner.invoke(app, ["restore", str(uuid4()), "--target", "vm01-r", "--disks-to", "data"], env=env)
+    assert result.exit_code == 2 and "[TargetDirForbidden]" in result.output, result.output  # ./data is the data dir
