@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import redis
 
@@ -112,3 +113,24 @@ def deployment_fixture(tmp: Path, fabric: Path, schema: str, redis_url: str) -> 
     finally:
         deployment.stop_all()
         flush(redis_url)
+
+
+def kill_a_backup_mid_snapshot(deployment: Deployment, client: Client, marker: Path) -> tuple[str, str, float, int]:
+    """With the fabric of `fabric_hanging_once` and workers worker0 and worker1 running: protect `db`,
+    start its backup, wait until it hangs in its post-snapshot script (every block stored, no manifest
+    yet), SIGKILL both workers (whichever runs the snapshot dies in it) and start worker2. Returns the
+    vault, the backup job, when it was killed, and the bytes the dead attempt stored."""
+    vault = client.create_vault("vault-east", "japaneast", "rg")
+    client.wait(client.discover(vault), timeout=60)
+    client.wait_all(client.register(vault, ["db"]), timeout=60)
+    client.wait_all(client.protect(vault, ["db"]), timeout=60)
+    job_id = client.backup_now(vault, "db")
+    wait_for(marker.exists, 60, "the backup to reach its post-snapshot script")
+    store = client._runtime.worker_context().vault_store(UUID(vault))
+    written = store.stored_bytes()
+    assert store.manifest_ids() == [] and written > 0  # blocks written, no manifest
+    killed_at = time.monotonic()
+    for name in ("worker0", "worker1"):
+        deployment.kill(name)
+    deployment.start("worker2")
+    return vault, job_id, killed_at, written

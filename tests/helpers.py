@@ -178,3 +178,19 @@ class PrivatePostgres:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def fabric_hanging_once(tmp: Path, disk_mib: int) -> tuple[Path, Path]:
+    """A fabric of one Linux VM `db` whose post-snapshot script hangs (two minutes) the first time it
+    runs and passes after: the script runs once every block is stored and before the manifest is
+    committed, the worst moment for a worker to die. Returns the inventory and the marker file the
+    first run creates as it starts hanging."""
+    fabric = tmp / "slowfabric"
+    fabric.mkdir()
+    marker = tmp / "hung-once"
+    (fabric / "post.sh").write_text(f"#!/bin/sh\nif [ ! -e {marker} ]; then touch {marker}; sleep 120; fi\n")
+    (fabric / "post.sh").chmod(0o755)
+    inventory = write_fabric(fabric, {"default": [vm_entry(
+        "db", "japaneast", os={"type": "linux", "version": "Ubuntu 16.04"},
+        freeze={"pre_script": None, "post_script": "post.sh", "script_timeout_s": 300})]}, disk_mib=disk_mib)
+    return inventory, marker

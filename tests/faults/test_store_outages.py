@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,13 +18,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 VMS = [f"vm{i:02d}" for i in range(1, 21)]
 
 
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    server.init()
-    server.start()
-    yield server
-    server.remove()
 
 
 

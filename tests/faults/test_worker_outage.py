@@ -23,13 +23,6 @@ VMS = [f"vm{i:02d}" for i in range(1, 6)]
 LINUX = {"type": "linux", "version": "Ubuntu 16.04"}
 
 
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    server.init()
-    server.start()
-    yield server
-    server.remove()
 
 
 @contextmanager

@@ -13,7 +13,8 @@ import pytest
 
 from orchestrator.domain import Job
 from orchestrator.fabric.sample import vm_entry, write_fabric
-from tests.deployment import Deployment, wait_for
+from tests.deployment import Deployment, kill_a_backup_mid_snapshot
+from tests.helpers import fabric_hanging_once
 from workers import context, tasks
 
 pytestmark = pytest.mark.integration
@@ -49,30 +50,11 @@ def test_ten_vms_protected_backed_up_and_one_restored_byte_for_byte(deployment: 
 def test_a_worker_killed_mid_snapshot_leaves_no_half_recovery_point(tmp_path: Path, deployment: Deployment) -> None:
     # The post-snapshot script runs after every block is stored and before the manifest is
     # committed: the worst moment to die. The first run hangs there; the retry passes quickly.
-    fabric = tmp_path / "slowfabric"
-    fabric.mkdir()
-    marker = tmp_path / "hung-once"
-    (fabric / "post.sh").write_text(f"#!/bin/sh\nif [ ! -e {marker} ]; then touch {marker}; sleep 120; fi\n")
-    (fabric / "post.sh").chmod(0o755)
-    inventory = write_fabric(fabric, {"default": [vm_entry(
-        "db", "japaneast", os={"type": "linux", "version": "Ubuntu 16.04"},
-        freeze={"pre_script": None, "post_script": "post.sh", "script_timeout_s": 300})]}, disk_mib=16)
+    inventory, marker = fabric_hanging_once(tmp_path, disk_mib=16)
     deployment.env["BACKUP_FABRIC"] = str(inventory)
     deployment.start_all(workers=2)
     with deployment.client() as client:
-        vault = client.create_vault("vault-east", "japaneast", "rg")
-        client.wait(client.discover(vault), timeout=60)
-        client.wait_all(client.register(vault, ["db"]), timeout=60)
-        client.wait_all(client.protect(vault, ["db"]), timeout=60)
-        job_id = client.backup_now(vault, "db")
-        wait_for(marker.exists, 60, "the backup to reach its post-snapshot script")
-        store = client._runtime.worker_context().vault_store(vault)  # type: ignore[arg-type]
-        assert store.manifest_ids() == [] and store.stored_bytes() > 0  # blocks written, no manifest
-
-        killed_at = time.monotonic()
-        for name in ("worker0", "worker1"):  # SIGKILL both: whichever runs the snapshot dies in it
-            deployment.kill(name)
-        deployment.start("worker2")
+        vault, job_id, killed_at, _ = kill_a_backup_mid_snapshot(deployment, client, marker)
         assert client.recovery_points(vault, "db") == []
 
         job = client.wait(job_id, timeout=180)

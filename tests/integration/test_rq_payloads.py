@@ -5,7 +5,6 @@ worker goes on to run the orchestrator's jobs."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -13,38 +12,15 @@ from typing import Any
 import pytest
 import redis
 from rq import Queue
-from rq.job import Job as RqJob
 from rq.registry import FailedJobRegistry
 
 from tests.deployment import WORKER_ARGS, Deployment, wait_for
 from tests.helpers import REDIS_URL
+from tests.planting import Planted, plant, status
 from workers.queues import JOBS
 
 pytestmark = pytest.mark.integration
 ENDED = ("finished", "failed")
-
-
-class Planted:
-    """What an attacker pickles: unpickling it runs `touch <marker>`."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return os.system, (f"touch {self.marker}",)
-
-
-def plant(connection: redis.Redis, rq_id: str, data: bytes, meta: bytes | None = None) -> None:
-    """A queued RQ job as someone with write access to Redis would leave it."""
-    fields: dict[str, Any] = {"data": data, "status": "queued", "origin": JOBS, "description": "planted",
-                              "timeout": "60", **({"meta": meta} if meta is not None else {})}
-    connection.hset(RqJob.key_for(rq_id), mapping=fields)
-    Queue(JOBS, connection=connection).push_job_id(rq_id)
-
-
-def status(connection: redis.Redis, rq_id: str) -> str | None:
-    value = connection.hget(RqJob.key_for(rq_id), "status")
-    return value.decode() if value else None
 
 
 def workers_format(payload: tuple[Any, ...]) -> bytes:
