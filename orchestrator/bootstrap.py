@@ -220,7 +220,7 @@ def _check_cipher(app: Orchestrator) -> None:
     BACKUP_EVENT_CIPHER_KEY is one clear error at start, not a failure deep in a follower. The first
     few rows are read as stored (not through the library, which a malformed row would crash): the
     store is refused only when none of them decodes. One malformed row is `audit verify`'s to name."""
-    from orchestrator.audit.chain import read_rows
+    from orchestrator.audit.rows import read_rows
 
     rows = [row for row in read_rows(app, 1, app.recorder.max_notification_id() or 0, CIPHER_SAMPLE)
             if row.state[0] == "blob" and row.topic[0] == "text"]
