@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -38,10 +39,10 @@ from workers.queues import QUEUES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-HORSE_POOL_WORKERS = 1
+HORSE_POOL_WORKERS = 1  # threads of a work horse's connection pool (see horse_datastore)
 SQLITE_FILES = ("events.sqlite", "readmodels.sqlite")
 CIPHER_SAMPLE = 5  # stored rows the cipher check tries
-FULL_BELOW = 64 * 1024  # free bytes under which a store that fails to open is said to be on a full disk  # threads of a work horse's connection pool (see horse_datastore)
+FULL_BELOW = 64 * 1024  # free bytes under which a store that fails to open is said to be on a full disk
 
 
 @dataclass
@@ -114,22 +115,16 @@ class Runtime:
 def bootstrap(settings: Settings) -> Runtime:
     """What a client process runs on. An SQLite event store belongs to one process at a time: its data
     dir is locked for as long as the runtime is open (DataDirInUse for a second one)."""
-    lock = take_data_dir(settings) if settings.event_store == "sqlite" else None
-    try:
+    with ExitStack() as undo:  # what is open so far is closed again if a later step fails
+        lock = take_data_dir(settings) if settings.event_store == "sqlite" else None
+        if lock is not None:
+            undo.callback(os.close, lock)
         app = build_app(settings)
+        undo.callback(app.close)
         store = _opening(settings, lambda: _read_store(settings))
-    except BaseException:
-        if lock is not None:
-            os.close(lock)
-        raise
-    try:
+        undo.callback(store.close)
         _opening(settings, lambda: ensure_schemas(store))
-    except BaseException:
-        store.close()
-        app.close()
-        if lock is not None:
-            os.close(lock)
-        raise
+        undo.pop_all()
     fake_server = None
     if settings.redis_url is None:
         import fakeredis

@@ -22,10 +22,16 @@ DIR_MODE = 0o700
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # the filesystem (or the quota) is full
+KERNEL_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))  # the kernel's: never a product's data
 
 
 class UnsafePathError(OSError):
     """A path the product would write is a link, or not the kind of file it should be."""
+
+
+def within(path: Path, directory: Path) -> bool:
+    """Whether `path` is `directory` or under it (both as given: resolve links first)."""
+    return path == directory or directory in path.parents
 
 
 def is_full(exc: OSError) -> bool:

@@ -9,10 +9,9 @@ import os
 import stat
 from pathlib import Path
 
+from orchestrator import safefs
 from orchestrator.config import Settings
 from orchestrator.errors import DomainError
-
-SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
 def product_dirs(settings: Settings) -> list[Path]:
@@ -29,13 +28,13 @@ def check_target_dir(text: str, own: list[Path]) -> Path:
     if not path.is_absolute():
         raise _invalid(text, "absolute", "must be an absolute path (a relative one would be the worker's)")
     real = Path(os.path.realpath(path))
-    for system in SYSTEM_DIRS:
-        if real == system or system in real.parents:
+    for system in safefs.KERNEL_DIRS:
+        if safefs.within(real, system):
             raise _forbidden(text, real, f"is under {system}, the kernel's")
     for mine in own:
-        if real == mine or mine in real.parents:
+        if safefs.within(real, mine):
             raise _forbidden(text, real, f"is inside {mine}, one of the deployment's own directories")
-        if real in mine.parents:
+        if safefs.within(mine, real):
             raise _forbidden(text, real, f"holds {mine}, one of the deployment's own directories")
     try:
         st = os.stat(real)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator import safefs
 from orchestrator.domain.names import (
     CloudServiceName,
     DiskName,
@@ -257,9 +258,6 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
-
-
 def load_inventory(path: Path, roots: tuple[Path, ...] = ()) -> list[FabricVm]:
     """Read and check an inventory file (every VM's disk images too); errors name the VM and the field."""
     vms = list(inventory_vms(path).values())
@@ -402,10 +400,10 @@ def image_problem(image: Path, roots: tuple[Path, ...]) -> str | None:
     block = stat.S_ISBLK(st.st_mode)
     if not (stat.S_ISREG(st.st_mode) or block):
         return f"{image} is not a regular file or a block device"
-    under_system = any(real == d or d in real.parents for d in SYSTEM_DIRS)
+    under_system = any(safefs.within(real, d) for d in safefs.KERNEL_DIRS)
     if under_system and not (block and Path("/dev") in real.parents):
         return f"{image} ({real}) is a file of the kernel's, not a disk image"
-    if not block and not any(real == r or r in real.parents for r in map(_real, roots)):
+    if not block and not any(safefs.within(real, _real(r)) for r in roots):
         return (f"{image} ({real}) is outside the fabric's image roots ({', '.join(map(str, roots))}; "
                 "BACKUP_FABRIC_IMAGE_ROOTS)")
     return None
