@@ -348,11 +348,9 @@ class Client(ReadModels):
         return self._send(c.build(command_class, **values))
 
     def _send(self, command: c.Command) -> Any:
-        """An operator's command, as this client's principal. The client sends nothing else: workers
-        report through their own path (workers/context.py), the product's services through theirs."""
-        if c.OPERATOR not in command.senders:
-            raise OrchestratorError("CommandNotAllowed", f"{type(command).__name__} is not an operator's command",
-                                    field="command")
+        """A command, as this client's principal: an operator's (the application refuses anything else
+        from one, `CommandNotAllowed`). Workers report through their own path (workers/context.py), the
+        product's services through theirs."""
         with store_errors("the command may or may not have been stored: look, then retry"):
             return self._runtime.app.handle(command, self.settings.principal)
 

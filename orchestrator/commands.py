@@ -241,7 +241,8 @@ def build(command_class: type[C], **values: Any) -> C:
         if first["type"] in names.CODES:
             context = first.get("ctx") or {}
             raise DomainError(first["type"], str(context.get("message", first["msg"])), field=field,
-                              details=[{"rule": context.get("rule", ""), "field": field}]) from None
+                              details=[{"rule": context.get("rule", ""), "name": str(first.get("input", ""))[:200],
+                                        "field": field}]) from None
         details = [
             {"field": ".".join(str(p) for p in e["loc"]), "rule": e["type"], "message": e["msg"]}
             for e in errors

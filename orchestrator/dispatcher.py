@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 RECONCILER_PRINCIPAL = "system:reconciler"
 CATCH_UP_BATCH = 1000  # notifications per read while the reconciler catches up with the log
+# Reads per sweep at most: a long history is caught up over several sweeps, so the first sweep of a
+# newly started dispatcher does not hold up its dispatching (both run in its thread).
+CATCH_UP_READS_PER_SWEEP = 20
 # How RQ records a job whose process died, and what it means.
 LOST_MARKERS = {
     "Work-horse terminated unexpectedly": "its work horse was killed (by a signal) and its worker saw it go",
@@ -88,7 +91,7 @@ class Reconciler:
     a read of that position, the new jobs' events, and one pipelined round trip to Redis; a job's
     aggregate is loaded only when its RQ job needs action."""
 
-    topics = (get_topic(Job.Created), *Job.ENDING_TOPICS)
+    topics = Dispatcher.topics  # the jobs' creations, then their endings
 
     def __init__(
         self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int,
@@ -118,8 +121,11 @@ class Reconciler:
         return counts
 
     def _catch_up(self, dispatched: int) -> None:
-        """The jobs' creations and endings from where the last sweep got to, up to `dispatched`."""
-        while self.read_up_to < dispatched:
+        """The jobs' creations and endings from where the last sweep got to, up to `dispatched` (at
+        most CATCH_UP_READS_PER_SWEEP reads: the next sweep goes on)."""
+        for _ in range(CATCH_UP_READS_PER_SWEEP):
+            if self.read_up_to >= dispatched:
+                return
             batch = self.app.recorder.select_notifications(
                 start=self.read_up_to + 1, limit=CATCH_UP_BATCH, stop=dispatched, topics=self.topics)
             for notification in batch:

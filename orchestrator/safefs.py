@@ -23,6 +23,7 @@ _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # the filesystem (or the quota) is full
 KERNEL_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))  # the kernel's: never a product's data
+TEMPORARY = ".tmp-"  # how the name of a file being written starts (until it is linked into place)
 
 
 class UnsafePathError(OSError):
@@ -93,7 +94,7 @@ def write_replacing(path: Path, data: bytes) -> None:
 
 def _temporary(directory: Path, data: bytes, durable: bool, mode: int) -> str:
     """A new file in `directory` holding `data` (mkstemp: O_EXCL|O_NOFOLLOW, mode 0600 unless told)."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMPORARY)
     try:
         if mode != FILE_MODE:
             os.fchmod(fd, mode)

@@ -10,7 +10,6 @@ import logging
 import threading
 from typing import Any
 
-from eventsourcing.persistence import PersistenceError
 from redis import Redis
 from rq import SimpleWorker
 from rq.exceptions import StopRequested
@@ -18,6 +17,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from workers import context
 from workers.queues import TaskWorker
+from workers.tasks import OUTAGES, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ class ThreadWorker(TaskWorker, SimpleWorker):
         """The runtime's event store answers a read of its head (on SQLite: the file opens and reads)."""
         try:
             self.ctx.app.recorder.max_notification_id()
-        except PersistenceError as exc:
+        except OUTAGES as exc:  # another failure (no such table, say) is not waited out: it is raised
+            if not is_outage(exc):
+                raise
             log.debug("worker %s: event store check failed: %s", self.name, exc)
             return False
         return True

@@ -72,7 +72,7 @@ def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
             logical_bytes=manifest.logical_bytes, stored_bytes=manifest.stored_bytes, manifest_digest=digest,
             disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
             warnings=warnings, encryption=manifest.encryption, provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
-            usage=store.usage_report(),
+            usage=store.usage_report() or {},  # none when it cannot be read: the next report says
         ))
     return f"recovery point {rp_id}"
 
@@ -154,7 +154,7 @@ def run_retention(ctx: WorkerContext, job: Job) -> str:
     collected = store.collect_garbage()
     ctx.report(c.CompleteJob(job_id=job.id, result={
         "expired": len(expired), "held": len(due) - len(expired), "manifests_deleted": deleted, **collected,
-        "vault_usage": store.usage_report(),  # the vault store's usage record, for the dashboard
+        "vault_usage": store.usage_report() or {},  # the vault store's usage record, for the dashboard
     }))
     return f"{len(expired)} expired"
 

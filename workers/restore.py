@@ -251,6 +251,9 @@ def _block(store: VaultStore, disk: DiskManifest, index: int, digest: str) -> by
         return store.get_block(digest)  # checks the block's hash
     except FileNotFoundError:
         raise OrchestratorError("RecoveryPointDataMissing", f"{where} is missing from the vault store") from None
+    except OSError as exc:  # the vault store's, not the target's: said as such
+        raise OrchestratorError("RecoveryPointDataMissing",
+                                f"{where} cannot be read from the vault store ({exc.strerror})") from None
     except ValueError:
         raise RestoreVerificationError(f"{where} does not match the manifest: the vault store's copy is corrupt") from None
 
@@ -270,8 +273,6 @@ def _verify(fd: int, disk: DiskManifest) -> None:
 
 
 def _target_error(path: Path, exc: OSError) -> OrchestratorError:
-    if isinstance(exc, OrchestratorError):
-        return exc
     if safefs.is_full(exc):
         return OrchestratorError("RestoreTargetFull", f"{path}: the filesystem is full ({exc.strerror}); "
                                  "free space there or restore elsewhere")

@@ -39,7 +39,7 @@ from workers.manifests import DiskManifest, Manifest, digest_named
 
 BLOCK_SIZE = 4 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
-TEMPORARY = ".tmp-"  # a file being written (a block, a manifest): never counted, removed by collection
+TEMPORARY = safefs.TEMPORARY  # a file being written (a block, a manifest): never counted, removed by collection
 log = logging.getLogger(__name__)
 
 

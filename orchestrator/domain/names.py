@@ -64,7 +64,7 @@ class NameRule:
         if found is not None:
             rule, message = found
             raise DomainError(self.code, message, field=field or self.field,
-                              details=[{"rule": rule, "name": value[:200]}])
+                              details=[{"rule": rule, "name": value[:200], "field": field or self.field}])
         return value
 
     def validator(self, value: str) -> str:
@@ -106,7 +106,6 @@ PRINCIPAL = NameRule("principal", "PrincipalInvalid", "BACKUP_PRINCIPAL", r"A-Za
                      "ASCII letters, digits, '.', '_', '@', '+', '\\', '$' and '-' (':' is reserved for the "
                      "product's own principals, worker:... and system:...)", (1, 200), "A-Za-z0-9_",
                      "a letter, a digit or '_'")
-RESERVED_PRINCIPAL_PREFIXES = ("worker:", "system:")
 
 
 def _typed(rule: NameRule) -> Any:
@@ -141,7 +140,8 @@ def vm_reference_problem(value: str) -> tuple[str, str] | None:
 def check_vm_reference(value: str, field: str = "vm_name") -> str:
     found = vm_reference_problem(value)
     if found is not None:
-        raise DomainError(VM.code, found[1], field=field, details=[{"rule": found[0], "name": value[:200]}])
+        raise DomainError(VM.code, found[1], field=field,
+                          details=[{"rule": found[0], "name": value[:200], "field": field}])
     return value
 
 

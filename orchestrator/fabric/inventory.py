@@ -387,14 +387,15 @@ def _check_unique(path: Path, vms: list[FabricVm]) -> None:
         seen.add(key)
 
 
-def image_problem(image: Path, roots: tuple[Path, ...]) -> str | None:
-    """Why a disk image may not be read, or None. After resolving links it must be a regular file or
-    a block device, inside one of `roots` (a block device anywhere under /dev), and never a file of
+def image_problem(image: Path, roots: tuple[Path, ...], opened: os.stat_result | None = None) -> str | None:
+    """Why a disk image may not be read, or None. After resolving links it must be a regular file
+    inside one of `roots`, or a block device (a disk, wherever its node is), and never another file of
     the kernel's /proc, /sys or /dev (a worker reading `/proc/self/environ` would store its own
-    environment, keys included, in a vault)."""
+    environment, keys included, in a vault). `opened`: the file's status as it was opened (so the path
+    is only where it is, not what it is)."""
     real = Path(os.path.realpath(image))
     try:
-        st = os.stat(real)
+        st = opened if opened is not None else os.stat(real)
     except OSError as exc:
         return f"no file at {image}" if exc.errno == errno.ENOENT else f"{image} cannot be read ({exc.strerror})"
     block = stat.S_ISBLK(st.st_mode)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -88,17 +89,18 @@ class LocalFabric:
 
     def open_disk(self, vm: FabricVm, disk: DiskSpec) -> BinaryIO:
         path = vm.disk_path(disk)
-        try:
-            image = path.open("rb", buffering=0)
+        try:  # O_NONBLOCK: a FIFO swapped in does not hold the open up (it is refused below)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise InventoryError("InventoryInvalid", f"{self.inventory_path}: VM {vm.spec.name!r} field disks."
                                  f"{disk.name}.image: {path} cannot be read ({exc.strerror})", field="image") from None
-        problem = image_problem(safefs.real_path_of(image.fileno()), self.image_roots)
+        problem = image_problem(safefs.real_path_of(fd), self.image_roots, os.fstat(fd))
         if problem is not None:
-            image.close()
+            os.close(fd)
             raise InventoryError("InventoryInvalid", f"{self.inventory_path}: VM {vm.spec.name!r} field disks."
                                  f"{disk.name}.image: {problem}", field="image")
-        return image
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
 
     def run_script(self, vm: FabricVm, script: Path, timeout: float) -> tuple[bool, str]:
         """Run a VM's snapshot script; (True, "") when it exits 0 within `timeout` seconds."""
