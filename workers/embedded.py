@@ -16,8 +16,8 @@ from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
 from workers import context
+from workers.outages import OUTAGES, is_outage
 from workers.queues import TaskWorker
-from workers.tasks import OUTAGES, is_outage
 
 log = logging.getLogger(__name__)
 

@@ -16,27 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, OperationalError
-
 from orchestrator import commands as c
 from orchestrator.domain import Job, Vault
 from orchestrator.domain.values import CheckResult, Finding
-from orchestrator.errors import OrchestratorError, ServiceUnavailableError
+from orchestrator.errors import OrchestratorError
 from workers import context, jobs
 from workers import restore as restore_work
+from workers.outages import OUTAGES, is_outage
 from workers.prechecks import Stage
 
 log = logging.getLogger(__name__)
-OUTAGES = (OperationalError, InterfaceError, ServiceUnavailableError)
-OUTAGE_CODES = frozenset({"EventStoreUnavailable", "ReadStoreUnavailable"})
 RECHECK_AFTER = 1.0  # seconds between checks of a store that did not answer
-
-
-def is_outage(exc: BaseException) -> bool:
-    """The event store or the read store did not answer (as opposed to the job's own failure)."""
-    if isinstance(exc, ServiceUnavailableError):
-        return exc.code in OUTAGE_CODES
-    return isinstance(exc, OUTAGES)
 
 
 @dataclass
