@@ -52,6 +52,14 @@ def event_count(client: Any) -> int:
     return client._runtime.app.recorder.max_notification_id() or 0
 
 
+def wait_dispatched(client: Any, timeout: float = 30.0) -> None:
+    """Until the dispatcher has recorded its position past every event stored so far: it enqueues a
+    job's task first and records its position after, and the reconciler looks only at jobs it passed."""
+    runtime = client._runtime
+    head = runtime.app.recorder.max_notification_id() or 0
+    assert runtime.store.wait(["dispatcher"], head, timeout), "the dispatcher did not record its position"
+
+
 def topics(client: Any, *, start: int = 1) -> Counter[str]:
     notifications = client._runtime.app.recorder.select_notifications(start=start, limit=100000)
     return Counter(n.topic for n in notifications)

@@ -16,6 +16,7 @@ from orchestrator.dispatcher import Reconciler
 from orchestrator.domain import Job
 from orchestrator.domain.values import JobState, Operation
 from tests.deployment import wait_for
+from tests.helpers import wait_dispatched
 from workers.queues import JOBS, fetch_job, queue, rq_job_id
 
 
@@ -30,6 +31,7 @@ def test_a_sweep_requeues_a_lost_job_fails_a_failed_one_and_leaves_a_queued_one(
         rq_ids = [rq_job_id(Operation.REGISTER, job_id) for job_id in (lost, failed, queued)]
         wait_for(lambda: set(rq_ids) <= set(jobs.job_ids) and len(client.jobs(status="in_progress")) == 3, 30,
                  "the dispatcher to enqueue the jobs and the projections to show them")
+        wait_dispatched(client)
 
         fetch_job(runtime.redis, rq_ids[0]).delete()  # Redis lost it
         rq_failed = fetch_job(runtime.redis, rq_ids[1])
@@ -60,6 +62,7 @@ def test_finding_12_reconciliation_does_not_depend_on_the_jobs_read_model(tmp_pa
         rq_lost, rq_failed = (rq_job_id(Operation.REGISTER, job_id) for job_id in (lost, failed))
         wait_for(lambda: {rq_lost, rq_failed} <= set(Queue(JOBS, connection=runtime.redis).job_ids)
                  and len(client.jobs(status="in_progress")) == 2, 30, "the dispatcher to enqueue the jobs")
+        wait_dispatched(client)
         with runtime.store.transaction() as tx:
             tx.execute(f"UPDATE {runtime.store.t('jobs')} SET status = 'completed'")
         assert client.jobs(status="in_progress") == []

@@ -22,6 +22,7 @@ from orchestrator import Client
 from orchestrator.dispatcher import Reconciler
 from orchestrator.domain.values import Operation
 from tests.deployment import wait_for
+from tests.helpers import wait_dispatched
 from tests.planting import Planted, plant, status
 from workers.queues import JOBS, TASKS, rq_job_id
 
@@ -105,6 +106,7 @@ def test_finding_8_the_reconciler_does_not_unpickle_a_planted_rq_job(
         rq_id = rq_job_id(Operation.REGISTER, job_id)
         wait_for(lambda: status(runtime.redis, rq_id) == "queued" and client.jobs(status="in_progress"), 30,
                  "the dispatcher to enqueue the job")
+        wait_dispatched(client)
         runtime.redis.delete(RqJob.key_for(rq_id))
         Queue(JOBS, connection=runtime.redis).remove(rq_id)
         data = json.dumps([TASKS[Operation.REGISTER], None, [job_id], {}]).encode()
