@@ -16,7 +16,7 @@ from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
 from workers import context
-from workers.outages import OUTAGES, is_outage
+from workers.outages import event_store_answers
 from workers.queues import TaskWorker
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,7 @@ class ThreadWorker(TaskWorker, SimpleWorker):
 
     def stores_answer(self) -> bool:
         """The runtime's event store answers a read of its head (on SQLite: the file opens and reads)."""
-        try:
-            self.ctx.app.recorder.max_notification_id()
-        except OUTAGES as exc:  # another failure (no such table, say) is not waited out: it is raised
-            if not is_outage(exc):
-                raise
-            log.debug("worker %s: event store check failed: %s", self.name, exc)
-            return False
-        return True
+        return event_store_answers(self.ctx.app)
 
     def pause(self, seconds: float) -> None:
         if self.stopping.wait(seconds):

@@ -22,7 +22,7 @@ from orchestrator.domain.values import CheckResult, Finding
 from orchestrator.errors import OrchestratorError
 from workers import context, jobs
 from workers import restore as restore_work
-from workers.outages import OUTAGES, is_outage
+from workers.outages import OUTAGES, event_store_answers, is_outage
 from workers.prechecks import Stage
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,7 @@ def _wait_for_event_store(job_id: str) -> None:
     started = time.monotonic()
     while True:
         time.sleep(RECHECK_AFTER)
-        try:
-            context.current().app.recorder.max_notification_id()
-        except OUTAGES as exc:
-            if not is_outage(exc):
-                raise
+        if not event_store_answers(context.current().app):
             continue
         log.warning("job %s: the event store answers (after %.0fs); running the job again", job_id,
                     time.monotonic() - started)
