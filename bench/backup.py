@@ -99,8 +99,10 @@ def write_inventory(directory: Path, disks: list[Path]) -> Path:
     from orchestrator.fabric.sample import vm_entry
 
     vm = vm_entry("bench-vm", "japaneast")
-    vm["disks"] = [{"name": p.stem, "image": str(p), "role": "os" if i == 0 else "data", "size_gb": 64}
-                   for i, p in enumerate(disks)]
+    vm["disks"] = [
+        {"name": p.stem, "image": str(p), "role": "os" if i == 0 else "data", "size_gb": 64}
+        for i, p in enumerate(disks)
+    ]
     path = directory / "inventory.yaml"
     path.write_text(yaml.safe_dump({"subscriptions": [{"name": "default", "vms": [vm]}]}))
     return path
@@ -137,23 +139,35 @@ def measure(options: argparse.Namespace, base: Path) -> None:
             print(f"changed {changed / MIB:.0f} MiB of {total / MIB:.0f} MiB")
         _, ours_rss, out = timed([sys.executable, "-c", OURS, str(base / "data"), str(inventory)], env)
         ours = json.loads(out.strip().splitlines()[-1])
-        row = {"run": label, "ours_mb_s": total / ours["seconds"] / 1e6, "ours_stored_mib": ours["stored"] / MIB,
-               "ours_peak_mib": ours_rss / MIB}
+        row = {
+            "run": label,
+            "ours_mb_s": total / ours["seconds"] / 1e6,
+            "ours_stored_mib": ours["stored"] / MIB,
+            "ours_peak_mib": ours_rss / MIB,
+        }
         if restic:
             seconds, rss, _ = timed([restic, "backup", "--quiet", str(base / "disks")], env)
             row.update(restic_mb_s=total / seconds / 1e6, restic_peak_mib=rss / MIB)
             row["ratio"] = row["ours_mb_s"] / row["restic_mb_s"]
         rows.append(row)
 
-    print(f"\ndisk set: {DISKS} files, {total / MIB:.0f} MiB, 60% random 4 MiB regions; machine: {os.cpu_count()} cores")
-    print(f"{'run':<17}{'ours MB/s':>11}{'restic MB/s':>13}{'ratio':>8}{'ours peak MiB':>15}{'restic peak MiB':>17}"
-          f"{'ours stored MiB':>17}")
+    print(
+        f"\ndisk set: {DISKS} files, {total / MIB:.0f} MiB, 60% random 4 MiB regions; machine: {os.cpu_count()} cores"
+    )
+    print(
+        f"{'run':<17}{'ours MB/s':>11}{'restic MB/s':>13}{'ratio':>8}{'ours peak MiB':>15}{'restic peak MiB':>17}"
+        f"{'ours stored MiB':>17}"
+    )
     for row in rows:
-        print(f"{row['run']:<17}{row['ours_mb_s']:>11.0f}{row.get('restic_mb_s', float('nan')):>13.0f}"
-              f"{row.get('ratio', float('nan')):>8.2f}{row['ours_peak_mib']:>15.0f}"
-              f"{row.get('restic_peak_mib', float('nan')):>17.0f}{row['ours_stored_mib']:>17.0f}")
-    print("target: ratio >= 3.0 on both runs, ours peak < restic peak "
-          "(ours: wall time of the backup job through the client; restic: the whole `restic backup` process)")
+        print(
+            f"{row['run']:<17}{row['ours_mb_s']:>11.0f}{row.get('restic_mb_s', float('nan')):>13.0f}"
+            f"{row.get('ratio', float('nan')):>8.2f}{row['ours_peak_mib']:>15.0f}"
+            f"{row.get('restic_peak_mib', float('nan')):>17.0f}{row['ours_stored_mib']:>17.0f}"
+        )
+    print(
+        "target: ratio >= 3.0 on both runs, ours peak < restic peak "
+        "(ours: wall time of the backup job through the client; restic: the whole `restic backup` process)"
+    )
 
 
 if __name__ == "__main__":

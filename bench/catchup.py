@@ -65,8 +65,9 @@ def main() -> None:
     workdir.add_options(parser)
     args = parser.parse_args()
     with workdir.work_dir("bench-catchup-", args) as work:
-        with Client(data_dir=work / "data", fabric=fabric_with(work, healthy=1), principal="bench",
-                    start_services=False) as client:
+        with Client(
+            data_dir=work / "data", fabric=fabric_with(work, healthy=1), principal="bench", start_services=False
+        ) as client:
             started = time.perf_counter()
             events = write_history(client, args.events)
             written = time.perf_counter() - started
@@ -77,6 +78,7 @@ def main() -> None:
         print(f"raw notification log read     {raw:12,.0f} events/s")
         print(f"projection catch-up           {ours:12,.0f} events/s")
         print(f"ratio catch-up/raw            {ours / raw:12.3f}")
+
 
 if __name__ == "__main__":
     main()

@@ -48,12 +48,16 @@ def postgres_cpu() -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def per_job(jobs: int, app_for_job: Callable[[], Orchestrator], warm: Orchestrator, vault_id: UUID) -> tuple[float, float]:
+def per_job(
+    jobs: int, app_for_job: Callable[[], Orchestrator], warm: Orchestrator, vault_id: UUID
+) -> tuple[float, float]:
     server, own = postgres_cpu(), time.process_time()
     for i in range(jobs):
         app = app_for_job()
         app.get(vault_id, Vault)
-        app.handle(c.SetReplication(vault_id=vault_id, replication=(Replication.LOCAL, Replication.GEO)[i % 2]), "bench")
+        app.handle(
+            c.SetReplication(vault_id=vault_id, replication=(Replication.LOCAL, Replication.GEO)[i % 2]), "bench"
+        )
         if app is not warm:
             app.close()
     return (time.process_time() - own) / jobs * 1000, (postgres_cpu() - server) / jobs * 1000
@@ -71,9 +75,15 @@ def main() -> None:
 def measure(args: argparse.Namespace, work: Path) -> None:
     schema = new_pg_schema()
     try:
-        settings = load_settings({}, data_dir=work / "data", event_store="postgres",
-                                 postgres_host=PG_HOST, postgres_user=PG_USER, postgres_dbname=PG_DB,
-                                 postgres_schema=schema)
+        settings = load_settings(
+            {},
+            data_dir=work / "data",
+            event_store="postgres",
+            postgres_host=PG_HOST,
+            postgres_user=PG_USER,
+            postgres_dbname=PG_DB,
+            postgres_schema=schema,
+        )
         warm = build_app(settings)
         vault_id = warm.handle(c.CreateVault(name="vault-a", region="japaneast", resource_group="rg"), "bench")
         warm_own, warm_server = per_job(args.jobs, lambda: warm, warm, vault_id)

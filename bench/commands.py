@@ -68,12 +68,26 @@ def main() -> None:
 
 def measure(args: argparse.Namespace, work: Path) -> None:
     schema = new_pg_schema()
-    pg = {"POSTGRES_DBNAME": PG_DB, "POSTGRES_HOST": PG_HOST, "POSTGRES_PORT": "5432", "POSTGRES_USER": PG_USER,
-          "POSTGRES_PASSWORD": "", "POSTGRES_SCHEMA": schema}
+    pg = {
+        "POSTGRES_DBNAME": PG_DB,
+        "POSTGRES_HOST": PG_HOST,
+        "POSTGRES_PORT": "5432",
+        "POSTGRES_USER": PG_USER,
+        "POSTGRES_PASSWORD": "",
+        "POSTGRES_SCHEMA": schema,
+    }
     try:
-        with Client(data_dir=work / "data", fabric=fabric_with(work, healthy=1), event_store="postgres",
-                    postgres_host=PG_HOST, postgres_user=PG_USER, postgres_dbname=PG_DB, postgres_schema=schema,
-                    principal="bench", start_services=False) as client:
+        with Client(
+            data_dir=work / "data",
+            fabric=fabric_with(work, healthy=1),
+            event_store="postgres",
+            postgres_host=PG_HOST,
+            postgres_user=PG_USER,
+            postgres_dbname=PG_DB,
+            postgres_schema=schema,
+            principal="bench",
+            start_services=False,
+        ) as client:
             vaults = [client.create_vault(f"vault-{i:02d}", "japaneast", "rg") for i in range(50)]
             env = {**client.settings.eventsourcing_env(), **pg, "PERSISTENCE_MODULE": "eventsourcing.postgres"}
             baseline_app = Raw(env=env)

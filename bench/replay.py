@@ -44,8 +44,9 @@ def build_history(client: Client, target: int) -> int:
         if edits % 2:
             client.set_replication(vault, "local" if edits % 4 == 1 else "geo")
         else:
-            client.update_policy(vault, "DefaultPolicy", {"frequency": "daily", "times": ["01:00"]},
-                                 {"daily": {"days": 7 + edits % 50}})
+            client.update_policy(
+                vault, "DefaultPolicy", {"frequency": "daily", "times": ["01:00"]}, {"daily": {"days": 7 + edits % 50}}
+            )
         edits += 1
     return client._runtime.app.recorder.max_notification_id() or 0
 
@@ -74,15 +75,24 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, work: Path) -> None:
-    settings: dict[str, object] = {"data_dir": work / "data", "fabric": fabric_with(work, healthy=10),
-                                   "principal": "bench", "scheduler_interval": 3600}
+    settings: dict[str, object] = {
+        "data_dir": work / "data",
+        "fabric": fabric_with(work, healthy=10),
+        "principal": "bench",
+        "scheduler_interval": 3600,
+    }
     schema = ""
     if args.store == "postgres":
         from tests.helpers import PG_DB, PG_HOST, PG_USER, new_pg_schema
 
         schema = new_pg_schema()
-        settings.update(event_store="postgres", postgres_host=PG_HOST, postgres_user=PG_USER,
-                        postgres_dbname=PG_DB, postgres_schema=schema)
+        settings.update(
+            event_store="postgres",
+            postgres_host=PG_HOST,
+            postgres_user=PG_USER,
+            postgres_dbname=PG_DB,
+            postgres_schema=schema,
+        )
     try:
         with Client(**settings) as client:  # type: ignore[arg-type]
             events = build_history(client, args.events)
@@ -95,8 +105,10 @@ def measure(args: argparse.Namespace, work: Path) -> None:
                 assert report.equal, report.differences[:3]
                 replayed.append(report.events_per_second)
         raw_rate, replay_rate = statistics.median(raw), statistics.median(replayed)
-        print(f"store {args.store}, {events} events, {os.cpu_count()} CPUs, "
-              f"BACKUP_REPLAY_PROCESSES={client.settings.replay_processes or 'one per CPU'}, median of {args.rounds}")
+        print(
+            f"store {args.store}, {events} events, {os.cpu_count()} CPUs, "
+            f"BACKUP_REPLAY_PROCESSES={client.settings.replay_processes or 'one per CPU'}, median of {args.rounds}"
+        )
         for number, (r, p) in enumerate(zip(raw, replayed, strict=True), 1):
             print(f"  round {number}: raw {r:10,.0f}  replay {p:10,.0f}  ratio {p / r:.3f}")
         print(f"raw notification log read  {raw_rate:12,.0f} events/s")

@@ -40,22 +40,29 @@ def fill(store: ReadStore, items: int, now: datetime) -> None:
     policies = []
     for i in range(20):
         weekly = i % 2 == 1
-        schedule = {"frequency": "weekly" if weekly else "daily", "times": [f"{i % 24:02d}:30"],
-                    "weekdays": ["sunday", "wednesday"] if weekly else []}
+        schedule = {
+            "frequency": "weekly" if weekly else "daily",
+            "times": [f"{i % 24:02d}:30"],
+            "weekdays": ["sunday", "wednesday"] if weekly else [],
+        }
         zone = ZONES[i % len(ZONES)]
         latest = slots_between(Schedule.model_validate(schedule), ZoneInfo(zone), now - timedelta(days=8), now)[-1]
         policies.append((str(uuid.uuid4()), json.dumps(schedule), zone, ts(latest)))
     with store.transaction() as tx:
         for policy_id, schedule, zone, _ in policies:
-            tx.execute(f"INSERT INTO {store.t('policies')} (policy_id, vault_id, name, schedule, retention, timezone, "
-                       "item_count, updated_at) VALUES (?, 'v', ?, ?, '{}', ?, 0, ?)",
-                       (policy_id, f"p-{policy_id[:8]}", schedule, zone, ts(now)))
+            tx.execute(
+                f"INSERT INTO {store.t('policies')} (policy_id, vault_id, name, schedule, retention, timezone, "
+                "item_count, updated_at) VALUES (?, 'v', ?, ?, '{}', ?, 0, ?)",
+                (policy_id, f"p-{policy_id[:8]}", schedule, zone, ts(now)),
+            )
         for n in range(items):
             policy_id, _, _, latest = policies[n % len(policies)]
-            tx.execute(f"INSERT INTO {store.t('items')} (item_id, vm_key, vault_id, vault_name, vm_name, region, "
-                       "deployment_model, status, last_job_id, policy_id, last_slot, updated_at) "
-                       "VALUES (?, ?, 'v', 'vault', ?, 'japaneast', 'resource_manager', 'protected', 'j', ?, ?, ?)",
-                       (str(uuid.uuid4()), f"default/rg/vm{n}", f"vm{n}", policy_id, latest, ts(now)))
+            tx.execute(
+                f"INSERT INTO {store.t('items')} (item_id, vm_key, vault_id, vault_name, vm_name, region, "
+                "deployment_model, status, last_job_id, policy_id, last_slot, updated_at) "
+                "VALUES (?, ?, 'v', 'vault', ?, 'japaneast', 'resource_manager', 'protected', 'j', ?, ?, ?)",
+                (str(uuid.uuid4()), f"default/rg/vm{n}", f"vm{n}", policy_id, latest, ts(now)),
+            )
 
 
 def main() -> None:

@@ -53,10 +53,22 @@ NOOP_QUEUE = "bench-noop"
 def start_noop_workers(deployment: Deployment, count: int = 2) -> list[subprocess.Popen[bytes]]:
     """Plain `rq worker` processes for the no-op jobs (idle, blocked in Redis, while backups run)."""
     rq = Path(sys.executable).parent / "rq"
-    args = [str(rq), "worker", NOOP_QUEUE, "--url", REDIS_URL, "--serializer", "json",
-            "--worker-class", "rq.worker.Worker", "--quiet"]
-    return [subprocess.Popen(args, env=deployment.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(count)]
+    args = [
+        str(rq),
+        "worker",
+        NOOP_QUEUE,
+        "--url",
+        REDIS_URL,
+        "--serializer",
+        "json",
+        "--worker-class",
+        "rq.worker.Worker",
+        "--quiet",
+    ]
+    return [
+        subprocess.Popen(args, env=deployment.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
 
 
 def noop_rate(n: int) -> float:
@@ -109,7 +121,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
                 settle(client)
                 baseline = noop_rate(args.backups)
                 started = time.perf_counter()
-                batch = vms[r * args.backups:(r + 1) * args.backups]
+                batch = vms[r * args.backups : (r + 1) * args.backups]
                 jobs = client.wait_all([client.backup_now(vault, vm) for vm in batch], timeout=600)
                 ours = args.backups / (time.perf_counter() - started)
                 assert {j.status for j in jobs} == {"completed"}, {j.error_code for j in jobs}

@@ -59,14 +59,20 @@ class Orchestrator(Application[UUID]):
         "MAPPER_TOPIC": get_topic(PydanticMapper),
     }
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
-        Vault: SNAPSHOT_INTERVAL, BackupPolicy: SNAPSHOT_INTERVAL, VirtualMachine: SNAPSHOT_INTERVAL,
+        Vault: SNAPSHOT_INTERVAL,
+        BackupPolicy: SNAPSHOT_INTERVAL,
+        VirtualMachine: SNAPSHOT_INTERVAL,
     }
 
     def construct_repository(self) -> Repository[UUID]:
         base = super().construct_repository()
-        repository = _Repository(event_store=base.event_store, snapshot_store=base.snapshot_store,
-                                 fastforward=base.fastforward, fastforward_skipping=base.fastforward_skipping,
-                                 deepcopy_from_cache=base.deepcopy_from_cache)
+        repository = _Repository(
+            event_store=base.event_store,
+            snapshot_store=base.snapshot_store,
+            fastforward=base.fastforward,
+            fastforward_skipping=base.fastforward_skipping,
+            deepcopy_from_cache=base.deepcopy_from_cache,
+        )
         repository.cache = base.cache
         return repository
 
@@ -96,8 +102,11 @@ class Orchestrator(Application[UUID]):
         `worker:` principal, a service's command from a `system:` one, an operator's from anyone else."""
         kind = sender_kind(principal)
         if kind not in command.senders:
-            raise OrchestratorError("CommandNotAllowed", f"{type(command).__name__} is not sent by {kind}s "
-                                    f"(principal {principal[:100]!r})", field="principal")
+            raise OrchestratorError(
+                "CommandNotAllowed",
+                f"{type(command).__name__} is not sent by {kind}s (principal {principal[:100]!r})",
+                field="principal",
+            )
         handler = HANDLERS[type(command)]
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
             try:

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -60,9 +60,13 @@ class Runtime:
 
     def worker_context(self) -> WorkerContext:
         return WorkerContext(
-            app=self.app, fabric=self.fabric, principal=f"worker:{self.settings.principal}",
-            vault_store_root=self.settings.vault_store_path, clock=self.clock,
-            keys=KeyProtector(self.settings.key_protection_key), open_read_store=lambda: self.store,
+            app=self.app,
+            fabric=self.fabric,
+            principal=f"worker:{self.settings.principal}",
+            vault_store_root=self.settings.vault_store_path,
+            clock=self.clock,
+            keys=KeyProtector(self.settings.key_protection_key),
+            open_read_store=lambda: self.store,
             own_dirs=tuple(product_dirs(self.settings)),
         )
 
@@ -133,8 +137,15 @@ def bootstrap(settings: Settings) -> Runtime:
         redis: Redis = fakeredis.FakeRedis(server=fake_server)
     else:
         redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    return Runtime(settings, app, store, LocalFabric(settings.fabric_path, settings.image_roots_for()), redis,
-                   fake_server, _lock=lock)
+    return Runtime(
+        settings,
+        app,
+        store,
+        LocalFabric(settings.fabric_path, settings.image_roots_for()),
+        redis,
+        fake_server,
+        _lock=lock,
+    )
 
 
 def open_data_dir(settings: Settings) -> Path:
@@ -193,8 +204,11 @@ def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = T
 
 def app_env(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> dict[str, str]:
     """The eventsourcing library's settings for `build_app`."""
-    return {**settings.eventsourcing_env(), **({} if create_tables else {"CREATE_TABLE": "n"}),
-            **({} if pre_ping else {"POSTGRES_PRE_PING": "n"})}
+    return {
+        **settings.eventsourcing_env(),
+        **({} if create_tables else {"CREATE_TABLE": "n"}),
+        **({} if pre_ping else {"POSTGRES_PRE_PING": "n"}),
+    }
 
 
 def horse_datastore(settings: Settings) -> Any:
@@ -205,7 +219,9 @@ def horse_datastore(settings: Settings) -> Any:
     from eventsourcing.postgres import PostgresFactory
     from eventsourcing.utils import Environment
 
-    datastore = PostgresFactory(Environment(Orchestrator.name, app_env(settings, create_tables=False, pre_ping=False))).datastore
+    datastore = PostgresFactory(
+        Environment(Orchestrator.name, app_env(settings, create_tables=False, pre_ping=False))
+    ).datastore
     datastore.pool.num_workers = HORSE_POOL_WORKERS
     return datastore
 
@@ -217,8 +233,11 @@ def _check_cipher(app: Orchestrator) -> None:
     store is refused only when none of them decodes. One malformed row is `audit verify`'s to name."""
     from orchestrator.audit.rows import read_rows
 
-    rows = [row for row in read_rows(app, 1, app.recorder.max_notification_id() or 0, CIPHER_SAMPLE)
-            if row.state[0] == "blob" and row.topic[0] == "text"]
+    rows = [
+        row
+        for row in read_rows(app, 1, app.recorder.max_notification_id() or 0, CIPHER_SAMPLE)
+        if row.state[0] == "blob" and row.topic[0] == "text"
+    ]
     if not rows:
         return
     decode = cast(PydanticMapper, app.mapper).decoder()
@@ -226,7 +245,7 @@ def _check_cipher(app: Orchestrator) -> None:
         try:
             decode(row.topic[1].decode(), row.state[1])
             return
-        except Exception:  # noqa: BLE001, S112 - a bad tag, encrypted bytes read as JSON, a tampered row: try the next
+        except Exception:
             continue
     raise SettingsError(
         "EventCipherMismatch",
@@ -247,7 +266,8 @@ def _opening(settings: Settings, open_: Callable[[], T]) -> T:
             time.sleep(0.2 * (attempt + 1))
         except (PersistenceError, OSError, sqlite3.Error) as exc:
             raise ServiceUnavailableError(
-                "EventStoreUnavailable", f"cannot open the {settings.event_store} event store: {_why(settings, exc)}",
+                "EventStoreUnavailable",
+                f"cannot open the {settings.event_store} event store: {_why(settings, exc)}",
                 field="BACKUP_EVENT_STORE",
             ) from None
     raise AssertionError("unreachable")
@@ -258,10 +278,8 @@ def _why(settings: Settings, exc: BaseException) -> str:
     one as a disk I/O error when it cannot even create its journal)."""
     full = isinstance(exc, OSError) and safefs.is_full(exc)
     if not full and settings.event_store == "sqlite":
-        try:
+        with suppress(OSError):
             full = shutil.disk_usage(settings.data_dir).free < FULL_BELOW
-        except OSError:
-            pass
     return f"its disk is full ({exc}): free space in {settings.data_dir}" if full else str(exc)
 
 

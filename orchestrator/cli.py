@@ -41,15 +41,26 @@ def vault_create(
     as_json: Json = False,
 ) -> None:
     """Create a vault."""
-    run(lambda c: emit({"vault_id": c.create_vault(name, region, resource_group, subscription, kind, replication)}, as_json))
+    run(
+        lambda c: emit(
+            {"vault_id": c.create_vault(name, region, resource_group, subscription, kind, replication)}, as_json
+        )
+    )
 
 
 @vault_app.command("list")
-def vault_list(subscription: Annotated[str | None, typer.Option("--subscription", "-s")] = None, as_json: Json = False,
-               as_of: AsOfTime = None) -> None:
+def vault_list(
+    subscription: Annotated[str | None, typer.Option("--subscription", "-s")] = None,
+    as_json: Json = False,
+    as_of: AsOfTime = None,
+) -> None:
     """List vaults."""
-    read(as_of, lambda c, v: emit(v.vaults(subscription), as_json,
-                                  ("name", "subscription", "region", "kind", "replication", "vault_id")))
+    read(
+        as_of,
+        lambda c, v: emit(
+            v.vaults(subscription), as_json, ("name", "subscription", "region", "kind", "replication", "vault_id")
+        ),
+    )
 
 
 @vault_app.command("set-replication")
@@ -76,28 +87,39 @@ def discover(vault: str, subscription: Subscription = "default", as_json: Json =
 
 
 @app.command()
-def register(vm_names: list[str], vault: Annotated[str, typer.Option("--vault", "-v")], subscription: Subscription = "default",
-             wait: Wait = True, as_json: Json = False) -> None:
+def register(
+    vm_names: list[str],
+    vault: Annotated[str, typer.Option("--vault", "-v")],
+    subscription: Subscription = "default",
+    wait: Wait = True,
+    as_json: Json = False,
+) -> None:
     """Register VMs in a vault (one job each; `cloud-service/name` tells classic VMs apart)."""
 
     def action(c: Client) -> None:
         job_ids = c.register(vault_ref(c, vault, subscription), vm_names)
         rows = c.wait_all(job_ids) if wait else [c.job(j) for j in job_ids]
-        emit(rows, as_json, JOB_COLUMNS + ("error_message",))
+        emit(rows, as_json, (*JOB_COLUMNS, "error_message"))
 
     run(action)
 
 
 @app.command()
-def unregister(vm_name: str, vault: Annotated[str, typer.Option("--vault", "-v")], subscription: Subscription = "default",
-               as_json: Json = False) -> None:
+def unregister(
+    vm_name: str,
+    vault: Annotated[str, typer.Option("--vault", "-v")],
+    subscription: Subscription = "default",
+    as_json: Json = False,
+) -> None:
     """Unregister a VM from its vault."""
     run(lambda c: emit(c.job(c.unregister(vault_ref(c, vault, subscription), vm_name)), as_json, JOB_COLUMNS))
 
 
 @app.command()
 def jobs(
-    status: Annotated[str | None, typer.Option(help="in_progress, completed, completed_with_warnings, failed, cancelled")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="in_progress, completed, completed_with_warnings, failed, cancelled")
+    ] = None,
     operation: Annotated[str | None, typer.Option(help="discovery, register, unregister, ...")] = None,
     start: Annotated[datetime | None, typer.Option(help="Jobs started at or after (UTC).")] = None,
     end: Annotated[datetime | None, typer.Option(help="Jobs started before (UTC).")] = None,
@@ -107,21 +129,33 @@ def jobs(
     as_of: AsOfTime = None,
 ) -> None:
     """List jobs, newest first."""
-    read(as_of, lambda c, v: emit(v.jobs(status, operation, start, end, vault_ref(c, vault, subscription) if vault else None),
-                                  as_json, JOB_COLUMNS))
+    read(
+        as_of,
+        lambda c, v: emit(
+            v.jobs(status, operation, start, end, vault_ref(c, vault, subscription) if vault else None),
+            as_json,
+            JOB_COLUMNS,
+        ),
+    )
 
 
 @app.command()
 def wait(job_ids: list[str], timeout: float = 300.0, as_json: Json = False) -> None:
     """Wait for jobs to end and show them."""
-    run(lambda c: emit(c.wait_all(job_ids, timeout), as_json, JOB_COLUMNS + ("error_message",)))
+    run(lambda c: emit(c.wait_all(job_ids, timeout), as_json, (*JOB_COLUMNS, "error_message")))
 
 
 @app.command()
 def items(vault: str, subscription: Subscription = "default", as_json: Json = False, as_of: AsOfTime = None) -> None:
     """The VMs of a vault and their status."""
-    read(as_of, lambda c, v: emit(v.protected_items(vault_ref(c, vault, subscription)), as_json,
-                         ("vm_name", "status", "region", "deployment_model", "extension_version")))
+    read(
+        as_of,
+        lambda c, v: emit(
+            v.protected_items(vault_ref(c, vault, subscription)),
+            as_json,
+            ("vm_name", "status", "region", "deployment_model", "extension_version"),
+        ),
+    )
 
 
 @app.command()
@@ -147,7 +181,11 @@ def fabric_init(directory: Path) -> None:
 
 
 @app.command()
-def demo(directory: Annotated[Path | None, typer.Option("--dir", help="Where to keep the demo's data (default: a new temporary directory).")] = None) -> None:
+def demo(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to keep the demo's data (default: a new temporary directory).")
+    ] = None,
+) -> None:
     """Run the operator flow on the embedded default: sample fabric, vault, discovery, registration."""
     from orchestrator.demo import run_demo
 

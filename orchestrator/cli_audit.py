@@ -33,16 +33,21 @@ def _expectation(text: str | None) -> tuple[int, str] | None:
         return None
     position, _, digest = text.partition(":")
     if not position.isdigit() or len(digest) != 64:
-        raise OrchestratorError("CommandInvalid", "--expect takes POSITION:HASH as `audit verify` printed it",
-                                field="expect")
+        raise OrchestratorError(
+            "CommandInvalid", "--expect takes POSITION:HASH as `audit verify` printed it", field="expect"
+        )
     return int(position), digest
 
 
 @audit_app.command("verify")
-def audit_verify(expect: Annotated[str | None, typer.Option(help="POSITION:HASH kept from an earlier run.")] = None,
-                 chain_only: Annotated[bool, typer.Option("--chain-only", help="Only the hash chain: do not "
-                                                          "compare the read models with their replay.")] = False,
-                 as_json: Json = False) -> None:
+def audit_verify(
+    expect: Annotated[str | None, typer.Option(help="POSITION:HASH kept from an earlier run.")] = None,
+    chain_only: Annotated[
+        bool,
+        typer.Option("--chain-only", help="Only the hash chain: do not compare the read models with their replay."),
+    ] = False,
+    as_json: Json = False,
+) -> None:
     """Recompute the hash chain over the stored history; name every changed, deleted, inserted or
     reordered event, a chain table cut short and every stored row that does not read back; then
     compare every read model with its replay from the events. Exits 1 when it finds one. Starts no
@@ -51,9 +56,11 @@ def audit_verify(expect: Annotated[str | None, typer.Option(help="POSITION:HASH 
     def action(c: Client) -> None:
         with Progress(console=err, transient=True, disable=as_json) as bar:
             task = bar.add_task("verifying", total=None)
-            report = c.audit_verify(_expectation(expect), lambda done, total: bar.update(task, completed=done,
-                                                                                         total=total),
-                                    chain_only=chain_only)
+            report = c.audit_verify(
+                _expectation(expect),
+                lambda done, total: bar.update(task, completed=done, total=total),
+                chain_only=chain_only,
+            )
         if as_json:
             out.print_json(data={**asdict(report), "clean": report.clean})
         else:
@@ -65,10 +72,15 @@ def audit_verify(expect: Annotated[str | None, typer.Option(help="POSITION:HASH 
 
 
 def _print_verified(report: Report) -> None:
-    out.print(f"checked {report.checked} events, {report.chained} chained, {report.unchained} not yet chained "
-              f"(the chain had reached {report.reach}), {report.checkpoints} checkpoints, {report.snapshots} snapshots")
-    out.print(f"{report.read_models} read models compared with their replay" if not report.read_models_skipped
-              else f"read models not compared: {report.read_models_skipped}")
+    out.print(
+        f"checked {report.checked} events, {report.chained} chained, {report.unchained} not yet chained "
+        f"(the chain had reached {report.reach}), {report.checkpoints} checkpoints, {report.snapshots} snapshots"
+    )
+    out.print(
+        f"{report.read_models} read models compared with their replay"
+        if not report.read_models_skipped
+        else f"read models not compared: {report.read_models_skipped}"
+    )
     out.print(f"head {report.head_position}:{report.head_hash}")
     for finding in report.findings:
         out.print(f"[red]{escape(finding.describe())}[/red]")
@@ -84,13 +96,15 @@ def audit_log(
     start: Annotated[datetime | None, typer.Option(help="At or after (UTC).")] = None,
     end: Annotated[datetime | None, typer.Option(help="Before (UTC).")] = None,
     jsonl: Annotated[Path | None, typer.Option("--jsonl", help="Export to this file as JSON Lines.")] = None,
-    subscription: Subscription = "default", as_json: Json = False,
+    subscription: Subscription = "default",
+    as_json: Json = False,
 ) -> None:
     """The stored events, filtered: when, who, what, on which entity."""
 
     def action(c: Client) -> None:
-        entries = c.history(entity, vault_ref(c, vault, subscription) if vault else None, vm, event_type,
-                            _utc(start), _utc(end))
+        entries = c.history(
+            entity, vault_ref(c, vault, subscription) if vault else None, vm, event_type, _utc(start), _utc(end)
+        )
         if jsonl is not None:
             written = export(jsonl, (e.model_dump_json() for e in entries))
             out.print(f"{written} events written to {jsonl}")
@@ -112,15 +126,19 @@ def audit_replay(as_json: Json = False) -> None:
             task = bar.add_task("replaying", total=None)
             report = c.audit_replay(lambda done, total: bar.update(task, completed=done, total=total))
         if as_json:
-            out.print_json(data={**asdict(report), "equal": report.equal,
-                                 "events_per_second": round(report.events_per_second)})
+            out.print_json(
+                data={**asdict(report), "equal": report.equal, "events_per_second": round(report.events_per_second)}
+            )
         else:
-            out.print(f"replayed {report.events} events in {report.seconds:.2f}s "
-                      f"({report.events_per_second:,.0f} events/s)")
+            out.print(
+                f"replayed {report.events} events in {report.seconds:.2f}s ({report.events_per_second:,.0f} events/s)"
+            )
             for table, live in report.live.items():
                 replayed = report.replayed[table]
                 mark = "[green]equal[/green]" if live.digest == replayed.digest else "[red]DIFFERENT[/red]"
-                out.print(f"{table:16} {live.rows:>8} rows  live {live.digest[:16]}  replayed {replayed.digest[:16]}  {mark}")
+                out.print(
+                    f"{table:16} {live.rows:>8} rows  live {live.digest[:16]}  replayed {replayed.digest[:16]}  {mark}"
+                )
             for d in report.differences:
                 out.print(f"[red]{d.table} {d.key}[/red]\n  live:     {d.live}\n  replayed: {d.replayed}")
         if not report.equal:
@@ -147,12 +165,18 @@ def _panel(v: VaultDashboard) -> Panel:
     figures.add_row("initial backup pending", str(v.initial_backup_pending))
     figures.add_row("items by status", ", ".join(f"{k} {n}" for k, n in v.items_by_status.items()) or "-")
     jobs = v.jobs_last_24h
-    figures.add_row("jobs, last 24 h", f"completed {jobs.get('completed', 0) + jobs.get('completed_with_warnings', 0)}"
-                    f"  failed {jobs.get('failed', 0)}  in progress {v.jobs_in_progress}")
-    figures.add_row("storage", f"{_size(v.storage_logical_bytes)} logical, {_size(v.storage_stored_bytes)} stored "
-                    "after deduplication")
-    figures.add_row("instances by size", ", ".join(f"{k}: {n}" for k, n in v.protected_instances_by_size.items())
-                    or "-")
+    figures.add_row(
+        "jobs, last 24 h",
+        f"completed {jobs.get('completed', 0) + jobs.get('completed_with_warnings', 0)}"
+        f"  failed {jobs.get('failed', 0)}  in progress {v.jobs_in_progress}",
+    )
+    figures.add_row(
+        "storage",
+        f"{_size(v.storage_logical_bytes)} logical, {_size(v.storage_stored_bytes)} stored after deduplication",
+    )
+    figures.add_row(
+        "instances by size", ", ".join(f"{k}: {n}" for k, n in v.protected_instances_by_size.items()) or "-"
+    )
     parts: list[Any] = [figures]
     if v.alerts:
         alerts = Table(box=None, pad_edge=False, show_header=False)
@@ -177,7 +201,9 @@ def dashboard(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until interrupted.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.", min=0.1)] = 5.0,
     times: Annotated[int, typer.Option(help="With --watch: stop after this many refreshes (0: never).", min=0)] = 0,
-    subscription: Subscription = "default", as_json: Json = False, as_of: AsOfTime = None,
+    subscription: Subscription = "default",
+    as_json: Json = False,
+    as_of: AsOfTime = None,
 ) -> None:
     """Protected VMs, items by status, the last 24 hours' jobs, alerts, storage and instance sizes."""
     if watch and (as_json or as_of):

@@ -32,8 +32,14 @@ KeepWeeks = Annotated[int | None, typer.Option("--keep-weeks", help="Weekly rete
 TimeZone = Annotated[str, typer.Option("--timezone", help="IANA time zone of the schedule.")]
 
 
-def _policy_spec(file: Path | None, at: list[str] | None, weekly_on: str | None, keep_days: int | None,
-                 keep_weeks: int | None, tz: str) -> dict[str, Any]:
+def _policy_spec(
+    file: Path | None,
+    at: list[str] | None,
+    weekly_on: str | None,
+    keep_days: int | None,
+    keep_weeks: int | None,
+    tz: str,
+) -> dict[str, Any]:
     if file is not None:
         text = file.read_text()
         spec: dict[str, Any] = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
@@ -50,82 +56,174 @@ def _policy_spec(file: Path | None, at: list[str] | None, weekly_on: str | None,
 
 
 @policy_app.command("create")
-def policy_create(name: str, vault: Vault, file: PolicyFile = None, at: DailyAt = None, weekly_on: WeeklyOn = None,
-                  keep_days: KeepDays = None, keep_weeks: KeepWeeks = None, tz: TimeZone = "UTC",
-                  subscription: Subscription = "default", as_json: Json = False) -> None:
+def policy_create(
+    name: str,
+    vault: Vault,
+    file: PolicyFile = None,
+    at: DailyAt = None,
+    weekly_on: WeeklyOn = None,
+    keep_days: KeepDays = None,
+    keep_weeks: KeepWeeks = None,
+    tz: TimeZone = "UTC",
+    subscription: Subscription = "default",
+    as_json: Json = False,
+) -> None:
     """Create a policy (flags for the common cases, --file for monthly and yearly tiers)."""
     spec = _policy_spec(file, at, weekly_on, keep_days, keep_weeks, tz)
-    run(lambda c: emit({"policy_id": c.create_policy(vault_ref(c, vault, subscription), name, spec["schedule"],
-                                                     spec["retention"], spec["timezone"])}, as_json))
+    run(
+        lambda c: emit(
+            {
+                "policy_id": c.create_policy(
+                    vault_ref(c, vault, subscription), name, spec["schedule"], spec["retention"], spec["timezone"]
+                )
+            },
+            as_json,
+        )
+    )
 
 
 @policy_app.command("update")
-def policy_update(name: str, vault: Vault, file: PolicyFile = None, at: DailyAt = None, weekly_on: WeeklyOn = None,
-                  keep_days: KeepDays = None, keep_weeks: KeepWeeks = None, tz: TimeZone = "UTC",
-                  subscription: Subscription = "default", as_json: Json = False) -> None:
+def policy_update(
+    name: str,
+    vault: Vault,
+    file: PolicyFile = None,
+    at: DailyAt = None,
+    weekly_on: WeeklyOn = None,
+    keep_days: KeepDays = None,
+    keep_weeks: KeepWeeks = None,
+    tz: TimeZone = "UTC",
+    subscription: Subscription = "default",
+    as_json: Json = False,
+) -> None:
     """Edit a policy; its VMs' recovery points take the new retention."""
     spec = _policy_spec(file, at, weekly_on, keep_days, keep_weeks, tz)
-    run(lambda c: emit({"recovery_points_changed": c.update_policy(
-        vault_ref(c, vault, subscription), name, spec["schedule"], spec["retention"], spec["timezone"])}, as_json))
+    run(
+        lambda c: emit(
+            {
+                "recovery_points_changed": c.update_policy(
+                    vault_ref(c, vault, subscription), name, spec["schedule"], spec["retention"], spec["timezone"]
+                )
+            },
+            as_json,
+        )
+    )
 
 
 @policy_app.command("list")
-def policy_list(vault: Vault, subscription: Subscription = "default", as_json: Json = False,
-                as_of: AsOfTime = None) -> None:
+def policy_list(
+    vault: Vault, subscription: Subscription = "default", as_json: Json = False, as_of: AsOfTime = None
+) -> None:
     """A vault's policies."""
-    read(as_of, lambda c, v: emit(v.policies(vault_ref(c, vault, subscription)), as_json,
-                       ("name", "timezone", "schedule", "retention", "item_count")))
+    read(
+        as_of,
+        lambda c, v: emit(
+            v.policies(vault_ref(c, vault, subscription)),
+            as_json,
+            ("name", "timezone", "schedule", "retention", "item_count"),
+        ),
+    )
 
 
 def _jobs(c: Client, job_ids: list[str], wait: bool, as_json: bool) -> None:
-    emit(c.wait_all(job_ids) if wait else [c.job(j) for j in job_ids], as_json, JOB_COLUMNS + ("error_message",))
+    emit(c.wait_all(job_ids) if wait else [c.job(j) for j in job_ids], as_json, (*JOB_COLUMNS, "error_message"))
 
 
 @app.command()
-def protect(vm_names: list[str], vault: Vault, policy: Annotated[str, typer.Option("--policy", "-p")] = "DefaultPolicy",
-            subscription: Subscription = "default", wait: Wait = True, as_json: Json = False) -> None:
+def protect(
+    vm_names: list[str],
+    vault: Vault,
+    policy: Annotated[str, typer.Option("--policy", "-p")] = "DefaultPolicy",
+    subscription: Subscription = "default",
+    wait: Wait = True,
+    as_json: Json = False,
+) -> None:
     """Protect registered VMs with a policy (one configure-protection job each)."""
     run(lambda c: _jobs(c, c.protect(vault_ref(c, vault, subscription), vm_names, policy), wait, as_json))
 
 
 @app.command("change-policy")
-def change_policy(vm_name: str, vault: Vault, policy: Annotated[str, typer.Option("--policy", "-p")],
-                  subscription: Subscription = "default", as_json: Json = False) -> None:
+def change_policy(
+    vm_name: str,
+    vault: Vault,
+    policy: Annotated[str, typer.Option("--policy", "-p")],
+    subscription: Subscription = "default",
+    as_json: Json = False,
+) -> None:
     """Move a protected VM to another policy."""
-    run(lambda c: emit({"recovery_points_changed": c.change_policy(vault_ref(c, vault, subscription), vm_name, policy)},
-                       as_json))
+    run(
+        lambda c: emit(
+            {"recovery_points_changed": c.change_policy(vault_ref(c, vault, subscription), vm_name, policy)}, as_json
+        )
+    )
 
 
 @app.command("stop-protection")
-def stop_protection(vm_name: str, vault: Vault, delete_data: Annotated[bool, typer.Option("--delete-data")] = False,
-                    subscription: Subscription = "default", as_json: Json = False) -> None:
+def stop_protection(
+    vm_name: str,
+    vault: Vault,
+    delete_data: Annotated[bool, typer.Option("--delete-data")] = False,
+    subscription: Subscription = "default",
+    as_json: Json = False,
+) -> None:
     """Stop backing up a VM, keeping its recovery points (or deleting them)."""
     run(lambda c: _jobs(c, [c.stop_protection(vault_ref(c, vault, subscription), vm_name, delete_data)], True, as_json))
 
 
 @app.command("backup-now")
-def backup_now(vm_name: str, vault: Vault,
-               retain_until: Annotated[datetime | None, typer.Option(help="Keep the point until (UTC).")] = None,
-               subscription: Subscription = "default", wait: Wait = True, as_json: Json = False) -> None:
+def backup_now(
+    vm_name: str,
+    vault: Vault,
+    retain_until: Annotated[datetime | None, typer.Option(help="Keep the point until (UTC).")] = None,
+    subscription: Subscription = "default",
+    wait: Wait = True,
+    as_json: Json = False,
+) -> None:
     """Back up a protected VM now (kept 30 days unless --retain-until)."""
     until = retain_until.replace(tzinfo=UTC) if retain_until and retain_until.tzinfo is None else retain_until
     run(lambda c: _jobs(c, [c.backup_now(vault_ref(c, vault, subscription), vm_name, until)], wait, as_json))
 
 
 @app.command("recovery-points")
-def recovery_points(vault: str, vm: Annotated[str | None, typer.Option("--vm")] = None,
-                    include_expired: Annotated[bool, typer.Option("--all", help="Expired points too.")] = False,
-                    subscription: Subscription = "default", as_json: Json = False, as_of: AsOfTime = None) -> None:
+def recovery_points(
+    vault: str,
+    vm: Annotated[str | None, typer.Option("--vm")] = None,
+    include_expired: Annotated[bool, typer.Option("--all", help="Expired points too.")] = False,
+    subscription: Subscription = "default",
+    as_json: Json = False,
+    as_of: AsOfTime = None,
+) -> None:
     """Recovery points, newest first."""
-    read(as_of, lambda c, v: emit(v.recovery_points(vault_ref(c, vault, subscription), vm, include_expired), as_json,
-                       ("recovery_point_id", "vm_name", "taken_at", "consistency", "tiers", "expires_at",
-                        "stored_bytes", "key_vault", "held_reason")))
+    read(
+        as_of,
+        lambda c, v: emit(
+            v.recovery_points(vault_ref(c, vault, subscription), vm, include_expired),
+            as_json,
+            (
+                "recovery_point_id",
+                "vm_name",
+                "taken_at",
+                "consistency",
+                "tiers",
+                "expires_at",
+                "stored_bytes",
+                "key_vault",
+                "held_reason",
+            ),
+        ),
+    )
 
 
 @app.command()
-def restore(recovery_point_id: str, target: Annotated[str, typer.Option("--target", help="Name of the new VM.")],
-            disks_to: Annotated[Path | None, typer.Option("--disks-to", help="Restore only the disks, into DIR/<target>/.")] = None,
-            region: Annotated[str | None, typer.Option()] = None, wait: Wait = True, as_json: Json = False) -> None:
+def restore(
+    recovery_point_id: str,
+    target: Annotated[str, typer.Option("--target", help="Name of the new VM.")],
+    disks_to: Annotated[
+        Path | None, typer.Option("--disks-to", help="Restore only the disks, into DIR/<target>/.")
+    ] = None,
+    region: Annotated[str | None, typer.Option()] = None,
+    wait: Wait = True,
+    as_json: Json = False,
+) -> None:
     """Restore a recovery point as a new VM (never replacing one), or its disks into a directory."""
     mode = "disks" if disks_to else "vm"
     where = str(disks_to.absolute()) if disks_to else None  # a relative directory is the operator's, not a worker's
@@ -133,9 +231,12 @@ def restore(recovery_point_id: str, target: Annotated[str, typer.Option("--targe
 
 
 @app.command("restore-keys")
-def restore_keys(recovery_point_id: str,
-                 key_vault: Annotated[str | None, typer.Option("--key-vault", help="Default: the VM's own.")] = None,
-                 wait: Wait = True, as_json: Json = False) -> None:
+def restore_keys(
+    recovery_point_id: str,
+    key_vault: Annotated[str | None, typer.Option("--key-vault", help="Default: the VM's own.")] = None,
+    wait: Wait = True,
+    as_json: Json = False,
+) -> None:
     """Put an encrypted VM's BEK secret and KEK key back into its key vault from a recovery point."""
     run(lambda c: _jobs(c, [c.restore_keys(recovery_point_id, key_vault)], wait, as_json))
 
@@ -161,8 +262,13 @@ def schedule_run(as_json: Json = False) -> None:
 
 
 @app.command()
-def precheck(vm_name: str, vault: Vault, stage: Annotated[str, typer.Option(help="register, protect, backup or restore.")] = "backup",
-             subscription: Subscription = "default", as_json: Json = False) -> None:
+def precheck(
+    vm_name: str,
+    vault: Vault,
+    stage: Annotated[str, typer.Option(help="register, protect, backup or restore.")] = "backup",
+    subscription: Subscription = "default",
+    as_json: Json = False,
+) -> None:
     """Run the prechecks of a stage on a VM now; changes nothing. Exits 1 when one would block."""
 
     def action(c: Client) -> None:
@@ -179,8 +285,14 @@ def vault_check(vault: str, subscription: str, as_json: bool) -> None:
         report = c.check_vault(vault_ref(c, vault, subscription))
         emit(report, as_json)
         if not report["clean"]:
-            raise OrchestratorError("VaultStoreDamaged", "; ".join([
-                f"{len(report['missing'])} missing, {len(report['corrupt'])} corrupt blocks",
-                *(f"manifest {bad['file']} {bad['problem']}" for bad in report["bad_manifests"])]))
+            raise OrchestratorError(
+                "VaultStoreDamaged",
+                "; ".join(
+                    [
+                        f"{len(report['missing'])} missing, {len(report['corrupt'])} corrupt blocks",
+                        *(f"manifest {bad['file']} {bad['problem']}" for bad in report["bad_manifests"]),
+                    ]
+                ),
+            )
 
     run(action)

@@ -30,8 +30,15 @@ class CodedGroup(TyperGroup):
     """The root command: every refusal is `error [Code] message` and exit 2, a usage mistake (an
     unknown option, a value of the wrong type, a missing argument) included, as `CommandInvalid`."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
             outcome = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
             code = outcome if isinstance(outcome, int) else 0
@@ -56,8 +63,9 @@ def _usage_error(exc: TyperException) -> int:
     context = getattr(exc, "ctx", None)
     if context is not None:
         err.print(context.get_usage(), markup=False, highlight=False)
-    return refuse(OrchestratorError("CommandInvalid", exc.format_message(),
-                                    field=getattr(exc, "param_hint", None) or None))
+    return refuse(
+        OrchestratorError("CommandInvalid", exc.format_message(), field=getattr(exc, "param_hint", None) or None)
+    )
 
 
 def refuse(exc: OrchestratorError) -> int:
@@ -65,8 +73,9 @@ def refuse(exc: OrchestratorError) -> int:
     return 2
 
 
-app = typer.Typer(cls=CodedGroup, no_args_is_help=True, add_completion=False,
-                  help="Event-sourced VM backup orchestrator.")
+app = typer.Typer(
+    cls=CodedGroup, no_args_is_help=True, add_completion=False, help="Event-sourced VM backup orchestrator."
+)
 vault_app = typer.Typer(no_args_is_help=True, help="Create and inspect vaults.")
 fabric_app = typer.Typer(no_args_is_help=True, help="The local fabric (VM inventory and disk images).")
 serve_app = typer.Typer(no_args_is_help=True, help="Run a service of the distributed deployment.")
@@ -81,8 +90,10 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 Subscription = Annotated[str, typer.Option("--subscription", "-s", help="Subscription of the vault.")]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to end.")]
 
-AsOfTime = Annotated[datetime | None, typer.Option("--as-of", help="Answer as of this past instant (UTC), "
-                                                 "from the events stored up to then.")]
+AsOfTime = Annotated[
+    datetime | None,
+    typer.Option("--as-of", help="Answer as of this past instant (UTC), from the events stored up to then."),
+]
 JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "duration", "progress", "error_code")
 
 
@@ -110,7 +121,9 @@ def emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool, 
         values = row.model_dump(mode="json")
         seconds = getattr(row, "duration_seconds", None)
         if values.get("bytes_total"):
-            values["progress"] = f"{values['bytes_done'] / values['bytes_total']:.0%} of {values['bytes_total'] / 2**20:.0f} MiB"
+            values["progress"] = (
+                f"{values['bytes_done'] / values['bytes_total']:.0%} of {values['bytes_total'] / 2**20:.0f} MiB"
+            )
         if "ended_at" in values:
             values["duration"] = f"{seconds:.1f}s" if seconds is not None else "running"
         table.add_row(*(cell(values.get(col)) for col in columns))

@@ -48,16 +48,21 @@ Progress = Callable[[int, int], None]
 
 class Client(ReadModels):
     def __init__(
-        self, settings: Settings | None = None, *, start_services: bool | None = None,
-        clock: Clock | None = None, **overrides: Any,
+        self,
+        settings: Settings | None = None,
+        *,
+        start_services: bool | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
     ) -> None:
         """`overrides` are settings by field name (`data_dir=...`), winning over BACKUP_* variables.
         Services (followers, scheduler, and workers on the embedded queue) start in-process when the
         queue is embedded, unless `start_services` says otherwise. `clock` replaces the system clock
         (simulations and tests)."""
         if settings is not None and not isinstance(settings, Settings):
-            raise OrchestratorError("CommandInvalid", "settings must be a Settings (orchestrator.config.load_settings)",
-                                    field="settings")
+            raise OrchestratorError(
+                "CommandInvalid", "settings must be a Settings (orchestrator.config.load_settings)", field="settings"
+            )
         if start_services is not None and not isinstance(start_services, bool):
             raise OrchestratorError("CommandInvalid", "start_services is True, False or None", field="start_services")
         if clock is not None and not callable(getattr(clock, "now", None)):
@@ -77,13 +82,27 @@ class Client(ReadModels):
 
     @strict
     def create_vault(
-        self, name: str, region: str, resource_group: str, subscription: str = "default",
-        kind: str = "recovery_services", replication: str = "geo",
+        self,
+        name: str,
+        region: str,
+        resource_group: str,
+        subscription: str = "default",
+        kind: str = "recovery_services",
+        replication: str = "geo",
     ) -> str:
         """Create a Recovery Services vault (or, with kind="backup_vault", a classic backup vault).
         Returns the vault id."""
-        return str(self._do(c.CreateVault, name=name, region=region, resource_group=resource_group,
-                            subscription=subscription, kind=kind, replication=replication))
+        return str(
+            self._do(
+                c.CreateVault,
+                name=name,
+                region=region,
+                resource_group=resource_group,
+                subscription=subscription,
+                kind=kind,
+                replication=replication,
+            )
+        )
 
     @strict
     def set_replication(self, vault_id: str, replication: str) -> None:
@@ -109,22 +128,34 @@ class Client(ReadModels):
 
     @strict
     def create_policy(
-        self, vault_id: str, name: str, schedule: Schedule | dict[str, Any], retention: Retention | dict[str, Any],
+        self,
+        vault_id: str,
+        name: str,
+        schedule: Schedule | dict[str, Any],
+        retention: Retention | dict[str, Any],
         timezone: str = "UTC",
     ) -> str:
         """A policy: schedule (daily or weekly, times in `timezone`) and retention tiers. Returns its id."""
-        return str(self._do(c.CreatePolicy, vault_id=vault_id, name=name, schedule=schedule,
-                            retention=retention, timezone=timezone))
+        return str(
+            self._do(
+                c.CreatePolicy, vault_id=vault_id, name=name, schedule=schedule, retention=retention, timezone=timezone
+            )
+        )
 
     @strict
     def update_policy(
-        self, vault_id: str, name: str, schedule: Schedule | dict[str, Any], retention: Retention | dict[str, Any],
+        self,
+        vault_id: str,
+        name: str,
+        schedule: Schedule | dict[str, Any],
+        retention: Retention | dict[str, Any],
         timezone: str = "UTC",
     ) -> int:
         """Edit a policy; its VMs' recovery points take the new retention. Returns how many changed."""
         policy_id = policy_id_for(_uuid(vault_id, "vault_id"), names.POLICY.check(name))
-        return int(self._do(c.UpdatePolicy, policy_id=policy_id, schedule=schedule, retention=retention,
-                            timezone=timezone))
+        return int(
+            self._do(c.UpdatePolicy, policy_id=policy_id, schedule=schedule, retention=retention, timezone=timezone)
+        )
 
     @strict
     def protect(self, vault_id: str, vm_names: Sequence[str], policy: str = "DefaultPolicy") -> list[str]:
@@ -148,36 +179,58 @@ class Client(ReadModels):
         from workers.prechecks import STAGES, evaluate
 
         if stage not in STAGES:
-            raise OrchestratorError("CommandInvalid", f"stage {stage!r} is not one of {', '.join(STAGES)}", field="stage")
+            raise OrchestratorError(
+                "CommandInvalid", f"stage {stage!r} is not one of {', '.join(STAGES)}", field="stage"
+            )
         names.check_vm_reference(vm_name)
         vault = self._runtime.app.get(_uuid(vault_id, "vault_id"), Vault)
         matches = [vm for vm in self._runtime.fabric.list_vms(vault.subscription) if vm.ref.answers_to(vm_name)]
         if len(matches) != 1:
             code = "VmNameAmbiguous" if matches else "VmNotFound"
-            raise OrchestratorError(code, f"{len(matches)} VMs named {vm_name!r} in subscription {vault.subscription!r}",
-                                    field="vm_name")
+            raise OrchestratorError(
+                code, f"{len(matches)} VMs named {vm_name!r} in subscription {vault.subscription!r}", field="vm_name"
+            )
         # An embedded client is its own worker; a distributed one leaves the workers' key setting to them.
         key_protection = self.settings.key_protection_key is not None or not self.settings.embedded_queue
-        return evaluate(matches[0], vault.kind, vault.region, stage, self._runtime.fabric, key_protection=key_protection)
+        return evaluate(
+            matches[0], vault.kind, vault.region, stage, self._runtime.fabric, key_protection=key_protection
+        )
 
     # Backups and restores
 
     @strict
     def backup_now(self, vault_id: str, vm_name: str, retain_until: datetime | None = None) -> str:
         """Back up a protected VM now; its recovery point is kept until `retain_until` (default 30 days)."""
-        return str(self._do(c.BackupNow, vault_id=vault_id, vm_name=vm_name, retain_until=retain_until,
-                            now=self._runtime.clock.now()))
+        return str(
+            self._do(
+                c.BackupNow,
+                vault_id=vault_id,
+                vm_name=vm_name,
+                retain_until=retain_until,
+                now=self._runtime.clock.now(),
+            )
+        )
 
     @strict
     def restore(
-        self, recovery_point_id: str, target_vm_name: str, mode: str = "vm", target_dir: str | Path | None = None,
+        self,
+        recovery_point_id: str,
+        target_vm_name: str,
+        mode: str = "vm",
+        target_dir: str | Path | None = None,
         region: str | None = None,
     ) -> str:
         """Restore a recovery point as a new VM (`mode="vm"`; refused if the VM exists) or its disks
         into a folder of their own, `target_dir/<target_vm_name>/` (`mode="disks"`; `target_dir` absolute,
         not one of the deployment's own directories). Every disk is verified against the manifest."""
-        command = c.build(c.Restore, recovery_point_id=recovery_point_id, target_vm_name=target_vm_name, mode=mode,
-                          target_dir=str(target_dir) if target_dir else "", region=region or "")
+        command = c.build(
+            c.Restore,
+            recovery_point_id=recovery_point_id,
+            target_vm_name=target_vm_name,
+            mode=mode,
+            target_dir=str(target_dir) if target_dir else "",
+            region=region or "",
+        )
         if command.target_dir:
             targets.check_target_dir(command.target_dir, targets.product_dirs(self.settings))
         return str(self._send(command))
@@ -213,8 +266,9 @@ class Client(ReadModels):
     # Audit
 
     @strict
-    def audit_verify(self, expect: tuple[int, str] | None = None, progress: Progress | None = None, *,
-                     chain_only: bool = False) -> chain.Report:
+    def audit_verify(
+        self, expect: tuple[int, str] | None = None, progress: Progress | None = None, *, chain_only: bool = False
+    ) -> chain.Report:
         """Recompute the hash chain over the stored history and compare it with the recorded one and
         its checkpoints: every modified, deleted, inserted or reordered stored event is named, and so
         are a chain table cut short (`chain_truncated`) and stored rows that do not read back
@@ -273,8 +327,11 @@ class Client(ReadModels):
                 continue
             if time.monotonic() > deadline:
                 first = next(given for given, j in zip(job_ids, ids, strict=True) if j in pending)
-                raise OrchestratorError("WaitTimeout", f"job {first} was still in progress after {timeout:.0f}s"
-                                        + (f" ({len(pending) - 1} more with it)" if len(pending) > 1 else ""))
+                raise OrchestratorError(
+                    "WaitTimeout",
+                    f"job {first} was still in progress after {timeout:.0f}s"
+                    + (f" ({len(pending) - 1} more with it)" if len(pending) > 1 else ""),
+                )
             time.sleep(0.02)
 
     def _job_rows(self, job_ids: Sequence[UUID]) -> list[JobRow]:
@@ -375,15 +432,27 @@ class Client(ReadModels):
 
     @strict
     def history(
-        self, entity_id: str | None = None, vault_id: str | None = None, vm_name: str | None = None,
-        event_type: str | None = None, start: AwareDatetime | None = None, end: AwareDatetime | None = None,
+        self,
+        entity_id: str | None = None,
+        vault_id: str | None = None,
+        vm_name: str | None = None,
+        event_type: str | None = None,
+        start: AwareDatetime | None = None,
+        end: AwareDatetime | None = None,
     ) -> list[HistoryEntry]:
         """The stored events matching every filter given, oldest first, each with its time and the
         principal who caused it. `event_type` is a topic or its prefix (`job`, `job.failed`)."""
-        return list(audit_history.history(
-            self._runtime.app, entity_id=_uuid(entity_id, "entity_id") if entity_id else None,
-            vault_id=_uuid(vault_id, "vault_id") if vault_id else None, vm_name=vm_name, event_type=event_type,
-            start=start, end=end))
+        return list(
+            audit_history.history(
+                self._runtime.app,
+                entity_id=_uuid(entity_id, "entity_id") if entity_id else None,
+                vault_id=_uuid(vault_id, "vault_id") if vault_id else None,
+                vm_name=vm_name,
+                event_type=event_type,
+                start=start,
+                end=end,
+            )
+        )
 
     @strict
     def audit_replay(self, progress: Progress | None = None) -> replay.ReplayReport:
@@ -415,15 +484,24 @@ def store_errors(outcome: str) -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError, sqlite3.OperationalError, sqlite3.InterfaceError, OSError) as exc:
         causes = [exc, exc.__cause__, exc.__context__]
-        if any((isinstance(e, OSError) and safefs.is_full(e)) or getattr(e, "sqlstate", None) == "53100"
-               or getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL for e in causes):  # ENOSPC, EDQUOT
-            raise ServiceUnavailableError("EventStoreUnavailable", (
-                f"the event store's disk is full ({exc}): free space where it keeps its data (BACKUP_DATA_DIR, "
-                f"or the PostgreSQL server's disk); {outcome}")) from None
+        if any(
+            (isinstance(e, OSError) and safefs.is_full(e))
+            or getattr(e, "sqlstate", None) == "53100"
+            or getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            for e in causes
+        ):  # ENOSPC, EDQUOT
+            raise ServiceUnavailableError(
+                "EventStoreUnavailable",
+                (
+                    f"the event store's disk is full ({exc}): free space where it keeps its data (BACKUP_DATA_DIR, "
+                    f"or the PostgreSQL server's disk); {outcome}"
+                ),
+            ) from None
         if isinstance(exc, OSError):
             raise
-        raise ServiceUnavailableError("EventStoreUnavailable", f"the event store did not answer ({exc}); "
-                                      f"{outcome}") from None
+        raise ServiceUnavailableError(
+            "EventStoreUnavailable", f"the event store did not answer ({exc}); {outcome}"
+        ) from None
 
 
 def _uuid(value: str, field: str) -> UUID:

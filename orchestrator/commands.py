@@ -236,16 +236,20 @@ def build(command_class: type[C], **values: Any) -> C:
     except ValidationError as exc:
         errors = exc.errors()
         first = next((e for e in errors if e["type"] in names.CODES), errors[0])
-        field = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-")) \
+        field = (
+            ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-"))
             or command_class.__name__
+        )
         if first["type"] in names.CODES:
             context = first.get("ctx") or {}
-            raise DomainError(first["type"], str(context.get("message", first["msg"])), field=field,
-                              details=[{"rule": context.get("rule", ""), "name": str(first.get("input", ""))[:200],
-                                        "field": field}]) from None
+            raise DomainError(
+                first["type"],
+                str(context.get("message", first["msg"])),
+                field=field,
+                details=[{"rule": context.get("rule", ""), "name": str(first.get("input", ""))[:200], "field": field}],
+            ) from None
         details = [
-            {"field": ".".join(str(p) for p in e["loc"]), "rule": e["type"], "message": e["msg"]}
-            for e in errors
+            {"field": ".".join(str(p) for p in e["loc"]), "rule": e["type"], "message": e["msg"]} for e in errors
         ]
         raise OrchestratorError(
             "CommandInvalid",

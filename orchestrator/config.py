@@ -70,8 +70,10 @@ class Settings(BaseModel):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         if info.data.get("event_store", "sqlite") == "sqlite":
-            raise ValueError("needs BACKUP_EVENT_STORE=postgres: an SQLite event store belongs to the one "
-                             "process that holds its data dir (the embedded mode, with its own queue)")
+            raise ValueError(
+                "needs BACKUP_EVENT_STORE=postgres: an SQLite event store belongs to the one "
+                "process that holds its data dir (the embedded mode, with its own queue)"
+            )
         return value
 
     @field_validator("data_dir", mode="before")
@@ -116,10 +118,14 @@ class Settings(BaseModel):
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The event store's settings in the eventsourcing library's terms."""
-        cipher = {} if self.event_cipher_key is None else {
-            "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
-            "CIPHER_KEY": self.event_cipher_key.get_secret_value(),
-        }
+        cipher = (
+            {}
+            if self.event_cipher_key is None
+            else {
+                "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
+                "CIPHER_KEY": self.event_cipher_key.get_secret_value(),
+            }
+        )
         # Each process keeps up to this many aggregates and reads only their newer events from
         # the store (the library's fast-forwarding cache); 0 turns the cache off.
         cache = {"AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size)} if self.aggregate_cache_size else {}

@@ -19,14 +19,22 @@ def _protect_backup_restore(client: Client, vault: str, vms: list[str], out: Con
     protections = client.wait_all(client.protect(vault, vms))
     done = [j for j in protections if j.status != "failed"]
     warned = [f"{j.vm_name} ({j.warnings[0]['code']})" for j in done if j.warnings]
-    out.print(f"[bold]7. Protection[/bold] with DefaultPolicy (daily 22:30 UTC, kept 30 days): "
-              f"{len(done)} of {len(vms)} configured" + (f", with warnings: {', '.join(warned)}" if warned else ""))
+    out.print(
+        f"[bold]7. Protection[/bold] with DefaultPolicy (daily 22:30 UTC, kept 30 days): "
+        f"{len(done)} of {len(vms)} configured" + (f", with warnings: {', '.join(warned)}" if warned else "")
+    )
     backups = client.wait_all([client.backup_now(vault, vm) for vm in vms])
     table = Table("VM", "status", "consistency", "logical", "stored", "warning")
     for job in backups:
         result = job.result
-        table.add_row(job.vm_name, job.status, result.get("consistency", ""), _mib(result.get("logical_bytes", 0)),
-                      _mib(result.get("stored_bytes", 0)), "; ".join(w["code"] for w in job.warnings))
+        table.add_row(
+            job.vm_name,
+            job.status,
+            result.get("consistency", ""),
+            _mib(result.get("logical_bytes", 0)),
+            _mib(result.get("stored_bytes", 0)),
+            "; ".join(w["code"] for w in job.warnings),
+        )
     out.print("[bold]8. Backup now[/bold]: one recovery point each, blocks stored once")
     out.print(table)
     source = next(vm for vm in vms if vm.startswith("web"))
@@ -38,12 +46,17 @@ def _protect_backup_restore(client: Client, vault: str, vms: list[str], out: Con
     key = next(i.vm_key for i in client.protected_items(vault) if i.vm_name == source)
     same = restored is not None and all(
         _sha(path) == _sha(restored.disk_path(disk))
-        for (_, path), disk in zip(fabric.disk_paths(key), restored.spec.disks))
-    out.print(f"[bold]9. Restore[/bold] of {source} as new VM {target}: {restore.status}, disks verified, "
-              f"byte-for-byte equal to the source: {same}")
+        for (_, path), disk in zip(fabric.disk_paths(key), restored.spec.disks, strict=False)
+    )
+    out.print(
+        f"[bold]9. Restore[/bold] of {source} as new VM {target}: {restore.status}, disks verified, "
+        f"byte-for-byte equal to the source: {same}"
+    )
     check = client.check_vault(vault)
-    out.print(f"[bold]10. Vault check[/bold]: {'clean' if check['clean'] else 'DAMAGED'}, "
-              f"{len(check['orphans'])} orphan blocks")
+    out.print(
+        f"[bold]10. Vault check[/bold]: {'clean' if check['clean'] else 'DAMAGED'}, "
+        f"{len(check['orphans'])} orphan blocks"
+    )
 
 
 def _mib(size: int) -> str:
@@ -87,16 +100,22 @@ def run_demo(directory: Path | None, out: Console) -> None:
             out.print(f"[bold]5. Registering {new_vms[0]} again[/bold] is refused: [{exc.code}] {exc.message}")
 
         items = client.protected_items(vault)
-        out.print(f"[bold]6. Vault items[/bold]: {len(items)} registered: "
-                  + ", ".join(f"{i.vm_name} ({i.status})" for i in items))
+        out.print(
+            f"[bold]6. Vault items[/bold]: {len(items)} registered: "
+            + ", ".join(f"{i.vm_name} ({i.status})" for i in items)
+        )
         _protect_backup_restore(client, vault, [i.vm_name for i in items], out)
         from orchestrator.cli_audit import render_dashboard
 
         out.print("[bold]11. Dashboard[/bold]")
         out.print(render_dashboard(client.dashboard(vault)))
         verified = client.audit_verify()
-        out.print(f"[bold]12. Audit[/bold]: {len(client.history(vault_id=vault))} events of this vault in the history; "
-                  f"hash chain over {verified.checked} events {'clean' if verified.clean else 'NOT CLEAN'}, "
-                  f"head {verified.head_position}:{verified.head_hash[:16]}...")
-        out.print(f"\nData kept in {base}; run more with BACKUP_DATA_DIR={base / 'data'} "
-                  f"BACKUP_FABRIC={inventory} backupctl jobs")
+        out.print(
+            f"[bold]12. Audit[/bold]: {len(client.history(vault_id=vault))} events of this vault in the history; "
+            f"hash chain over {verified.checked} events {'clean' if verified.clean else 'NOT CLEAN'}, "
+            f"head {verified.head_position}:{verified.head_hash[:16]}..."
+        )
+        out.print(
+            f"\nData kept in {base}; run more with BACKUP_DATA_DIR={base / 'data'} "
+            f"BACKUP_FABRIC={inventory} backupctl jobs"
+        )

@@ -35,7 +35,7 @@ CATCH_UP_READS_PER_SWEEP = 20
 LOST_MARKERS = {
     "Work-horse terminated unexpectedly": "its work horse was killed (by a signal) and its worker saw it go",
     "AbandonedJobError": "its worker stopped heart-beating (killed with its work horse, its machine stopped, "
-                         "or cut off from Redis)",
+    "or cut off from Redis)",
     "stuck in intermediate queue": "its worker died as it took the job",
 }
 
@@ -52,7 +52,11 @@ class Dispatcher(Follower):
     topics = (get_topic(Job.Created), *Job.ENDING_TOPICS)
 
     def __init__(
-        self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int,
+        self,
+        app: Orchestrator,
+        store: ReadStore,
+        redis: Redis,
+        job_timeout: int,
         on_enqueued: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(app, store)
@@ -94,7 +98,11 @@ class Reconciler:
     topics = Dispatcher.topics  # the jobs' creations, then their endings
 
     def __init__(
-        self, app: Orchestrator, store: ReadStore, redis: Redis, job_timeout: int,
+        self,
+        app: Orchestrator,
+        store: ReadStore,
+        redis: Redis,
+        job_timeout: int,
         on_enqueued: Callable[[], None] = lambda: None,
     ) -> None:
         self.app = app
@@ -127,7 +135,8 @@ class Reconciler:
             if self.read_up_to >= dispatched:
                 return
             batch = self.app.recorder.select_notifications(
-                start=self.read_up_to + 1, limit=CATCH_UP_BATCH, stop=dispatched, topics=self.topics)
+                start=self.read_up_to + 1, limit=CATCH_UP_BATCH, stop=dispatched, topics=self.topics
+            )
             for notification in batch:
                 if notification.topic == self.topics[0]:
                     created = self.app.mapper.to_domain_event(notification)
@@ -192,18 +201,24 @@ def failure_of(detail: str, status: str) -> tuple[str, str]:
     worker refused the RQ job (not one of our tasks on a job id): `TaskRefused`. The task raised
     (its own timeout included): `WorkerError`."""
     if detail.startswith(TASK_REFUSED):
-        return TASK_REFUSED, (f"the workers refused its RQ job ({detail}), which the dispatcher did not "
-                              "write: check who can write to Redis, then submit the operation again")
+        return TASK_REFUSED, (
+            f"the workers refused its RQ job ({detail}), which the dispatcher did not "
+            "write: check who can write to Redis, then submit the operation again"
+        )
     for marker, how in LOST_MARKERS.items():
         if marker in detail:
-            return "WorkerLost", (f"the process running it died before it finished: {how} (RQ: {detail}). "
-                                  "Check the worker machines (out of memory? restarted?) and the workers' logs, "
-                                  "then submit the operation again")
+            return "WorkerLost", (
+                f"the process running it died before it finished: {how} (RQ: {detail}). "
+                "Check the worker machines (out of memory? restarted?) and the workers' logs, "
+                "then submit the operation again"
+            )
     if not detail:
-        return "WorkerError", (f"RQ marked its RQ job {status} without a reason. Check the workers' logs, then "
-                               "submit the operation again")
-    return "WorkerError", (f"the task raised {detail}. Check the workers' logs for its traceback, then submit "
-                           "the operation again")
+        return "WorkerError", (
+            f"RQ marked its RQ job {status} without a reason. Check the workers' logs, then submit the operation again"
+        )
+    return "WorkerError", (
+        f"the task raised {detail}. Check the workers' logs for its traceback, then submit the operation again"
+    )
 
 
 class DispatcherThread(FollowerThread):

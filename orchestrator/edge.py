@@ -47,6 +47,8 @@ def _invalid(name: str, parameters: list[str], exc: ValidationError) -> Orchestr
     first = errors[0]
     field = where(first["loc"])
     return OrchestratorError(
-        "CommandInvalid", f"{name}: {field}: {first['msg']}", field=field.split(".")[0],
+        "CommandInvalid",
+        f"{name}: {field}: {first['msg']}",
+        field=field.split(".")[0],
         details=[{"field": where(e["loc"]), "rule": e["type"], "message": e["msg"]} for e in errors],
     )

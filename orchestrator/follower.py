@@ -58,9 +58,7 @@ class Follower(ABC):
         if span is None:
             return 0
         position, head = span
-        batch = self.app.recorder.select_notifications(
-            start=position + 1, limit=BATCH, stop=head, topics=self.topics
-        )
+        batch = self.app.recorder.select_notifications(start=position + 1, limit=BATCH, stop=head, topics=self.topics)
         if batch:
             self.process_batch([(self.app.mapper.to_domain_event(n), n.id) for n in batch], batch[-1].id)
             self.known_position = batch[-1].id

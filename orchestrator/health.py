@@ -26,4 +26,3 @@ def check(runtime: Runtime) -> dict[str, Any]:
         report["queue"] = f"unreachable: {exc}"
     report["healthy"] = isinstance(report["queue"], dict) and max(lag.values()) <= MAX_LAG
     return report
-

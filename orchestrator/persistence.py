@@ -52,7 +52,9 @@ class PydanticMapper(Mapper[UUID]):
             data = self.compressor.decompress(data)
         cls = _TOPICS.get(topic) or _TOPICS.setdefault(topic, resolve_topic(topic))
         if isinstance(self.transcoder, JsonTranscoder):  # parse and validate in one pass (pydantic-core)
-            return cast(DomainEventProtocol[Any], cls.__pydantic_validator__.validate_json(data))  # model_validate_json's own work
+            return cast(
+                DomainEventProtocol[Any], cls.__pydantic_validator__.validate_json(data)
+            )  # model_validate_json's own work
         state: dict[str, Any] = self.transcoder.decode(data)
         return cast(DomainEventProtocol[Any], cls(**state))
 

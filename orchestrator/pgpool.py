@@ -26,8 +26,11 @@ def ping(conn: Connection[Any]) -> None:
 
 def idle(conn: Connection[Any]) -> bool:
     """Open, in a good state and outside any transaction, as far as the driver knows."""
-    return bool(not conn.closed and conn.pgconn.status == ConnStatus.OK
-                and conn.info.transaction_status == TransactionStatus.IDLE)
+    return bool(
+        not conn.closed
+        and conn.pgconn.status == ConnStatus.OK
+        and conn.info.transaction_status == TransactionStatus.IDLE
+    )
 
 
 def check_when_in_doubt(conn: Connection[Any]) -> None:

@@ -44,8 +44,12 @@ def serve(name: str) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     thread.start()
-    log.info("%s ready (event store %s, queue %s)", name, runtime.settings.event_store,
-             runtime.settings.redis_url or "embedded")
+    log.info(
+        "%s ready (event store %s, queue %s)",
+        name,
+        runtime.settings.event_store,
+        runtime.settings.redis_url or "embedded",
+    )
     while not stopped.wait(1.0):
         if not thread.is_alive():
             log.error("%s thread died", name)

@@ -48,11 +48,16 @@ def check_target_dir(text: str, own: list[Path]) -> Path:
 
 
 def _invalid(text: str, rule: str, why: str) -> DomainError:
-    return DomainError("TargetDirInvalid", f"target directory {text[:200]!r} {why}", field="target_dir",
-                       details=[{"rule": rule}])
+    return DomainError(
+        "TargetDirInvalid", f"target directory {text[:200]!r} {why}", field="target_dir", details=[{"rule": rule}]
+    )
 
 
 def _forbidden(text: str, real: Path, why: str) -> DomainError:
     shown = f"{text[:200]!r}" + (f" ({real})" if str(real) != text else "")
-    return DomainError("TargetDirForbidden", f"target directory {shown} {why}: restore elsewhere",
-                       field="target_dir", details=[{"rule": "forbidden"}])
+    return DomainError(
+        "TargetDirForbidden",
+        f"target directory {shown} {why}: restore elsewhere",
+        field="target_dir",
+        details=[{"rule": "forbidden"}],
+    )

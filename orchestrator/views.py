@@ -27,14 +27,19 @@ class ReadModels:
 
     @strict
     def jobs(
-        self, status: str | None = None, operation: str | None = None,
-        start: datetime | None = None, end: datetime | None = None, vault_id: str | None = None,
+        self,
+        status: str | None = None,
+        operation: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        vault_id: str | None = None,
     ) -> list[JobRow]:
         """Job rows, newest first, filtered by status, operation, start-time window and vault."""
         check_choice("status", status, JobState)
         check_choice("operation", operation, Operation)
-        return queries.jobs(self._read_store(), status=status, operation=operation, start=start, end=end,
-                            vault_id=vault_id)
+        return queries.jobs(
+            self._read_store(), status=status, operation=operation, start=start, end=end, vault_id=vault_id
+        )
 
     @strict
     def vaults(self, subscription: str | None = None) -> list[VaultRow]:
@@ -46,8 +51,9 @@ class ReadModels:
         return queries.items(self._read_store(), str(vault_id), include_former=include_former)
 
     @strict
-    def recovery_points(self, vault_id: str, vm_name: str | None = None,
-                        include_expired: bool = False) -> list[RecoveryPointRow]:
+    def recovery_points(
+        self, vault_id: str, vm_name: str | None = None, include_expired: bool = False
+    ) -> list[RecoveryPointRow]:
         """A vault's (or one VM's) recovery points, newest first."""
         return queries.recovery_points(self._read_store(), str(vault_id), vm_name, include_expired=include_expired)
 

@@ -81,8 +81,11 @@ class Projection(Follower):
             setattr(cls, "_handlers", cache)  # noqa: B010 - per class, not inherited
         if event_type not in cache:
             dispatcher = getattr(cls.__dict__.get("apply"), "dispatcher", None)
-            cache[event_type] = (dispatcher.dispatch(event_type) if dispatcher is not None
-                                 else lambda self, event, tx: self.apply(event, tx))
+            cache[event_type] = (
+                dispatcher.dispatch(event_type)
+                if dispatcher is not None
+                else lambda self, event, tx: self.apply(event, tx)
+            )
         return cache[event_type]  # type: ignore[no-any-return]
 
     def apply(self, event: Any, tx: Tx) -> None:
@@ -103,7 +106,8 @@ class Projection(Follower):
         if sql is None:
             stamp = ", updated_at = ?" if self.stamps_rows else ""
             sql = self._updates[assignments] = (
-                f"UPDATE {self.table(self.row_table)} SET {assignments}{stamp} WHERE {self.row_key} = ?")
+                f"UPDATE {self.table(self.row_table)} SET {assignments}{stamp} WHERE {self.row_key} = ?"
+            )
         if self.stamps_rows:
             tx.execute(sql, (*values, ts(event.timestamp), str(event.originator_id)))
         else:
@@ -147,8 +151,11 @@ class ProjectionGroup(Follower):
         with self.store.transaction() as tx:
             for projection in behind:
                 mine = self._topics[projection.name]
-                projection.apply_batch(tx, [(event, n.id) for event, n in events
-                                            if n.topic in mine and n.id > projection.known_position], last)
+                projection.apply_batch(
+                    tx,
+                    [(event, n.id) for event, n in events if n.topic in mine and n.id > projection.known_position],
+                    last,
+                )
         for projection in behind:
             projection.known_position = last
         return len(batch)

@@ -29,16 +29,24 @@ class DashboardProjection(Projection):
     owned = ("dash_items", "dash_points", "dash_storage", "dash_retention_jobs", "dash_usage")
     version = 2  # dash_usage: the vault stores' usage reports
     tables = (
-        ("CREATE TABLE IF NOT EXISTS {t}dash_items (item_id TEXT PRIMARY KEY, protected_at TEXT NOT NULL DEFAULT '', "
-         "instance_bytes BIGINT NOT NULL DEFAULT 0)"),
-        ("CREATE TABLE IF NOT EXISTS {t}dash_points (recovery_point_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "
-         "logical_bytes BIGINT NOT NULL, expired INTEGER NOT NULL DEFAULT 0)"),
+        (
+            "CREATE TABLE IF NOT EXISTS {t}dash_items (item_id TEXT PRIMARY KEY, "
+            "protected_at TEXT NOT NULL DEFAULT '', instance_bytes BIGINT NOT NULL DEFAULT 0)"
+        ),
+        (
+            "CREATE TABLE IF NOT EXISTS {t}dash_points (recovery_point_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "
+            "logical_bytes BIGINT NOT NULL, expired INTEGER NOT NULL DEFAULT 0)"
+        ),
         "CREATE INDEX IF NOT EXISTS {i}dash_points_vault ON {t}dash_points (vault_id)",
-        ("CREATE TABLE IF NOT EXISTS {t}dash_storage (vault_id TEXT PRIMARY KEY, "
-         "stored_bytes BIGINT NOT NULL DEFAULT 0, freed_bytes BIGINT NOT NULL DEFAULT 0)"),
+        (
+            "CREATE TABLE IF NOT EXISTS {t}dash_storage (vault_id TEXT PRIMARY KEY, "
+            "stored_bytes BIGINT NOT NULL DEFAULT 0, freed_bytes BIGINT NOT NULL DEFAULT 0)"
+        ),
         "CREATE TABLE IF NOT EXISTS {t}dash_retention_jobs (job_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL)",
-        ("CREATE TABLE IF NOT EXISTS {t}dash_usage (vault_id TEXT PRIMARY KEY, sequence BIGINT NOT NULL, "
-         "stored_bytes BIGINT NOT NULL)"),
+        (
+            "CREATE TABLE IF NOT EXISTS {t}dash_usage (vault_id TEXT PRIMARY KEY, sequence BIGINT NOT NULL, "
+            "stored_bytes BIGINT NOT NULL)"
+        ),
     )
 
     @singledispatchmethod
@@ -51,22 +59,28 @@ class DashboardProjection(Projection):
 
     @apply.register
     def _(self, event: RP.Created, tx: Tx) -> None:
-        tx.execute(f"INSERT INTO {self.table('dash_points')} (recovery_point_id, vault_id, logical_bytes) "
-                   "VALUES (?, ?, ?)", (str(event.originator_id), str(event.vault_id), event.logical_bytes))
+        tx.execute(
+            f"INSERT INTO {self.table('dash_points')} (recovery_point_id, vault_id, logical_bytes) VALUES (?, ?, ?)",
+            (str(event.originator_id), str(event.vault_id), event.logical_bytes),
+        )
         self._add_storage(tx, str(event.vault_id), "stored_bytes", event.stored_bytes)
         if event.provisioned_gb:
             self._upsert_item(tx, str(event.item_id), "instance_bytes", event.provisioned_gb * GIB)
 
     @apply.register
     def _(self, event: RP.Expired, tx: Tx) -> None:
-        tx.execute(f"UPDATE {self.table('dash_points')} SET expired = 1 WHERE recovery_point_id = ?",
-                   (str(event.originator_id),))
+        tx.execute(
+            f"UPDATE {self.table('dash_points')} SET expired = 1 WHERE recovery_point_id = ?",
+            (str(event.originator_id),),
+        )
 
     @apply.register
     def _(self, event: Job.Created, tx: Tx) -> None:
         if event.operation is Operation.RETENTION:
-            tx.execute(f"INSERT INTO {self.table('dash_retention_jobs')} (job_id, vault_id) VALUES (?, ?)",
-                       (str(event.originator_id), str(event.vault_id)))
+            tx.execute(
+                f"INSERT INTO {self.table('dash_retention_jobs')} (job_id, vault_id) VALUES (?, ?)",
+                (str(event.originator_id), str(event.vault_id)),
+            )
 
     @apply.register
     def _(self, event: Job.Completed, tx: Tx) -> None:
@@ -76,24 +90,32 @@ class DashboardProjection(Projection):
         freed = int(event.result.get("bytes_freed", 0) or 0)
         if not freed:
             return
-        tx.execute(f"SELECT vault_id FROM {self.table('dash_retention_jobs')} WHERE job_id = ?",
-                   (str(event.originator_id),))
+        tx.execute(
+            f"SELECT vault_id FROM {self.table('dash_retention_jobs')} WHERE job_id = ?", (str(event.originator_id),)
+        )
         row = tx.one()
         if row is not None:
             self._add_storage(tx, row["vault_id"], "freed_bytes", freed)
 
     def _upsert_item(self, tx: Tx, item_id: str, column: str, value: Any) -> None:
-        tx.execute(f"INSERT INTO {self.table('dash_items')} (item_id, {column}) VALUES (?, ?) "
-                   f"ON CONFLICT (item_id) DO UPDATE SET {column} = excluded.{column}", (item_id, value))
+        tx.execute(
+            f"INSERT INTO {self.table('dash_items')} (item_id, {column}) VALUES (?, ?) "
+            f"ON CONFLICT (item_id) DO UPDATE SET {column} = excluded.{column}",
+            (item_id, value),
+        )
 
     def _report_usage(self, tx: Tx, vault_id: str, sequence: int, stored: int) -> None:
         table = self.table("dash_usage")
-        tx.execute(f"INSERT INTO {table} (vault_id, sequence, stored_bytes) VALUES (?, ?, ?) "
-                   f"ON CONFLICT (vault_id) DO UPDATE SET sequence = excluded.sequence, "
-                   f"stored_bytes = excluded.stored_bytes WHERE excluded.sequence > {table}.sequence",
-                   (vault_id, sequence, stored))
+        tx.execute(
+            f"INSERT INTO {table} (vault_id, sequence, stored_bytes) VALUES (?, ?, ?) "
+            f"ON CONFLICT (vault_id) DO UPDATE SET sequence = excluded.sequence, "
+            f"stored_bytes = excluded.stored_bytes WHERE excluded.sequence > {table}.sequence",
+            (vault_id, sequence, stored),
+        )
 
     def _add_storage(self, tx: Tx, vault_id: str, column: str, amount: int) -> None:
-        tx.execute(f"INSERT INTO {self.table('dash_storage')} (vault_id, {column}) VALUES (?, ?) "
-                   f"ON CONFLICT (vault_id) DO UPDATE SET {column} = {self.table('dash_storage')}.{column} + ?",
-                   (vault_id, amount, amount))
+        tx.execute(
+            f"INSERT INTO {self.table('dash_storage')} (vault_id, {column}) VALUES (?, ?) "
+            f"ON CONFLICT (vault_id) DO UPDATE SET {column} = {self.table('dash_storage')}.{column} + ?",
+            (vault_id, amount, amount),
+        )

@@ -62,33 +62,57 @@ def dashboard(store: ReadStore, now: datetime, vault_id: str | None = None) -> D
     items = store.fetch(
         f"SELECT i.*, d.protected_at, d.instance_bytes, p.schedule FROM {store.t('items')} i "
         f"LEFT JOIN {store.t('dash_items')} d ON d.item_id = i.item_id "
-        f"LEFT JOIN {store.t('policies')} p ON p.policy_id = i.policy_id WHERE i.status <> 'unregistered'")
+        f"LEFT JOIN {store.t('policies')} p ON p.policy_id = i.policy_id WHERE i.status <> 'unregistered'"
+    )
     since = ts(now - timedelta(days=1))
-    jobs = store.fetch(f"SELECT vault_id, status, started_at FROM {store.t('jobs')} "
-                       "WHERE started_at >= ? OR status = 'in_progress'", (since,))
-    logical = store.fetch(f"SELECT vault_id, SUM(logical_bytes) AS n FROM {store.t('dash_points')} "
-                          "WHERE expired = 0 GROUP BY vault_id")
+    jobs = store.fetch(
+        f"SELECT vault_id, status, started_at FROM {store.t('jobs')} WHERE started_at >= ? OR status = 'in_progress'",
+        (since,),
+    )
+    logical = store.fetch(
+        f"SELECT vault_id, SUM(logical_bytes) AS n FROM {store.t('dash_points')} WHERE expired = 0 GROUP BY vault_id"
+    )
     stored = _stored(store)
     per_vault = [
-        _vault(vid, vaults[vid], [i for i in items if i["vault_id"] == vid], [j for j in jobs if j["vault_id"] == vid],
-               _sum(logical, vid), stored.get(vid, 0), now, since)
-        for vid in sorted(vaults, key=vaults.__getitem__) if vault_id is None or vid == vault_id
+        _vault(
+            vid,
+            vaults[vid],
+            [i for i in items if i["vault_id"] == vid],
+            [j for j in jobs if j["vault_id"] == vid],
+            _sum(logical, vid),
+            stored.get(vid, 0),
+            now,
+            since,
+        )
+        for vid in sorted(vaults, key=vaults.__getitem__)
+        if vault_id is None or vid == vault_id
     ]
     in_scope = {v.vault_id for v in per_vault}
-    overall = _vault("", "(all vaults)", [i for i in items if i["vault_id"] in in_scope],
-                     [j for j in jobs if j["vault_id"] in in_scope],
-                     sum(v.storage_logical_bytes for v in per_vault), sum(v.storage_stored_bytes for v in per_vault),
-                     now, since, vault_names=vaults)
+    overall = _vault(
+        "",
+        "(all vaults)",
+        [i for i in items if i["vault_id"] in in_scope],
+        [j for j in jobs if j["vault_id"] in in_scope],
+        sum(v.storage_logical_bytes for v in per_vault),
+        sum(v.storage_stored_bytes for v in per_vault),
+        now,
+        since,
+        vault_names=vaults,
+    )
     return Dashboard(at=now, overall=overall, vaults=per_vault)
 
 
 def _stored(store: ReadStore) -> dict[str, int]:
     """Each vault's stored bytes: its vault store's latest usage report, or, for a history without
     one, new blocks written minus blocks freed."""
-    counted = {r["vault_id"]: int(r["n"] or 0) for r in store.fetch(
-        f"SELECT vault_id, stored_bytes - freed_bytes AS n FROM {store.t('dash_storage')}")}
-    reported = {r["vault_id"]: int(r["stored_bytes"]) for r in store.fetch(
-        f"SELECT vault_id, stored_bytes FROM {store.t('dash_usage')}")}
+    counted = {
+        r["vault_id"]: int(r["n"] or 0)
+        for r in store.fetch(f"SELECT vault_id, stored_bytes - freed_bytes AS n FROM {store.t('dash_storage')}")
+    }
+    reported = {
+        r["vault_id"]: int(r["stored_bytes"])
+        for r in store.fetch(f"SELECT vault_id, stored_bytes FROM {store.t('dash_usage')}")
+    }
     return {**counted, **reported}
 
 
@@ -96,20 +120,33 @@ def _sum(rows: list[dict[str, Any]], vault_id: str) -> int:
     return sum(int(r["n"] or 0) for r in rows if r["vault_id"] == vault_id)
 
 
-def _vault(vault_id: str, name: str, items: list[dict[str, Any]], jobs: list[dict[str, Any]], logical: int,
-           stored: int, now: datetime, since: str, vault_names: dict[str, str] | None = None) -> VaultDashboard:
+def _vault(
+    vault_id: str,
+    name: str,
+    items: list[dict[str, Any]],
+    jobs: list[dict[str, Any]],
+    logical: int,
+    stored: int,
+    now: datetime,
+    since: str,
+    vault_names: dict[str, str] | None = None,
+) -> VaultDashboard:
     protected = [i for i in items if i["status"] in ACTIVE]
     names = vault_names or {vault_id: name}
     return VaultDashboard(
-        vault_id=vault_id, vault_name=name, protected_items=len(protected),
+        vault_id=vault_id,
+        vault_name=name,
+        protected_items=len(protected),
         items_by_status=dict(sorted(Counter(i["status"] for i in items).items())),
         initial_backup_pending=sum(i["status"] == "protected_initial_backup_pending" for i in items),
         jobs_last_24h=dict(sorted(Counter(j["status"] for j in jobs if j["started_at"] >= since).items())),
         jobs_in_progress=sum(j["status"] == "in_progress" for j in jobs),
         alerts=[a for i in items for a in _alerts(i, names.get(i["vault_id"], ""), now)],
-        storage_logical_bytes=logical, storage_stored_bytes=stored,
-        protected_instances_by_size=dict(Counter(size_band(int(i["instance_bytes"] or 0)) for i in protected
-                                                 if i["instance_bytes"])),
+        storage_logical_bytes=logical,
+        storage_stored_bytes=stored,
+        protected_instances_by_size=dict(
+            Counter(size_band(int(i["instance_bytes"] or 0)) for i in protected if i["instance_bytes"])
+        ),
     )
 
 
@@ -117,18 +154,31 @@ def _alerts(item: dict[str, Any], vault_name: str, now: datetime) -> list[Alert]
     vm = item["vm_name"]
     alerts = []
     if item["last_backup_status"] == "failed":
-        alerts.append(Alert(code="BackupFailed", vault_name=vault_name, vm_name=vm,
-                            message=f"the last backup of {vm} failed"))
+        alerts.append(
+            Alert(code="BackupFailed", vault_name=vault_name, vm_name=vm, message=f"the last backup of {vm} failed")
+        )
     if item["status"] in ACTIVE and item["schedule"]:
         frequency = json.loads(item["schedule"]).get("frequency", "daily")
         interval = INTERVALS.get(frequency, INTERVALS["daily"])
         last = item["last_backup_at"] or item["protected_at"]
         if last and datetime.fromisoformat(last) + interval < now:
             what = f"since {last[:16].replace('T', ' ')} UTC" if item["last_backup_at"] else "since it was protected"
-            alerts.append(Alert(code="BackupOverdue", vault_name=vault_name, vm_name=vm, message=(
-                f"{vm} has no successful backup {what}, longer than its {frequency} policy's interval")))
+            alerts.append(
+                Alert(
+                    code="BackupOverdue",
+                    vault_name=vault_name,
+                    vm_name=vm,
+                    message=(f"{vm} has no successful backup {what}, longer than its {frequency} policy's interval"),
+                )
+            )
     errors = [c["code"] for c in json.loads(item["checks"] or "[]") if c.get("severity") == "error"]
     if errors:
-        alerts.append(Alert(code="PrecheckFailing", vault_name=vault_name, vm_name=vm,
-                            message=f"{vm} fails its prechecks: {', '.join(errors)}"))
+        alerts.append(
+            Alert(
+                code="PrecheckFailing",
+                vault_name=vault_name,
+                vm_name=vm,
+                message=f"{vm} fails its prechecks: {', '.join(errors)}",
+            )
+        )
     return alerts

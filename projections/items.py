@@ -13,9 +13,21 @@ from projections.base import Projection, dumps, ts
 from projections.store import Tx
 
 _EVENTS = (
-    VM.Created, VM.RegistrationRequested, VM.Registered, VM.RegistrationFailed, VM.Unregistered,
-    VM.ProtectionRequested, VM.Protected, VM.ProtectionFailed, VM.PolicyChanged, VM.BackupStarted,
-    VM.BackupSucceeded, VM.BackupFailed, VM.SlotsMissed, VM.ProtectionStopped, VM.ChecksRecorded,
+    VM.Created,
+    VM.RegistrationRequested,
+    VM.Registered,
+    VM.RegistrationFailed,
+    VM.Unregistered,
+    VM.ProtectionRequested,
+    VM.Protected,
+    VM.ProtectionFailed,
+    VM.PolicyChanged,
+    VM.BackupStarted,
+    VM.BackupSucceeded,
+    VM.BackupFailed,
+    VM.SlotsMissed,
+    VM.ProtectionStopped,
+    VM.ChecksRecorded,
 )
 
 
@@ -52,16 +64,28 @@ class ItemsProjection(Projection):
             f"INSERT INTO {self.table('items')} (item_id, vm_key, vault_id, vault_name, vm_name, "
             "region, deployment_model, status, last_job_id, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, 'registering', ?, ?)",
-            (str(event.originator_id), vm.key, str(event.vault_id), event.vault_name,
-             vm.display_name, vm.region, vm.deployment_model.value, str(event.job_id),
-             ts(event.timestamp)),
+            (
+                str(event.originator_id),
+                vm.key,
+                str(event.vault_id),
+                event.vault_name,
+                vm.display_name,
+                vm.region,
+                vm.deployment_model.value,
+                str(event.job_id),
+                ts(event.timestamp),
+            ),
         )
 
     @apply.register
     def _(self, event: VM.RegistrationRequested, tx: Tx) -> None:
         self.update_row(
-            tx, event, "vault_id = ?, vault_name = ?, status = 'registering', last_job_id = ?, "
-            "extension_version = ''", str(event.vault_id), event.vault_name, str(event.job_id),
+            tx,
+            event,
+            "vault_id = ?, vault_name = ?, status = 'registering', last_job_id = ?, extension_version = ''",
+            str(event.vault_id),
+            event.vault_name,
+            str(event.job_id),
         )
 
     @apply.register
@@ -78,8 +102,14 @@ class ItemsProjection(Projection):
 
     @apply.register
     def _(self, event: VM.ProtectionRequested, tx: Tx) -> None:
-        self.update_row(tx, event, "policy_id = ?, policy_name = ?, last_job_id = ?",
-                     str(event.policy_id), event.policy_name, str(event.job_id))
+        self.update_row(
+            tx,
+            event,
+            "policy_id = ?, policy_name = ?, last_job_id = ?",
+            str(event.policy_id),
+            event.policy_name,
+            str(event.job_id),
+        )
 
     @apply.register
     def _(self, event: VM.Protected, tx: Tx) -> None:
@@ -103,8 +133,14 @@ class ItemsProjection(Projection):
     @apply.register
     def _(self, event: VM.BackupSucceeded, tx: Tx) -> None:
         outcome = "completed_with_warnings" if event.with_warnings else "completed"
-        self.update_row(tx, event, "backup_job_id = '', status = ?, last_backup_status = ?, last_backup_at = ?",
-                     event.status.value, outcome, ts(event.taken_at))
+        self.update_row(
+            tx,
+            event,
+            "backup_job_id = '', status = ?, last_backup_status = ?, last_backup_at = ?",
+            event.status.value,
+            outcome,
+            ts(event.taken_at),
+        )
 
     @apply.register
     def _(self, event: VM.BackupFailed, tx: Tx) -> None:
@@ -112,7 +148,9 @@ class ItemsProjection(Projection):
 
     @apply.register
     def _(self, event: VM.SlotsMissed, tx: Tx) -> None:
-        self.update_row(tx, event, "last_slot = ?, missed_slots = missed_slots + ?", ts(max(event.slots)), len(event.slots))
+        self.update_row(
+            tx, event, "last_slot = ?, missed_slots = missed_slots + ?", ts(max(event.slots)), len(event.slots)
+        )
 
     @apply.register
     def _(self, event: VM.ChecksRecorded, tx: Tx) -> None:

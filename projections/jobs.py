@@ -14,8 +14,10 @@ from projections.store import Tx
 
 class JobsProjection(Projection):
     name = "jobs"
-    topics = tuple(get_topic(cls) for cls in (
-        Job.Created, Job.Started, Job.Progressed, Job.ChecksRecorded, Job.Completed, Job.Failed))
+    topics = tuple(
+        get_topic(cls)
+        for cls in (Job.Created, Job.Started, Job.Progressed, Job.ChecksRecorded, Job.Completed, Job.Failed)
+    )
     version = 4  # 2: created_seq; 3: progress in bytes; 4: check results
     row_table, row_key, stamps_rows = "jobs", "job_id", False
     owned = ("jobs",)
@@ -43,8 +45,16 @@ class JobsProjection(Projection):
         tx.execute(
             f"INSERT INTO {self.table('jobs')} (job_id, vault_id, operation, status, vm_key, "
             "vm_name, started_at, principal, created_seq) VALUES (?, ?, ?, 'in_progress', ?, ?, ?, ?, ?)",
-            (str(event.originator_id), str(event.vault_id), event.operation.value, event.vm_key,
-             event.vm_name, ts(event.timestamp), event.principal, tx.notification_id),
+            (
+                str(event.originator_id),
+                str(event.vault_id),
+                event.operation.value,
+                event.vm_key,
+                event.vm_name,
+                ts(event.timestamp),
+                event.principal,
+                tx.notification_id,
+            ),
         )
 
     @apply.register
@@ -63,14 +73,22 @@ class JobsProjection(Projection):
     def _(self, event: Job.Completed, tx: Tx) -> None:
         status = "completed_with_warnings" if event.warnings else "completed"
         self.update_row(
-            tx, event, "status = ?, ended_at = ?, result = ?, warnings = ?",
-            status, ts(event.timestamp), dumps(event.result),
+            tx,
+            event,
+            "status = ?, ended_at = ?, result = ?, warnings = ?",
+            status,
+            ts(event.timestamp),
+            dumps(event.result),
             dumps([w.model_dump(mode="json") for w in event.warnings]),
         )
 
     @apply.register
     def _(self, event: Job.Failed, tx: Tx) -> None:
         self.update_row(
-            tx, event, "status = 'failed', ended_at = ?, error_code = ?, error_message = ?",
-            ts(event.timestamp), event.error_code, event.error_message,
+            tx,
+            event,
+            "status = 'failed', ended_at = ?, error_code = ?, error_message = ?",
+            ts(event.timestamp),
+            event.error_code,
+            event.error_message,
         )

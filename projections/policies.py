@@ -36,14 +36,27 @@ class PoliciesProjection(Projection):
         tx.execute(
             f"INSERT INTO {self.table('policies')} (policy_id, vault_id, name, schedule, retention, timezone, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (str(event.originator_id), str(event.vault_id), event.name, json_of(event.schedule),
-             json_of(event.retention), event.timezone, ts(event.timestamp)),
+            (
+                str(event.originator_id),
+                str(event.vault_id),
+                event.name,
+                json_of(event.schedule),
+                json_of(event.retention),
+                event.timezone,
+                ts(event.timestamp),
+            ),
         )
 
     @apply.register
     def _(self, event: P.Updated, tx: Tx) -> None:
-        self.update_row(tx, event, "schedule = ?, retention = ?, timezone = ?",
-                     json_of(event.schedule), json_of(event.retention), event.timezone)
+        self.update_row(
+            tx,
+            event,
+            "schedule = ?, retention = ?, timezone = ?",
+            json_of(event.schedule),
+            json_of(event.retention),
+            event.timezone,
+        )
 
     @apply.register
     def _(self, event: P.Assigned, tx: Tx) -> None:

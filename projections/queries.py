@@ -143,9 +143,10 @@ def job_states(store: ReadStore, job_ids: list[str]) -> dict[str, str]:
     no job at all, is absent)."""
     states: dict[str, str] = {}
     for first in range(0, len(job_ids), JOB_STATES_CHUNK):
-        chunk = job_ids[first:first + JOB_STATES_CHUNK]
-        rows = store.fetch(f"SELECT job_id, status FROM {store.t('jobs')} WHERE job_id IN ({','.join('?' * len(chunk))})",
-                           tuple(chunk))
+        chunk = job_ids[first : first + JOB_STATES_CHUNK]
+        rows = store.fetch(
+            f"SELECT job_id, status FROM {store.t('jobs')} WHERE job_id IN ({','.join('?' * len(chunk))})", tuple(chunk)
+        )
         states.update((r["job_id"], r["status"]) for r in rows)
     return states
 
@@ -157,12 +158,16 @@ def job(store: ReadStore, job_id: str) -> JobRow | None:
 
 def _job_rows(store: ReadStore, where: list[str], params: list[Any]) -> list[JobRow]:
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    rows = store.fetch(
-        f"SELECT * FROM {store.t('jobs')}{clause} ORDER BY started_at DESC, job_id", tuple(params)
-    )
+    rows = store.fetch(f"SELECT * FROM {store.t('jobs')}{clause} ORDER BY started_at DESC, job_id", tuple(params))
     return [
-        JobRow(**{**r, "warnings": json.loads(r["warnings"]), "result": json.loads(r["result"]),
-                  "checks": json.loads(r["checks"])})
+        JobRow(
+            **{
+                **r,
+                "warnings": json.loads(r["warnings"]),
+                "result": json.loads(r["result"]),
+                "checks": json.loads(r["checks"]),
+            }
+        )
         for r in rows
     ]
 
@@ -177,8 +182,14 @@ def items(store: ReadStore, vault_id: str, *, include_former: bool = False) -> l
 
 
 def _item(row: dict[str, Any]) -> ItemRow:
-    return ItemRow(**{**row, "last_slot": row["last_slot"] or None, "last_backup_at": row["last_backup_at"] or None,
-                      "checks": json.loads(row["checks"])})
+    return ItemRow(
+        **{
+            **row,
+            "last_slot": row["last_slot"] or None,
+            "last_backup_at": row["last_backup_at"] or None,
+            "checks": json.loads(row["checks"]),
+        }
+    )
 
 
 SCHEDULED = "status IN ('protected_initial_backup_pending', 'protected', 'protection_error') AND policy_id <> ''"
@@ -193,9 +204,12 @@ def scheduled_rows(store: ReadStore) -> list[tuple[str, str, str, str]]:
 
 def policies_in_use(store: ReadStore) -> list[PolicyRow]:
     """The policies of actively protected items."""
-    return _policies(store.fetch(
-        f"SELECT * FROM {store.t('policies')} WHERE policy_id IN "
-        f"(SELECT DISTINCT policy_id FROM {store.t('items')} WHERE {SCHEDULED})"))
+    return _policies(
+        store.fetch(
+            f"SELECT * FROM {store.t('policies')} WHERE policy_id IN "
+            f"(SELECT DISTINCT policy_id FROM {store.t('items')} WHERE {SCHEDULED})"
+        )
+    )
 
 
 def recovery_points(
@@ -220,15 +234,14 @@ def policies(store: ReadStore, vault_id: str) -> list[PolicyRow]:
 
 
 def _policies(rows: list[dict[str, Any]]) -> list[PolicyRow]:
-    return [PolicyRow(**{**r, "schedule": json.loads(r["schedule"]), "retention": json.loads(r["retention"])})
-            for r in rows]
+    return [
+        PolicyRow(**{**r, "schedule": json.loads(r["schedule"]), "retention": json.loads(r["retention"])}) for r in rows
+    ]
 
 
 def vaults(store: ReadStore, subscription: str | None = None) -> list[VaultRow]:
     if subscription is None:
         rows = store.fetch(f"SELECT * FROM {store.t('vaults')} ORDER BY subscription, name")
     else:
-        rows = store.fetch(
-            f"SELECT * FROM {store.t('vaults')} WHERE subscription = ? ORDER BY name", (subscription,)
-        )
+        rows = store.fetch(f"SELECT * FROM {store.t('vaults')} WHERE subscription = ? ORDER BY name", (subscription,))
     return [VaultRow(**r) for r in rows]

@@ -43,16 +43,31 @@ class RecoveryPointsProjection(Projection):
             f"INSERT INTO {self.table('recovery_points')} (recovery_point_id, vault_id, item_id, vm_name, job_id, "
             "taken_at, consistency, tiers, expires_at, logical_bytes, stored_bytes, key_vault) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (str(event.originator_id), str(event.vault_id), str(event.item_id), event.vm_name, str(event.job_id),
-             ts(event.taken_at), event.consistency, json.dumps([t.value for t in event.tiers]),
-             ts(event.expires_at), event.logical_bytes, event.stored_bytes,
-             event.encryption.key_vault if event.encryption else ""),
+            (
+                str(event.originator_id),
+                str(event.vault_id),
+                str(event.item_id),
+                event.vm_name,
+                str(event.job_id),
+                ts(event.taken_at),
+                event.consistency,
+                json.dumps([t.value for t in event.tiers]),
+                ts(event.expires_at),
+                event.logical_bytes,
+                event.stored_bytes,
+                event.encryption.key_vault if event.encryption else "",
+            ),
         )
 
     @apply.register
     def _(self, event: RP.RetentionChanged, tx: Tx) -> None:
-        self.update_row(tx, event, "tiers = ?, expires_at = ?, held_reason = ''",
-                     json.dumps([t.value for t in event.tiers]), ts(event.expires_at))
+        self.update_row(
+            tx,
+            event,
+            "tiers = ?, expires_at = ?, held_reason = ''",
+            json.dumps([t.value for t in event.tiers]),
+            ts(event.expires_at),
+        )
 
     @apply.register
     def _(self, event: RP.Held, tx: Tx) -> None:

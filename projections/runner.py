@@ -15,7 +15,11 @@ from projections.store import ReadStore
 from projections.vaults import VaultsProjection
 
 PROJECTIONS: tuple[type[Projection], ...] = (
-    JobsProjection, ItemsProjection, VaultsProjection, RecoveryPointsProjection, PoliciesProjection,
+    JobsProjection,
+    ItemsProjection,
+    VaultsProjection,
+    RecoveryPointsProjection,
+    PoliciesProjection,
     DashboardProjection,
 )
 NAMES = [p.name for p in PROJECTIONS]

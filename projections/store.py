@@ -54,7 +54,9 @@ class Tx:
 
 class ReadStore:
     def __init__(
-        self, datastore: SQLiteDatastore | PostgresDatastore, dialect: Literal["sqlite", "postgres"],
+        self,
+        datastore: SQLiteDatastore | PostgresDatastore,
+        dialect: Literal["sqlite", "postgres"],
         schema: str = "",
     ) -> None:
         self.datastore = datastore
@@ -63,8 +65,7 @@ class ReadStore:
         self._create(
             f"CREATE TABLE IF NOT EXISTS {self.t('follower_positions')} ("
             "follower TEXT PRIMARY KEY, notification_id BIGINT NOT NULL)",
-            f"CREATE TABLE IF NOT EXISTS {self.t('view_versions')} ("
-            "view TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.t('view_versions')} (view TEXT PRIMARY KEY, version INTEGER NOT NULL)",
         )
 
     @classmethod
@@ -152,8 +153,9 @@ class ReadStore:
                 tx.execute(sql, params)
                 return tx.rows()
         except (OperationalError, InterfaceError) as exc:
-            raise ServiceUnavailableError("ReadStoreUnavailable",
-                                          f"the read store did not answer ({exc}); nothing was changed: retry") from None
+            raise ServiceUnavailableError(
+                "ReadStoreUnavailable", f"the read store did not answer ({exc}); nothing was changed: retry"
+            ) from None
 
     def position(self, follower: str) -> int:
         rows = self.fetch(
@@ -165,8 +167,10 @@ class ReadStore:
     def positions(self, followers: list[str]) -> dict[str, int]:
         """Several followers' positions in one query (a follower never run is absent)."""
         marks = ", ".join("?" for _ in followers)
-        rows = self.fetch(f"SELECT follower, notification_id FROM {self.t('follower_positions')} "
-                          f"WHERE follower IN ({marks})", tuple(followers))
+        rows = self.fetch(
+            f"SELECT follower, notification_id FROM {self.t('follower_positions')} WHERE follower IN ({marks})",
+            tuple(followers),
+        )
         return {r["follower"]: int(r["notification_id"]) for r in rows}
 
     def advance(self, tx: Tx, follower: str, notification_id: int) -> bool:

@@ -34,9 +34,18 @@ class VaultsProjection(Projection):
     def _(self, event: Vault.Created, tx: Tx) -> None:
         tx.execute(
             f"INSERT INTO {self.table('vaults')} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (str(event.originator_id), event.name, event.subscription, event.region,
-             event.resource_group, event.kind.value, event.replication.value, event.backup_goal,
-             ts(event.timestamp), event.principal),
+            (
+                str(event.originator_id),
+                event.name,
+                event.subscription,
+                event.region,
+                event.resource_group,
+                event.kind.value,
+                event.replication.value,
+                event.backup_goal,
+                ts(event.timestamp),
+                event.principal,
+            ),
         )
 
     @apply.register

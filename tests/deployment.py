@@ -19,8 +19,18 @@ from orchestrator import Client
 from orchestrator.config import load_settings
 from tests.helpers import PG_DB, PG_HOST, PG_USER
 
-WORKER_ARGS = ["--worker-ttl", "60", "--maintenance-interval", "30", "--job-monitoring-interval", "10",
-               "--serializer", "json", "--worker-class", "workers.worker.PreloadedWorker"]
+WORKER_ARGS = [
+    "--worker-ttl",
+    "60",
+    "--maintenance-interval",
+    "30",
+    "--job-monitoring-interval",
+    "10",
+    "--serializer",
+    "json",
+    "--worker-class",
+    "workers.worker.PreloadedWorker",
+]
 
 
 class Deployment:

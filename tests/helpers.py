@@ -123,9 +123,21 @@ class PrivateRedis:
         need(binary is not None, "redis-server is not installed")
         assert binary is not None
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while not redis_available(self.url):
@@ -198,7 +210,18 @@ def fabric_hanging_once(tmp: Path, disk_mib: int) -> tuple[Path, Path]:
     marker = tmp / "hung-once"
     (fabric / "post.sh").write_text(f"#!/bin/sh\nif [ ! -e {marker} ]; then touch {marker}; sleep 120; fi\n")
     (fabric / "post.sh").chmod(0o755)
-    inventory = write_fabric(fabric, {"default": [vm_entry(
-        "db", "japaneast", os={"type": "linux", "version": "Ubuntu 16.04"},
-        freeze={"pre_script": None, "post_script": "post.sh", "script_timeout_s": 300})]}, disk_mib=disk_mib)
+    inventory = write_fabric(
+        fabric,
+        {
+            "default": [
+                vm_entry(
+                    "db",
+                    "japaneast",
+                    os={"type": "linux", "version": "Ubuntu 16.04"},
+                    freeze={"pre_script": None, "post_script": "post.sh", "script_timeout_s": 300},
+                )
+            ]
+        },
+        disk_mib=disk_mib,
+    )
     return inventory, marker

@@ -20,8 +20,11 @@ def snapshot(view: ReadModels, now: datetime | None = None) -> dict[str, Any]:
     vaults = view.vaults()
     data: dict[str, Any] = {"vaults": vaults, "jobs": view.jobs(), "dashboard": view.dashboard(now=now)}
     for vault in vaults:
-        data[vault.name] = (view.protected_items(vault.vault_id, include_former=True),
-                            view.recovery_points(vault.vault_id, include_expired=True), view.policies(vault.vault_id))
+        data[vault.name] = (
+            view.protected_items(vault.vault_id, include_former=True),
+            view.recovery_points(vault.vault_id, include_expired=True),
+            view.policies(vault.vault_id),
+        )
     return data
 
 

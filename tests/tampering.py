@@ -44,8 +44,10 @@ def tamper(kind: str, sql: Sql, table: str, id_column: str, middle: int) -> list
         sql(f"UPDATE {table} SET {id_column} = {id_column} - 999999 WHERE {id_column} > 1000000", ())
         columns = f"originator_id, originator_version, topic, state, {id_column}"
         new = uuid4()
-        sql(f"INSERT INTO {table} ({columns}) VALUES (?, ?, ?, ?, ?)",
-            (stored_id(new, id_column), 1, topic, forged_state(state, new, 1), middle + 1))
+        sql(
+            f"INSERT INTO {table} ({columns}) VALUES (?, ?, ?, ?, ?)",
+            (stored_id(new, id_column), 1, topic, forged_state(state, new, 1), middle + 1),
+        )
         return [middle + 1]
     if kind == "reordered":  # two events swap places
         other = middle + 3
@@ -75,14 +77,18 @@ def append_forged(sql: Sql, table: str, id_column: str, template: int) -> int:
     (version 1). Returns its notification id."""
     [(topic, state)] = sql(f"SELECT topic, state FROM {table} WHERE {id_column} = ?", (template,))
     new = uuid4()
-    sql(f"INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
-        (stored_id(new, id_column), 1, topic, forged_state(state, new, 1)))
+    sql(
+        f"INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
+        (stored_id(new, id_column), 1, topic, forged_state(state, new, 1)),
+    )
     [(last,)] = sql(f"SELECT MAX({id_column}) FROM {table}", ())
     return int(last)
 
 
-DASHED = ("originator_id = substr(originator_id, 1, 8) || '-' || substr(originator_id, 9, 4) || '-' "
-          "|| substr(originator_id, 13, 4) || '-' || substr(originator_id, 17, 4) || '-' || substr(originator_id, 21)")
+DASHED = (
+    "originator_id = substr(originator_id, 1, 8) || '-' || substr(originator_id, 9, 4) || '-' "
+    "|| substr(originator_id, 13, 4) || '-' || substr(originator_id, 17, 4) || '-' || substr(originator_id, 21)"
+)
 # Ways to leave one stored event row malformed by raw SQL: an assignment for `UPDATE ... SET`, and
 # the column `audit verify` must name. SQLite stores whatever it is given in any column.
 MALFORMED_SQLITE: dict[str, tuple[str, str]] = {

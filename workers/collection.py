@@ -38,9 +38,15 @@ def _collect(store: VaultStore) -> dict[str, Any]:
         path.unlink(missing_ok=True)
     swept = {"temporary_files_removed": len(temporaries), "temporary_bytes_removed": sum(temporaries.values())}
     if references.unreadable:
-        return {**_outcome(), **swept, "skipped": True, "reason": (
-            f"{references.unreadable[0].describe()}: it may reference any block, so no block is collected "
-            "until it is repaired or removed")}
+        return {
+            **_outcome(),
+            **swept,
+            "skipped": True,
+            "reason": (
+                f"{references.unreadable[0].describe()}: it may reference any block, so no block is collected "
+                "until it is repaired or removed"
+            ),
+        }
     unreferenced = [digest for digest in store.block_files() if digest not in references.live]
     freed = sum(store.remove_block(digest) for digest in unreferenced)
     store.remeasure()
@@ -56,8 +62,12 @@ def remove_unclaimed(store: VaultStore, linked: set[str]) -> None:
         with store.exclusively():
             references = read_references(store.manifests)
             if references.unreadable:
-                log.warning("%d block(s) left for collection in %s: %s", len(linked), store.root,
-                            references.unreadable[0].describe())
+                log.warning(
+                    "%d block(s) left for collection in %s: %s",
+                    len(linked),
+                    store.root,
+                    references.unreadable[0].describe(),
+                )
                 return
             for digest in sorted(linked - references.live):
                 store.remove_block(digest)

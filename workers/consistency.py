@@ -33,9 +33,15 @@ def frozen(fabric: Fabric, vm: FabricVm) -> Iterator[Freeze]:
             result.consistency = Consistency.APPLICATION
         else:
             result.consistency = Consistency.FILE_SYSTEM
-            result.warnings.append(Finding(code="VssFreezeFailed", message=(
-                f"VSS could not freeze applications on VM {name}: the recovery point is file-system "
-                "consistent. Check the VSS writers' state (vssadmin list writers) on the VM.")))
+            result.warnings.append(
+                Finding(
+                    code="VssFreezeFailed",
+                    message=(
+                        f"VSS could not freeze applications on VM {name}: the recovery point is file-system "
+                        "consistent. Check the VSS writers' state (vssadmin list writers) on the VM."
+                    ),
+                )
+            )
         yield result
         return
     yield from _linux(fabric, vm, result)
@@ -49,20 +55,34 @@ def _linux(fabric: Fabric, vm: FabricVm, result: Freeze) -> Iterator[Freeze]:
     if freeze.pre_script is not None:
         ok, why = fabric.run_script(vm, freeze.pre_script, freeze.script_timeout_s)
         if not ok and freeze.on_script_failure == "fail":
-            raise OrchestratorError("PreSnapshotScriptFailed", (
-                f"the pre-snapshot script on VM {name} failed ({why}) and the VM's setting is to fail "
-                "the backup; fix the script or set on_script_failure: continue"))
+            raise OrchestratorError(
+                "PreSnapshotScriptFailed",
+                (
+                    f"the pre-snapshot script on VM {name} failed ({why}) and the VM's setting is to fail "
+                    "the backup; fix the script or set on_script_failure: continue"
+                ),
+            )
         if ok:
             result.consistency = Consistency.APPLICATION
         else:
-            result.warnings.append(Finding(code="PreSnapshotScriptFailed", message=(
-                f"the pre-snapshot script on VM {name} failed ({why}); the recovery point is "
-                "file-system consistent")))
+            result.warnings.append(
+                Finding(
+                    code="PreSnapshotScriptFailed",
+                    message=(
+                        f"the pre-snapshot script on VM {name} failed ({why}); the recovery point is "
+                        "file-system consistent"
+                    ),
+                )
+            )
     try:
         yield result
     finally:
         if freeze.post_script is not None:
             ok, why = fabric.run_script(vm, freeze.post_script, freeze.script_timeout_s)
             if not ok:
-                result.warnings.append(Finding(code="PostSnapshotScriptFailed", message=(
-                    f"the post-snapshot script on VM {name} failed ({why}); check the VM's applications")))
+                result.warnings.append(
+                    Finding(
+                        code="PostSnapshotScriptFailed",
+                        message=(f"the post-snapshot script on VM {name} failed ({why}); check the VM's applications"),
+                    )
+                )

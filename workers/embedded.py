@@ -27,8 +27,9 @@ class ThreadWorker(TaskWorker, SimpleWorker):
 
     death_penalty_class = TimerDeathPenalty
 
-    def __init__(self, queue_names: tuple[str, ...], ctx: context.WorkerContext, stopping: threading.Event,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, queue_names: tuple[str, ...], ctx: context.WorkerContext, stopping: threading.Event, **kwargs: Any
+    ) -> None:
         super().__init__(queue_names, **kwargs)
         self.ctx = ctx
         self.stopping = stopping
@@ -47,8 +48,13 @@ class ThreadWorker(TaskWorker, SimpleWorker):
 
 class WorkerThread(threading.Thread):
     def __init__(
-        self, connection: Redis, queue_names: tuple[str, ...], ctx: context.WorkerContext,
-        name: str, work_enqueued: threading.Event, idle_wait: float = 1.0,
+        self,
+        connection: Redis,
+        queue_names: tuple[str, ...],
+        ctx: context.WorkerContext,
+        name: str,
+        work_enqueued: threading.Event,
+        idle_wait: float = 1.0,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.connection = connection
@@ -62,8 +68,9 @@ class WorkerThread(threading.Thread):
         context.bind(self.ctx)
         while not self.stop_event.is_set():
             # Burst runs, so the thread notices a stop request between jobs and never blocks in Redis.
-            worker = ThreadWorker(self.queue_names, self.ctx, self.stop_event, connection=self.connection,
-                                  name=f"{self.name}-{id(self)}")
+            worker = ThreadWorker(
+                self.queue_names, self.ctx, self.stop_event, connection=self.connection, name=f"{self.name}-{id(self)}"
+            )
             try:
                 worked = worker.work(burst=True, logging_level="WARNING")
             except Exception:

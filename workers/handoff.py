@@ -67,7 +67,7 @@ def install() -> bool:
         if conn is not None:
             try:
                 check_when_in_doubt(conn)  # no round trip unless the server has closed it
-            except Exception as exc:  # noqa: BLE001 - a dropped session: connect as usual
+            except Exception as exc:
                 log.info("lent PostgreSQL session unusable (%s); connecting", exc)
                 with suppress(Exception):
                     conn.close()
@@ -130,7 +130,7 @@ class SessionLender:
             try:
                 check_when_in_doubt(self.conn)
                 return True
-            except Exception as exc:  # noqa: BLE001 - the server dropped it (a restart): try a new one
+            except Exception as exc:
                 log.info("the PostgreSQL session kept for the next horse is unusable: %s", exc)
         self._discard()
         self._open(quietly=True)
@@ -150,8 +150,10 @@ class SessionLender:
                 conn = datastore.pool._connect(timeout=CONNECT_TIMEOUT)
             finally:
                 datastore.close()  # the pool never opened, and never held this connection
-        except Exception as exc:  # noqa: BLE001 - unreachable now: the horses connect for themselves
-            log.log(logging.DEBUG if quietly else logging.INFO, "no PostgreSQL session to lend to the next horse: %s", exc)
+        except Exception as exc:
+            log.log(
+                logging.DEBUG if quietly else logging.INFO, "no PostgreSQL session to lend to the next horse: %s", exc
+            )
             self.failed_at = time.monotonic()
             return
         conn._pool = None  # a horse's pool adopts it

@@ -27,8 +27,9 @@ PROGRESS_STEPS = 4  # progress is reported at 25%, 50% and 75%; 100% goes with t
 def precheck(ctx: WorkerContext, job: Job, stage: Stage) -> list[CheckResult]:
     """The stage's prechecks on the job's VM as the fabric has it now (recorded by the caller)."""
     vault = ctx.app.vault_created(job.vault_id)
-    return evaluate(ctx.fabric.get_vm(job.vm_key), vault.kind, vault.region, stage, ctx.fabric,
-                    key_protection=ctx.keys.configured)
+    return evaluate(
+        ctx.fabric.get_vm(job.vm_key), vault.kind, vault.region, stage, ctx.fabric, key_protection=ctx.keys.configured
+    )
 
 
 def passed(results: list[CheckResult]) -> list[Finding]:
@@ -46,11 +47,14 @@ def with_extension(ctx: WorkerContext, vm: FabricVm, warnings: list[Finding]) ->
         return version, warnings
     if vm.spec.power_state is PowerState.RUNNING:
         return ctx.fabric.install_extension(vm), warnings
-    return "", [*warnings, Finding(
-        code="ExtensionPendingVmStart",
-        message=f"VM {vm.ref.display_name} is {vm.spec.power_state.value}: the backup extension will be "
-        "installed when it next runs; until then backups are offline (crash-consistent).",
-    )]
+    return "", [
+        *warnings,
+        Finding(
+            code="ExtensionPendingVmStart",
+            message=f"VM {vm.ref.display_name} is {vm.spec.power_state.value}: the backup extension will be "
+            "installed when it next runs; until then backups are offline (crash-consistent).",
+        ),
+    ]
 
 
 def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
@@ -67,17 +71,27 @@ def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
             manifest, digest, found = _snapshot(ctx, job, vm, store, rp_id)
             warnings += found
         # The vault store's usage record goes with the point, for the dashboard.
-        ctx.report(c.RecordBackupTaken(
-            job_id=job.id, taken_at=manifest.taken_at, consistency=manifest.consistency,
-            logical_bytes=manifest.logical_bytes, stored_bytes=manifest.stored_bytes, manifest_digest=digest,
-            disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
-            warnings=warnings, encryption=manifest.encryption, provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
-            usage=store.usage_report() or {},  # none when it cannot be read: the next report says
-        ))
+        ctx.report(
+            c.RecordBackupTaken(
+                job_id=job.id,
+                taken_at=manifest.taken_at,
+                consistency=manifest.consistency,
+                logical_bytes=manifest.logical_bytes,
+                stored_bytes=manifest.stored_bytes,
+                manifest_digest=digest,
+                disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
+                warnings=warnings,
+                encryption=manifest.encryption,
+                provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
+                usage=store.usage_report() or {},  # none when it cannot be read: the next report says
+            )
+        )
     return f"recovery point {rp_id}"
 
 
-def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_id: str) -> tuple[Manifest, str, list[Finding]]:
+def _snapshot(
+    ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_id: str
+) -> tuple[Manifest, str, list[Finding]]:
     reported = [0]
 
     def progress(done: int, total: int) -> None:
@@ -92,10 +106,17 @@ def _snapshot(ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_
         taken_at = ctx.clock.now()
         disk_manifests, stats = transfer_disks(store, disks, progress, previous=_previous_disks(ctx, job, store))
     manifest = Manifest(
-        recovery_point_id=rp_id, job_id=str(job.id), vm_key=job.vm_key,
-        vm_spec=json.loads(vm.spec.model_dump_json()), taken_at=taken_at.isoformat(),
-        consistency=freeze.consistency.value, logical_bytes=stats.logical_bytes, stored_bytes=stats.stored_bytes,
-        disks=disk_manifests, encryption=encryption, sealed_keys=sealed_keys,
+        recovery_point_id=rp_id,
+        job_id=str(job.id),
+        vm_key=job.vm_key,
+        vm_spec=json.loads(vm.spec.model_dump_json()),
+        taken_at=taken_at.isoformat(),
+        consistency=freeze.consistency.value,
+        logical_bytes=stats.logical_bytes,
+        stored_bytes=stats.stored_bytes,
+        disks=disk_manifests,
+        encryption=encryption,
+        sealed_keys=sealed_keys,
     )
     manifest, digest = store.commit_manifest(manifest)
     return manifest, digest, freeze.warnings
@@ -129,12 +150,21 @@ def run_restore_keys(ctx: WorkerContext, job: Job) -> str:
     names, material = manifest.encryption, ctx.keys.open(manifest.sealed_keys)
     key_vault = job.parameters["key_vault"] or names.key_vault
     outcome = ctx.fabric.restore_key_material(
-        rp.vm_key.split("/", 1)[0], key_vault, {names.bek_secret: material["bek_secret"]},
+        rp.vm_key.split("/", 1)[0],
+        key_vault,
+        {names.bek_secret: material["bek_secret"]},
         {names.kek_key: material["kek_key"]} if names.kek_key else {},
     )
-    ctx.report(c.CompleteJob(job_id=job.id, result={
-        "recovery_point_id": str(rp.id), "key_vault": key_vault, "restored": outcome,
-    }))
+    ctx.report(
+        c.CompleteJob(
+            job_id=job.id,
+            result={
+                "recovery_point_id": str(rp.id),
+                "key_vault": key_vault,
+                "restored": outcome,
+            },
+        )
+    )
     return f"{sum(v == 'restored' for v in outcome.values())} restored into {key_vault}"
 
 
@@ -147,15 +177,26 @@ def run_retention(ctx: WorkerContext, job: Job) -> str:
     store = ctx.vault_store(job.vault_id)
     listed = {UUID(r.recovery_point_id) for r in queries.recovery_points(ctx.read_store, str(job.vault_id))}
     points = [ctx.app.find(rp_id, RecoveryPoint) for rp_id in sorted({*store.recovery_point_ids(), *listed})]
-    due = [rp.id for rp in points
-           if rp is not None and rp.vault_id == job.vault_id and not rp.expired and rp.expires_at <= now]
+    due = [
+        rp.id
+        for rp in points
+        if rp is not None and rp.vault_id == job.vault_id and not rp.expired and rp.expires_at <= now
+    ]
     expired = ctx.report(c.ExpireRecoveryPoints(job_id=job.id, recovery_point_ids=due, now=now))
     deleted = sum(store.delete_manifest(rp_id) for rp_id in store.manifest_ids() if _dead(ctx, store, rp_id))
     collected = store.collect_garbage()
-    ctx.report(c.CompleteJob(job_id=job.id, result={
-        "expired": len(expired), "held": len(due) - len(expired), "manifests_deleted": deleted, **collected,
-        "vault_usage": store.usage_report() or {},  # the vault store's usage record, for the dashboard
-    }))
+    ctx.report(
+        c.CompleteJob(
+            job_id=job.id,
+            result={
+                "expired": len(expired),
+                "held": len(due) - len(expired),
+                "manifests_deleted": deleted,
+                **collected,
+                "vault_usage": store.usage_report() or {},  # the vault store's usage record, for the dashboard
+            },
+        )
+    )
     return f"{len(expired)} expired"
 
 

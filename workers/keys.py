@@ -32,7 +32,9 @@ class KeyProtector:
 
     def seal(self, names: EncryptionKeys, material: dict[str, bytes]) -> str:
         """The material, encrypted, as text for the manifest."""
-        plain = json.dumps({"names": names.model_dump(), **{k: base64.b64encode(v).decode() for k, v in material.items()}})
+        plain = json.dumps(
+            {"names": names.model_dump(), **{k: base64.b64encode(v).decode() for k, v in material.items()}}
+        )
         return base64.b64encode(self._require().encrypt(plain.encode())).decode()
 
     def open(self, sealed: str) -> dict[str, bytes]:
@@ -40,15 +42,24 @@ class KeyProtector:
         try:
             plain = self._require().decrypt(base64.b64decode(sealed))
         except ValueError:
-            raise OrchestratorError("KeyProtectionKeyWrong", (
-                f"the recovery point's keys do not open with this {SETTING}: it was backed up under "
-                "another key; set the key that was in use then")) from None
+            raise OrchestratorError(
+                "KeyProtectionKeyWrong",
+                (
+                    f"the recovery point's keys do not open with this {SETTING}: it was backed up under "
+                    "another key; set the key that was in use then"
+                ),
+            ) from None
         data = json.loads(plain)
         return {k: base64.b64decode(v) for k, v in data.items() if k != "names"}
 
     def _require(self) -> AESCipher:
         if self._cipher is None:
-            raise OrchestratorError("KeyProtectionNotConfigured", (
-                f"{SETTING} is not set: encrypted VMs' keys are kept encrypted under it. Make one with "
-                "`backupctl key generate` and keep it outside the data dir and the vault store"), field=SETTING)
+            raise OrchestratorError(
+                "KeyProtectionNotConfigured",
+                (
+                    f"{SETTING} is not set: encrypted VMs' keys are kept encrypted under it. Make one with "
+                    "`backupctl key generate` and keep it outside the data dir and the vault store"
+                ),
+                field=SETTING,
+            )
         return self._cipher

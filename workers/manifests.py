@@ -74,8 +74,11 @@ class BadManifest:
         return f"manifest {self.file} {self.problem}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "problem": self.problem,
-                "blocks_kept": "all (collection held back)" if self.digests is None else len(self.digests)}
+        return {
+            "file": self.file,
+            "problem": self.problem,
+            "blocks_kept": "all (collection held back)" if self.digests is None else len(self.digests),
+        }
 
 
 @dataclass
@@ -124,8 +127,12 @@ def read_one(path: Path) -> Manifest | BadManifest:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the document"
         digests = frozenset(_digests_in(parsed))
-        return BadManifest(name, f"is not a valid manifest ({where}: {first['msg']}); the {len(digests)} block "
-                           "digest(s) it mentions are kept", digests)
+        return BadManifest(
+            name,
+            f"is not a valid manifest ({where}: {first['msg']}); the {len(digests)} block "
+            "digest(s) it mentions are kept",
+            digests,
+        )
 
 
 def _digests_in(value: Any) -> Iterator[str]:

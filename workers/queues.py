@@ -221,4 +221,3 @@ class TaskWorker(BaseWorker):
         IntermediateQueue(queue.key, connection=self.connection).remove(job.id)
         self.handle_job_failure(job, queue, exc_string=f"{TASK_REFUSED}: {why}")
         self.set_state(WorkerStatus.IDLE)
-

@@ -70,26 +70,40 @@ def run_restore(ctx: WorkerContext, job: Job) -> str:
         folder = Folder(own_folder.parent, own_folder.name, job.id)
     existing = ctx.fabric.find_vm(subscription, target) if mode == "vm" else None
     if existing is not None and not folder.claimed():
-        raise OrchestratorError("RestoreTargetExists", (
-            f"a VM named {target!r} exists; restore creates a new VM and never replaces one"))
+        raise OrchestratorError(
+            "RestoreTargetExists", (f"a VM named {target!r} exists; restore creates a new VM and never replaces one")
+        )
     restored = folder.write(store, manifest.disks)
     if mode == "vm" and existing is None:
-        spec = VmSpec.model_validate({
-            **manifest.vm_spec, "name": target, "extension": {"installed": False},
-            "disks": [{**d, "image": str(restored[d["name"]])} for d in manifest.vm_spec["disks"]],
-        })
+        spec = VmSpec.model_validate(
+            {
+                **manifest.vm_spec,
+                "name": target,
+                "extension": {"installed": False},
+                "disks": [{**d, "image": str(restored[d["name"]])} for d in manifest.vm_spec["disks"]],
+            }
+        )
         ctx.fabric.create_vm(subscription, spec)
-    ctx.report(c.CompleteJob(job_id=job.id, warnings=warnings, result={
-        "mode": mode, "target": target if mode == "vm" else str(folder.path),
-        "recovery_point_id": str(rp.id), "disks": {name: str(path) for name, path in restored.items()},
-        "verified": True,
-    }))
+    ctx.report(
+        c.CompleteJob(
+            job_id=job.id,
+            warnings=warnings,
+            result={
+                "mode": mode,
+                "target": target if mode == "vm" else str(folder.path),
+                "recovery_point_id": str(rp.id),
+                "disks": {name: str(path) for name, path in restored.items()},
+                "verified": True,
+            },
+        )
+    )
     folder.release()
     return f"restored {len(restored)} disks"
 
 
-def _restore_checks(ctx: WorkerContext, job: Job, rp: RecoveryPoint, manifest: Manifest,
-                    subscription: str) -> list[Finding]:
+def _restore_checks(
+    ctx: WorkerContext, job: Job, rp: RecoveryPoint, manifest: Manifest, subscription: str
+) -> list[Finding]:
     """The restore-stage prechecks, on the VM as it was when the point was taken (an encrypted VM's
     key vault as it is now): an error refuses the restore before anything is written."""
     from workers.jobs import passed
@@ -143,8 +157,11 @@ class Folder:
 
     def release(self) -> None:
         """The job is over: its claim goes (the folder and the disks stay)."""
-        with suppress(OSError), safefs.directory(self.parent) as parent_fd, \
-                safefs.subdirectory(parent_fd, self.name) as fd:
+        with (
+            suppress(OSError),
+            safefs.directory(self.parent) as parent_fd,
+            safefs.subdirectory(parent_fd, self.name) as fd,
+        ):
             if self._claim_of(fd) is not None:
                 os.unlink(CLAIM, dir_fd=fd)
 
@@ -178,8 +195,9 @@ class Folder:
         if claim is not None:
             return bool(claim.get("made"))
         if any(entry for entry in os.listdir(fd)):
-            raise self._exists("exists and holds files" if not safefs.lexists_at(fd, CLAIM) else
-                               "is being written by another restore")
+            raise self._exists(
+                "exists and holds files" if not safefs.lexists_at(fd, CLAIM) else "is being written by another restore"
+            )
         try:
             claim_fd = safefs.create_at(fd, CLAIM)
         except FileExistsError:
@@ -215,8 +233,11 @@ class Folder:
                 os.rmdir(self.name, dir_fd=parent_fd)
 
     def _exists(self, why: str) -> OrchestratorError:
-        return OrchestratorError("RestoreTargetExists", f"{self.path} {why}; a restore never writes into or over "
-                                 "what exists: choose another target name or directory")
+        return OrchestratorError(
+            "RestoreTargetExists",
+            f"{self.path} {why}; a restore never writes into or over "
+            "what exists: choose another target name or directory",
+        )
 
 
 def _write_disk(store: VaultStore, disk: DiskManifest, fd: int, job_id: str) -> str:
@@ -239,7 +260,9 @@ def _write_disk(store: VaultStore, disk: DiskManifest, fd: int, job_id: str) -> 
     try:
         os.link(tmp, final, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
     except FileExistsError:
-        raise OrchestratorError("RestoreTargetExists", f"disk {final} exists; restore never overwrites a disk") from None
+        raise OrchestratorError(
+            "RestoreTargetExists", f"disk {final} exists; restore never overwrites a disk"
+        ) from None
     finally:
         os.unlink(tmp, dir_fd=fd)
     return final
@@ -252,10 +275,13 @@ def _block(store: VaultStore, disk: DiskManifest, index: int, digest: str) -> by
     except FileNotFoundError:
         raise OrchestratorError("RecoveryPointDataMissing", f"{where} is missing from the vault store") from None
     except OSError as exc:  # the vault store's, not the target's: said as such
-        raise OrchestratorError("RecoveryPointDataMissing",
-                                f"{where} cannot be read from the vault store ({exc.strerror})") from None
+        raise OrchestratorError(
+            "RecoveryPointDataMissing", f"{where} cannot be read from the vault store ({exc.strerror})"
+        ) from None
     except ValueError:
-        raise RestoreVerificationError(f"{where} does not match the manifest: the vault store's copy is corrupt") from None
+        raise RestoreVerificationError(
+            f"{where} does not match the manifest: the vault store's copy is corrupt"
+        ) from None
 
 
 def _verify(fd: int, disk: DiskManifest) -> None:
@@ -269,13 +295,16 @@ def _verify(fd: int, disk: DiskManifest) -> None:
         actual = None if data == bytes(len(data)) else hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise RestoreVerificationError(
-                f"disk {disk.name} block {index} (offset {offset}) does not match the manifest once written")
+                f"disk {disk.name} block {index} (offset {offset}) does not match the manifest once written"
+            )
 
 
 def _target_error(path: Path, exc: OSError) -> OrchestratorError:
     if safefs.is_full(exc):
-        return OrchestratorError("RestoreTargetFull", f"{path}: the filesystem is full ({exc.strerror}); "
-                                 "free space there or restore elsewhere")
+        return OrchestratorError(
+            "RestoreTargetFull",
+            f"{path}: the filesystem is full ({exc.strerror}); free space there or restore elsewhere",
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OrchestratorError("TargetDirInvalid", f"{path} cannot be written ({exc.strerror})", field="target_dir")
     return OrchestratorError("RestoreFailed", f"{path}: {exc.strerror or exc}")

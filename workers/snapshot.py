@@ -59,7 +59,10 @@ def size_of(image: BinaryIO) -> int:
 
 
 def transfer_disks(
-    store: VaultStore, disks: list[DiskSource], progress: Progress | None = None, threads: int = 2,
+    store: VaultStore,
+    disks: list[DiskSource],
+    progress: Progress | None = None,
+    threads: int = 2,
     previous: dict[str, DiskManifest] | None = None,
 ) -> tuple[list[DiskManifest], TransferStats]:
     """Copy the disks' blocks the store does not have yet; returns their manifests. `previous`:
@@ -72,7 +75,12 @@ def transfer_disks(
         for disk in disks:
             mark = fingerprint(disk.image)
             before = (previous or {}).get(disk.name)
-            if before is not None and mark and before.fingerprint == mark and all(map(store.has_block, filter(None, before.blocks))):
+            if (
+                before is not None
+                and mark
+                and before.fingerprint == mark
+                and all(map(store.has_block, filter(None, before.blocks)))
+            ):
                 manifest = before
                 stats.unchanged_disks += 1
                 stats.reused_blocks += sum(1 for b in before.blocks if b)
@@ -86,8 +94,9 @@ def transfer_disks(
     return manifests, stats
 
 
-def _read_disk(store: VaultStore, disk: DiskSource, mark: str, pool: ThreadPoolExecutor, threads: int,
-               stats: TransferStats) -> DiskManifest:
+def _read_disk(
+    store: VaultStore, disk: DiskSource, mark: str, pool: ThreadPoolExecutor, threads: int, stats: TransferStats
+) -> DiskManifest:
     """Read on this thread while the pool hashes and stores, at most 2 blocks per thread in flight
     (bounded memory); results are taken in block order."""
     blocks: list[str | None] = []

@@ -64,8 +64,9 @@ def _wait_for_event_store(job_id: str) -> None:
         time.sleep(RECHECK_AFTER)
         if not event_store_answers(context.current().app):
             continue
-        log.warning("job %s: the event store answers (after %.0fs); running the job again", job_id,
-                    time.monotonic() - started)
+        log.warning(
+            "job %s: the event store answers (after %.0fs); running the job again", job_id, time.monotonic() - started
+        )
         return
 
 
@@ -75,7 +76,9 @@ def _run(job_id: str, work: Callable[[context.WorkerContext, Job], str]) -> str:
     def once(delivery: _Delivery) -> str:
         ctx = context.current()
         job = ctx.app.get(delivery.job_id, Job)
-        if job.state.is_terminal or not delivery.start(ctx, job, c.StartJob(job_id=job.id, worker=socket.gethostname())):
+        if job.state.is_terminal or not delivery.start(
+            ctx, job, c.StartJob(job_id=job.id, worker=socket.gethostname())
+        ):
             return "already ended"
         return _reporting_failure(ctx, job, lambda: work(ctx, job))
 
@@ -100,8 +103,13 @@ def _run_checked(job_id: str, stage: Stage, work: Callable[[context.WorkerContex
             if is_outage(exc):
                 raise
             unchecked = exc
-        if not delivery.start(ctx, job, c.StartJob(job_id=job.id, worker=socket.gethostname(),
-                                                   stage=stage if unchecked is None else "", results=results)):
+        if not delivery.start(
+            ctx,
+            job,
+            c.StartJob(
+                job_id=job.id, worker=socket.gethostname(), stage=stage if unchecked is None else "", results=results
+            ),
+        ):
             return "already ended"
 
         def checked_work() -> str:
@@ -179,4 +187,3 @@ def restore_keys(job_id: str) -> str:
 def retention(job_id: str) -> str:
     """Expire recovery points past their retention, drop their manifests, collect unused blocks."""
     return _run(job_id, jobs.run_retention)
-

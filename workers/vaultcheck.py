@@ -25,11 +25,15 @@ def check(store: VaultStore) -> dict[str, Any]:
             if digest not in verdicts:
                 verdicts[digest] = _verdict(store, digest)
             if verdicts[digest] != "ok":
-                (missing if verdicts[digest] == "missing" else corrupt).append({"recovery_point": rp_id, "block": digest})
+                (missing if verdicts[digest] == "missing" else corrupt).append(
+                    {"recovery_point": rp_id, "block": digest}
+                )
     blocks = store.block_files()
     record = vaultusage.peek(store.root / "usage")
     return {
-        "missing": missing, "corrupt": corrupt, "bad_manifests": [b.as_dict() for b in references.bad],
+        "missing": missing,
+        "corrupt": corrupt,
+        "bad_manifests": [b.as_dict() for b in references.bad],
         "orphans": sorted(set(blocks) - references.live),
         "temporary_files": sorted(str(p.relative_to(store.root)) for p in store.temporary_files()),
         "stored_bytes": sum(blocks.values()),

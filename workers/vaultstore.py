@@ -295,10 +295,14 @@ class VaultStore:
         """A full vault store (or quota) as the coded error a job fails with at once; anything else as is."""
         if not safefs.is_full(exc):
             return exc
-        return OrchestratorError("VaultStoreFull", (
-            f"the vault store is full ({os.strerror(exc.errno or 0)}) writing {what} under {self.root}: "
-            "free space on BACKUP_VAULT_STORE (or raise its quota), then back up again; the job is not retried, "
-            "since a retry cannot succeed until then"))
+        return OrchestratorError(
+            "VaultStoreFull",
+            (
+                f"the vault store is full ({os.strerror(exc.errno or 0)}) writing {what} under {self.root}: "
+                "free space on BACKUP_VAULT_STORE (or raise its quota), then back up again; the job is not retried, "
+                "since a retry cannot succeed until then"
+            ),
+        )
 
     def check(self) -> dict[str, Any]:
         """The store's integrity report (workers/vaultcheck.py). Changes nothing."""
@@ -322,4 +326,10 @@ def _is_uuid(name: str) -> bool:
         return False
 
 
-__all__ = ["BLOCK_SIZE", "ZERO_BLOCK", "DiskManifest", "Manifest", "VaultStore"]  # the manifests' format lives in workers/manifests.py
+__all__ = [
+    "BLOCK_SIZE",
+    "ZERO_BLOCK",
+    "DiskManifest",
+    "Manifest",
+    "VaultStore",
+]  # the manifests' format lives in workers/manifests.py

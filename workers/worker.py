@@ -55,8 +55,10 @@ class PreloadedWorker(TaskWorker, Worker):
                 self.lender = SessionLender(self.settings)  # imports the PostgreSQL modules once, here
             warm_caches()
             if not self.stores_answer() and self.lender is not None:
-                log.warning("event store not prepared before the first job: PostgreSQL does not answer "
-                            "(no job is taken until it does)")
+                log.warning(
+                    "event store not prepared before the first job: PostgreSQL does not answer "
+                    "(no job is taken until it does)"
+                )
 
     def stores_answer(self) -> bool:
         """PostgreSQL: the session kept for the next horse is usable (checked by its socket), or a new
@@ -100,8 +102,9 @@ def sqlite_answers(settings: Settings) -> bool:
     """The SQLite event store's file opens (it must exist) and reads."""
     path = Path(settings.eventsourcing_env()["SQLITE_DBNAME"])
     try:
-        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True,
-                                     timeout=SQLITE_CHECK_TIMEOUT)) as conn:
+        with closing(
+            sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=SQLITE_CHECK_TIMEOUT)
+        ) as conn:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
         log.debug("SQLite event store check failed: %s", exc)
@@ -120,8 +123,7 @@ def prepare_event_store(settings: Settings, quietly: bool = False) -> bool:
     try:
         build_app(settings).close()
     except ServiceUnavailableError as exc:  # the store not up yet: no job is taken until it is
-        log.log(logging.DEBUG if quietly else logging.WARNING, "event store not prepared before the first job: %s",
-                exc)
+        log.log(logging.DEBUG if quietly else logging.WARNING, "event store not prepared before the first job: %s", exc)
         return False
     except OrchestratorError as exc:  # a setting (the cipher key, say): each job reports it with its code
         log.warning("event store not prepared: %s", exc)
@@ -142,7 +144,7 @@ def prebuild_context(settings: Settings) -> None:
         fresh = horse_datastore(settings).pool  # not opened
         datastore.pool.close()  # the one building the application opened (and its threads)
         datastore.pool = fresh
-    except Exception as exc:  # noqa: BLE001 - the store not up yet: horses build their own
+    except Exception as exc:
         log.warning("horses' context not built before the first job: %s", exc)
         return
     context.inherit(ctx)

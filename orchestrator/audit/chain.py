@@ -46,9 +46,13 @@ log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 CHECKPOINT_EVERY = 1000
 AUDITOR = "system:audit"
-TABLE = ("CREATE TABLE IF NOT EXISTS {t} (notification_id BIGINT PRIMARY KEY, originator_id TEXT NOT NULL, "
-         "originator_version BIGINT NOT NULL, topic TEXT NOT NULL, event_hash TEXT NOT NULL, chain_hash TEXT NOT NULL)")
+TABLE = (
+    "CREATE TABLE IF NOT EXISTS {t} (notification_id BIGINT PRIMARY KEY, originator_id TEXT NOT NULL, "
+    "originator_version BIGINT NOT NULL, topic TEXT NOT NULL, event_hash TEXT NOT NULL, chain_hash TEXT NOT NULL)"
+)
 SHOWN_KEYS = 5  # differing rows named per read model
+
+
 def chain_hash(previous: str, notification_id: int, content: str) -> str:
     return hashlib.sha256(f"{previous}:{notification_id}:{content}".encode()).hexdigest()
 
@@ -57,7 +61,9 @@ def ensure_table(store: ReadStore) -> None:
     store.create_tables(TABLE.format(t=store.t("audit_chain")))
 
 
-def notifications(app: Any, start: int = 1, stop: int | None = None, topics: Sequence[str] = ()) -> Iterator[Notification]:
+def notifications(
+    app: Any, start: int = 1, stop: int | None = None, topics: Sequence[str] = ()
+) -> Iterator[Notification]:
     """Every stored event from `start` (of `topics` when given), in notification order, read in batches."""
     head = app.recorder.max_notification_id() or 0
     stop = head if stop is None else min(stop, head)
@@ -104,9 +110,11 @@ class ChainFollower(Follower):
             for row in batch:
                 content = content_hash(row)
                 previous = chain_hash(previous, row.notification_id, content)
-                tx.execute(f"INSERT INTO {table} (notification_id, originator_id, originator_version, topic, "
-                           "event_hash, chain_hash) VALUES (?, ?, ?, ?, ?, ?)",
-                           (row.notification_id, *identity(row), content, previous))
+                tx.execute(
+                    f"INSERT INTO {table} (notification_id, originator_id, originator_version, topic, "
+                    "event_hash, chain_hash) VALUES (?, ?, ?, ?, ?, ?)",
+                    (row.notification_id, *identity(row), content, previous),
+                )
         self.known_position = end
         self._checkpoint(position, end, previous)
         return len(batch)
@@ -187,13 +195,20 @@ class _Row:
 @dataclass
 class _Scan:
     """What one pass over the stored rows found besides their hashes."""
+
     rows: list[_Row] = field(default_factory=list)
     checkpoints: list[tuple[int, Any]] = field(default_factory=list)  # (notification id, decoded event)
     malformed: set[str] = field(default_factory=set)  # originators with a malformed row
 
 
-def verify(app: Any, store: ReadStore, expect: tuple[int, str] | None = None,
-           progress: Callable[[int, int], None] | None = None, *, replay_settings: Any | None = None) -> Report:
+def verify(
+    app: Any,
+    store: ReadStore,
+    expect: tuple[int, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    replay_settings: Any | None = None,
+) -> Report:
     """Recompute the chain from the event store and compare it with the recorded one; with
     `replay_settings` (the settings a replay runs with), also every read model with its replay."""
     ensure_table(store)
@@ -202,9 +217,17 @@ def verify(app: Any, store: ReadStore, expect: tuple[int, str] | None = None,
     # are left for the next run.
     total = app.recorder.max_notification_id() or 0
     position = store.position(ChainFollower.name)
-    recorded = [_Row(int(r["notification_id"]), r["originator_id"], int(r["originator_version"]), r["topic"],
-                     r["event_hash"], r["chain_hash"])
-                for r in store.fetch(f"SELECT * FROM {store.t('audit_chain')} ORDER BY notification_id")]
+    recorded = [
+        _Row(
+            int(r["notification_id"]),
+            r["originator_id"],
+            int(r["originator_version"]),
+            r["topic"],
+            r["event_hash"],
+            r["chain_hash"],
+        )
+        for r in store.fetch(f"SELECT * FROM {store.t('audit_chain')} ORDER BY notification_id")
+    ]
     report = Report(chained=len(recorded))
     scan = _scan(app, total, report, progress)
     recomputed = _recompute(scan.rows)
@@ -240,8 +263,9 @@ def _scan(app: Any, total: int, report: Report, progress: Callable[[int, int], N
         problems, event = inspector.inspect(row)
         if problems:
             scan.malformed.add(originator)
-            report.findings.append(Finding("malformed", row.notification_id, originator, version, topic,
-                                           "; ".join(problems)))
+            report.findings.append(
+                Finding("malformed", row.notification_id, originator, version, topic, "; ".join(problems))
+            )
         elif topic == checkpoint_topic:
             scan.checkpoints.append((row.notification_id, event))
         if progress and report.checked % BATCH == 0:
@@ -266,9 +290,17 @@ def _checkpoint_checks(scan: _Scan, recomputed: dict[int, str], report: Report) 
         report.checkpoints += 1
         if recomputed.get(checkpoint.position) != checkpoint.chain_hash:
             gone = checkpoint.position not in recomputed
-            findings.append(Finding("checkpoint_mismatch", checkpoint.position, detail=(
-                f"the event checkpoint {notification_id} recorded the chain at is no longer stored" if gone else
-                f"the history up to here no longer gives the hash checkpoint {notification_id} recorded")))
+            findings.append(
+                Finding(
+                    "checkpoint_mismatch",
+                    checkpoint.position,
+                    detail=(
+                        f"the event checkpoint {notification_id} recorded the chain at is no longer stored"
+                        if gone
+                        else f"the history up to here no longer gives the hash checkpoint {notification_id} recorded"
+                    ),
+                )
+            )
     return findings
 
 
@@ -290,15 +322,19 @@ def _snapshot_checks(app: Any, scan: _Scan, report: Report) -> list[Finding]:
         try:
             snapshots = list(app.snapshots.get(aggregate_id))
         except (ValueError, TypeError) as exc:  # unreadable bytes (not JSON, not our cipher's), or none
-            findings.append(Finding("snapshot_mismatch", 0, originator_id, 0, aggregate_topic,
-                                    f"a snapshot does not read back ({exc})"))
+            findings.append(
+                Finding(
+                    "snapshot_mismatch", 0, originator_id, 0, aggregate_topic, f"a snapshot does not read back ({exc})"
+                )
+            )
             continue
         for snapshot in snapshots:
             report.snapshots += 1
             problem = _snapshot_problem(app, aggregate_id, snapshot)
             if problem:
-                findings.append(Finding("snapshot_mismatch", 0, originator_id, snapshot.originator_version,
-                                        snapshot.topic, problem))
+                findings.append(
+                    Finding("snapshot_mismatch", 0, originator_id, snapshot.originator_version, snapshot.topic, problem)
+                )
     return findings
 
 
@@ -306,15 +342,20 @@ def _snapshot_problem(app: Any, aggregate_id: UUID, snapshot: Any) -> str:
     try:
         rebuilt = project_aggregate(None, app.events.get(aggregate_id, lte=snapshot.originator_version))
     except (OriginatorIDError, OriginatorVersionError) as exc:  # an event deleted or moved: named by the chain
-        return f"its events no longer rebuild the aggregate ({type(exc).__name__}: {exc}), so the snapshot is not checked"
+        return (
+            f"its events no longer rebuild the aggregate ({type(exc).__name__}: {exc}), so the snapshot is not checked"
+        )
     if rebuilt is None or AggregateSnapshot.take(rebuilt).state != snapshot.state:
-        return ("the snapshot differs from the state its events give: delete it (it is derived) and look for how "
-                "it was changed")
+        return (
+            "the snapshot differs from the state its events give: delete it (it is derived) and look for how "
+            "it was changed"
+        )
     return ""
 
 
-def compare_read_models(app: Any, settings: Any, store: ReadStore, report: Report,
-                        progress: Callable[[int, int], None] | None = None) -> None:
+def compare_read_models(
+    app: Any, settings: Any, store: ReadStore, report: Report, progress: Callable[[int, int], None] | None = None
+) -> None:
     """Every read model's digest against its replay from the events, up to the live positions: a
     read model changed in the database (a row deleted, a status rewritten) is a finding naming the
     table and some of the rows. Not with malformed events, which a replay cannot apply."""
@@ -328,14 +369,22 @@ def compare_read_models(app: Any, settings: Any, store: ReadStore, report: Repor
         if live.digest == again.digest:
             continue
         rows = [d for d in replayed.differences if d.table == table]
-        shown = ", ".join(f"{d.key} ({'missing' if d.live is None else 'extra' if d.replayed is None else 'changed'})"
-                          for d in rows[:SHOWN_KEYS])
+        shown = ", ".join(
+            f"{d.key} ({'missing' if d.live is None else 'extra' if d.replayed is None else 'changed'})"
+            for d in rows[:SHOWN_KEYS]
+        )
         more = f" and {len(rows) - SHOWN_KEYS} more" if len(rows) > SHOWN_KEYS else ""
-        report.findings.append(Finding(
-            "read_model_mismatch", 0, table=store.t(table).rpartition(".")[2],
-            detail=f"differs from its replay from the events ({live.rows} rows live, {again.rows} replayed)"
-                   + (f"; rows {shown}{more}" if shown else "") + ": it was changed outside its projection "
-                   "(the events are the record; the read model is derived from them)"))
+        report.findings.append(
+            Finding(
+                "read_model_mismatch",
+                0,
+                table=store.t(table).rpartition(".")[2],
+                detail=f"differs from its replay from the events ({live.rows} rows live, {again.rows} replayed)"
+                + (f"; rows {shown}{more}" if shown else "")
+                + ": it was changed outside its projection "
+                "(the events are the record; the read model is derived from them)",
+            )
+        )
 
 
 def _recompute(stored: list[_Row]) -> dict[int, str]:
@@ -348,18 +397,29 @@ def _recompute(stored: list[_Row]) -> dict[int, str]:
 
 def _chain_table_checks(recorded: list[_Row], recomputed: dict[int, str]) -> list[Finding]:
     """With every event in place, the recorded chain hashes must follow from them."""
-    return [Finding("chain_altered", r.notification_id, r.originator_id, r.originator_version, r.topic,
-                    "the chain table's hash here does not follow from the events")
-            for r in recorded if recomputed.get(r.notification_id) != r.chain_hash][:1]
+    return [
+        Finding(
+            "chain_altered",
+            r.notification_id,
+            r.originator_id,
+            r.originator_version,
+            r.topic,
+            "the chain table's hash here does not follow from the events",
+        )
+        for r in recorded
+        if recomputed.get(r.notification_id) != r.chain_hash
+    ][:1]
 
 
-def _compare(recorded: list[_Row], stored: list[_Row], recomputed: dict[int, str], reach: int,
-             reached_by: str) -> tuple[list[Finding], int]:
+def _compare(
+    recorded: list[_Row], stored: list[_Row], recomputed: dict[int, str], reach: int, reached_by: str
+) -> tuple[list[Finding], int]:
     """Align what was chained with what is stored now (by content) and name every difference.
     Stored events the chain table lacks: at the end and above `reach`, not yet chained (counted, not
     findings); at or below it, or where the chain goes on from them unchanged, `chain_truncated`."""
-    matcher = difflib.SequenceMatcher(None, [r.event_hash for r in recorded], [s.event_hash for s in stored],
-                                      autojunk=False)
+    matcher = difflib.SequenceMatcher(
+        None, [r.event_hash for r in recorded], [s.event_hash for s in stored], autojunk=False
+    )
     deleted: list[_Row] = []
     inserted: list[_Row] = []
     findings: list[Finding] = []
@@ -374,23 +434,36 @@ def _compare(recorded: list[_Row], stored: list[_Row], recomputed: dict[int, str
             cut = [s for s in news if s.notification_id <= reach]
             findings += [_truncated(cut, f"the chain had reached {reach} ({reached_by})")] if cut else []
             unchained = len(news) - len(cut)
-        elif op == "insert" and j2 < len(stored) and recomputed.get(stored[j2].notification_id) == recorded[i1].chain_hash:
+        elif (
+            op == "insert"
+            and j2 < len(stored)
+            and recomputed.get(stored[j2].notification_id) == recorded[i1].chain_hash
+        ):
             findings.append(_truncated(news, "the chain goes on after them from these very events"))
         elif op == "insert":
             inserted += news
     moved = {r.event_hash for r in deleted} & {s.event_hash for s in inserted}
-    findings += [_finding("reordered", s, f"moved from notification {r.notification_id}")
-                 for s in inserted if s.event_hash in moved
-                 for r in deleted if r.event_hash == s.event_hash]
+    findings += [
+        _finding("reordered", s, f"moved from notification {r.notification_id}")
+        for s in inserted
+        if s.event_hash in moved
+        for r in deleted
+        if r.event_hash == s.event_hash
+    ]
     gone = {r.notification_id: r for r in deleted if r.event_hash not in moved}
     new = {s.notification_id: s for s in inserted if s.event_hash not in moved}
     in_place = gone.keys() & new.keys()  # another originator or version where a chained event was
-    findings += [_finding("modified", new[n], "its stored originator or version changed after it was chained")
-                 for n in in_place]
-    findings += [_finding("deleted", r, "was chained and is no longer stored") for n, r in gone.items()
-                 if n not in in_place]
-    findings += [_finding("inserted", s, "is stored before the chain's head but was never chained")
-                 for n, s in new.items() if n not in in_place]
+    findings += [
+        _finding("modified", new[n], "its stored originator or version changed after it was chained") for n in in_place
+    ]
+    findings += [
+        _finding("deleted", r, "was chained and is no longer stored") for n, r in gone.items() if n not in in_place
+    ]
+    findings += [
+        _finding("inserted", s, "is stored before the chain's head but was never chained")
+        for n, s in new.items()
+        if n not in in_place
+    ]
     return sorted(findings, key=lambda f: f.notification_id), unchained
 
 
@@ -413,9 +486,14 @@ def _replaced(olds: list[_Row], news: list[_Row], deleted: list[_Row], inserted:
 
 def _truncated(rows: list[_Row], why: str) -> Finding:
     first, last = rows[0].notification_id, rows[-1].notification_id
-    return Finding("chain_truncated", first, detail=(
-        f"notifications {first} to {last} ({len(rows)} events) are not in the chain table, though {why}: its rows "
-        "for them were deleted, and these events can no longer be checked against it (one finding for the range)"))
+    return Finding(
+        "chain_truncated",
+        first,
+        detail=(
+            f"notifications {first} to {last} ({len(rows)} events) are not in the chain table, though {why}: its rows "
+            "for them were deleted, and these events can no longer be checked against it (one finding for the range)"
+        ),
+    )
 
 
 def _finding(kind: str, row: _Row, detail: str) -> Finding:

@@ -33,9 +33,16 @@ def event_type_pattern(text: str) -> str:
     return text if text.startswith("backup.") else f"backup.{text}"
 
 
-def history(app: Any, *, entity_id: UUID | None = None, vault_id: UUID | None = None, vm_name: str | None = None,
-            event_type: str | None = None, start: datetime | None = None,
-            end: datetime | None = None) -> Iterator[HistoryEntry]:
+def history(
+    app: Any,
+    *,
+    entity_id: UUID | None = None,
+    vault_id: UUID | None = None,
+    vm_name: str | None = None,
+    event_type: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Iterator[HistoryEntry]:
     """Every stored event that matches all the filters given, oldest first (`start <= time < end`)."""
     owners: dict[str, tuple[str, str]] = {}  # entity -> (vault id, VM name) as last stated by its events
     pattern = event_type_pattern(event_type) if event_type else None
@@ -61,7 +68,14 @@ def history(app: Any, *, entity_id: UUID | None = None, vault_id: UUID | None = 
             continue
         state = event.model_dump(mode="json")
         yield HistoryEntry(
-            position=n.id, time=event.timestamp, principal=event.principal, event_type=n.topic,
-            entity_type=n.topic.split(".")[1], entity_id=str(n.originator_id), version=n.originator_version,
-            vault_id=vault, vm_name=name, data={k: v for k, v in state.items() if k not in COMMON},
+            position=n.id,
+            time=event.timestamp,
+            principal=event.principal,
+            event_type=n.topic,
+            entity_type=n.topic.split(".")[1],
+            entity_id=str(n.originator_id),
+            version=n.originator_version,
+            vault_id=vault,
+            vm_name=name,
+            data={k: v for k, v in state.items() if k not in COMMON},
         )

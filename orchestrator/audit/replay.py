@@ -14,7 +14,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
@@ -62,6 +62,7 @@ class Part:
     """One rebuild's share of the read models: `whole` rebuilt from all their events, `shared` (only
     projections that are `by_aggregate`) from the events of the aggregates whose ids, as text, lie in
     `bounds`: from (inclusive) and to (exclusive), None for open; `share` = (k, n) names it."""
+
     whole: tuple[str, ...] = ()
     shared: tuple[str, ...] = ()
     bounds: tuple[str | None, str | None] = (None, None)
@@ -72,9 +73,14 @@ class Part:
         return self.whole + self.shared
 
 
-def stored(app: Any, stop: int, whole: Sequence[str] = (), shared: Sequence[str] = (),
-           bounds: tuple[str | None, str | None] = (None, None),
-           batch: int = READ_BATCH) -> Iterator[tuple[int, str, bytes, str]]:
+def stored(
+    app: Any,
+    stop: int,
+    whole: Sequence[str] = (),
+    shared: Sequence[str] = (),
+    bounds: tuple[str | None, str | None] = (None, None),
+    batch: int = READ_BATCH,
+) -> Iterator[tuple[int, str, bytes, str]]:
     """(notification id, topic, state, originator id) of every stored event up to notification
     `stop` in notification order; when topics are given, only events of `whole`, and of `shared` for
     originators within `bounds`. What `select_notifications` reads, without the per-row work a rebuild
@@ -101,15 +107,17 @@ def stored(app: Any, stop: int, whole: Sequence[str] = (), shared: Sequence[str]
         filters.append(f"({' AND '.join(within)})")
     where = f" AND ({' OR '.join(filters)})" if filters else ""
     if sqlite:
-        statement: Any = (f"SELECT rowid, topic, state, originator_id FROM {recorder.events_table_name} "
-                          f"WHERE rowid >= ? AND rowid <= ?{where} ORDER BY rowid LIMIT ?")
+        statement: Any = (
+            f"SELECT rowid, topic, state, originator_id FROM {recorder.events_table_name} "
+            f"WHERE rowid >= ? AND rowid <= ?{where} ORDER BY rowid LIMIT ?"
+        )
     else:
         from psycopg.sql import SQL, Identifier
 
-        statement = SQL("SELECT notification_id, topic, state, originator_id::text FROM {schema}.{table} "
-                        "WHERE notification_id >= %s AND notification_id <= %s" + where
-                        + " ORDER BY notification_id LIMIT %s").format(
-            schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
+        statement = SQL(
+            "SELECT notification_id, topic, state, originator_id::text FROM {schema}.{table} "
+            "WHERE notification_id >= %s AND notification_id <= %s" + where + " ORDER BY notification_id LIMIT %s"
+        ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
     start = 1
     while start <= stop:
         values = [start, stop, *params, batch]
@@ -121,7 +129,10 @@ def stored(app: Any, stop: int, whole: Sequence[str] = (), shared: Sequence[str]
         else:
             from psycopg.rows import tuple_row
 
-            with recorder.datastore.get_connection() as connection, connection.cursor(row_factory=tuple_row, binary=True) as cursor:
+            with (
+                recorder.datastore.get_connection() as connection,
+                connection.cursor(row_factory=tuple_row, binary=True) as cursor,
+            ):
                 cursor.execute(statement, values, prepare=True)
                 rows = [(i, topic, bytes(state), origin) for i, topic, state, origin in cursor.fetchall()]
         if not rows:
@@ -130,8 +141,15 @@ def stored(app: Any, stop: int, whole: Sequence[str] = (), shared: Sequence[str]
         start = rows[-1][0] + 1
 
 
-def rebuild(app: Any, store: ReadStore, *, until: datetime | None = None, stops: dict[str, int] | None = None,
-            progress: Progress | None = None, part: Part | None = None) -> int:
+def rebuild(
+    app: Any,
+    store: ReadStore,
+    *,
+    until: datetime | None = None,
+    stops: dict[str, int] | None = None,
+    progress: Progress | None = None,
+    part: Part | None = None,
+) -> int:
     """Apply the history to every projection in `store` (fresh), in batches of one transaction each:
     every event when `until` is None, else only events timestamped at or before it; each projection
     up to its position in `stops` when given. `part`: only its projections, reading only their
@@ -162,8 +180,11 @@ def rebuild(app: Any, store: ReadStore, *, until: datetime | None = None, stops:
             projection.process_batch(mine, min(last_id, limit))
             mine.clear()
 
-    rows = (stored(app, stop, sorted(whole_topics), sorted(shared_topics - whole_topics), (low, high)) if part
-            else stored(app, stop))
+    rows = (
+        stored(app, stop, sorted(whole_topics), sorted(shared_topics - whole_topics), (low, high))
+        if part
+        else stored(app, stop)
+    )
     decode = app.mapper.decoder()
     with _gc_paused():
         for notification_id, topic, state, origin in rows:
@@ -220,12 +241,15 @@ def topic_counts(app: Any, stop: int) -> dict[str, int]:
     """How many events of each topic the log holds up to notification `stop` (one scan)."""
     recorder = app.recorder
     if isinstance(recorder.datastore, SQLiteDatastore):
-        statement: Any = f"SELECT topic, COUNT(*) AS n FROM {recorder.events_table_name} WHERE rowid <= ? GROUP BY topic"
+        statement: Any = (
+            f"SELECT topic, COUNT(*) AS n FROM {recorder.events_table_name} WHERE rowid <= ? GROUP BY topic"
+        )
     else:
         from psycopg.sql import SQL, Identifier
 
-        statement = SQL("SELECT topic, COUNT(*) AS n FROM {schema}.{table} WHERE notification_id <= %s GROUP BY topic").format(
-            schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
+        statement = SQL(
+            "SELECT topic, COUNT(*) AS n FROM {schema}.{table} WHERE notification_id <= %s GROUP BY topic"
+        ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
     with recorder.datastore.transaction(commit=False) as cursor:
         cursor.execute(statement, (stop,))
         return {row["topic"]: int(row["n"]) for row in cursor.fetchall()}
@@ -238,21 +262,28 @@ def aggregate_sizes(app: Any) -> list[tuple[str, int]]:
     this only weighs the parts)."""
     recorder = app.recorder
     if isinstance(recorder.datastore, SQLiteDatastore):
-        statement: Any = (f"SELECT originator_id AS id, MAX(originator_version) AS n FROM {recorder.events_table_name} "
-                          "GROUP BY originator_id")
+        statement: Any = (
+            f"SELECT originator_id AS id, MAX(originator_version) AS n FROM {recorder.events_table_name} "
+            "GROUP BY originator_id"
+        )
     else:
         from psycopg.sql import SQL, Identifier
 
-        statement = SQL("SELECT originator_id::text AS id, MAX(originator_version) AS n FROM {schema}.{table} "
-                        "GROUP BY originator_id").format(
-            schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
+        statement = SQL(
+            "SELECT originator_id::text AS id, MAX(originator_version) AS n FROM {schema}.{table} "
+            "GROUP BY originator_id"
+        ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
     with recorder.datastore.transaction(commit=False) as cursor:
         cursor.execute(statement)
         return sorted((str(row["id"]), int(row["n"])) for row in cursor.fetchall())
 
 
-def partition(projections: Sequence[type[Projection]], counts: dict[str, int], parts: int,
-              aggregates: Sequence[tuple[str, int]] = ()) -> list[Part]:
+def partition(
+    projections: Sequence[type[Projection]],
+    counts: dict[str, int],
+    parts: int,
+    aggregates: Sequence[tuple[str, int]] = (),
+) -> list[Part]:
     """The work in at most `parts` parts of about equal size. Projections keyed by aggregate are
     split by ranges of aggregate ids; the others go whole, heaviest first, into the part they add
     least to. Then the ranges are cut so that each part's total comes out about equal, by the
@@ -275,12 +306,17 @@ def partition(projections: Sequence[type[Projection]], counts: dict[str, int], p
     if not split:
         return [Part(tuple(cls.name for cls in group)) for group in groups if group]
     shared = tuple(cls.name for cls in split)
-    cuts = _cuts([work(group) for group in groups], aggregates,
-                 sum(counts.get(topic, 0) for topic in {t for cls in split for t in cls.topics}) + sum(map(applied, split)))
+    cuts = _cuts(
+        [work(group) for group in groups],
+        aggregates,
+        sum(counts.get(topic, 0) for topic in {t for cls in split for t in cls.topics}) + sum(map(applied, split)),
+    )
     bounds = [(cuts[k - 1] if k else None, cuts[k] if k < n - 1 else None) for k in range(n)]
-    return [Part(tuple(cls.name for cls in group), shared, bound, (k, n))
-            for k, (group, bound) in enumerate(zip(groups, bounds, strict=True))
-            if group or bound[0] is None or bound[1] is None or bound[0] < bound[1]]
+    return [
+        Part(tuple(cls.name for cls in group), shared, bound, (k, n))
+        for k, (group, bound) in enumerate(zip(groups, bounds, strict=True))
+        if group or bound[0] is None or bound[1] is None or bound[0] < bound[1]
+    ]
 
 
 def _cuts(loads: list[int], aggregates: Sequence[tuple[str, int]], shared_work: int) -> list[str]:
@@ -306,8 +342,9 @@ def _cuts(loads: list[int], aggregates: Sequence[tuple[str, int]], shared_work: 
     return cuts + [aggregates[-1][0]] * (len(ends) - len(cuts))
 
 
-def _rebuild_part(settings: Any, part: Part, path: Path, stops: dict[str, int] | None, slot: int,
-                  marks: Any, results: Connection) -> None:
+def _rebuild_part(
+    settings: Any, part: Part, path: Path, stops: dict[str, int] | None, slot: int, marks: Any, results: Connection
+) -> None:
     """A rebuild process: its part of the read models, rebuilt in memory, into the file at `path`.
     `marks[slot]`: -1 until its stores are open, then the last notification it applied. Sends None,
     or its error."""
@@ -327,17 +364,22 @@ def _rebuild_part(settings: Any, part: Part, path: Path, stops: dict[str, int] |
         finally:
             store.close()
             app.close()
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it with the names
-        try:
+    except BaseException as exc:
+        with suppress(OSError):  # the parent has its answer already (closing failed after the part was sent)
             results.send(f"{type(exc).__name__}: {exc}")
-        except OSError:  # the parent has its answer already (closing failed after the part was sent)
-            pass
     finally:
         results.close()
 
 
-def rebuild_scratch(app: Any, settings: Any, scratch: ScratchStore, *, until: datetime | None = None,
-                    stops: dict[str, int] | None = None, progress: Progress | None = None) -> int:
+def rebuild_scratch(
+    app: Any,
+    settings: Any,
+    scratch: ScratchStore,
+    *,
+    until: datetime | None = None,
+    stops: dict[str, int] | None = None,
+    progress: Progress | None = None,
+) -> int:
     """`rebuild` into a scratch store. A whole history (no `until`) long enough to gain from it is
     split over up to `settings.replay_processes` processes, each rebuilding its part of the read
     models into a file of its own, merged after. Returns how many events were read (for the split
@@ -345,8 +387,7 @@ def rebuild_scratch(app: Any, settings: Any, scratch: ScratchStore, *, until: da
     processes = settings.replay_processes or os.cpu_count() or 1
     head = app.recorder.max_notification_id() or 0
     stop = min(head, max(stops.values())) if stops else head
-    if (until is not None or processes < 2 or stop < PARALLEL_MIN_EVENTS
-            or "fork" not in mp.get_all_start_methods()):
+    if until is not None or processes < 2 or stop < PARALLEL_MIN_EVENTS or "fork" not in mp.get_all_start_methods():
         return rebuild(app, scratch.store, until=until, stops=stops, progress=progress)
     counts = topic_counts(app, stop)
     if sum(counts.values()) < PARALLEL_MIN_EVENTS:
@@ -363,17 +404,30 @@ def _describe(part: Part) -> str:
     return ", ".join([*part.whole, *(f"{name} ({k + 1}/{n} of its aggregates)" for name in part.shared)])
 
 
-def _run_parts(app: Any, settings: Any, scratch: ScratchStore, parts: list[Part],
-               stops: dict[str, int] | None, stop: int, progress: Progress | None) -> None:
+def _run_parts(
+    app: Any,
+    settings: Any,
+    scratch: ScratchStore,
+    parts: list[Part],
+    stops: dict[str, int] | None,
+    stop: int,
+    progress: Progress | None,
+) -> None:
     """One process per part, forked (they start in milliseconds with everything imported; each opens
     its own connections). A process that has not opened its stores within READY_TIMEOUT (a lock held
     by another thread at the fork) is stopped and its part rebuilt in this process."""
     context = mp.get_context("fork")
     marks = context.Array("q", [-1] * len(parts), lock=False)
     pipes = [context.Pipe(duplex=False) for _ in parts]
-    workers = [context.Process(target=_rebuild_part, name=f"replay-{i}", daemon=True,
-                               args=(settings, parts[i], scratch.part(i), stops, i, marks, pipes[i][1]))
-               for i in range(len(parts))]
+    workers = [
+        context.Process(
+            target=_rebuild_part,
+            name=f"replay-{i}",
+            daemon=True,
+            args=(settings, parts[i], scratch.part(i), stops, i, marks, pipes[i][1]),
+        )
+        for i in range(len(parts))
+    ]
     started = time.monotonic()
     done: dict[int, str | None] = {}
     try:
@@ -420,8 +474,10 @@ def _run_parts(app: Any, settings: Any, scratch: ScratchStore, parts: list[Part]
             sender.close()
     failed = {slot: error for slot, error in done.items() if error}
     if failed:
-        raise OrchestratorError("ReplayFailed", "; ".join(
-            f"rebuilding {_describe(parts[slot])}: {error}" for slot, error in sorted(failed.items())))
+        raise OrchestratorError(
+            "ReplayFailed",
+            "; ".join(f"rebuilding {_describe(parts[slot])}: {error}" for slot, error in sorted(failed.items())),
+        )
 
 
 def _merge(scratch: ScratchStore, index: int, part: Part) -> None:
@@ -436,9 +492,12 @@ def _merge(scratch: ScratchStore, index: int, part: Part) -> None:
         for name in part.names:
             for table in by_name[name].owned:
                 db.execute(f"INSERT INTO main.{store.t(table)} SELECT * FROM part.{store.t(table)}")
-            db.execute(f"INSERT INTO main.{positions} SELECT * FROM part.{positions} WHERE follower = ? "
-                       "ON CONFLICT (follower) DO UPDATE SET notification_id = "
-                       "max(notification_id, excluded.notification_id)", (name,))
+            db.execute(
+                f"INSERT INTO main.{positions} SELECT * FROM part.{positions} WHERE follower = ? "
+                "ON CONFLICT (follower) DO UPDATE SET notification_id = "
+                "max(notification_id, excluded.notification_id)",
+                (name,),
+            )
         db.execute("COMMIT")
         db.execute("DETACH DATABASE part")
     scratch.part(index).unlink()
@@ -481,8 +540,11 @@ def live_snapshot(store: ReadStore) -> tuple[dict[str, int], dict[str, dict[str,
         if {name: store.position(name) for name in names} == before:
             return before, rows
         time.sleep(0.05)
-    raise ServiceUnavailableError("ReadModelsMoving", "the read models kept moving while they were read; retry when "
-                                  "the system is quieter (`audit verify --chain-only` checks the chain alone)")
+    raise ServiceUnavailableError(
+        "ReadModelsMoving",
+        "the read models kept moving while they were read; retry when "
+        "the system is quieter (`audit verify --chain-only` checks the chain alone)",
+    )
 
 
 @dataclass
@@ -511,8 +573,9 @@ class ReplayReport:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def replay(app: Any, settings: Any, store: ReadStore, progress: Progress | None = None,
-           max_differences: int = 50) -> ReplayReport:
+def replay(
+    app: Any, settings: Any, store: ReadStore, progress: Progress | None = None, max_differences: int = 50
+) -> ReplayReport:
     """Rebuild every read model from scratch into a fresh store, up to where the live ones are, and
     compare: a digest per table, and the rows that differ."""
     positions, live_rows = live_snapshot(store)
@@ -524,8 +587,13 @@ def replay(app: Any, settings: Any, store: ReadStore, progress: Progress | None 
         replayed_rows = {table: table_rows(scratch.store, table) for table in _all_tables()}
     finally:
         scratch.close()
-    report = ReplayReport(events, seconds, positions, {t: digest(r) for t, r in live_rows.items()},
-                          {t: digest(r) for t, r in replayed_rows.items()})
+    report = ReplayReport(
+        events,
+        seconds,
+        positions,
+        {t: digest(r) for t, r in live_rows.items()},
+        {t: digest(r) for t, r in replayed_rows.items()},
+    )
     for table in _all_tables():
         live, replayed = live_rows[table], replayed_rows[table]
         for key in sorted(set(live) | set(replayed)):

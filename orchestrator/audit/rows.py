@@ -20,8 +20,13 @@ from orchestrator.follower import BATCH
 EXPECTED = {"originator_id": "text", "originator_version": "integer", "topic": "text", "state": "blob"}
 TYPE_NAMES = {
     "sqlite": {"null": "NULL", "integer": "INTEGER", "real": "REAL", "text": "TEXT", "blob": "BLOB"},
-    "postgres": {"null": "NULL", "integer": "BIGINT", "real": "a number with a fraction", "text": "TEXT",
-                 "blob": "BYTEA"},
+    "postgres": {
+        "null": "NULL",
+        "integer": "BIGINT",
+        "real": "a number with a fraction",
+        "text": "TEXT",
+        "blob": "BYTEA",
+    },
 }
 
 Column = tuple[str, bytes]  # (storage class: null, integer, real, text or blob; its bytes, b"" for NULL)
@@ -72,17 +77,24 @@ def read_rows(app: Any, start: int, stop: int, limit: int) -> list[StoredRow]:
     if dialect(app) == "sqlite":
         columns = ", ".join(f"typeof({name}), CAST({name} AS BLOB)" for name in EXPECTED)
         with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(f"SELECT rowid, {columns} FROM {recorder.events_table_name} WHERE rowid >= ? "
-                           "AND rowid <= ? ORDER BY rowid LIMIT ?", (start, stop, limit))
+            cursor.execute(
+                f"SELECT rowid, {columns} FROM {recorder.events_table_name} WHERE rowid >= ? "
+                "AND rowid <= ? ORDER BY rowid LIMIT ?",
+                (start, stop, limit),
+            )
             return [StoredRow(r[0], *((r[i], r[i + 1] or b"") for i in (1, 3, 5, 7))) for r in cursor.fetchall()]
     from psycopg.rows import tuple_row
     from psycopg.sql import SQL, Identifier
 
-    statement = SQL("SELECT notification_id, originator_id::text, originator_version, topic, state FROM "
-                    "{schema}.{table} WHERE notification_id >= %s AND notification_id <= %s "
-                    "ORDER BY notification_id LIMIT %s").format(
-        schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
-    with recorder.datastore.get_connection() as connection, connection.cursor(row_factory=tuple_row, binary=True) as cursor:
+    statement = SQL(
+        "SELECT notification_id, originator_id::text, originator_version, topic, state FROM "
+        "{schema}.{table} WHERE notification_id >= %s AND notification_id <= %s "
+        "ORDER BY notification_id LIMIT %s"
+    ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(recorder.events_table_name))
+    with (
+        recorder.datastore.get_connection() as connection,
+        connection.cursor(row_factory=tuple_row, binary=True) as cursor,
+    ):
         cursor.execute(statement, (start, stop, limit), prepare=True)
         return [StoredRow(r[0], *map(_column, r[1:])) for r in cursor.fetchall()]
 
@@ -132,8 +144,9 @@ class Inspector:
         self.topics = event_topics()
 
     def inspect(self, row: StoredRow) -> tuple[list[str], Any]:
-        problems = [problem for name, column in zip(EXPECTED, row[1:], strict=True)
-                    if (problem := self._storage(name, column))]
+        problems = [
+            problem for name, column in zip(EXPECTED, row[1:], strict=True) if (problem := self._storage(name, column))
+        ]
         originator = self._originator(row.originator_id, problems)
         version = int(row.originator_version[1]) if row.originator_version[0] == "integer" else None
         if version is not None and version < 1:
@@ -145,7 +158,7 @@ class Inspector:
             return problems, None
         try:
             event = self.decode(topic, row.state[1])
-        except Exception as exc:  # noqa: BLE001 - whatever the stored bytes make the decoder raise is a finding
+        except Exception as exc:
             problems.append(f"state does not decode as {topic} ({reason(exc)})")
             return problems, None
         if originator is not None and event.originator_id != originator:

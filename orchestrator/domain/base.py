@@ -78,9 +78,13 @@ class AggregateSnapshot(DomainEvent, CanSnapshotAggregate[UUID]):
         values = {name: value for name, value in vars(aggregate).items() if name not in _INTERNAL}
         values["created_on"], values["modified_on"] = values.pop("_created_on"), values.pop("_modified_on")
         state = type(aggregate).snapshot_state.model_validate(values)
-        return cls(originator_id=aggregate.id, originator_version=aggregate.version,
-                   timestamp=cls.create_timestamp(), topic=get_topic(type(aggregate)),
-                   state=state.model_dump(mode="json"))
+        return cls(
+            originator_id=aggregate.id,
+            originator_version=aggregate.version,
+            timestamp=cls.create_timestamp(),
+            topic=get_topic(type(aggregate)),
+            state=state.model_dump(mode="json"),
+        )
 
     def mutate(self, _: None) -> Any:
         cls = resolve_topic(self.topic)
@@ -88,7 +92,9 @@ class AggregateSnapshot(DomainEvent, CanSnapshotAggregate[UUID]):
         aggregate = object.__new__(cls)
         values = {name: getattr(state, name) for name in type(state).model_fields}
         values["_created_on"], values["_modified_on"] = values.pop("created_on"), values.pop("modified_on")
-        aggregate.__dict__.update(_id=self.originator_id, _version=self.originator_version, _pending_events=[], **values)
+        aggregate.__dict__.update(
+            _id=self.originator_id, _version=self.originator_version, _pending_events=[], **values
+        )
         return aggregate
 
 

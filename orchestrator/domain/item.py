@@ -185,8 +185,7 @@ class VirtualMachine(Aggregate):
         if self.vault_id != vault_id or self.status is not ItemStatus.REGISTERED:
             raise DomainError(
                 "VmNotRegistered",
-                f"VM {self.vm.display_name} is not registered in this vault "
-                f"(status: {self.status.value})",
+                f"VM {self.vm.display_name} is not registered in this vault (status: {self.status.value})",
                 field="vm_name",
             )
 

@@ -63,8 +63,12 @@ class NameRule:
         found = self.problem(value)
         if found is not None:
             rule, message = found
-            raise DomainError(self.code, message, field=field or self.field,
-                              details=[{"rule": rule, "name": value[:200], "field": field or self.field}])
+            raise DomainError(
+                self.code,
+                message,
+                field=field or self.field,
+                details=[{"rule": rule, "name": value[:200], "field": field or self.field}],
+            )
         return value
 
     def validator(self, value: str) -> str:
@@ -79,33 +83,120 @@ class NameRule:
 LETTER, LETTER_WORDS = "A-Za-z", "a letter (A-Z)"
 ALNUM, ALNUM_WORDS = "A-Za-z0-9", "a letter or a digit"
 
-VAULT = NameRule("vault name", "VaultNameInvalid", "name", "A-Za-z0-9-", "ASCII letters, digits and hyphens", (2, 50),
-                 LETTER, LETTER_WORDS, ALNUM, ALNUM_WORDS)
-SUBSCRIPTION = NameRule("subscription", "SubscriptionInvalid", "subscription", "A-Za-z0-9._-",
-                        "ASCII letters, digits, '.', '_' and '-'", (1, 64), ALNUM, ALNUM_WORDS)
-RESOURCE_GROUP = NameRule("resource group", "ResourceGroupInvalid", "resource_group", "A-Za-z0-9_.()-",
-                          "ASCII letters, digits, '_', '-', '.', '(' and ')'", (1, 90),
-                          last="A-Za-z0-9_()-", last_words="anything but '.'")
-REGION = NameRule("region", "RegionInvalid", "region", "a-z0-9", "lowercase letters and digits (such as 'japaneast')",
-                  (2, 40), "a-z", "a lowercase letter")
-VM = NameRule("VM name", "VmNameInvalid", "vm_name", "A-Za-z0-9_.-", "ASCII letters, digits, '_', '.' and '-'", (1, 64),
-              ALNUM, ALNUM_WORDS, "A-Za-z0-9_", "a letter, a digit or '_' (not '.' or '-')")
-CLOUD_SERVICE = NameRule("cloud service", "CloudServiceInvalid", "cloud_service", "A-Za-z0-9-",
-                         "ASCII letters, digits and hyphens", (1, 63), ALNUM, ALNUM_WORDS, ALNUM, ALNUM_WORDS)
-POLICY = NameRule("policy name", "PolicyNameInvalid", "name", "A-Za-z0-9_-", "ASCII letters, digits, '-' and '_'",
-                  (3, 150), LETTER, LETTER_WORDS)
-DISK = NameRule("disk name", "DiskNameInvalid", "name", "A-Za-z0-9._-", "ASCII letters, digits, '.', '_' and '-'",
-                (1, 80), "A-Za-z0-9_-", "a letter, a digit, '_' or '-' (not '.')")
-KEY_VAULT = NameRule("key vault name", "KeyVaultNameInvalid", "key_vault", "A-Za-z0-9-",
-                     "ASCII letters, digits and hyphens", (3, 24), LETTER, LETTER_WORDS, ALNUM, ALNUM_WORDS)
-KEY_OR_SECRET = NameRule("key or secret name", "KeyOrSecretNameInvalid", "name", "A-Za-z0-9-",
-                         "ASCII letters, digits and hyphens", (1, 127))
+VAULT = NameRule(
+    "vault name",
+    "VaultNameInvalid",
+    "name",
+    "A-Za-z0-9-",
+    "ASCII letters, digits and hyphens",
+    (2, 50),
+    LETTER,
+    LETTER_WORDS,
+    ALNUM,
+    ALNUM_WORDS,
+)
+SUBSCRIPTION = NameRule(
+    "subscription",
+    "SubscriptionInvalid",
+    "subscription",
+    "A-Za-z0-9._-",
+    "ASCII letters, digits, '.', '_' and '-'",
+    (1, 64),
+    ALNUM,
+    ALNUM_WORDS,
+)
+RESOURCE_GROUP = NameRule(
+    "resource group",
+    "ResourceGroupInvalid",
+    "resource_group",
+    "A-Za-z0-9_.()-",
+    "ASCII letters, digits, '_', '-', '.', '(' and ')'",
+    (1, 90),
+    last="A-Za-z0-9_()-",
+    last_words="anything but '.'",
+)
+REGION = NameRule(
+    "region",
+    "RegionInvalid",
+    "region",
+    "a-z0-9",
+    "lowercase letters and digits (such as 'japaneast')",
+    (2, 40),
+    "a-z",
+    "a lowercase letter",
+)
+VM = NameRule(
+    "VM name",
+    "VmNameInvalid",
+    "vm_name",
+    "A-Za-z0-9_.-",
+    "ASCII letters, digits, '_', '.' and '-'",
+    (1, 64),
+    ALNUM,
+    ALNUM_WORDS,
+    "A-Za-z0-9_",
+    "a letter, a digit or '_' (not '.' or '-')",
+)
+CLOUD_SERVICE = NameRule(
+    "cloud service",
+    "CloudServiceInvalid",
+    "cloud_service",
+    "A-Za-z0-9-",
+    "ASCII letters, digits and hyphens",
+    (1, 63),
+    ALNUM,
+    ALNUM_WORDS,
+    ALNUM,
+    ALNUM_WORDS,
+)
+POLICY = NameRule(
+    "policy name",
+    "PolicyNameInvalid",
+    "name",
+    "A-Za-z0-9_-",
+    "ASCII letters, digits, '-' and '_'",
+    (3, 150),
+    LETTER,
+    LETTER_WORDS,
+)
+DISK = NameRule(
+    "disk name",
+    "DiskNameInvalid",
+    "name",
+    "A-Za-z0-9._-",
+    "ASCII letters, digits, '.', '_' and '-'",
+    (1, 80),
+    "A-Za-z0-9_-",
+    "a letter, a digit, '_' or '-' (not '.')",
+)
+KEY_VAULT = NameRule(
+    "key vault name",
+    "KeyVaultNameInvalid",
+    "key_vault",
+    "A-Za-z0-9-",
+    "ASCII letters, digits and hyphens",
+    (3, 24),
+    LETTER,
+    LETTER_WORDS,
+    ALNUM,
+    ALNUM_WORDS,
+)
+KEY_OR_SECRET = NameRule(
+    "key or secret name", "KeyOrSecretNameInvalid", "name", "A-Za-z0-9-", "ASCII letters, digits and hyphens", (1, 127)
+)
 # Who an operator is on the events they cause. ':' is the product's own: its workers and services act
 # as `worker:<principal>` and `system:<service>`, and no operator may pose as one of them.
-PRINCIPAL = NameRule("principal", "PrincipalInvalid", "BACKUP_PRINCIPAL", r"A-Za-z0-9._@+\\$-",
-                     "ASCII letters, digits, '.', '_', '@', '+', '\\', '$' and '-' (':' is reserved for the "
-                     "product's own principals, worker:... and system:...)", (1, 200), "A-Za-z0-9_",
-                     "a letter, a digit or '_'")
+PRINCIPAL = NameRule(
+    "principal",
+    "PrincipalInvalid",
+    "BACKUP_PRINCIPAL",
+    r"A-Za-z0-9._@+\\$-",
+    "ASCII letters, digits, '.', '_', '@', '+', '\\', '$' and '-' (':' is reserved for the "
+    "product's own principals, worker:... and system:...)",
+    (1, 200),
+    "A-Za-z0-9_",
+    "a letter, a digit or '_'",
+)
 
 
 def _typed(rule: NameRule) -> Any:
@@ -140,8 +231,9 @@ def vm_reference_problem(value: str) -> tuple[str, str] | None:
 def check_vm_reference(value: str, field: str = "vm_name") -> str:
     found = vm_reference_problem(value)
     if found is not None:
-        raise DomainError(VM.code, found[1], field=field,
-                          details=[{"rule": found[0], "name": value[:200], "field": field}])
+        raise DomainError(
+            VM.code, found[1], field=field, details=[{"rule": found[0], "name": value[:200], "field": field}]
+        )
     return value
 
 
@@ -154,8 +246,22 @@ def _vm_reference(value: str) -> str:
 
 VmReference = Annotated[StrictStr, AfterValidator(_vm_reference)]
 
-CODES = frozenset(rule.code for rule in (VAULT, SUBSCRIPTION, RESOURCE_GROUP, REGION, VM, CLOUD_SERVICE, POLICY, DISK,
-                                         KEY_VAULT, KEY_OR_SECRET, PRINCIPAL)) | {"TimeZoneUnknown"}
+CODES = frozenset(
+    rule.code
+    for rule in (
+        VAULT,
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        REGION,
+        VM,
+        CLOUD_SERVICE,
+        POLICY,
+        DISK,
+        KEY_VAULT,
+        KEY_OR_SECRET,
+        PRINCIPAL,
+    )
+) | {"TimeZoneUnknown"}
 
 
 @cache
@@ -167,8 +273,7 @@ def check_timezone(name: str) -> ZoneInfo:
     """An IANA time zone that this system's zone database holds ('UTC', 'Asia/Tokyo')."""
     if not isinstance(name, str) or name not in _zones():
         shown = repr(name[:80]) if isinstance(name, str) else type(name).__name__
-        raise DomainError("TimeZoneUnknown", f"{shown} is not an IANA time zone such as 'Asia/Tokyo'",
-                          field="timezone")
+        raise DomainError("TimeZoneUnknown", f"{shown} is not an IANA time zone such as 'Asia/Tokyo'", field="timezone")
     return ZoneInfo(name)
 
 

@@ -64,9 +64,21 @@ class RecoveryPoint(Aggregate):
 
     @event(Created)
     def __init__(
-        self, vault_id: UUID, item_id: UUID, vm_key: str, vm_name: str, job_id: UUID, taken_at: datetime,
-        consistency: str, tiers: list[Tier], expires_at: datetime, logical_bytes: int, stored_bytes: int,
-        manifest_digest: str, disks: list[DiskInfo], encryption: EncryptionKeys | None = None,
+        self,
+        vault_id: UUID,
+        item_id: UUID,
+        vm_key: str,
+        vm_name: str,
+        job_id: UUID,
+        taken_at: datetime,
+        consistency: str,
+        tiers: list[Tier],
+        expires_at: datetime,
+        logical_bytes: int,
+        stored_bytes: int,
+        manifest_digest: str,
+        disks: list[DiskInfo],
+        encryption: EncryptionKeys | None = None,
         provisioned_gb: int = 0,
     ) -> None:
         self.vault_id = vault_id

@@ -115,37 +115,52 @@ def _refuse(code: str, field: str, message: str) -> DomainError:
 
 def check_schedule(schedule: Schedule) -> None:
     if len(schedule.times) > MAX_TIMES_PER_DAY or len(set(schedule.times)) != len(schedule.times):
-        raise _refuse("ScheduleTimesInvalid", "schedule.times",
-                      f"a schedule has 1 to {MAX_TIMES_PER_DAY} distinct times a day")
+        raise _refuse(
+            "ScheduleTimesInvalid", "schedule.times", f"a schedule has 1 to {MAX_TIMES_PER_DAY} distinct times a day"
+        )
     if any(t.second or t.microsecond or t.tzinfo for t in schedule.times):
         raise _refuse("ScheduleTimesInvalid", "schedule.times", "schedule times are HH:MM in the policy's time zone")
     _check_weekdays(schedule.weekdays, "schedule.weekdays")
     if schedule.frequency == "weekly" and not schedule.weekdays:
         raise _refuse("ScheduleWeekdaysRequired", "schedule.weekdays", "a weekly schedule names its weekdays")
     if schedule.frequency == "daily" and schedule.weekdays:
-        raise _refuse("ScheduleWeekdaysNotAllowed", "schedule.weekdays", "a daily schedule runs every day; drop weekdays")
+        raise _refuse(
+            "ScheduleWeekdaysNotAllowed", "schedule.weekdays", "a daily schedule runs every day; drop weekdays"
+        )
 
 
 def check_retention(retention: Retention, schedule: Schedule) -> None:
-    tiers = {"daily": retention.daily, "weekly": retention.weekly, "monthly": retention.monthly,
-             "yearly": retention.yearly}
+    tiers = {
+        "daily": retention.daily,
+        "weekly": retention.weekly,
+        "monthly": retention.monthly,
+        "yearly": retention.yearly,
+    }
     if not any(tiers.values()):
         raise _refuse("RetentionRequired", "retention", "a policy keeps its points in at least one tier")
-    counts = {"daily": retention.daily and retention.daily.days, "weekly": retention.weekly and retention.weekly.weeks,
-              "monthly": retention.monthly and retention.monthly.months, "yearly": retention.yearly and retention.yearly.years}
+    counts = {
+        "daily": retention.daily and retention.daily.days,
+        "weekly": retention.weekly and retention.weekly.weeks,
+        "monthly": retention.monthly and retention.monthly.months,
+        "yearly": retention.yearly and retention.yearly.years,
+    }
     for tier, count in counts.items():
         low, high = RANGES[tier]
         if tiers[tier] is not None and not low <= int(count or 0) <= high:
-            raise _refuse("RetentionOutOfRange", f"retention.{tier}",
-                          f"{tier} retention of {count} is outside {low}-{high}")
+            raise _refuse(
+                "RetentionOutOfRange", f"retention.{tier}", f"{tier} retention of {count} is outside {low}-{high}"
+            )
     if schedule.frequency == "daily" and retention.daily is None:
         raise _refuse("DailyRetentionRequired", "retention.daily", "a daily schedule needs daily retention")
     if schedule.frequency == "weekly":
         if retention.daily is not None:
             raise _refuse("DailyRetentionNotAllowed", "retention.daily", "a weekly schedule cannot keep daily points")
         if retention.weekly is None or set(retention.weekly.weekdays) != set(schedule.weekdays):
-            raise _refuse("WeeklyRetentionDaysMismatch", "retention.weekly.weekdays",
-                          "a weekly schedule keeps weekly points on exactly its scheduled weekdays")
+            raise _refuse(
+                "WeeklyRetentionDaysMismatch",
+                "retention.weekly.weekdays",
+                "a weekly schedule keeps weekly points on exactly its scheduled weekdays",
+            )
     if retention.weekly:
         _check_weekdays(retention.weekly.weekdays, "retention.weekly.weekdays")
     if retention.monthly:
@@ -160,13 +175,18 @@ def check_retention(retention: Retention, schedule: Schedule) -> None:
 def _check_weekdays(weekdays: list[str], field: str) -> None:
     bad = [d for d in weekdays if d not in WEEKDAYS]
     if bad or len(set(weekdays)) != len(weekdays):
-        raise _refuse("WeekdayInvalid", field, f"weekdays are distinct names from {', '.join(WEEKDAYS)}; got {weekdays}")
+        raise _refuse(
+            "WeekdayInvalid", field, f"weekdays are distinct names from {', '.join(WEEKDAYS)}; got {weekdays}"
+        )
 
 
 def _check_day_of_month(on: DayOfMonth, field: str) -> None:
     if bool(on.days) == bool(on.weeks or on.weekdays):
-        raise _refuse("RetentionSelectorInvalid", field,
-                      "choose either days of the month (1-28 or 'last') or weeks ('first'..'last') with weekdays")
+        raise _refuse(
+            "RetentionSelectorInvalid",
+            field,
+            "choose either days of the month (1-28 or 'last') or weeks ('first'..'last') with weekdays",
+        )
     if on.days and (not all(d == "last" or 1 <= int(d) <= 28 for d in on.days) or len(set(on.days)) != len(on.days)):
         raise _refuse("RetentionSelectorInvalid", field, "days of the month are distinct, 1-28 or 'last'")
     if on.weeks or on.weekdays:

@@ -60,8 +60,9 @@ class Fabric(Protocol):
         `NotAuthorized` or `KeyOrSecretNotFound`."""
         ...
 
-    def restore_key_material(self, subscription: str, key_vault: str, secrets: dict[str, bytes],
-                             keys: dict[str, bytes]) -> dict[str, str]:
+    def restore_key_material(
+        self, subscription: str, key_vault: str, secrets: dict[str, bytes], keys: dict[str, bytes]
+    ) -> dict[str, str]:
         """Put secrets and keys back into a key vault as the backup service; returns each one's
         outcome ("restored" or "present"). Raises `KeyVaultNotFound`, `NotAuthorized` or
         `KeyOrSecretExists` (same name, other value)."""

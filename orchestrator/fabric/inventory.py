@@ -110,10 +110,44 @@ class EncryptionSpec(Spec):
         return self.enabled and not self.kek_key
 
 
-KEY_VAULT_PERMISSIONS = ("get", "list", "set", "delete", "backup", "restore", "recover", "purge", "create",
-                         "import", "update", "decrypt", "encrypt", "wrapKey", "unwrapKey", "sign", "verify")
-Permission = Literal["get", "list", "set", "delete", "backup", "restore", "recover", "purge", "create", "import",
-                     "update", "decrypt", "encrypt", "wrapKey", "unwrapKey", "sign", "verify"]
+KEY_VAULT_PERMISSIONS = (
+    "get",
+    "list",
+    "set",
+    "delete",
+    "backup",
+    "restore",
+    "recover",
+    "purge",
+    "create",
+    "import",
+    "update",
+    "decrypt",
+    "encrypt",
+    "wrapKey",
+    "unwrapKey",
+    "sign",
+    "verify",
+)
+Permission = Literal[
+    "get",
+    "list",
+    "set",
+    "delete",
+    "backup",
+    "restore",
+    "recover",
+    "purge",
+    "create",
+    "import",
+    "update",
+    "decrypt",
+    "encrypt",
+    "wrapKey",
+    "unwrapKey",
+    "sign",
+    "verify",
+]
 
 
 class AccessPolicySpec(Spec):
@@ -244,8 +278,9 @@ class _UniqueKeyLoader(_YAML_BASE):  # type: ignore[misc]
                 continue
             key = self.construct_object(key_node, deep=deep)
             if any(key == other and type(key) is type(other) for other in seen):
-                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice",
-                                                        key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice", key_node.start_mark
+                )
             seen.append(key)
         return dict(super().construct_mapping(node, deep=deep))
 
@@ -292,8 +327,11 @@ def load_key_vaults(path: Path) -> dict[tuple[str, str], KeyVaultSpec]:
     for sub in _validated(path).subscriptions:
         for kv in sub.key_vaults:
             if (sub.name, kv.name.lower()) in vaults:
-                raise InventoryError("InventoryInvalid", f"{path}: key vault {kv.name!r} appears twice in "
-                                     f"subscription {sub.name!r}", field="key_vaults.name")
+                raise InventoryError(
+                    "InventoryInvalid",
+                    f"{path}: key vault {kv.name!r} appears twice in subscription {sub.name!r}",
+                    field="key_vaults.name",
+                )
             vaults[(sub.name, kv.name.lower())] = kv
     return vaults
 
@@ -338,11 +376,13 @@ def _read(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise InventoryError("InventoryInvalid", f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})",
-                             field="BACKUP_FABRIC") from None
+        raise InventoryError(
+            "InventoryInvalid", f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})", field="BACKUP_FABRIC"
+        ) from None
     except OSError as exc:
-        raise InventoryError("InventoryInvalid", f"{path}: cannot be read ({exc.strerror})",
-                             field="BACKUP_FABRIC") from None
+        raise InventoryError(
+            "InventoryInvalid", f"{path}: cannot be read ({exc.strerror})", field="BACKUP_FABRIC"
+        ) from None
     try:
         if path.suffix == ".json":
             return json.loads(text, object_pairs_hook=_unique_pairs)
@@ -355,9 +395,7 @@ def _inventory_error(path: Path, raw: Any, exc: ValidationError) -> InventoryErr
     err = exc.errors()[0]
     loc = list(err["loc"])
     where = _describe_location(raw, loc)
-    return InventoryError(
-        "InventoryInvalid", f"{path}: {where}: {err['msg']}", field=".".join(map(str, loc))
-    )
+    return InventoryError("InventoryInvalid", f"{path}: {where}: {err['msg']}", field=".".join(map(str, loc)))
 
 
 def _describe_location(raw: Any, loc: list[Any]) -> str:
@@ -405,8 +443,10 @@ def image_problem(image: Path, roots: tuple[Path, ...], opened: os.stat_result |
     if under_system and not (block and Path("/dev") in real.parents):
         return f"{image} ({real}) is a file of the kernel's, not a disk image"
     if not block and not any(safefs.within(real, _real(r)) for r in roots):
-        return (f"{image} ({real}) is outside the fabric's image roots ({', '.join(map(str, roots))}; "
-                "BACKUP_FABRIC_IMAGE_ROOTS)")
+        return (
+            f"{image} ({real}) is outside the fabric's image roots ({', '.join(map(str, roots))}; "
+            "BACKUP_FABRIC_IMAGE_ROOTS)"
+        )
     return None
 
 

@@ -64,9 +64,7 @@ class LocalFabric:
             if vm.ref.key.lower() == key:
                 check_disks(self.inventory_path, vm, self.image_roots)
                 return vm
-        raise OrchestratorError(
-            "VmNotFound", f"VM {vm_key} no longer exists in the fabric ({self.inventory_path})"
-        )
+        raise OrchestratorError("VmNotFound", f"VM {vm_key} no longer exists in the fabric ({self.inventory_path})")
 
     def extension_version(self, vm: FabricVm) -> str | None:
         state = self._state(vm.ref.key)
@@ -76,9 +74,7 @@ class LocalFabric:
 
     def install_extension(self, vm: FabricVm) -> str:
         if vm.spec.power_state is not PowerState.RUNNING:
-            raise OrchestratorError(
-                "VmNotRunning", f"VM {vm.ref.display_name} is {vm.spec.power_state.value}"
-            )
+            raise OrchestratorError("VmNotRunning", f"VM {vm.ref.display_name} is {vm.spec.power_state.value}")
         version = vm.spec.extension.version
         self._write_state(vm.ref.key, {**self._state(vm.ref.key), "extension_version": version})
         return version
@@ -92,13 +88,20 @@ class LocalFabric:
         try:  # O_NONBLOCK: a FIFO swapped in does not hold the open up (it is refused below)
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            raise InventoryError("InventoryInvalid", f"{self.inventory_path}: VM {vm.spec.name!r} field disks."
-                                 f"{disk.name}.image: {path} cannot be read ({exc.strerror})", field="image") from None
+            raise InventoryError(
+                "InventoryInvalid",
+                f"{self.inventory_path}: VM {vm.spec.name!r} field disks."
+                f"{disk.name}.image: {path} cannot be read ({exc.strerror})",
+                field="image",
+            ) from None
         problem = image_problem(safefs.real_path_of(fd), self.image_roots, os.fstat(fd))
         if problem is not None:
             os.close(fd)
-            raise InventoryError("InventoryInvalid", f"{self.inventory_path}: VM {vm.spec.name!r} field disks."
-                                 f"{disk.name}.image: {problem}", field="image")
+            raise InventoryError(
+                "InventoryInvalid",
+                f"{self.inventory_path}: VM {vm.spec.name!r} field disks.{disk.name}.image: {problem}",
+                field="image",
+            )
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=0)
 
@@ -157,8 +160,9 @@ class LocalFabric:
             material[role] = base64.b64decode(held[name].value)
         return material
 
-    def restore_key_material(self, subscription: str, key_vault: str, secrets: dict[str, bytes],
-                             keys: dict[str, bytes]) -> dict[str, str]:
+    def restore_key_material(
+        self, subscription: str, key_vault: str, secrets: dict[str, bytes], keys: dict[str, bytes]
+    ) -> dict[str, str]:
         kv = self._accessible(subscription, key_vault, "restore", with_keys=bool(keys))
         state = self._restored_material(subscription, key_vault)
         outcome: dict[str, str] = {}
@@ -167,9 +171,13 @@ class LocalFabric:
             for name, value in wanted.items():
                 if name in held:
                     if base64.b64decode(held[name].value) != value:
-                        raise OrchestratorError("KeyOrSecretExists", (
-                            f"key vault {kv.name!r} holds another value under the {kind[:-1]} name {name!r}; "
-                            "delete it first or restore into another key vault"))
+                        raise OrchestratorError(
+                            "KeyOrSecretExists",
+                            (
+                                f"key vault {kv.name!r} holds another value under the {kind[:-1]} name {name!r}; "
+                                "delete it first or restore into another key vault"
+                            ),
+                        )
                     outcome[f"{kind[:-1]} {name}"] = "present"
                     continue
                 stored[name] = base64.b64encode(value).decode()
@@ -181,14 +189,18 @@ class LocalFabric:
         """The key vault, if the backup service may run `operation` on its secrets (and keys)."""
         kv = self.key_vault(subscription, name)
         if kv is None:
-            raise OrchestratorError("KeyVaultNotFound", f"key vault {name!r} does not exist in subscription {subscription!r}")
+            raise OrchestratorError(
+                "KeyVaultNotFound", f"key vault {name!r} does not exist in subscription {subscription!r}"
+            )
         key_perms, secret_perms = kv.permissions(BACKUP_SERVICE)
         missing = [f"secrets/{p}" for p in ("get", operation) if p not in secret_perms]
         if with_keys:
             missing += [f"keys/{p}" for p in ("get", operation) if p not in key_perms]
         if missing:
-            raise OrchestratorError("NotAuthorized", (
-                f"the {BACKUP_SERVICE} is not authorized on key vault {kv.name!r} (lacks {', '.join(missing)})"))
+            raise OrchestratorError(
+                "NotAuthorized",
+                (f"the {BACKUP_SERVICE} is not authorized on key vault {kv.name!r} (lacks {', '.join(missing)})"),
+            )
         return kv
 
     @staticmethod
@@ -198,8 +210,7 @@ class LocalFabric:
     def _restored_material(self, subscription: str, name: str) -> dict[str, dict[str, str]]:
         """What the service restored into a key vault: {"secrets": {name: base64}, "keys": {...}}."""
         state = self._state(self._key_vault_state_key(subscription, name))
-        return {kind: {str(n): str(v) for n, v in dict(state.get(kind) or {}).items()}
-                for kind in ("secrets", "keys")}
+        return {kind: {str(n): str(v) for n, v in dict(state.get(kind) or {}).items()} for kind in ("secrets", "keys")}
 
     def _restored(self) -> list[FabricVm]:
         if not self.restored_dir.exists():
@@ -207,8 +218,13 @@ class LocalFabric:
         vms = []
         for path in sorted(self.restored_dir.glob("*.yaml")):
             data = yaml.safe_load(path.read_text())
-            vms.append(FabricVm(subscription=data["subscription"], spec=VmSpec.model_validate(data["vm"]),
-                                base_dir=self.restored_dir))
+            vms.append(
+                FabricVm(
+                    subscription=data["subscription"],
+                    spec=VmSpec.model_validate(data["vm"]),
+                    base_dir=self.restored_dir,
+                )
+            )
         return vms
 
     def _state_path(self, vm_key: str) -> Path:

@@ -23,8 +23,11 @@ def vm_entry(name: str, region: str, *, disks: int = 1, **facts: Any) -> dict[st
         "region": region,
         "os": {"type": "windows", "version": "Windows Server 2016"},
         "disks": [
-            {"name": f"{name}-{'os' if i == 0 else f'data{i}'}", "role": "os" if i == 0 else "data",
-             "size_gb": 32 if i == 0 else 64}
+            {
+                "name": f"{name}-{'os' if i == 0 else f'data{i}'}",
+                "role": "os" if i == 0 else "data",
+                "size_gb": 32 if i == 0 else 64,
+            }
             for i in range(disks)
         ],
     }
@@ -33,7 +36,10 @@ def vm_entry(name: str, region: str, *, disks: int = 1, **facts: Any) -> dict[st
 
 
 def write_fabric(
-    directory: Path, subscriptions: dict[str, list[dict[str, Any]]], *, disk_mib: int = 2,
+    directory: Path,
+    subscriptions: dict[str, list[dict[str, Any]]],
+    *,
+    disk_mib: int = 2,
     key_vaults: dict[str, list[dict[str, Any]]] | None = None,
 ) -> Path:
     """Write the inventory (with each subscription's `key_vaults`) and one image per disk (random
@@ -69,17 +75,14 @@ def sample_subscriptions() -> dict[str, list[dict[str, Any]]]:
     """A dozen VMs across two regions, with the situations a demo should show."""
     east = [vm_entry(f"web{i:02d}", "japaneast") for i in range(1, 5)]
     east += [
-        vm_entry("db01", "japaneast", disks=3,
-                 os={"type": "linux", "version": "Ubuntu 16.04"}),
+        vm_entry("db01", "japaneast", disks=3, os={"type": "linux", "version": "Ubuntu 16.04"}),
         vm_entry("batch01", "japaneast", power_state="stopped"),
         vm_entry("legacy01", "japaneast", agent={"installed": False}),
     ]
     west = [vm_entry(f"app{i:02d}", "japanwest") for i in range(1, 4)]
     west += [
-        vm_entry("shop", "japanwest", cloud_service="shop-cs", deployment_model="classic",
-                 resource_group="rg-classic"),
-        vm_entry("shop", "japanwest", cloud_service="blog-cs", deployment_model="classic",
-                 resource_group="rg-classic"),
+        vm_entry("shop", "japanwest", cloud_service="shop-cs", deployment_model="classic", resource_group="rg-classic"),
+        vm_entry("shop", "japanwest", cloud_service="blog-cs", deployment_model="classic", resource_group="rg-classic"),
     ]
     return {"default": east + west}
 

@@ -30,13 +30,18 @@ def backup_now(app: Orchestrator, cmd: c.BackupNow) -> UUID:
     item.check_actively_protected()
     item.check_no_backup_running()
     if cmd.retain_until is not None and cmd.retain_until.utcoffset() is None:
-        raise DomainError("RetainUntilInvalid", f"retain-until {cmd.retain_until.isoformat()} needs its time zone "
-                          "(e.g. 2027-01-31T00:00+00:00)", field="retain_until")
+        raise DomainError(
+            "RetainUntilInvalid",
+            f"retain-until {cmd.retain_until.isoformat()} needs its time zone (e.g. 2027-01-31T00:00+00:00)",
+            field="retain_until",
+        )
     retain_until = cmd.retain_until or cmd.now + DEFAULT_RETAIN
     if not cmd.now < retain_until <= cmd.now + MAX_RETAIN:
-        raise DomainError("RetainUntilInvalid",
-                          f"retain-until {retain_until.isoformat()} must be after now and within 99 years",
-                          field="retain_until")
+        raise DomainError(
+            "RetainUntilInvalid",
+            f"retain-until {retain_until.isoformat()} must be after now and within 99 years",
+            field="retain_until",
+        )
     job = Job(operation=Operation.BACKUP, vault_id=vault.id, vm_key=item.vm.key, vm_name=item.vm.display_name)
     item.start_backup(job.id, None, retain_until)
     app.save(job, item)  # the item's version makes a concurrent second backup conflict
@@ -63,8 +68,13 @@ def run_schedule(app: Orchestrator, cmd: c.RunSchedule) -> UUID | None:
         item.slots_missed([slot], f"backup job {item.backup_job_id} was still running")
         app.save(*changed)
         return None
-    job = Job(operation=Operation.BACKUP, vault_id=item.vault_id, vm_key=item.vm.key, vm_name=item.vm.display_name,
-              job_key=f"{item.id}/{slot.isoformat()}")
+    job = Job(
+        operation=Operation.BACKUP,
+        vault_id=item.vault_id,
+        vm_key=item.vm.key,
+        vm_name=item.vm.display_name,
+        job_key=f"{item.id}/{slot.isoformat()}",
+    )
     item.start_backup(job.id, slot, None)
     app.save(job, *changed)
     return job.id
@@ -78,19 +88,35 @@ def record_backup_taken(app: Orchestrator, cmd: c.RecordBackupTaken) -> UUID | N
     item = app.get(item_id_for(job.vm_key), VirtualMachine)
     tiers, expires_at = _retention_of(app, item, cmd.taken_at)
     rp = RecoveryPoint(
-        vault_id=job.vault_id, item_id=item.id, vm_key=item.vm.key, vm_name=item.vm.display_name, job_id=job.id,
-        taken_at=cmd.taken_at, consistency=cmd.consistency.value, tiers=tiers, expires_at=expires_at,
-        logical_bytes=cmd.logical_bytes, stored_bytes=cmd.stored_bytes, manifest_digest=cmd.manifest_digest,
-        disks=cmd.disks, encryption=cmd.encryption, provisioned_gb=cmd.provisioned_gb,
+        vault_id=job.vault_id,
+        item_id=item.id,
+        vm_key=item.vm.key,
+        vm_name=item.vm.display_name,
+        job_id=job.id,
+        taken_at=cmd.taken_at,
+        consistency=cmd.consistency.value,
+        tiers=tiers,
+        expires_at=expires_at,
+        logical_bytes=cmd.logical_bytes,
+        stored_bytes=cmd.stored_bytes,
+        manifest_digest=cmd.manifest_digest,
+        disks=cmd.disks,
+        encryption=cmd.encryption,
+        provisioned_gb=cmd.provisioned_gb,
     )
     item.backup_succeeded(job.id, rp.id, cmd.taken_at, bool(cmd.warnings))
     if job.bytes_done < cmd.logical_bytes:  # the transfer's end, stored with the point (workers do not report it)
         job.progress(cmd.logical_bytes, cmd.logical_bytes)
     job.complete(
-        result={"recovery_point_id": str(rp.id), "consistency": cmd.consistency.value,
-                "logical_bytes": cmd.logical_bytes, "stored_bytes": cmd.stored_bytes,
-                "expires_at": expires_at.isoformat(), "tiers": [t.value for t in tiers],
-                **({"vault_usage": cmd.usage} if cmd.usage else {})},
+        result={
+            "recovery_point_id": str(rp.id),
+            "consistency": cmd.consistency.value,
+            "logical_bytes": cmd.logical_bytes,
+            "stored_bytes": cmd.stored_bytes,
+            "expires_at": expires_at.isoformat(),
+            "tiers": [t.value for t in tiers],
+            **({"vault_usage": cmd.usage} if cmd.usage else {}),
+        },
         warnings=cmd.warnings,
     )
     app.save(rp, item, job)
@@ -154,19 +180,34 @@ def restore(app: Orchestrator, cmd: c.Restore) -> UUID:
     rp = _live_point(app, cmd.recovery_point_id)
     vault = app.get(rp.vault_id, Vault)
     if cmd.region and cmd.region != vault.region:
-        raise DomainError("CrossRegionRestoreUnsupported",
-                          f"restore to region {cmd.region!r} is refused: the vault and its VMs are in "
-                          f"{vault.region!r}", field="region")
+        raise DomainError(
+            "CrossRegionRestoreUnsupported",
+            f"restore to region {cmd.region!r} is refused: the vault and its VMs are in {vault.region!r}",
+            field="region",
+        )
     if cmd.mode == "disks" and not cmd.target_dir:
         raise DomainError("TargetDirRequired", "restoring disks needs a target directory", field="target_dir")
     if cmd.mode == "vm" and vault.find_in_inventory(cmd.target_vm_name):
-        raise DomainError("RestoreTargetExists",
-                          f"a VM named {cmd.target_vm_name!r} exists; restore creates a new VM and never "
-                          "replaces one: choose another name, or restore disks", field="target_vm_name")
-    job = Job(operation=Operation.RESTORE, vault_id=vault.id, vm_key=rp.vm_key,
-              vm_name=cmd.target_vm_name if cmd.mode == "vm" else rp.vm_name)
-    job.set_parameters({"recovery_point_id": str(rp.id), "target_vm_name": cmd.target_vm_name,
-                        "mode": cmd.mode, "target_dir": cmd.target_dir})
+        raise DomainError(
+            "RestoreTargetExists",
+            f"a VM named {cmd.target_vm_name!r} exists; restore creates a new VM and never "
+            "replaces one: choose another name, or restore disks",
+            field="target_vm_name",
+        )
+    job = Job(
+        operation=Operation.RESTORE,
+        vault_id=vault.id,
+        vm_key=rp.vm_key,
+        vm_name=cmd.target_vm_name if cmd.mode == "vm" else rp.vm_name,
+    )
+    job.set_parameters(
+        {
+            "recovery_point_id": str(rp.id),
+            "target_vm_name": cmd.target_vm_name,
+            "mode": cmd.mode,
+            "target_dir": cmd.target_dir,
+        }
+    )
     app.save(job)
     return job.id
 
@@ -176,9 +217,11 @@ def restore_keys(app: Orchestrator, cmd: c.RestoreKeys) -> UUID:
     """A job that puts an encrypted VM's secret and key back into a key vault from a recovery point."""
     rp = _live_point(app, cmd.recovery_point_id)
     if rp.encryption is None:
-        raise DomainError("RecoveryPointNotEncrypted",
-                          f"recovery point {rp.id} of VM {rp.vm_name} is not of an encrypted VM: it holds no keys",
-                          field="recovery_point_id")
+        raise DomainError(
+            "RecoveryPointNotEncrypted",
+            f"recovery point {rp.id} of VM {rp.vm_name} is not of an encrypted VM: it holds no keys",
+            field="recovery_point_id",
+        )
     job = Job(operation=Operation.RESTORE_KEYS, vault_id=rp.vault_id, vm_key=rp.vm_key, vm_name=rp.vm_name)
     job.set_parameters({"recovery_point_id": str(rp.id), "key_vault": cmd.key_vault or rp.encryption.key_vault})
     app.save(job)

@@ -23,8 +23,9 @@ def create_policy(app: Orchestrator, cmd: c.CreatePolicy) -> UUID:
     check_policy(cmd.name, cmd.schedule, cmd.retention, cmd.timezone)
     if policy_id_for(vault.id, cmd.name) in app.repository:
         raise DomainError("PolicyNameTaken", f"vault {vault.name!r} already has a policy {cmd.name!r}", field="name")
-    policy = BackupPolicy(vault_id=vault.id, name=cmd.name, schedule=cmd.schedule, retention=cmd.retention,
-                          timezone=cmd.timezone)
+    policy = BackupPolicy(
+        vault_id=vault.id, name=cmd.name, schedule=cmd.schedule, retention=cmd.retention, timezone=cmd.timezone
+    )
     app.save(policy)
     return policy.id
 
@@ -64,4 +65,3 @@ def reapply_retention(app: Orchestrator, policy: BackupPolicy, item: VirtualMach
             rp.change_retention(tiers, expires_at, reason)
             changed.append(rp)
     return changed
-

@@ -27,8 +27,12 @@ def protect(app: Orchestrator, cmd: c.ProtectVms) -> list[UUID]:
     items = {item.id: item for item in resolved}
     changed: list[Aggregate] = []
     for item in items.values():
-        job = Job(operation=Operation.CONFIGURE_PROTECTION, vault_id=vault.id, vm_key=item.vm.key,
-                  vm_name=item.vm.display_name)
+        job = Job(
+            operation=Operation.CONFIGURE_PROTECTION,
+            vault_id=vault.id,
+            vm_key=item.vm.key,
+            vm_name=item.vm.display_name,
+        )
         item.request_protection(policy.id, policy.name, job.id)
         changed += [job, item]
     app.save(*changed)
@@ -39,8 +43,9 @@ def _item_for_protection(app: Orchestrator, vault: Vault, name: str) -> VirtualM
     matches = [app.item_of(vm.key) for vm in vault.find_in_inventory(name)]
     elsewhere = [i for i in matches if i and i.vault_id != vault.id and i.status in ACTIVE]
     if elsewhere:
-        raise DomainError("VmInAnotherVault", f"VM {name} is protected in vault {elsewhere[0].vault_name!r}",
-                          field="vm_names")
+        raise DomainError(
+            "VmInAnotherVault", f"VM {name} is protected in vault {elsewhere[0].vault_name!r}", field="vm_names"
+        )
     item = app.registered_item(vault, name)
     item.check_can_protect(vault.id)
     return item
@@ -89,8 +94,9 @@ def stop_protection(app: Orchestrator, cmd: c.StopProtection) -> UUID:
     if not stoppable:
         raise DomainError("VmNotProtected", f"VM {item.vm.display_name} is not protected", field="vm_name")
     item.check_no_backup_running()
-    job = Job(operation=Operation.CONFIGURE_PROTECTION, vault_id=vault.id, vm_key=item.vm.key,
-              vm_name=item.vm.display_name)
+    job = Job(
+        operation=Operation.CONFIGURE_PROTECTION, vault_id=vault.id, vm_key=item.vm.key, vm_name=item.vm.display_name
+    )
     changed: list[Aggregate] = [job, item, vault]
     if item.policy_id is not None:
         policy = app.get(item.policy_id, BackupPolicy)

@@ -28,11 +28,19 @@ def create_vault(app: Orchestrator, cmd: c.CreateVault) -> UUID:
         )
     goal = "azure/virtual_machine" if cmd.kind is VaultKind.RECOVERY_SERVICES else ""
     vault = Vault(
-        name=cmd.name, subscription=cmd.subscription, region=cmd.region, resource_group=cmd.resource_group,
-        kind=cmd.kind, replication=cmd.replication, backup_goal=goal,
+        name=cmd.name,
+        subscription=cmd.subscription,
+        region=cmd.region,
+        resource_group=cmd.resource_group,
+        kind=cmd.kind,
+        replication=cmd.replication,
+        backup_goal=goal,
     )
     default = BackupPolicy(
-        vault_id=vault.id, name=DEFAULT_POLICY, schedule=default_schedule(), retention=default_retention(),
+        vault_id=vault.id,
+        name=DEFAULT_POLICY,
+        schedule=default_schedule(),
+        retention=default_retention(),
         timezone="UTC",
     )
     app.save(vault, default)

@@ -53,6 +53,7 @@ def _kinds(report: dict[str, Any]) -> list[tuple[str, int]]:
 
 # Finding 10: the chain table cut short, and `audit verify` extending the chain itself.
 
+
 def test_finding_10_deleting_the_chain_table_is_chain_truncated(tmp_path: Path, fabric: Path) -> None:
     data = tmp_path / "data"
     head = _history(data, fabric)
@@ -80,14 +81,16 @@ def test_finding_10_truncating_the_chain_to_its_first_rows_is_found(tmp_path: Pa
     assert finding.kind == "chain_truncated" and f"{kept + 1} to {head}" in finding.detail
 
 
-def test_finding_10_a_checkpoint_alone_says_how_far_the_chain_reached(tmp_path: Path, fabric: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finding_10_a_checkpoint_alone_says_how_far_the_chain_reached(
+    tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The follower's position deleted too: the newest AuditCheckpoint event still marks the reach."""
     monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
     data = tmp_path / "data"
     _history(data, fabric)
-    [(state,)] = _sql(data / "events.sqlite")(f"SELECT state FROM {EVENTS} WHERE topic = ? ORDER BY rowid DESC "
-                                              "LIMIT 1", ("backup.audit_checkpoint.created",))
+    [(state,)] = _sql(data / "events.sqlite")(
+        f"SELECT state FROM {EVENTS} WHERE topic = ? ORDER BY rowid DESC LIMIT 1", ("backup.audit_checkpoint.created",)
+    )
     reach = json.loads(state)["position"]
     read_store = _sql(data / "readmodels.sqlite")
     read_store(f"DELETE FROM {CHAIN} WHERE notification_id > 10")
@@ -138,6 +141,7 @@ def test_finding_10_the_chain_follower_does_not_extend_a_truncated_chain(tmp_pat
 
 # Finding 11: a stored row that does not read back is a named finding, never a traceback.
 
+
 def _target(sql: Any, head: int, column: str) -> int:
     """The event to malform: one of the middle (an audit checkpoint, for `checkpoint`)."""
     if column != "checkpoint":
@@ -147,8 +151,9 @@ def _target(sql: Any, head: int, column: str) -> int:
 
 
 @pytest.mark.parametrize("malformation", [*MALFORMED_SQLITE, "checkpoint_state_not_json"])
-def test_finding_11_each_malformed_row_is_a_named_finding(tmp_path: Path, fabric: Path, malformation: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finding_11_each_malformed_row_is_a_named_finding(
+    tmp_path: Path, fabric: Path, malformation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
     data = tmp_path / "data"
     head = _history(data, fabric)
@@ -183,10 +188,11 @@ def test_finding_11_state_that_does_not_decrypt_is_malformed(tmp_path: Path, fab
     assert "state" in finding["detail"] and "decode" in finding["detail"]
 
 
-@pytest.mark.parametrize("assignment", ["state = NULL", "state = CAST('not json' AS BLOB)",
-                                        "originator_version = NULL", "originator_id = 'not-a-uuid'"])
-def test_finding_11_the_snapshot_check_survives_malformed_events(tmp_path: Path, fabric: Path,
-                                                                 assignment: str) -> None:
+@pytest.mark.parametrize(
+    "assignment",
+    ["state = NULL", "state = CAST('not json' AS BLOB)", "originator_version = NULL", "originator_id = 'not-a-uuid'"],
+)
+def test_finding_11_the_snapshot_check_survives_malformed_events(tmp_path: Path, fabric: Path, assignment: str) -> None:
     """An aggregate with a snapshot, one of whose events is malformed: named, and no crash."""
     data = tmp_path / "data"
     with Client(data_dir=data, fabric=fabric, principal="alice") as client:
@@ -195,14 +201,16 @@ def test_finding_11_the_snapshot_check_survives_malformed_events(tmp_path: Path,
             client.set_replication(vault, "local" if i % 2 == 0 else "geo")
         assert client.audit_verify().snapshots == 1
     sql = _sql(data / "events.sqlite")
-    [(target,)] = sql(f"SELECT rowid FROM {EVENTS} WHERE originator_id = ? AND originator_version = 3",
-                      (vault.replace("-", ""),))
+    [(target,)] = sql(
+        f"SELECT rowid FROM {EVENTS} WHERE originator_id = ? AND originator_version = 3", (vault.replace("-", ""),)
+    )
     sql(f"UPDATE {EVENTS} SET {assignment} WHERE rowid = ?", (target,))
     code, report = _verify(data, fabric)
     assert code == 1 and ("malformed", target) in _kinds(report)
 
 
 # Finding 12: the read models changed in the database.
+
 
 def test_finding_12_a_changed_read_model_is_a_read_model_mismatch(tmp_path: Path, fabric: Path) -> None:
     data = tmp_path / "data"
@@ -245,7 +253,8 @@ def test_finding_12_an_untouched_history_verifies_clean_with_its_read_models(tmp
 
 @pytest.mark.parametrize("malformation", ["originator_id_not_a_uuid", "state_null", "state_not_json"])
 def test_finding_11_a_malformed_first_event_does_not_stop_the_store_from_opening(
-        tmp_path: Path, fabric: Path, malformation: str) -> None:
+    tmp_path: Path, fabric: Path, malformation: str
+) -> None:
     """The start-up check of the event cipher reads the first rows as stored: a malformed first event
     is `audit verify`'s to name, not an EventCipherMismatch or a traceback at start."""
     data = tmp_path / "data"

@@ -71,7 +71,8 @@ def test_the_chain_records_checkpoints_in_the_history(tmp_path: Path, fabric: Pa
         report = client.audit_verify()
         assert report.clean and report.checkpoints >= 2
         events = client._runtime.app.recorder.select_notifications(  # those verify read (the chain goes on)
-            start=1, limit=10000, stop=report.checked, topics=["backup.audit_checkpoint.created"])
+            start=1, limit=10000, stop=report.checked, topics=["backup.audit_checkpoint.created"]
+        )
         assert len(events) == report.checkpoints
 
 
@@ -87,13 +88,19 @@ def test_verify_checks_each_snapshot_against_its_events(tmp_path: Path, fabric: 
     sql = _sqlite(data / "events.sqlite")
     [(state,)] = sql("SELECT state FROM stored_snapshots WHERE originator_id = ?", (vault.replace("-", ""),))
     assert b'"replication":"local"' in bytes(state)
-    sql("UPDATE stored_snapshots SET state = ?", (bytes(state).replace(b'"replication":"local"', b'"replication":"geo"'),))
+    sql(
+        "UPDATE stored_snapshots SET state = ?",
+        (bytes(state).replace(b'"replication":"local"', b'"replication":"geo"'),),
+    )
     env = {"BACKUP_DATA_DIR": str(data), "BACKUP_FABRIC": str(fabric), "COLUMNS": "250"}
     result = CliRunner().invoke(app, ["audit", "verify", "--json"], env=env)
     assert result.exit_code == 1, result.output
     [finding] = json.loads(result.output)["findings"]
     assert (finding["kind"], finding["originator_id"], finding["originator_version"]) == (
-        "snapshot_mismatch", vault, SNAPSHOT_INTERVAL)
+        "snapshot_mismatch",
+        vault,
+        SNAPSHOT_INTERVAL,
+    )
     sql("UPDATE stored_snapshots SET state = ?", (b"not json",))
     with Client(data_dir=data, fabric=fabric, principal="alice") as client:
         [unreadable] = client.audit_verify().findings

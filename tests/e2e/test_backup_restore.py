@@ -24,13 +24,16 @@ def protected(client: Client, discovered_vault: str) -> str:
     vms = [f"vm{i:02d}" for i in range(1, 11)]
     client.wait_all(client.register(discovered_vault, vms))
     jobs = client.wait_all(client.protect(discovered_vault, vms))
-    assert {(j.operation, j.status) for j in jobs} == {("configure_protection", "completed")}, [j.error_message for j in jobs]
+    assert {(j.operation, j.status) for j in jobs} == {("configure_protection", "completed")}, [
+        j.error_message for j in jobs
+    ]
     return discovered_vault
 
 
 def _disks(client: Client, vm: str) -> dict[str, Path]:
-    key = next(i.vm_key for i in client.protected_items(client.vaults()[0].vault_id, include_former=True)
-               if i.vm_name == vm)
+    key = next(
+        i.vm_key for i in client.protected_items(client.vaults()[0].vault_id, include_former=True) if i.vm_name == vm
+    )
     return dict(client._runtime.fabric.disk_paths(key))
 
 
@@ -53,7 +56,8 @@ def test_ten_vms_back_up_and_one_restores_byte_for_byte(client: Client, protecte
     restored = client._runtime.fabric.find_vm("default", "vm03-restored")
     assert restored is not None and restored.spec.region == "japaneast"
     assert {d.name: _sha(restored.disk_path(d)) for d in restored.spec.disks} == {
-        name.replace("vm03", "vm03"): digest for name, digest in source.items()}
+        name.replace("vm03", "vm03"): digest for name, digest in source.items()
+    }
     items = {i.vm_name: i for i in client.protected_items(protected)}
     assert items["vm03"].status == "protected" and items["vm03"].last_backup_status == "completed"
 
@@ -82,7 +86,9 @@ def test_restore_across_regions_is_refused(client: Client, protected: str) -> No
 def test_restore_disks_writes_verified_images_to_a_directory(client: Client, protected: str, tmp_path: Path) -> None:
     client.wait(client.backup_now(protected, "vm05"))
     [rp] = client.recovery_points(protected, "vm05")
-    job = client.wait(client.restore(rp.recovery_point_id, "vm05-disks", mode="disks", target_dir=str(tmp_path / "out")))
+    job = client.wait(
+        client.restore(rp.recovery_point_id, "vm05-disks", mode="disks", target_dir=str(tmp_path / "out"))
+    )
     assert job.status == "completed" and job.result["target"] == str(tmp_path / "out" / "vm05-disks")
     for name, path in _disks(client, "vm05").items():  # in a folder of their own, named for the target
         assert _sha(tmp_path / "out" / "vm05-disks" / f"{name}.img") == _sha(path)

@@ -26,7 +26,7 @@ def race(client: Client, vault: str, vm: str) -> tuple[list[str], list[str]]:
             started.append(client.backup_now(vault, vm))
         except OrchestratorError as exc:
             refused.append(exc.code)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             unexpected.append(exc)
 
     threads = [threading.Thread(target=ask) for _ in range(THREADS)]

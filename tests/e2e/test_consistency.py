@@ -25,8 +25,11 @@ def _script(directory: Path, name: str, body: str) -> str:
 def client(tmp_path: Path) -> Iterator[Client]:
     fabric = tmp_path / "fabric"
     fabric.mkdir()
-    ok, bad, slow = (_script(fabric, "ok.sh", "exit 0"), _script(fabric, "bad.sh", "echo disk busy >&2; exit 3"),
-                     _script(fabric, "slow.sh", "sleep 5"))
+    ok, bad, slow = (
+        _script(fabric, "ok.sh", "exit 0"),
+        _script(fabric, "bad.sh", "echo disk busy >&2; exit 3"),
+        _script(fabric, "slow.sh", "sleep 5"),
+    )
     marker = tmp_path / "post-ran"
     post = _script(fabric, "post.sh", f"touch {marker}")
     vms = [
@@ -63,7 +66,9 @@ def client(tmp_path: Path) -> Iterator[Client]:
         ("off", "completed", "crash", None),
     ],
 )
-def test_consistency_follows_the_freeze(client: Client, vm: str, status: str, consistency: str, warning: str | None) -> None:
+def test_consistency_follows_the_freeze(
+    client: Client, vm: str, status: str, consistency: str, warning: str | None
+) -> None:
     job = client.wait(client.backup_now(client.vault, vm))  # type: ignore[attr-defined]
     assert (job.status, job.result["consistency"]) == (status, consistency)
     assert [w["code"] for w in job.warnings] == ([warning] if warning else [])

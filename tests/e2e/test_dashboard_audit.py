@@ -26,8 +26,14 @@ def inventory(tmp_path: Path) -> Path:
     big = vm_entry("big", R, disks=3)  # 32 + 2 x 1000 GB: a 2032 GB instance
     for disk in big["disks"][1:]:
         disk["size_gb"] = 1000
-    vms = [vm_entry("small", R), vm_entry("mid", R, disks=2), big, vm_entry("flaky", R), vm_entry("idle", R),
-           vm_entry("other", R)]
+    vms = [
+        vm_entry("small", R),
+        vm_entry("mid", R, disks=2),
+        big,
+        vm_entry("flaky", R),
+        vm_entry("idle", R),
+        vm_entry("other", R),
+    ]
     return write_fabric(tmp_path / "fabric", {"default": vms}, disk_mib=1)
 
 
@@ -64,7 +70,9 @@ def test_the_dashboard_per_vault_and_overall(client: Client, vaults: tuple[str, 
     assert east_view.jobs_last_24h["completed"] >= 4 + 5 + 4
     assert {(a.code, a.vm_name) for a in east_view.alerts} == {("BackupFailed", "flaky"), ("PrecheckFailing", "flaky")}
     points = client.recovery_points(east)
-    assert east_view.storage_logical_bytes == sum(p.logical_bytes for p in points) == 7 * 1024 * 1024  # 1 + 2 + 3 + 1 disks of 1 MiB
+    assert (
+        east_view.storage_logical_bytes == sum(p.logical_bytes for p in points) == 7 * 1024 * 1024
+    )  # 1 + 2 + 3 + 1 disks of 1 MiB
     assert east_view.storage_stored_bytes == sum(p.stored_bytes for p in points)
     assert east_view.protected_instances_by_size == {"< 50 GB": 2, "50-500 GB": 1, "2000-2500 GB": 1}
     assert board.overall.protected_items == 5 and board.overall.items_by_status["registered"] == 1
@@ -89,14 +97,28 @@ def test_the_dashboard_per_vault_and_overall(client: Client, vaults: tuple[str, 
     assert after.protected_items == 4
 
 
-def test_the_dashboard_in_the_terminal(tmp_path: Path, client: Client, vaults: tuple[str, str], inventory: Path) -> None:
+def test_the_dashboard_in_the_terminal(
+    tmp_path: Path, client: Client, vaults: tuple[str, str], inventory: Path
+) -> None:
     client.close()
-    env = {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(inventory), "COLUMNS": "160",
-           "BACKUP_SCHEDULER_INTERVAL": "3600"}
+    env = {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(inventory),
+        "COLUMNS": "160",
+        "BACKUP_SCHEDULER_INTERVAL": "3600",
+    }
     table = CliRunner().invoke(app, ["dashboard"], env=env)
     assert table.exit_code == 0, table.output
-    for words in ("vault-east", "vault-spare", "(all vaults)", "protected VMs", "BackupFailed", "flaky",
-                  "2000-2500 GB: 1", "stored after deduplication"):
+    for words in (
+        "vault-east",
+        "vault-spare",
+        "(all vaults)",
+        "protected VMs",
+        "BackupFailed",
+        "flaky",
+        "2000-2500 GB: 1",
+        "stored after deduplication",
+    ):
         assert words in table.output
     data = json.loads(CliRunner().invoke(app, ["dashboard", "vault-east", "--json"], env=env).output)
     assert data["vaults"][0]["protected_items"] == 5
@@ -124,8 +146,12 @@ def test_history_filters_and_exports(tmp_path: Path, client: Client, vaults: tup
     assert [e.position for e in client.history(end=middle)] == [e.position for e in everything if e.time < middle]
 
     client.close()
-    env = {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(inventory), "COLUMNS": "200",
-           "BACKUP_SCHEDULER_INTERVAL": "3600"}
+    env = {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(inventory),
+        "COLUMNS": "200",
+        "BACKUP_SCHEDULER_INTERVAL": "3600",
+    }
     export = tmp_path / "audit.jsonl"
     result = CliRunner().invoke(app, ["audit", "log", "--vm", "flaky", "--jsonl", str(export)], env=env)
     assert result.exit_code == 0, result.output
@@ -136,15 +162,20 @@ def test_history_filters_and_exports(tmp_path: Path, client: Client, vaults: tup
     assert table.exit_code == 0 and "VmAgentNotReady" in table.output and "worker:alice" in table.output
 
 
-def test_replay_lists_what_differs_from_the_live_read_models(tmp_path: Path, client: Client,
-                                                             vaults: tuple[str, str], inventory: Path) -> None:
+def test_replay_lists_what_differs_from_the_live_read_models(
+    tmp_path: Path, client: Client, vaults: tuple[str, str], inventory: Path
+) -> None:
     report = client.audit_replay()
     assert report.equal and report.events > 0 and report.live == report.replayed
     client.close()
     with sqlite3.connect(tmp_path / "data" / "readmodels.sqlite") as con:
         con.execute("UPDATE rm_items SET status = 'protected' WHERE vm_name = 'flaky'")
-    env = {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(inventory), "COLUMNS": "200",
-           "BACKUP_SCHEDULER_INTERVAL": "3600"}
+    env = {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(inventory),
+        "COLUMNS": "200",
+        "BACKUP_SCHEDULER_INTERVAL": "3600",
+    }
     result = CliRunner().invoke(app, ["audit", "replay", "--json"], env=env)
     assert result.exit_code == 1, result.output
     data: dict[str, Any] = json.loads(result.output)
@@ -156,15 +187,20 @@ def test_replay_lists_what_differs_from_the_live_read_models(tmp_path: Path, cli
     assert text.exit_code == 1 and "DIFFERENT" in text.output
 
 
-def test_read_commands_answer_as_of_a_past_instant(tmp_path: Path, client: Client, vaults: tuple[str, str],
-                                                   inventory: Path) -> None:
+def test_read_commands_answer_as_of_a_past_instant(
+    tmp_path: Path, client: Client, vaults: tuple[str, str], inventory: Path
+) -> None:
     east, _ = vaults
     before = datetime.now(UTC)
     client.wait(client.backup_now(east, "idle"))
     assert "idle" not in {p.vm_name for p in client.as_of(before).recovery_points(east)}
     client.close()
-    env = {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(inventory), "COLUMNS": "200",
-           "BACKUP_SCHEDULER_INTERVAL": "3600"}
+    env = {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(inventory),
+        "COLUMNS": "200",
+        "BACKUP_SCHEDULER_INTERVAL": "3600",
+    }
     stamp = before.replace(tzinfo=None).isoformat()
     for args in (["recovery-points", "vault-east", "--json"], ["items", "vault-east", "--json"], ["jobs", "--json"]):
         now = json.loads(CliRunner().invoke(app, args, env=env).output)

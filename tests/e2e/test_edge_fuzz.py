@@ -26,12 +26,19 @@ from orchestrator.cli import app
 from tests.helpers import event_count
 
 EXCLUDED = {"close"}  # ends the client the test goes on with
-METHODS = sorted(name for name, member in inspect.getmembers(Client, inspect.isfunction)
-                 if not name.startswith("_") and name not in EXCLUDED)
+METHODS = sorted(
+    name
+    for name, member in inspect.getmembers(Client, inspect.isfunction)
+    if not name.startswith("_") and name not in EXCLUDED
+)
 # Bounded for CI; FUZZ_EXAMPLES=<n> runs more, with new random examples each time.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=EXAMPLES or 150, deadline=None, derandomize=not EXAMPLES,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES or 150,
+    deadline=None,
+    derandomize=not EXAMPLES,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 CLI_FUZZ = settings(FUZZ, max_examples=EXAMPLES or 60)
 
 
@@ -53,11 +60,36 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, di
         client._runtime.close_workers()
         known: dict[str, list[Any]] = {
             "id": [vault, backup.job_id, backup.result["recovery_point_id"], "6f1d1f5e-0000-4000-8000-000000000000"],
-            "name": ["vm01", "vm02", "vault-east", "DefaultPolicy", "japaneast", "rg", "default", "vm01-copy",
-                     "shop-cs/shop", "disks", "vm", "backup", "register", "geo", "local", "backup_vault", "failed"],
+            "name": [
+                "vm01",
+                "vm02",
+                "vault-east",
+                "DefaultPolicy",
+                "japaneast",
+                "rg",
+                "default",
+                "vm01-copy",
+                "shop-cs/shop",
+                "disks",
+                "vm",
+                "backup",
+                "register",
+                "geo",
+                "local",
+                "backup_vault",
+                "failed",
+            ],
             "path": [str(tmp / "out"), "relative/out", "/", "/proc", str(tmp / "data")],
-            "value": [{"frequency": "daily", "times": ["01:00"]}, {"daily": {"days": 30}}, ["vm01"], ("vm01", "vm02"),
-                      (1, "0" * 64), datetime(2026, 1, 1, tzinfo=UTC), 30, True],
+            "value": [
+                {"frequency": "daily", "times": ["01:00"]},
+                {"daily": {"days": 30}},
+                ["vm01"],
+                ("vm01", "vm02"),
+                (1, "0" * 64),
+                datetime(2026, 1, 1, tzinfo=UTC),
+                30,
+                True,
+            ],
         }
         yield client, known, tmp
     finally:
@@ -75,8 +107,11 @@ def _typed(hint: Any, known: dict[str, list[Any]]) -> st.SearchStrategy[Any]:
     if hint is type(None):
         return st.none()
     if hint is str:
-        return st.one_of(st.sampled_from(known["name"] + known["id"]), st.text(max_size=12).filter(_relative),
-                         st.sampled_from(known["path"]))
+        return st.one_of(
+            st.sampled_from(known["name"] + known["id"]),
+            st.text(max_size=12).filter(_relative),
+            st.sampled_from(known["path"]),
+        )
     if hint is bool:
         return st.booleans()
     if hint in (int, float):
@@ -89,12 +124,17 @@ def _typed(hint: Any, known: dict[str, list[Any]]) -> st.SearchStrategy[Any]:
         return st.lists(_typed(args[0] if args else str, known), max_size=3)
     if origin is tuple:
         return st.tuples(*(_typed(a, known) for a in args if a is not Ellipsis))
-    if origin is dict or isinstance(hint, type) and issubclass(hint, BaseModel):
-        return st.one_of(st.sampled_from([v for v in known["value"] if isinstance(v, dict)]),
-                         st.dictionaries(st.sampled_from(["frequency", "times", "weekdays", "daily", "weekly", "days",
-                                                          "weeks", "monthly", "on"]),
-                                         st.one_of(_junk(known), st.dictionaries(st.text(max_size=6), _junk(known),
-                                                                                 max_size=2)), max_size=3))
+    if origin is dict or (isinstance(hint, type) and issubclass(hint, BaseModel)):
+        return st.one_of(
+            st.sampled_from([v for v in known["value"] if isinstance(v, dict)]),
+            st.dictionaries(
+                st.sampled_from(
+                    ["frequency", "times", "weekdays", "daily", "weekly", "days", "weeks", "monthly", "on"]
+                ),
+                st.one_of(_junk(known), st.dictionaries(st.text(max_size=6), _junk(known), max_size=2)),
+                max_size=3,
+            ),
+        )
     if origin is not None and "Callable" in str(origin):
         return st.just(lambda *_: None)
     return _junk(known)
@@ -106,18 +146,34 @@ def _relative(text: str) -> bool:
 
 def _junk(known: dict[str, list[Any]]) -> st.SearchStrategy[Any]:
     text = st.text(max_size=40).filter(_relative)
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True), text,
-                        st.binary(max_size=8), st.datetimes(), st.datetimes(timezones=st.just(UTC)))
-    return st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(text, scalars, max_size=2),
-                     st.tuples(scalars, scalars), *(st.sampled_from(v) for v in known.values()))
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=True),
+        text,
+        st.binary(max_size=8),
+        st.datetimes(),
+        st.datetimes(timezones=st.just(UTC)),
+    )
+    return st.one_of(
+        scalars,
+        st.lists(scalars, max_size=3),
+        st.dictionaries(text, scalars, max_size=2),
+        st.tuples(scalars, scalars),
+        *(st.sampled_from(v) for v in known.values()),
+    )
 
 
 def _arguments(method: str, known: dict[str, list[Any]]) -> st.SearchStrategy[dict[str, Any]]:
     """Every parameter of its own type (ids for `..._id`), but at most one of any value at all."""
     function = getattr(Client, method)
     hints = get_type_hints(function, include_extras=True)
-    parameters = [p for p in inspect.signature(function).parameters.values()
-                  if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    parameters = [
+        p
+        for p in inspect.signature(function).parameters.values()
+        if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
 
     def typed(p: inspect.Parameter) -> st.SearchStrategy[Any]:
         if p.name.endswith("_id") or p.name.endswith("_ids"):
@@ -143,7 +199,9 @@ def calls(draw: st.DrawFn, known: dict[str, list[Any]]) -> tuple[str, dict[str, 
     return method, draw(_arguments(method, known))
 
 
-def test_finding_20_every_client_method_with_arbitrary_arguments(world: tuple[Client, dict[str, list[Any]], Path]) -> None:
+def test_finding_20_every_client_method_with_arbitrary_arguments(
+    world: tuple[Client, dict[str, list[Any]], Path],
+) -> None:
     client, known, _ = world
 
     @FUZZ
@@ -176,8 +234,11 @@ def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, .
 def _cli_commands() -> list[tuple[tuple[str, ...], list[str]]]:
     root = typer.main.get_command(app)
     long_running = {("demo",), ("serve", "dispatcher"), ("serve", "projections"), ("serve", "scheduler")}
-    return [(path, [opt for param in command.params for opt in getattr(param, "opts", [])])
-            for path, command in _commands(root) if path not in long_running]
+    return [
+        (path, [opt for param in command.params for opt in getattr(param, "opts", [])])
+        for path, command in _commands(root)
+        if path not in long_running
+    ]
 
 
 CLI = _cli_commands()
@@ -192,22 +253,39 @@ def _operator_events(db: Path) -> int:
     return sum(json.loads(bytes(state)).get("principal") == "ops" for (state,) in rows)
 
 
-def test_finding_20_every_cli_command_with_arbitrary_arguments(world: tuple[Client, dict[str, list[Any]], Path],
-                                                               tmp_path: Path, fabric: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finding_20_every_cli_command_with_arbitrary_arguments(
+    world: tuple[Client, dict[str, list[Any]], Path], tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, known, _ = world
     monkeypatch.chdir(tmp_path)  # relative paths (exports, fabric init) land here
-    env = {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric), "BACKUP_PRINCIPAL": "ops",
-           "BACKUP_SCHEDULER_INTERVAL": "3600", "COLUMNS": "200"}
+    env = {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(fabric),
+        "BACKUP_PRINCIPAL": "ops",
+        "BACKUP_SCHEDULER_INTERVAL": "3600",
+        "COLUMNS": "200",
+    }
     runner = CliRunner()
-    assert runner.invoke(app, ["vault", "create", "vault-east", "--region", "japaneast", "-g", "rg"], env=env).exit_code == 0
-    words = st.one_of(st.text(max_size=20).filter(lambda t: not t.startswith("/")),
-                      st.sampled_from([str(v) for v in known["name"] + known["id"]] + ["--json", "-v", "--vault",
-                                      "vault-east", "2026-11-21T09:00", "7", "-1", "nan", str(tmp_path / "out")]))
+    assert (
+        runner.invoke(app, ["vault", "create", "vault-east", "--region", "japaneast", "-g", "rg"], env=env).exit_code
+        == 0
+    )
+    words = st.one_of(
+        st.text(max_size=20).filter(lambda t: not t.startswith("/")),
+        st.sampled_from(
+            [str(v) for v in known["name"] + known["id"]]
+            + ["--json", "-v", "--vault", "vault-east", "2026-11-21T09:00", "7", "-1", "nan", str(tmp_path / "out")]
+        ),
+    )
 
     @CLI_FUZZ
-    @given(st.sampled_from(CLI).flatmap(lambda c: st.tuples(st.just(c[0]), st.lists(
-        st.one_of(words, st.sampled_from(c[1] or ["--json"])), max_size=6))))
+    @given(
+        st.sampled_from(CLI).flatmap(
+            lambda c: st.tuples(
+                st.just(c[0]), st.lists(st.one_of(words, st.sampled_from(c[1] or ["--json"])), max_size=6)
+            )
+        )
+    )
     def invoke(drawn: tuple[tuple[str, ...], list[str]]) -> None:
         path, args = drawn
         if "--watch" in args:

@@ -39,11 +39,22 @@ def _policy(keys: list[str], secrets: list[str]) -> list[dict[str, Any]]:
     return [{"principal": BACKUP_SERVICE, "keys": keys, "secrets": secrets}]
 
 
-def _encrypted(name: str, key_vault: str, *, managed: bool = True, kek: bool = True, os_: dict[str, str] = WINDOWS,
-               **facts: Any) -> dict[str, Any]:
-    entry = vm_entry(name, R, disks=2, os=os_, encryption={
-        "enabled": True, "key_vault": key_vault, "bek_secret": f"bek-{name}", "kek_key": f"kek-{name}" if kek else None,
-    }, **facts)
+def _encrypted(
+    name: str, key_vault: str, *, managed: bool = True, kek: bool = True, os_: dict[str, str] = WINDOWS, **facts: Any
+) -> dict[str, Any]:
+    entry = vm_entry(
+        name,
+        R,
+        disks=2,
+        os=os_,
+        encryption={
+            "enabled": True,
+            "key_vault": key_vault,
+            "bek_secret": f"bek-{name}",
+            "kek_key": f"kek-{name}" if kek else None,
+        },
+        **facts,
+    )
     for disk in entry["disks"]:
         disk["managed"] = managed
     return entry
@@ -52,7 +63,9 @@ def _encrypted(name: str, key_vault: str, *, managed: bool = True, kek: bool = T
 # The support matrix: (managed disks, KEK, OS) → refused with this code at protect, or backed up.
 MATRIX = [
     (managed, kek, os_name, "BekOnlyManagedDiskUnsupported" if managed and not kek else None)
-    for managed in (True, False) for kek in (True, False) for os_name in ("windows", "linux")
+    for managed in (True, False)
+    for kek in (True, False)
+    for os_name in ("windows", "linux")
 ]
 
 
@@ -62,15 +75,20 @@ def _matrix_name(managed: bool, kek: bool, os_name: str) -> str:
 
 @pytest.fixture
 def fabric(tmp_path: Path) -> Path:
-    vms = [_encrypted(_matrix_name(m, k, o), "kv-main", managed=m, kek=k, os_=WINDOWS if o == "windows" else LINUX)
-           for m, k, o, _ in MATRIX]
+    vms = [
+        _encrypted(_matrix_name(m, k, o), "kv-main", managed=m, kek=k, os_=WINDOWS if o == "windows" else LINUX)
+        for m, k, o, _ in MATRIX
+    ]
     vms += [
-        _encrypted("perm-none", "kv-none"), _encrypted("perm-secrets", "kv-secrets"),
-        _encrypted("perm-both", "kv-both"), _encrypted("bek-secrets", "kv-secrets", managed=False, kek=False),
+        _encrypted("perm-none", "kv-none"),
+        _encrypted("perm-secrets", "kv-secrets"),
+        _encrypted("perm-both", "kv-both"),
+        _encrypted("bek-secrets", "kv-secrets", managed=False, kek=False),
         _encrypted("bek-none", "kv-none", managed=False, kek=False),
         _encrypted("classic-enc", "kv-main", cloud_service="cs-enc", deployment_model="classic", managed=False),
         _encrypted("no-kv", "kv-missing"),
-        vm_entry("later", R), vm_entry("plain", R),
+        vm_entry("later", R),
+        vm_entry("plain", R),
     ]
     secrets = {f"bek-{vm['name']}": {"value": _material()} for vm in vms}
     keys = {f"kek-{vm['name']}": {"value": _material()} for vm in vms}
@@ -110,8 +128,12 @@ def _edit_key_vault(inventory: Path, name: str, change: Callable[[dict[str, Any]
 
 def _key_bytes(inventory: Path) -> set[bytes]:
     data = yaml.safe_load(inventory.read_text())
-    return {base64.b64decode(m["value"]) for kv in data["subscriptions"][0]["key_vaults"]
-            for kind in ("secrets", "keys") for m in kv[kind].values()}
+    return {
+        base64.b64decode(m["value"])
+        for kv in data["subscriptions"][0]["key_vaults"]
+        for kind in ("secrets", "keys")
+        for m in kv[kind].values()
+    }
 
 
 def _protect(client: Client, vault: str, names: list[str]) -> dict[str, Any]:
@@ -127,10 +149,12 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize(("managed", "kek", "os_name", "refused"), MATRIX,
-                         ids=[_matrix_name(m, k, o) for m, k, o, _ in MATRIX])
-def test_the_encryption_matrix(client: Client, vault: str, tmp_path: Path, managed: bool, kek: bool, os_name: str,
-                               refused: str | None) -> None:
+@pytest.mark.parametrize(
+    ("managed", "kek", "os_name", "refused"), MATRIX, ids=[_matrix_name(m, k, o) for m, k, o, _ in MATRIX]
+)
+def test_the_encryption_matrix(
+    client: Client, vault: str, tmp_path: Path, managed: bool, kek: bool, os_name: str, refused: str | None
+) -> None:
     name = _matrix_name(managed, kek, os_name)
     protected = _protect(client, vault, [name])[name]
     if refused:
@@ -142,13 +166,16 @@ def test_the_encryption_matrix(client: Client, vault: str, tmp_path: Path, manag
     assert backup.status == "completed", backup.error_message
     [rp] = client.recovery_points(vault, name)
     assert rp.key_vault == "kv-main"
-    restore = client.wait(client.restore(rp.recovery_point_id, f"{name}-r", mode="disks", target_dir=str(tmp_path / "r")))
+    restore = client.wait(
+        client.restore(rp.recovery_point_id, f"{name}-r", mode="disks", target_dir=str(tmp_path / "r"))
+    )
     assert restore.status == "completed_with_warnings", restore.error_message
     assert [w["code"] for w in restore.warnings] == ["RestoredAsDisksEncrypted"]
     source = client._runtime.fabric.find_vm("default", name)
     assert source is not None
     assert {d.name: _sha(source.disk_path(d)) for d in source.spec.disks} == {
-        n: _sha(Path(p)) for n, p in restore.result["disks"].items()}
+        n: _sha(Path(p)) for n, p in restore.result["disks"].items()
+    }
 
 
 def test_an_encrypted_vm_restored_as_a_vm_comes_back_as_disks_with_the_reason(client: Client, vault: str) -> None:
@@ -169,15 +196,23 @@ def test_encryption_needs_a_resource_manager_vm_and_an_existing_key_vault(client
     assert (protected.status, protected.error_code) == ("failed", "KeyVaultNotFound")
 
 
-@pytest.mark.parametrize(("vm", "code", "missing"), [
-    ("perm-none", "KeyVaultPermissionMissing", "secrets/get, secrets/list, secrets/backup, keys/get, keys/list, keys/backup"),
-    ("perm-secrets", "KeyVaultPermissionMissing", "keys/get, keys/list, keys/backup"),
-    ("perm-both", None, ""),
-    ("bek-none", "KeyVaultPermissionMissing", "secrets/get, secrets/list, secrets/backup"),
-    ("bek-secrets", None, ""),  # a BEK-only VM needs secret permissions alone
-])
-def test_the_backup_service_needs_key_vault_permissions(client: Client, vault: str, vm: str, code: str | None,
-                                                        missing: str) -> None:
+@pytest.mark.parametrize(
+    ("vm", "code", "missing"),
+    [
+        (
+            "perm-none",
+            "KeyVaultPermissionMissing",
+            "secrets/get, secrets/list, secrets/backup, keys/get, keys/list, keys/backup",
+        ),
+        ("perm-secrets", "KeyVaultPermissionMissing", "keys/get, keys/list, keys/backup"),
+        ("perm-both", None, ""),
+        ("bek-none", "KeyVaultPermissionMissing", "secrets/get, secrets/list, secrets/backup"),
+        ("bek-secrets", None, ""),  # a BEK-only VM needs secret permissions alone
+    ],
+)
+def test_the_backup_service_needs_key_vault_permissions(
+    client: Client, vault: str, vm: str, code: str | None, missing: str
+) -> None:
     [check] = [r for r in client.precheck(vault, vm, "protect") if r.code == code] if code else [None]
     protected = _protect(client, vault, [vm])[vm]
     if code is None:
@@ -195,8 +230,11 @@ def test_a_vm_encrypted_after_protection_fails_its_backups_until_access_is_grant
 ) -> None:
     assert _protect(client, vault, ["later"])["later"].status == "completed"
     assert _backup(client, vault, "later").status == "completed"
-    edit_vm(fabric, "later", encryption={"enabled": True, "key_vault": "kv-none", "bek_secret": "bek-later",
-                                         "kek_key": "kek-later"})
+    edit_vm(
+        fabric,
+        "later",
+        encryption={"enabled": True, "key_vault": "kv-none", "bek_secret": "bek-later", "kek_key": "kek-later"},
+    )
     failed = _backup(client, vault, "later")
     assert (failed.status, failed.error_code) == ("failed", "KeyVaultPermissionMissing")
     [item] = [i for i in client.protected_items(vault) if i.vm_name == "later"]
@@ -227,10 +265,14 @@ def test_restore_succeeds_when_the_keys_are_in_their_key_vault(client: Client, b
     restore = _restore_disks(client, backed_up, tmp_path / "ok")
     assert restore.status == "completed_with_warnings" and restore.result["verified"] is True
     assert sorted(p.name for p in (tmp_path / "ok" / "um-kek-lin-r").iterdir()) == [
-        "um-kek-lin-data1.img", "um-kek-lin-os.img"]
+        "um-kek-lin-data1.img",
+        "um-kek-lin-os.img",
+    ]
 
 
-def test_restore_is_refused_when_the_key_vault_is_gone(client: Client, backed_up: str, fabric: Path, tmp_path: Path) -> None:
+def test_restore_is_refused_when_the_key_vault_is_gone(
+    client: Client, backed_up: str, fabric: Path, tmp_path: Path
+) -> None:
     _edit_key_vault(fabric, "kv-main", lambda kv: "delete")
     restore = _restore_disks(client, backed_up, tmp_path / "gone")
     assert (restore.status, restore.error_code) == ("failed", "KeyVaultNotFound")
@@ -238,8 +280,9 @@ def test_restore_is_refused_when_the_key_vault_is_gone(client: Client, backed_up
     assert not (tmp_path / "gone").exists()
 
 
-def test_restore_is_refused_without_access_to_the_key_vault(client: Client, backed_up: str, fabric: Path,
-                                                            tmp_path: Path) -> None:
+def test_restore_is_refused_without_access_to_the_key_vault(
+    client: Client, backed_up: str, fabric: Path, tmp_path: Path
+) -> None:
     _edit_key_vault(fabric, "kv-main", lambda kv: kv.update(access_policies=[]))
     restore = _restore_disks(client, backed_up, tmp_path / "denied")
     assert (restore.status, restore.error_code) == ("failed", "NotAuthorized")
@@ -301,8 +344,9 @@ def test_an_encrypted_vm_needs_the_key_protection_key(tmp_path: Path, fabric: Pa
         assert "backupctl key generate" in protected.error_message
 
 
-def test_a_point_kept_under_another_key_does_not_open(client: Client, backed_up: str, fabric: Path,
-                                                      tmp_path: Path) -> None:
+def test_a_point_kept_under_another_key_does_not_open(
+    client: Client, backed_up: str, fabric: Path, tmp_path: Path
+) -> None:
     from workers.keys import KeyProtector
     from workers.vaultstore import VaultStore
 
@@ -336,12 +380,23 @@ def test_no_key_material_in_events_logs_read_models_vault_store_or_cli_output(
         assert _restore_disks(c, rp, tmp_path / "x").error_code == "KeyOrSecretNotFound"
         assert c.wait(c.restore_keys(rp)).status == "completed"
         assert _restore_disks(c, rp, tmp_path / "y").status == "completed_with_warnings"
-    env = {"BACKUP_DATA_DIR": str(data), "BACKUP_FABRIC": str(fabric), "BACKUP_KEY_PROTECTION_KEY": KEY,
-           "COLUMNS": "250"}
+    env = {
+        "BACKUP_DATA_DIR": str(data),
+        "BACKUP_FABRIC": str(fabric),
+        "BACKUP_KEY_PROTECTION_KEY": KEY,
+        "COLUMNS": "250",
+    }
     outputs = []
-    for args in (["jobs", "--json"], ["jobs"], ["items", "vault-scan", "--json"], ["recovery-points", "vault-scan", "--json"],
-                 ["recovery-points", "vault-scan"], ["precheck", "perm-none", "--vault", "vault-scan"],
-                 ["restore-keys", rp, "--json"], ["restore", rp, "--target", "z", "--json"]):
+    for args in (
+        ["jobs", "--json"],
+        ["jobs"],
+        ["items", "vault-scan", "--json"],
+        ["recovery-points", "vault-scan", "--json"],
+        ["recovery-points", "vault-scan"],
+        ["precheck", "perm-none", "--vault", "vault-scan"],
+        ["restore-keys", rp, "--json"],
+        ["restore", rp, "--target", "z", "--json"],
+    ):
         result = CliRunner().invoke(app, args, env=env)
         assert result.exit_code in (0, 1), result.output
         outputs.append(result.output.encode())
@@ -351,8 +406,9 @@ def test_no_key_material_in_events_logs_read_models_vault_store_or_cli_output(
     for secret in key_bytes:
         needles |= {secret, base64.b64encode(secret), secret.hex().encode(), json.dumps(list(secret)).encode()}
     stored = [p.read_bytes() for p in data.rglob("*") if p.is_file()]
-    sealed = [base64.b64decode(json.loads(p.read_bytes()).get("sealed_keys") or "")
-              for p in data.rglob("manifests/*.json")]
+    sealed = [
+        base64.b64decode(json.loads(p.read_bytes()).get("sealed_keys") or "") for p in data.rglob("manifests/*.json")
+    ]
     assert sum(bool(s) for s in sealed) == 3  # three encrypted VMs' points keep their keys, sealed
     assert any(b"backup.recovery_point.created" in blob for blob in stored)  # the event store is in the scan
     logs = "\n".join(r.getMessage() for r in caplog.records).encode()

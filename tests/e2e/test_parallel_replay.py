@@ -27,8 +27,9 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     for the split once the threshold is lowered."""
     monkeypatch.setattr(replay, "PARALLEL_MIN_EVENTS", 50)
     inventory = write_fabric(tmp_path / "fabric", {"default": [vm_entry(f"vm{i}", R) for i in range(3)]}, disk_mib=1)
-    with Client(data_dir=tmp_path / "data", fabric=inventory, principal="alice", scheduler_interval=3600,
-                replay_processes=3) as c:
+    with Client(
+        data_dir=tmp_path / "data", fabric=inventory, principal="alice", scheduler_interval=3600, replay_processes=3
+    ) as c:
         vault = c.create_vault("vault-east", R, "rg")
         c.wait(c.discover(vault))
         vms = ["vm0", "vm1", "vm2"]
@@ -38,7 +39,9 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
         spare = c.create_vault("vault-spare", R, "rg")
         for i in range(20):
             c.set_replication(spare, "local" if i % 2 else "geo")
-            c.update_policy(vault, "DefaultPolicy", {"frequency": "daily", "times": ["01:00"]}, {"daily": {"days": 7 + i}})
+            c.update_policy(
+                vault, "DefaultPolicy", {"frequency": "daily", "times": ["01:00"]}, {"daily": {"days": 7 + i}}
+            )
         yield c
 
 
@@ -54,8 +57,9 @@ def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
     return calls
 
 
-def test_the_split_replay_equals_the_live_read_models_and_reports_progress(client: Client,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_split_replay_equals_the_live_read_models_and_reports_progress(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runs = _counting(monkeypatch, "_run_parts")
     seen: list[tuple[int, int]] = []
     report = client.audit_replay(lambda done, total: seen.append((done, total)))
@@ -82,8 +86,9 @@ def test_one_process_and_the_split_rebuild_the_same_rows(client: Client) -> None
     assert rows[0] == rows[1] and rows[0]["vaults"] and rows[0]["items"]
 
 
-def test_a_failing_process_is_named_and_nothing_is_left_behind(client: Client, monkeypatch: pytest.MonkeyPatch,
-                                                               tmp_path: Path) -> None:
+def test_a_failing_process_is_named_and_nothing_is_left_behind(
+    client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     def broken(self: Projection, events: Any, last_id: int) -> None:
         raise RuntimeError("disk full")
 
@@ -105,8 +110,9 @@ def test_a_failing_process_is_named_and_nothing_is_left_behind(client: Client, m
     assert scratches and not scratches[0].part(0).parent.exists()
 
 
-def test_a_process_that_does_not_start_is_rebuilt_here(client: Client, monkeypatch: pytest.MonkeyPatch,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_a_process_that_does_not_start_is_rebuilt_here(
+    client: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import orchestrator.bootstrap
 
     def stuck(*args: Any, **kwargs: Any) -> Any:  # as a lock held by another thread at the fork would
@@ -149,14 +155,17 @@ def test_partition_splits_read_models_keyed_by_aggregate_and_balances_the_parts(
     light = 0 if parts[0].whole else 1
     assert (below if light == 0 else 100 - below) < 50 < (100 - below if light == 0 else below)
     # One process: every read model whole, nothing split. Without counts per aggregate: equal ranges of ids.
-    assert replay.partition(PROJECTIONS, counts, 1) == [replay.Part(tuple(
-        cls.name for cls in sorted(PROJECTIONS, key=lambda c: -sum(counts[t] for t in c.topics))))]
+    assert replay.partition(PROJECTIONS, counts, 1) == [
+        replay.Part(tuple(cls.name for cls in sorted(PROJECTIONS, key=lambda c: -sum(counts[t] for t in c.topics))))
+    ]
     # One aggregate holding every event: it cannot be split, and no process is started for nothing.
     lone = replay.partition(PROJECTIONS, counts, 3, [("a" * 32, events)])
     assert [part.bounds for part in lone] == [(None, "a" * 32), ("a" * 32, None)] and lone[0].whole == ("dashboard",)
     halves = replay.partition(PROJECTIONS, counts, 2)
-    assert [part.bounds for part in halves] == [(None, "80000000-0000-0000-0000-000000000000"),
-                                                ("80000000-0000-0000-0000-000000000000", None)]
+    assert [part.bounds for part in halves] == [
+        (None, "80000000-0000-0000-0000-000000000000"),
+        ("80000000-0000-0000-0000-000000000000", None),
+    ]
 
 
 def test_a_part_reads_only_its_share_of_the_aggregates(client: Client) -> None:
@@ -174,7 +183,9 @@ def test_a_part_reads_only_its_share_of_the_aggregates(client: Client) -> None:
     assert len(low) + len(high) == sum(n for topic, n in replay.topic_counts(app, head).items() if topic in topics)
 
 
-def test_a_short_history_or_one_process_replays_in_this_process(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_short_history_or_one_process_replays_in_this_process(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runs = _counting(monkeypatch, "_run_parts")
     monkeypatch.setattr(replay, "PARALLEL_MIN_EVENTS", 10_000)
     assert client.audit_replay().equal

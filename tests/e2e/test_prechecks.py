@@ -22,15 +22,29 @@ CASES: list[tuple[dict[str, Any], str, str, str]] = [
     (vm_entry("agent-old", R, agent={"version": "2.6.1198.700"}), "register", "VmAgentVersionTooOld", "error"),
     (vm_entry("agent-updating", R, agent={"updating": True}), "register", "VmAgentUpdating", "error"),
     (vm_entry("agent-not-ready", R, agent={"ready": False}), "register", "VmAgentNotReady", "error"),
-    (vm_entry("no-outbound", R, network={"nsg_allows_storage_443": False}), "protect", "OutboundConnectivityBlocked", "error"),
+    (
+        vm_entry("no-outbound", R, network={"nsg_allows_storage_443": False}),
+        "protect",
+        "OutboundConnectivityBlocked",
+        "error",
+    ),
     (vm_entry("many-disks", R, disks=18), "protect", "TooManyDataDisks", "error"),
     (vm_entry("big-disk", R, disks=2), "protect", "DataDiskTooLarge", "error"),
     (vm_entry("restricted-account", R), "protect", "StorageAccountNetworkRestricted", "error"),
     (vm_entry("luks", R, os=LINUX, encryption={"luks": True}), "protect", "LuksEncryptionUnsupported", "error"),
-    (vm_entry("win2008", R, os={"type": "windows", "version": "Windows Server 2008"}), "protect",
-     "WindowsVersionUnsupported", "error"),
+    (
+        vm_entry("win2008", R, os={"type": "windows", "version": "Windows Server 2008"}),
+        "protect",
+        "WindowsVersionUnsupported",
+        "error",
+    ),
     (vm_entry("coreos", R, os={"type": "linux", "version": "CoreOS 1122"}), "protect", "CoreOsUnsupported", "error"),
-    (vm_entry("arch", R, os={"type": "linux", "version": "Arch Linux"}), "protect", "LinuxDistributionNotEndorsed", "warning"),
+    (
+        vm_entry("arch", R, os={"type": "linux", "version": "Arch Linux"}),
+        "protect",
+        "LinuxDistributionNotEndorsed",
+        "warning",
+    ),
     (vm_entry("csv-node", R, cluster="csv"), "protect", "ClusterMemberNotConsistent", "warning"),
     (vm_entry("mapped", R, network_mounts=["\\\\files\\share"]), "protect", "NetworkDrivesNotBackedUp", "warning"),
 ]
@@ -38,20 +52,34 @@ CASES[6][0]["disks"][1]["size_gb"] = 2048
 CASES[7][0]["disks"][0].update(managed=False, storage_account_network_rules=True)
 CLASSIC = [
     (vm_entry("cl-premium", R, cloud_service="cs1", deployment_model="classic"), "ClassicVaultPremiumStorage"),
-    (vm_entry("cl-nics", R, cloud_service="cs2", deployment_model="classic", network={"nics": 2}), "ClassicVaultSpecialNetwork"),
-    (vm_entry("cl-lb", R, cloud_service="cs3", deployment_model="classic", network={"load_balancer": True}),
-     "ClassicVaultSpecialNetwork"),
-    (vm_entry("cl-ip", R, cloud_service="cs4", deployment_model="classic", network={"reserved_ips": 1}),
-     "ClassicVaultSpecialNetwork"),
+    (
+        vm_entry("cl-nics", R, cloud_service="cs2", deployment_model="classic", network={"nics": 2}),
+        "ClassicVaultSpecialNetwork",
+    ),
+    (
+        vm_entry("cl-lb", R, cloud_service="cs3", deployment_model="classic", network={"load_balancer": True}),
+        "ClassicVaultSpecialNetwork",
+    ),
+    (
+        vm_entry("cl-ip", R, cloud_service="cs4", deployment_model="classic", network={"reserved_ips": 1}),
+        "ClassicVaultSpecialNetwork",
+    ),
 ]
 CLASSIC[0][0]["disks"][0]["storage"] = "premium"
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[Client]:
-    vms = [case[0] for case in CASES] + [case[0] for case in CLASSIC] + [
-        vm_entry("healthy", R), vm_entry("dc", R, domain_controller="multi"),
-        vm_entry("lb-web", R, network={"load_balancer": True}), vm_entry("westvm", "japanwest")]
+    vms = (
+        [case[0] for case in CASES]
+        + [case[0] for case in CLASSIC]
+        + [
+            vm_entry("healthy", R),
+            vm_entry("dc", R, domain_controller="multi"),
+            vm_entry("lb-web", R, network={"load_balancer": True}),
+            vm_entry("westvm", "japanwest"),
+        ]
+    )
     inventory = write_fabric(tmp_path / "fabric", {"default": vms}, disk_mib=1)
     with Client(data_dir=tmp_path / "data", fabric=inventory) as c:
         yield c
@@ -90,7 +118,9 @@ def test_each_rule_applies_at_its_stage_with_its_code_and_severity(
 
 
 @pytest.mark.parametrize(("entry", "code"), CLASSIC, ids=[c[0]["name"] for c in CLASSIC])
-def test_a_classic_backup_vault_refuses_what_it_cannot_back_up(client: Client, entry: dict[str, Any], code: str) -> None:
+def test_a_classic_backup_vault_refuses_what_it_cannot_back_up(
+    client: Client, entry: dict[str, Any], code: str
+) -> None:
     vault = _vault(client, "backup_vault")
     name = f"{entry['cloud_service']}/{entry['name']}"
     assert code in [r.code for r in client.precheck(vault, name, "register")]
@@ -122,7 +152,9 @@ def test_a_stopped_vm_is_backed_up_offline_without_its_agent(client: Client) -> 
     assert (job.status, job.result["consistency"]) == ("completed", "crash")
 
 
-@pytest.mark.parametrize(("vm", "code"), [("dc", "RestoredAsDisksDomainController"), ("lb-web", "RestoredAsDisksSpecialNetwork")])
+@pytest.mark.parametrize(
+    ("vm", "code"), [("dc", "RestoredAsDisksDomainController"), ("lb-web", "RestoredAsDisksSpecialNetwork")]
+)
 def test_vms_that_cannot_be_recreated_are_restored_as_disks(client: Client, vm: str, code: str) -> None:
     vault = _vault(client)
     client.wait_all(client.register(vault, [vm]))

@@ -23,13 +23,25 @@ R = "japaneast"
 VMS = ["vm1", "vm2", "vm3", "vm4"]
 VAULTS = ["vault-a", "vault-b"]
 POLICIES = ["DefaultPolicy", "Weekly"]
-HOLDS_VM = ("registering", "registered", "protected_initial_backup_pending", "protected", "protection_error",
-            "protection_stopped")
+HOLDS_VM = (
+    "registering",
+    "registered",
+    "protected_initial_backup_pending",
+    "protected",
+    "protection_error",
+    "protection_stopped",
+)
 
 _FABRIC_DIR = Path(tempfile.mkdtemp(prefix="random-commands-"))
 atexit.register(shutil.rmtree, _FABRIC_DIR, ignore_errors=True)  # made at import: gone when the run ends
-FABRIC = write_fabric(_FABRIC_DIR / "fabric", {"default": [vm_entry(v, R) for v in VMS] + [
-    vm_entry("west", "japanwest"), vm_entry("noagent", R, agent={"installed": False})]}, disk_mib=1)
+FABRIC = write_fabric(
+    _FABRIC_DIR / "fabric",
+    {
+        "default": [vm_entry(v, R) for v in VMS]
+        + [vm_entry("west", "japanwest"), vm_entry("noagent", R, agent={"installed": False})]
+    },
+    disk_mib=1,
+)
 
 # Mostly VMs that can be registered, sometimes one that cannot (another region, no agent, unknown).
 vm_names = st.sampled_from([*VMS, *VMS, *VMS, "west", "noagent", "ghost"])
@@ -85,12 +97,17 @@ class Operator(RuleBasedStateMachine):
 
     @rule(name=vault_names)
     def create_weekly_policy(self, name: str) -> None:
-        self.attempt("create_policy", self.vault(name), "Weekly",
-                     {"frequency": "weekly", "times": ["02:00"], "weekdays": ["sunday"]},
-                     {"weekly": {"weekdays": ["sunday"], "weeks": 4}})
+        self.attempt(
+            "create_policy",
+            self.vault(name),
+            "Weekly",
+            {"frequency": "weekly", "times": ["02:00"], "weekdays": ["sunday"]},
+            {"weekly": {"weekdays": ["sunday"], "weeks": 4}},
+        )
 
-    @rule(name=vault_names, vms=st.lists(vm_names, min_size=1, max_size=2, unique=True),
-          policy=st.sampled_from(POLICIES))
+    @rule(
+        name=vault_names, vms=st.lists(vm_names, min_size=1, max_size=2, unique=True), policy=st.sampled_from(POLICIES)
+    )
     def protect(self, name: str, vms: list[str], policy: str) -> None:
         jobs = self.attempt("protect", self.vault(name), vms, policy)
         if jobs:
@@ -122,8 +139,12 @@ class Operator(RuleBasedStateMachine):
     def a_vm_belongs_to_at_most_one_vault(self) -> None:
         if not hasattr(self, "client"):
             return
-        holders = Counter(i.vm_key for v in self.vaults.values()
-                          for i in self.client.protected_items(v, include_former=True) if i.status in HOLDS_VM)
+        holders = Counter(
+            i.vm_key
+            for v in self.vaults.values()
+            for i in self.client.protected_items(v, include_former=True)
+            if i.status in HOLDS_VM
+        )
         assert all(n == 1 for n in holders.values()), holders
 
     @invariant()
@@ -140,6 +161,7 @@ class Operator(RuleBasedStateMachine):
         assert all(n == 1 for n in running.values()), running
 
 
-Operator.TestCase.settings = settings(max_examples=25, stateful_step_count=25, deadline=None,
-                                      suppress_health_check=[HealthCheck.too_slow])
+Operator.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 test_random_command_sequences = pytest.mark.filterwarnings("ignore")(Operator.TestCase)

@@ -29,7 +29,7 @@ def _sha(path: Path) -> str:
 
 
 def _files(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")} if root.exists() else set()
+    return set(root.rglob("*")) if root.exists() else set()
 
 
 @pytest.fixture
@@ -46,7 +46,8 @@ def points(client: Client, discovered_vault: str) -> dict[str, str]:
 @pytest.mark.parametrize("mode", ["vm", "disks"])
 @pytest.mark.parametrize("name", BAD_NAMES, ids=range(len(BAD_NAMES)))
 def test_finding_1_a_bad_restore_target_name_is_refused_before_anything_is_written(
-        client: Client, points: dict[str, str], tmp_path: Path, mode: str, name: str) -> None:
+    client: Client, points: dict[str, str], tmp_path: Path, mode: str, name: str
+) -> None:
     before, files = event_count(client), _files(tmp_path)
     with pytest.raises(OrchestratorError) as caught:
         client.restore(points["vm05"], name, mode=mode, target_dir=str(tmp_path / "out") if mode == "disks" else None)
@@ -54,23 +55,28 @@ def test_finding_1_a_bad_restore_target_name_is_refused_before_anything_is_writt
     assert event_count(client) == before and _files(tmp_path) == files  # nothing stored, nothing written
 
 
-@pytest.mark.parametrize(("where", "code"), [
-    ("/", "TargetDirForbidden"),
-    ("{data}", "TargetDirForbidden"),
-    ("{data}/inside", "TargetDirForbidden"),
-    ("{vaultstore}", "TargetDirForbidden"),
-    ("{fabric}/disks", "TargetDirForbidden"),
-    ("{tmp}", "TargetDirForbidden"),  # a parent of the data dir
-    ("/proc/self", "TargetDirForbidden"),
-    ("/dev", "TargetDirForbidden"),
-    ("relative/out", "TargetDirInvalid"),
-    ("{tmp}/a-file", "TargetDirInvalid"),
-])
+@pytest.mark.parametrize(
+    ("where", "code"),
+    [
+        ("/", "TargetDirForbidden"),
+        ("{data}", "TargetDirForbidden"),
+        ("{data}/inside", "TargetDirForbidden"),
+        ("{vaultstore}", "TargetDirForbidden"),
+        ("{fabric}/disks", "TargetDirForbidden"),
+        ("{tmp}", "TargetDirForbidden"),  # a parent of the data dir
+        ("/proc/self", "TargetDirForbidden"),
+        ("/dev", "TargetDirForbidden"),
+        ("relative/out", "TargetDirInvalid"),
+        ("{tmp}/a-file", "TargetDirInvalid"),
+    ],
+)
 def test_finding_2_a_restore_target_directory_must_be_absolute_and_not_the_products_own(
-        client: Client, points: dict[str, str], tmp_path: Path, fabric: Path, where: str, code: str) -> None:
+    client: Client, points: dict[str, str], tmp_path: Path, fabric: Path, where: str, code: str
+) -> None:
     (tmp_path / "a-file").write_bytes(b"not a directory")
-    target = where.format(data=client.settings.data_dir, vaultstore=client.settings.vault_store_path,
-                          fabric=fabric.parent, tmp=tmp_path)
+    target = where.format(
+        data=client.settings.data_dir, vaultstore=client.settings.vault_store_path, fabric=fabric.parent, tmp=tmp_path
+    )
     before, files = event_count(client), _files(tmp_path)
     with pytest.raises(OrchestratorError) as caught:
         client.restore(points["vm05"], "vm05-r", mode="disks", target_dir=target)
@@ -78,8 +84,9 @@ def test_finding_2_a_restore_target_directory_must_be_absolute_and_not_the_produ
     assert event_count(client) == before and _files(tmp_path) == files
 
 
-def test_finding_2_a_link_into_the_products_own_directories_is_forbidden(client: Client, points: dict[str, str],
-                                                                         tmp_path: Path) -> None:
+def test_finding_2_a_link_into_the_products_own_directories_is_forbidden(
+    client: Client, points: dict[str, str], tmp_path: Path
+) -> None:
     (tmp_path / "innocent").symlink_to(client.settings.vault_store_path)
     with pytest.raises(OrchestratorError) as caught:
         client.restore(points["vm05"], "vm05-r", mode="disks", target_dir=str(tmp_path / "innocent"))
@@ -91,16 +98,18 @@ def test_finding_2_the_worker_checks_the_target_directory_again(client: Client, 
     fails in the worker, which writes nothing there."""
     store = client.settings.vault_store_path
     before = _files(store)
-    job_id = client._runtime.app.handle(c.Restore(
-        recovery_point_id=UUID(points["vm05"]), target_vm_name="vm05-r", mode="disks", target_dir=str(store)),
-        client.settings.principal)
+    job_id = client._runtime.app.handle(
+        c.Restore(recovery_point_id=UUID(points["vm05"]), target_vm_name="vm05-r", mode="disks", target_dir=str(store)),
+        client.settings.principal,
+    )
     job = client.wait(str(job_id))
     assert (job.status, job.error_code) == ("failed", "TargetDirForbidden")
     assert _files(store) == before
 
 
-def test_finding_2_each_vm_is_restored_into_a_folder_of_its_own(client: Client, points: dict[str, str],
-                                                                tmp_path: Path) -> None:
+def test_finding_2_each_vm_is_restored_into_a_folder_of_its_own(
+    client: Client, points: dict[str, str], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     first = client.wait(client.restore(points["vm05"], "vm05-r", mode="disks", target_dir=str(out)))
     second = client.wait(client.restore(points["vm06"], "vm06-r", mode="disks", target_dir=str(out)))
@@ -112,11 +121,13 @@ def test_finding_2_each_vm_is_restored_into_a_folder_of_its_own(client: Client, 
     again = client.wait(client.restore(points["vm06"], "vm05-r", mode="disks", target_dir=str(out)))
     assert (again.status, again.error_code) == ("failed", "RestoreTargetExists")
     assert _sha(out / "vm05-r" / "vm05-os.img") == kept and sorted(p.name for p in (out / "vm05-r").iterdir()) == [
-        "vm05-os.img"]
+        "vm05-os.img"
+    ]
 
 
-def test_finding_3_planted_links_are_never_followed_nor_replaced(client: Client, points: dict[str, str],
-                                                                 tmp_path: Path) -> None:
+def test_finding_3_planted_links_are_never_followed_nor_replaced(
+    client: Client, points: dict[str, str], tmp_path: Path
+) -> None:
     out, victim = tmp_path / "out", tmp_path / "victim"
     out.mkdir()
     victim.write_bytes(b"precious")
@@ -131,7 +142,8 @@ def test_finding_3_planted_links_are_never_followed_nor_replaced(client: Client,
 
 @pytest.mark.parametrize("planted", ["dangling", "link-to-directory", "file", "non-empty-folder"])
 def test_finding_3_a_restore_never_writes_into_or_over_what_is_at_its_folder(
-        client: Client, points: dict[str, str], tmp_path: Path, planted: str) -> None:
+    client: Client, points: dict[str, str], tmp_path: Path, planted: str
+) -> None:
     out, victim = tmp_path / "out", tmp_path / "victim"
     out.mkdir()
     victim.mkdir()
@@ -151,8 +163,9 @@ def test_finding_3_a_restore_never_writes_into_or_over_what_is_at_its_folder(
     assert _files(tmp_path) == before and not (tmp_path / "nowhere").exists() and list(victim.iterdir()) == []
 
 
-def test_finding_9_restored_disks_and_folders_are_private(client: Client, points: dict[str, str],
-                                                         tmp_path: Path) -> None:
+def test_finding_9_restored_disks_and_folders_are_private(
+    client: Client, points: dict[str, str], tmp_path: Path
+) -> None:
     disks = client.wait(client.restore(points["vm05"], "vm05-r", mode="disks", target_dir=str(tmp_path / "out")))
     vm = client.wait(client.restore(points["vm05"], "vm05-copy"))
     paths = [Path(p) for job in (disks, vm) for p in job.result["disks"].values()]
@@ -213,7 +226,8 @@ def test_finding_13_a_restore_killed_mid_way_completes_when_retried(tmp_path: Pa
 
 
 def test_finding_14_a_corrupt_block_fails_the_restore_at_once_and_leaves_nothing(
-        client: Client, points: dict[str, str], tmp_path: Path) -> None:
+    client: Client, points: dict[str, str], tmp_path: Path
+) -> None:
     rp = points["vm05"]
     vault = client.vaults()[0].vault_id
     store = client._runtime.worker_context().vault_store(UUID(vault))
@@ -224,7 +238,10 @@ def test_finding_14_a_corrupt_block_fails_the_restore_at_once_and_leaves_nothing
     out = tmp_path / "out"
     job = client.wait(client.restore(rp, "vm05-r", mode="disks", target_dir=str(out)))
     assert (job.status, job.error_code, job.attempts) == ("failed", "RestoreVerificationFailed", 1)
-    assert f"disk {disk.name} block {index}" in job.error_message and f"offset {index * 4 * 1024 * 1024}" in job.error_message
+    assert (
+        f"disk {disk.name} block {index}" in job.error_message
+        and f"offset {index * 4 * 1024 * 1024}" in job.error_message
+    )
     assert digest[:16] in job.error_message
     assert not (out / "vm05-r").exists()  # nothing that looks restored
     vm = client.wait(client.restore(rp, "vm05-copy"))

@@ -95,8 +95,9 @@ def test_editing_a_policy_reapplies_retention_as_events(world: tuple[Client, Man
     client.wait_all(created)
     [rp] = client.recovery_points(vault, "vm01")
     assert rp.expires_at == rp.taken_at + timedelta(days=30)
-    changed = client.update_policy(vault, "DefaultPolicy", {"frequency": "daily", "times": ["22:30"]},
-                                   {"daily": {"days": 90}})
+    changed = client.update_policy(
+        vault, "DefaultPolicy", {"frequency": "daily", "times": ["22:30"]}, {"daily": {"days": 90}}
+    )
     assert changed == 2  # vm01's and vm02's points
     [rp] = client.recovery_points(vault, "vm01")
     assert rp.expires_at == rp.taken_at + timedelta(days=90)
@@ -161,7 +162,8 @@ def _expired_points(client: Client) -> int:
 
 
 def test_finding_20a_a_policy_edit_is_acted_on_by_the_next_retention_while_the_read_model_lags(
-        world: tuple[Client, ManualClock, str]) -> None:
+    world: tuple[Client, ManualClock, str],
+) -> None:
     client, clock, vault = world
     _scheduled_points(client, clock, 3)
     clock.advance(timedelta(days=10))  # 11-13 days old: kept 30 days, due once kept 7
@@ -183,7 +185,8 @@ def test_finding_20a_a_policy_edit_is_acted_on_by_the_next_retention_while_the_r
 
 
 def test_finding_12_retention_finds_due_points_in_the_event_store_when_the_read_model_lost_them(
-        world: tuple[Client, ManualClock, str]) -> None:
+    world: tuple[Client, ManualClock, str],
+) -> None:
     client, clock, vault = world
     _three_points(client, clock, vault)
     clock.advance(timedelta(days=2))
@@ -198,7 +201,8 @@ def test_finding_12_retention_finds_due_points_in_the_event_store_when_the_read_
 
 
 def test_finding_12_a_manifest_whose_point_is_recorded_while_retention_looks_is_kept(
-        world: tuple[Client, ManualClock, str]) -> None:
+    world: tuple[Client, ManualClock, str],
+) -> None:
     # A backup has committed its manifest and is about to report it; retention looks the point up
     # (not there yet), the report lands, then retention looks at the job (ended): the point it
     # just made must not lose its manifest.
@@ -215,9 +219,14 @@ def test_finding_12_a_manifest_whose_point_is_recorded_while_retention_looks_is_
     with store.backup_lease():
         manifest, digest, _ = jobs._snapshot(ctx, job, vm, store, rp_id)
     taken = c.RecordBackupTaken(
-        job_id=job_id, taken_at=manifest.taken_at, consistency=manifest.consistency,
-        logical_bytes=manifest.logical_bytes, stored_bytes=manifest.stored_bytes, manifest_digest=digest,
-        disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks])
+        job_id=job_id,
+        taken_at=manifest.taken_at,
+        consistency=manifest.consistency,
+        logical_bytes=manifest.logical_bytes,
+        stored_bytes=manifest.stored_bytes,
+        manifest_digest=digest,
+        disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
+    )
 
     class ReportLandsAfterTheFirstLook:
         def __init__(self) -> None:
@@ -236,7 +245,8 @@ def test_finding_12_a_manifest_whose_point_is_recorded_while_retention_looks_is_
 
 
 def test_finding_15_a_bad_manifest_stops_neither_expiry_nor_collection_elsewhere(
-        world: tuple[Client, ManualClock, str]) -> None:
+    world: tuple[Client, ManualClock, str],
+) -> None:
     client, clock, vault = world
     _three_points(client, clock, vault)
     clock.advance(timedelta(days=2))

@@ -24,8 +24,9 @@ def sim(tmp_path: Path, fabric: Path) -> Iterator[tuple[Client, ManualClock, str
     with Client(data_dir=tmp_path / "data", fabric=fabric, clock=clock, scheduler_interval=3600) as client:
         vault = client.create_vault("vault-east", "japaneast", "rg")
         client.wait(client.discover(vault))
-        client.create_policy(vault, "TwiceDaily", {"frequency": "daily", "times": ["06:00", "18:00"]},
-                             {"daily": {"days": 7}})
+        client.create_policy(
+            vault, "TwiceDaily", {"frequency": "daily", "times": ["06:00", "18:00"]}, {"daily": {"days": 7}}
+        )
         client.wait_all(client.register(vault, ["vm01", "vm02"]))
         client.wait_all(client.protect(vault, ["vm01", "vm02"], policy="TwiceDaily"))
         yield client, clock, vault

@@ -12,12 +12,15 @@ from orchestrator.audit import replay
 from tests.scripted import TARGET_EVENTS, run_script, snapshot
 
 
-def test_as_of_and_replay_after_ten_thousand_events(tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_as_of_and_replay_after_ten_thousand_events(
+    tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     splits: list[int] = []
     run_parts = replay._run_parts
     monkeypatch.setattr(replay, "_run_parts", lambda *args: splits.append(len(args[3])) or run_parts(*args))
-    with Client(data_dir=tmp_path / "data", fabric=fabric, principal="alice", scheduler_interval=3600,
-                replay_processes=2) as client:
+    with Client(
+        data_dir=tmp_path / "data", fabric=fabric, principal="alice", scheduler_interval=3600, replay_processes=2
+    ) as client:
         captured = run_script(client)
         assert (client._runtime.app.recorder.max_notification_id() or 0) >= TARGET_EVENTS
         assert len(captured) >= 5

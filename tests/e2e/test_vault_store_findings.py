@@ -28,8 +28,12 @@ R = "japaneast"
 def tmpfs(path: Path, size: str = "8m") -> Iterator[Path]:
     """A small filesystem of the test's own at `path`, unmounted at the end whatever happens."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                             capture_output=True, text=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     need(mounted.returncode == 0, f"cannot mount a tmpfs at {path} (needs root): {mounted.stderr.strip()}")
     try:
         yield path
@@ -47,7 +51,7 @@ def fill(mount: Path, leave: int) -> Path:
     try:
         chunk = bytes(MIB)
         while room > 0:
-            room -= os.write(fd, chunk[:min(room, MIB)])
+            room -= os.write(fd, chunk[: min(room, MIB)])
     finally:
         os.close(fd)
     return filler
@@ -78,8 +82,10 @@ def stored_on_dashboard(client: Client, vault: str) -> int:
 def test_finding_17_a_full_vault_store_fails_the_backup_at_once_and_leaves_nothing(tmp_path: Path) -> None:
     # Two disks, read one after the other: the first one's block fits, the second one's does not.
     fabric = inventory(tmp_path, ("vm01", [os.urandom(MIB), os.urandom(BLOCK)]))
-    with tmpfs(tmp_path / "vaults") as vaults, Client(data_dir=tmp_path / "data", fabric=fabric,
-                                                       vault_store=vaults) as client:
+    with (
+        tmpfs(tmp_path / "vaults") as vaults,
+        Client(data_dir=tmp_path / "data", fabric=fabric, vault_store=vaults) as client,
+    ):
         vault = protected(client, ["vm01"])
         filler = fill(vaults, leave=2 * MIB)
         job = client.wait(client.backup_now(vault, "vm01"))
@@ -97,8 +103,10 @@ def test_finding_17_a_full_vault_store_fails_the_backup_at_once_and_leaves_nothi
 
 def test_finding_17_a_vault_store_full_for_the_manifest_fails_the_backup_and_removes_its_blocks(tmp_path: Path) -> None:
     fabric = inventory(tmp_path, ("vm01", [os.urandom(MIB)]))
-    with tmpfs(tmp_path / "vaults") as vaults, Client(data_dir=tmp_path / "data", fabric=fabric,
-                                                       vault_store=vaults) as client:
+    with (
+        tmpfs(tmp_path / "vaults") as vaults,
+        Client(data_dir=tmp_path / "data", fabric=fabric, vault_store=vaults) as client,
+    ):
         vault = protected(client, ["vm01"])
         client.wait(client.run_retention(vault))  # the vault's directory, lock and usage record are there
         filler = fill(vaults, leave=MIB)  # room for the block, not for the manifest
@@ -112,7 +120,10 @@ def test_finding_17_a_vault_store_full_for_the_manifest_fails_the_backup_and_rem
 
 
 def test_finding_17_a_full_event_store_disk_is_event_store_unavailable(tmp_path: Path, fabric: Path) -> None:
-    with tmpfs(tmp_path / "data") as data, Client(data_dir=data, fabric=fabric, vault_store=tmp_path / "vaults") as client:
+    with (
+        tmpfs(tmp_path / "data") as data,
+        Client(data_dir=data, fabric=fabric, vault_store=tmp_path / "vaults") as client,
+    ):
         client.create_vault("vault-east", R, "rg")
         filler = fill(data, leave=0)
         with pytest.raises(OrchestratorError) as refused:
@@ -170,8 +181,12 @@ def test_finding_15_vault_check_names_a_bad_manifest(tmp_path: Path, fabric: Pat
         client.wait(client.backup_now(vault, "vm01"))
     manifests = tmp_path / "data" / "vaultstore" / vault / "manifests"
     (manifests / f"{'0' * 8}-0000-0000-0000-{'0' * 12}.json").write_bytes(b"\x00 torn")
-    env = {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric), "COLUMNS": "200",
-           "BACKUP_SCHEDULER_INTERVAL": "3600"}
+    env = {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(fabric),
+        "COLUMNS": "200",
+        "BACKUP_SCHEDULER_INTERVAL": "3600",
+    }
     checked = CliRunner().invoke(app, ["vault", "check", "vault-east"], env=env)
     assert checked.exit_code == 2, checked.output
     assert "VaultStoreDamaged" in checked.output and "00000000-0000-0000-0000-000000000000.json" in checked.output

@@ -77,8 +77,9 @@ def test_unknown_and_malformed_job_ids(client: Client) -> None:
     assert malformed.value.code == "CommandInvalid" and malformed.value.field == "job_id"
 
 
-def test_read_models_behind_at_the_end_are_waited_out_until_the_deadline(client: Client, discovered_vault: str,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_models_behind_at_the_end_are_waited_out_until_the_deadline(
+    client: Client, discovered_vault: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """After a store outage the read models may lag the log for a while: the wait goes on."""
     job = client.register(discovered_vault, ["vm01"])[0]
     catch_up, behind = client._catch_up, [2]

@@ -18,27 +18,28 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 VMS = [f"vm{i:02d}" for i in range(1, 21)]
 
 
-
-
-
 def _protected(client: Client) -> str:
     vault = client.create_vault("vault-east", "japaneast", "rg")
     client.wait(client.discover(vault), timeout=60)
     registered = client.wait_all(client.register(vault, VMS), timeout=120)
-    assert {j.status for j in registered} == {"completed"}, [(j.error_code, j.error_message) for j in registered if j.status == "failed"]
+    assert {j.status for j in registered} == {"completed"}, [
+        (j.error_code, j.error_message) for j in registered if j.status == "failed"
+    ]
     protected = client.wait_all(client.protect(vault, VMS), timeout=120)
     assert {j.status for j in protected} == {"completed"}, [(j.error_code, j.error_message) for j in protected]
     return vault
 
 
 def _outcome(action: object) -> str:
-    """"ok", or the code of a retryable refusal; anything else fails the test."""
+    """ "ok", or the code of a retryable refusal; anything else fails the test."""
     try:
         action()  # type: ignore[operator]
         return "ok"
     except OrchestratorError as exc:
         assert exc.code in ("EventStoreUnavailable", "ReadStoreUnavailable") and "retry" in exc.message, (
-            exc.code, exc.message)
+            exc.code,
+            exc.message,
+        )
         return exc.code
 
 
@@ -55,8 +56,11 @@ def test_postgres_restarted_mid_run(tmp_path: Path, fabric: Path, private_pg: Pr
     from tests.helpers import REDIS_URL
 
     with contextmanager(deployment_fixture)(tmp_path, fabric, "public", REDIS_URL) as deployment:
-        deployment.env.update(BACKUP_POSTGRES_PORT=str(private_pg.port), BACKUP_POSTGRES_DBNAME="postgres",
-                              BACKUP_POSTGRES_USER="postgres")
+        deployment.env.update(
+            BACKUP_POSTGRES_PORT=str(private_pg.port),
+            BACKUP_POSTGRES_DBNAME="postgres",
+            BACKUP_POSTGRES_USER="postgres",
+        )
         deployment.start_all(workers=2)
         with deployment.client() as client:
             vault = _protected(client)
@@ -71,11 +75,16 @@ def test_postgres_restarted_mid_run(tmp_path: Path, fabric: Path, private_pg: Pr
             assert {j.status for j in ended} <= {"completed", "failed"}
             assert all(j.error_code for j in ended if j.status == "failed")
             # The run completes: whatever the outage stopped is backed up now.
-            again = [client.backup_now(vault, vm) for vm in VMS
-                     if not any(p.vm_name == vm for p in client.recovery_points(vault))]
+            again = [
+                client.backup_now(vault, vm)
+                for vm in VMS
+                if not any(p.vm_name == vm for p in client.recovery_points(vault))
+            ]
             finished = client.wait_all(again, timeout=150)
-            assert {j.status for j in finished} <= {"completed"}, (Counter(j.error_code for j in finished),
-                                                                  _logs(deployment))
+            assert {j.status for j in finished} <= {"completed"}, (
+                Counter(j.error_code for j in finished),
+                _logs(deployment),
+            )
             assert {p.vm_name for p in client.recovery_points(vault)} == set(VMS)
             _nothing_half_written(client, vault)
 

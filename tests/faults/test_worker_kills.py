@@ -29,9 +29,11 @@ def test_two_hundred_backups_while_workers_are_killed(bulk: Path, deployment: De
     # Ten subscriptions of twenty VMs, a vault each, as a platform team would split them (it also keeps
     # each vault's recorded inventory small: see the issue note on bulk operations).
     subscription = {vm: f"sub{i % VAULTS}" for i, vm in enumerate(vms)}
-    inventory = write_fabric(bulk / "many", {f"sub{v}": [vm_entry(vm, "japaneast") for vm in vms
-                                                             if subscription[vm] == f"sub{v}"] for v in range(VAULTS)},
-                             disk_mib=1)
+    inventory = write_fabric(
+        bulk / "many",
+        {f"sub{v}": [vm_entry(vm, "japaneast") for vm in vms if subscription[vm] == f"sub{v}"] for v in range(VAULTS)},
+        disk_mib=1,
+    )
     deployment.env.update(BACKUP_FABRIC=str(inventory), BACKUP_VAULT_STORE=str(bulk / "vaultstore"))
     deployment.start_all(workers=WORKERS)
     rng = random.Random(6)
@@ -40,10 +42,12 @@ def test_two_hundred_backups_while_workers_are_killed(bulk: Path, deployment: De
         owner = {vm: vaults[int(subscription[vm][3:])] for vm in vms}
         client.wait_all([client.discover(v) for v in vaults], timeout=60)
         phase = time.monotonic()
-        client.wait_all([j for v in vaults for j in client.register(v, [vm for vm in vms if owner[vm] == v])],
-                        timeout=300)
+        client.wait_all(
+            [j for v in vaults for j in client.register(v, [vm for vm in vms if owner[vm] == v])], timeout=300
+        )
         protections = client.wait_all(
-            [j for v in vaults for j in client.protect(v, [vm for vm in vms if owner[vm] == v])], timeout=300)
+            [j for v in vaults for j in client.protect(v, [vm for vm in vms if owner[vm] == v])], timeout=300
+        )
         assert Counter(j.status for j in protections) == {"completed": BACKUPS}, deployment.logs()
         print(f"registered and protected in {time.monotonic() - phase:.0f}s")
         job_ids = [client.backup_now(owner[vm], vm) for vm in vms]

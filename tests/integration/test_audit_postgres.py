@@ -21,8 +21,17 @@ pytestmark = pytest.mark.integration
 
 def pg_client(tmp_path: Path, fabric: Path, schema: str, **extra: Any) -> Client:
     """The embedded queue on the real PostgreSQL, in a schema of the test's own."""
-    return Client(data_dir=tmp_path / "data", fabric=fabric, event_store="postgres", postgres_host=PG_HOST,
-                  postgres_user=PG_USER, postgres_dbname=PG_DB, postgres_schema=schema, principal="alice", **extra)
+    return Client(
+        data_dir=tmp_path / "data",
+        fabric=fabric,
+        event_store="postgres",
+        postgres_host=PG_HOST,
+        postgres_user=PG_USER,
+        postgres_dbname=PG_DB,
+        postgres_schema=schema,
+        principal="alice",
+        **extra,
+    )
 
 
 def sql(statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -44,8 +53,9 @@ def _verified(tmp_path: Path, fabric: Path, schema: str, chain_only: bool = Fals
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_verify_names_each_kind_of_tampering_on_postgres(tmp_path: Path, fabric: Path, pg_schema: str,
-                                                         kind: str) -> None:
+def test_verify_names_each_kind_of_tampering_on_postgres(
+    tmp_path: Path, fabric: Path, pg_schema: str, kind: str
+) -> None:
     head = _history(tmp_path, fabric, pg_schema)
     expected = tamper(kind, sql, f"{pg_schema}.orchestrator_events", "notification_id", head // 2)
     with pg_client(tmp_path, fabric, pg_schema, start_services=False) as client:
@@ -55,8 +65,9 @@ def test_verify_names_each_kind_of_tampering_on_postgres(tmp_path: Path, fabric:
 
 
 @pytest.mark.parametrize("kept", [0, 2], ids=["deleted", "cut_to_its_first_rows"])
-def test_finding_10_a_chain_table_cut_short_is_chain_truncated_on_postgres(tmp_path: Path, fabric: Path,
-                                                                           pg_schema: str, kept: int) -> None:
+def test_finding_10_a_chain_table_cut_short_is_chain_truncated_on_postgres(
+    tmp_path: Path, fabric: Path, pg_schema: str, kept: int
+) -> None:
     """After an event is changed, the chain table is emptied (or cut to its first rows: kept * head / 4)."""
     head = _history(tmp_path, fabric, pg_schema)
     first_cut = _stored_from(pg_schema, kept * head // 4 + 1)
@@ -68,12 +79,20 @@ def test_finding_10_a_chain_table_cut_short_is_chain_truncated_on_postgres(tmp_p
 
 
 def test_finding_10_verify_does_not_chain_forged_events_appended_at_the_end_on_postgres(
-        tmp_path: Path, fabric: Path, pg_schema: str) -> None:
+    tmp_path: Path, fabric: Path, pg_schema: str
+) -> None:
     head = _history(tmp_path, fabric, pg_schema)
     forged = append_forged(sql, f"{pg_schema}.orchestrator_events", "notification_id", head // 2)
-    env = {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric), "BACKUP_EVENT_STORE": "postgres",
-           "BACKUP_POSTGRES_HOST": PG_HOST, "BACKUP_POSTGRES_USER": PG_USER, "BACKUP_POSTGRES_DBNAME": PG_DB,
-           "BACKUP_POSTGRES_SCHEMA": pg_schema, "COLUMNS": "250"}
+    env = {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(fabric),
+        "BACKUP_EVENT_STORE": "postgres",
+        "BACKUP_POSTGRES_HOST": PG_HOST,
+        "BACKUP_POSTGRES_USER": PG_USER,
+        "BACKUP_POSTGRES_DBNAME": PG_DB,
+        "BACKUP_POSTGRES_SCHEMA": pg_schema,
+        "COLUMNS": "250",
+    }
     result = CliRunner().invoke(app, ["audit", "verify", "--json"], env=env)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -84,20 +103,24 @@ def test_finding_10_verify_does_not_chain_forged_events_appended_at_the_end_on_p
 
 def _stored_from(schema: str, notification_id: int) -> int:
     """The first event stored at or after `notification_id` (PostgreSQL's ids have gaps)."""
-    [(found,)] = sql(f"SELECT MIN(notification_id) FROM {schema}.orchestrator_events WHERE notification_id >= ?",
-                     (notification_id,))
+    [(found,)] = sql(
+        f"SELECT MIN(notification_id) FROM {schema}.orchestrator_events WHERE notification_id >= ?", (notification_id,)
+    )
     return int(found)
 
 
 def _checkpoint(schema: str) -> int:
-    [(first,)] = sql(f"SELECT MIN(notification_id) FROM {schema}.orchestrator_events WHERE topic = ?",
-                     ("backup.audit_checkpoint.created",))
+    [(first,)] = sql(
+        f"SELECT MIN(notification_id) FROM {schema}.orchestrator_events WHERE topic = ?",
+        ("backup.audit_checkpoint.created",),
+    )
     return int(first)
 
 
 @pytest.mark.parametrize("malformation", [*MALFORMED_POSTGRES, "checkpoint_state_not_json"])
 def test_finding_11_each_malformed_row_is_a_named_finding_on_postgres(
-        tmp_path: Path, fabric: Path, pg_schema: str, malformation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, fabric: Path, pg_schema: str, malformation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
     head = _history(tmp_path, fabric, pg_schema)
     assignment, column = MALFORMED_POSTGRES.get(malformation, ("state = convert_to('not json', 'UTF8')", "state"))
@@ -110,8 +133,9 @@ def test_finding_11_each_malformed_row_is_a_named_finding_on_postgres(
     assert report.read_models == 0 and "malformed" in report.read_models_skipped
 
 
-def test_finding_12_a_changed_read_model_is_a_read_model_mismatch_on_postgres(tmp_path: Path, fabric: Path,
-                                                                              pg_schema: str) -> None:
+def test_finding_12_a_changed_read_model_is_a_read_model_mismatch_on_postgres(
+    tmp_path: Path, fabric: Path, pg_schema: str
+) -> None:
     _history(tmp_path, fabric, pg_schema)
     [(point,)] = sql(f"SELECT recovery_point_id FROM {pg_schema}.rm_recovery_points ORDER BY 1 LIMIT 1")
     [(job,)] = sql(f"SELECT job_id FROM {pg_schema}.rm_jobs ORDER BY 1 LIMIT 1")
@@ -140,8 +164,9 @@ def test_as_of_and_replay_after_ten_thousand_events_on_postgres(tmp_path: Path, 
         assert client.audit_verify().clean
 
 
-def test_eight_threads_backing_up_one_vm_start_one_backup_on_postgres(tmp_path: Path, fabric: Path,
-                                                                      pg_schema: str) -> None:
+def test_eight_threads_backing_up_one_vm_start_one_backup_on_postgres(
+    tmp_path: Path, fabric: Path, pg_schema: str
+) -> None:
     from tests.e2e.test_concurrent_backup import check_exactly_one, protected_vm
 
     with pg_client(tmp_path, fabric, pg_schema, scheduler_interval=3600) as client:

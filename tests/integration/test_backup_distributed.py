@@ -32,7 +32,9 @@ def test_ten_vms_protected_backed_up_and_one_restored_byte_for_byte(deployment: 
         client.wait(client.discover(vault), timeout=60)
         registrations = client.wait_all(client.register(vault, VMS), timeout=120)
         assert {(j.status, j.error_code, j.error_message) for j in registrations} == {("completed", "", "")}, (
-            registrations, deployment.logs())
+            registrations,
+            deployment.logs(),
+        )
         protections = client.wait_all(client.protect(vault, VMS), timeout=120)
         assert {j.status for j in protections} == {"completed"}, deployment.logs()
         backups = client.wait_all([client.backup_now(vault, vm) for vm in VMS], timeout=180)
@@ -76,7 +78,9 @@ def test_a_worker_killed_mid_snapshot_leaves_no_half_recovery_point(tmp_path: Pa
         assert client._runtime.app.get(UUID(job_id), Job).state.value == "completed"
 
 
-def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(bulk: Path, deployment: Deployment) -> None:
+def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(
+    bulk: Path, deployment: Deployment
+) -> None:
     inventory = write_fabric(bulk / "bigfabric", {"default": [vm_entry("big", "japaneast")]}, disk_mib=400)
     deployment.env.update(BACKUP_FABRIC=str(inventory), BACKUP_VAULT_STORE=str(bulk / "vaultstore"))
     deployment.start_all(workers=2)
@@ -96,7 +100,9 @@ def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(bul
     assert second.result["stored_bytes"] <= 0.015 * second.result["logical_bytes"]
 
 
-def test_an_encrypted_vm_backs_up_and_gets_its_keys_back_with_rq_workers(tmp_path: Path, deployment: Deployment) -> None:
+def test_an_encrypted_vm_backs_up_and_gets_its_keys_back_with_rq_workers(
+    tmp_path: Path, deployment: Deployment
+) -> None:
     import base64
 
     import yaml
@@ -105,14 +111,33 @@ def test_an_encrypted_vm_backs_up_and_gets_its_keys_back_with_rq_workers(tmp_pat
 
     bek, kek = os.urandom(32), os.urandom(32)
     perms = ["get", "list", "backup", "restore"]
-    inventory = write_fabric(tmp_path / "encfabric", {"default": [vm_entry("enc", "japaneast", encryption={
-        "enabled": True, "key_vault": "kv-enc", "bek_secret": "bek-enc", "kek_key": "kek-enc"})]}, key_vaults={
-        "default": [{"name": "kv-enc", "region": "japaneast",
-                     "access_policies": [{"principal": BACKUP_SERVICE, "keys": perms, "secrets": perms}],
-                     "secrets": {"bek-enc": {"value": base64.b64encode(bek).decode()}},
-                     "keys": {"kek-enc": {"value": base64.b64encode(kek).decode()}}}]}, disk_mib=1)
-    deployment.env.update(BACKUP_FABRIC=str(inventory),
-                          BACKUP_KEY_PROTECTION_KEY=base64.b64encode(os.urandom(32)).decode())
+    inventory = write_fabric(
+        tmp_path / "encfabric",
+        {
+            "default": [
+                vm_entry(
+                    "enc",
+                    "japaneast",
+                    encryption={"enabled": True, "key_vault": "kv-enc", "bek_secret": "bek-enc", "kek_key": "kek-enc"},
+                )
+            ]
+        },
+        key_vaults={
+            "default": [
+                {
+                    "name": "kv-enc",
+                    "region": "japaneast",
+                    "access_policies": [{"principal": BACKUP_SERVICE, "keys": perms, "secrets": perms}],
+                    "secrets": {"bek-enc": {"value": base64.b64encode(bek).decode()}},
+                    "keys": {"kek-enc": {"value": base64.b64encode(kek).decode()}},
+                }
+            ]
+        },
+        disk_mib=1,
+    )
+    deployment.env.update(
+        BACKUP_FABRIC=str(inventory), BACKUP_KEY_PROTECTION_KEY=base64.b64encode(os.urandom(32)).decode()
+    )
     deployment.start_all(workers=1)
     with deployment.client() as client:
         vault = client.create_vault("vault-east", "japaneast", "rg")
@@ -130,5 +155,7 @@ def test_an_encrypted_vm_backs_up_and_gets_its_keys_back_with_rq_workers(tmp_pat
         assert keys.status == "completed", (keys.error_message, deployment.logs())
         kv = client._runtime.fabric.key_vault("default", "kv-enc")
         assert kv is not None
-        assert base64.b64decode(kv.secrets["bek-enc"].value) == bek and base64.b64decode(kv.keys["kek-enc"].value) == kek
+        assert (
+            base64.b64decode(kv.secrets["bek-enc"].value) == bek and base64.b64decode(kv.keys["kek-enc"].value) == kek
+        )
     assert bek.hex() not in deployment.logs() and base64.b64encode(bek).decode() not in deployment.logs()

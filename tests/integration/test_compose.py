@@ -22,8 +22,12 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 OURS = sorted(n for n, s in COMPOSE["services"].items() if "build" in s)
-READY = {"dispatcher": "dispatcher ready", "projections": "projections ready", "scheduler": "scheduler ready",
-         "worker": "Listening on jobs"}
+READY = {
+    "dispatcher": "dispatcher ready",
+    "projections": "projections ready",
+    "scheduler": "scheduler ready",
+    "worker": "Listening on jobs",
+}
 
 
 def _interpolated(value: str) -> str:
@@ -34,10 +38,17 @@ def _interpolated(value: str) -> str:
 def _local(env: dict[str, str], schema: str, tmp: Path, fabric: Path) -> dict[str, str]:
     """Compose's settings, with the addresses of compose's network replaced by this machine's."""
     local = {name: _interpolated(str(value)) for name, value in env.items()}
-    local.update(BACKUP_POSTGRES_HOST=PG_HOST, BACKUP_POSTGRES_DBNAME=PG_DB, BACKUP_POSTGRES_USER=PG_USER,
-                 BACKUP_POSTGRES_PASSWORD="", BACKUP_POSTGRES_SCHEMA=schema, BACKUP_REDIS_URL=REDIS_URL,
-                 BACKUP_DATA_DIR=str(tmp / "data"), BACKUP_FABRIC=str(fabric),
-                 BACKUP_VAULT_STORE=str(tmp / "vaultstore"))
+    local.update(
+        BACKUP_POSTGRES_HOST=PG_HOST,
+        BACKUP_POSTGRES_DBNAME=PG_DB,
+        BACKUP_POSTGRES_USER=PG_USER,
+        BACKUP_POSTGRES_PASSWORD="",
+        BACKUP_POSTGRES_SCHEMA=schema,
+        BACKUP_REDIS_URL=REDIS_URL,
+        BACKUP_DATA_DIR=str(tmp / "data"),
+        BACKUP_FABRIC=str(fabric),
+        BACKUP_VAULT_STORE=str(tmp / "vaultstore"),
+    )
     return local
 
 
@@ -78,7 +89,9 @@ def test_each_service_command_starts_with_the_settings_compose_gives_it(
             assert time.monotonic() < deadline, f"{service} never said it was ready: {log.read_text()}"
             time.sleep(0.1)
         if "healthcheck" in spec:
-            check = subprocess.run(_argv(spec["healthcheck"]["test"][1:]), env=env, capture_output=True, text=True, check=False)
+            check = subprocess.run(
+                _argv(spec["healthcheck"]["test"][1:]), env=env, capture_output=True, text=True, check=False
+            )
             assert check.returncode == 0, check.stdout + check.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()  # a clean stop on SIGTERM

@@ -21,7 +21,7 @@ def test_twenty_vms_register_through_rq_workers_on_postgres(deployment: Deployme
         vault = client.create_vault("vault-east", "japaneast", "rg")
         discovery = client.wait(client.discover(vault), timeout=60)
         assert discovery.status == "completed", deployment.logs()
-        jobs = client.wait_all(client.register(vault, HEALTHY + ["noagent"]), timeout=120)
+        jobs = client.wait_all(client.register(vault, [*HEALTHY, "noagent"]), timeout=120)
         by_vm = {j.vm_name: j for j in jobs}
         assert {by_vm[vm].status for vm in HEALTHY} == {"completed"}
         assert by_vm["noagent"].error_code == "VmAgentNotInstalled"

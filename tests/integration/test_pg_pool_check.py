@@ -67,11 +67,19 @@ def test_a_read_store_replaces_a_dropped_connection_and_pings_no_live_one(pg_sch
         store.close()
 
 
-def test_the_event_store_replaces_a_dropped_connection(tmp_path: Path, fabric: Path, pg_schema: str,
-                                                      pings: list[object]) -> None:
-    settings = load_settings({}, data_dir=tmp_path / "data", fabric=fabric, event_store="postgres",
-                             postgres_host=PG_HOST, postgres_user=PG_USER, postgres_dbname=PG_DB,
-                             postgres_schema=pg_schema)
+def test_the_event_store_replaces_a_dropped_connection(
+    tmp_path: Path, fabric: Path, pg_schema: str, pings: list[object]
+) -> None:
+    settings = load_settings(
+        {},
+        data_dir=tmp_path / "data",
+        fabric=fabric,
+        event_store="postgres",
+        postgres_host=PG_HOST,
+        postgres_user=PG_USER,
+        postgres_dbname=PG_DB,
+        postgres_schema=pg_schema,
+    )
     app = build_app(settings)
     try:
         datastore = app.recorder.datastore  # type: ignore[attr-defined]

@@ -14,9 +14,10 @@ from tests.helpers import PrivateRedis, topics
 pytestmark = pytest.mark.integration
 
 
-
 @pytest.fixture
-def outage_deployment(tmp_path: Path, fabric: Path, pg_schema: str, private_redis: PrivateRedis) -> Iterator[Deployment]:
+def outage_deployment(
+    tmp_path: Path, fabric: Path, pg_schema: str, private_redis: PrivateRedis
+) -> Iterator[Deployment]:
     yield from deployment_fixture(tmp_path, fabric, pg_schema, private_redis.url)
 
 

@@ -24,9 +24,16 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def settings(tmp_path: Path, fabric: Path, pg_schema: str) -> Settings:
-    settings = load_settings({}, data_dir=tmp_path / "data", fabric=fabric, event_store="postgres",
-                             postgres_host=PG_HOST, postgres_user=PG_USER, postgres_dbname=PG_DB,
-                             postgres_schema=pg_schema)
+    settings = load_settings(
+        {},
+        data_dir=tmp_path / "data",
+        fabric=fabric,
+        event_store="postgres",
+        postgres_host=PG_HOST,
+        postgres_user=PG_USER,
+        postgres_dbname=PG_DB,
+        postgres_schema=pg_schema,
+    )
     prepare_event_store(settings)
     return settings
 
@@ -52,7 +59,7 @@ def horse(lender: handoff.SessionLender, settings: Settings, job: Callable[[Any]
                 os.write(write, str(conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]).encode())
             job(app)
             lender.horse_done()
-        except BaseException:  # noqa: BLE001 - a child reports by its exit code only
+        except BaseException:
             code = 1
         os._exit(code)
     os.close(write)
@@ -73,7 +80,8 @@ def test_idle_sessions_pass_from_horse_to_horse(lender: handoff.SessionLender, s
 
 
 def test_a_horse_killed_mid_job_or_leaving_a_transaction_open_gets_the_session_replaced(
-        lender: handoff.SessionLender, settings: Settings) -> None:
+    lender: handoff.SessionLender, settings: Settings
+) -> None:
     first = horse(lender, settings)
 
     def killed(app: Any) -> None:
@@ -94,8 +102,9 @@ def test_a_horse_killed_mid_job_or_leaving_a_transaction_open_gets_the_session_r
     assert horse(lender, settings) == third
 
 
-def test_a_session_serves_horses_for_a_limited_time(lender: handoff.SessionLender, settings: Settings,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_session_serves_horses_for_a_limited_time(
+    lender: handoff.SessionLender, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = horse(lender, settings)
     monkeypatch.setattr(handoff, "MAX_AGE", 0.0)
     assert horse(lender, settings) != first and lender.sessions == 2
@@ -123,6 +132,7 @@ def test_no_session_when_postgresql_is_unreachable(settings: Settings, caplog: p
 def test_horses_prepare_nothing_on_the_session(lender: handoff.SessionLender, settings: Settings) -> None:
     """Each statement of a horse runs in one round trip, and the next horse (which knows of no prepared
     statement) finds none in the session."""
+
     def busy(app: Any) -> None:
         for _ in range(3):
             app.recorder.select_notifications(start=1, limit=10)
@@ -137,8 +147,9 @@ def test_horses_prepare_nothing_on_the_session(lender: handoff.SessionLender, se
     assert lender.sessions == 1
 
 
-def test_a_session_dropped_between_horses_is_replaced_by_the_next_horse(lender: handoff.SessionLender,
-                                                                         settings: Settings) -> None:
+def test_a_session_dropped_between_horses_is_replaced_by_the_next_horse(
+    lender: handoff.SessionLender, settings: Settings
+) -> None:
     import psycopg
 
     first = horse(lender, settings)

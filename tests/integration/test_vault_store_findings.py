@@ -14,8 +14,9 @@ from tests.helpers import fabric_hanging_once
 pytestmark = pytest.mark.integration
 
 
-def test_finding_18_a_backup_killed_mid_snapshot_and_retried_is_counted_exactly(tmp_path: Path,
-                                                                                deployment: Deployment) -> None:
+def test_finding_18_a_backup_killed_mid_snapshot_and_retried_is_counted_exactly(
+    tmp_path: Path, deployment: Deployment
+) -> None:
     # The post-snapshot script runs once every block is stored, before the manifest: the first run
     # hangs there and its worker is killed; the retry finds every block there already.
     inventory, marker = fabric_hanging_once(tmp_path, disk_mib=2)

@@ -36,11 +36,21 @@ def hanging_backup(tmp_path: Path, deployment: Deployment) -> Iterator[tuple[str
     horse_file = tmp_path / "horse.pid"
     fabric = tmp_path / "hangfabric"
     fabric.mkdir()
-    (fabric / "pre.sh").write_text(f"#!/bin/sh\necho $PPID > {horse_file}.tmp\nmv {horse_file}.tmp {horse_file}\n"
-                                   "exec sleep 600\n")
+    (fabric / "pre.sh").write_text(
+        f"#!/bin/sh\necho $PPID > {horse_file}.tmp\nmv {horse_file}.tmp {horse_file}\nexec sleep 600\n"
+    )
     (fabric / "pre.sh").chmod(0o755)
-    deployment.env["BACKUP_FABRIC"] = str(write_fabric(fabric, {"default": [vm_entry(
-        "db", "japaneast", os=LINUX, freeze={"pre_script": "pre.sh", "script_timeout_s": 900})]}, disk_mib=1))
+    deployment.env["BACKUP_FABRIC"] = str(
+        write_fabric(
+            fabric,
+            {
+                "default": [
+                    vm_entry("db", "japaneast", os=LINUX, freeze={"pre_script": "pre.sh", "script_timeout_s": 900})
+                ]
+            },
+            disk_mib=1,
+        )
+    )
     deployment.start_all(workers=1)
     horse = 0
     with deployment.client() as client:
@@ -51,8 +61,14 @@ def hanging_backup(tmp_path: Path, deployment: Deployment) -> Iterator[tuple[str
         deployment.kill("dispatcher")  # the test enqueues the backup itself
         job_id = client.backup_now(vault, "db")
         connection = redis.Redis.from_url(REDIS_URL)
-        queue(connection).enqueue(TASKS[Operation.BACKUP], job_id, job_id=rq_job_id(Operation.BACKUP, job_id),
-                                  job_timeout=900, result_ttl=3600, failure_ttl=3600)  # no retry
+        queue(connection).enqueue(
+            TASKS[Operation.BACKUP],
+            job_id,
+            job_id=rq_job_id(Operation.BACKUP, job_id),
+            job_timeout=900,
+            result_ttl=3600,
+            failure_ttl=3600,
+        )  # no retry
         deployment.start("dispatcher")  # its enqueue of the same RQ job id is refused as a duplicate
         wait_for(horse_file.exists, 60, "the backup to reach its pre-snapshot script")
         horse = int(horse_file.read_text())
@@ -72,7 +88,8 @@ def _gone(pid: int) -> bool:
 
 
 def test_finding_19_a_job_whose_work_horse_is_killed_fails_as_worker_lost(
-        deployment: Deployment, hanging_backup: tuple[str, int]) -> None:
+    deployment: Deployment, hanging_backup: tuple[str, int]
+) -> None:
     job_id, horse = hanging_backup
     os.killpg(horse, signal.SIGKILL)  # the horse and its script; its worker lives on and sees it die
     with deployment.client() as client:
@@ -83,7 +100,8 @@ def test_finding_19_a_job_whose_work_horse_is_killed_fails_as_worker_lost(
 
 
 def test_finding_19_a_job_whose_worker_is_killed_fails_as_worker_lost_within_two_minutes(
-        deployment: Deployment, hanging_backup: tuple[str, int]) -> None:
+    deployment: Deployment, hanging_backup: tuple[str, int]
+) -> None:
     job_id, horse = hanging_backup
     worker = deployment.procs.pop("worker0")
     killed_at = time.monotonic()

@@ -30,32 +30,45 @@ def no_inherited_context(monkeypatch: Any) -> None:
 
 def worker_env(monkeypatch: Any, tmp_path: Path, fabric: Path, schema: str) -> None:
     """The BACKUP_* settings of an rq worker on the test's PostgreSQL schema."""
-    for name, value in {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric),
-                        "BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": PG_HOST,
-                        "BACKUP_POSTGRES_USER": PG_USER, "BACKUP_POSTGRES_DBNAME": PG_DB,
-                        "BACKUP_POSTGRES_SCHEMA": schema}.items():
+    for name, value in {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(fabric),
+        "BACKUP_EVENT_STORE": "postgres",
+        "BACKUP_POSTGRES_HOST": PG_HOST,
+        "BACKUP_POSTGRES_USER": PG_USER,
+        "BACKUP_POSTGRES_DBNAME": PG_DB,
+        "BACKUP_POSTGRES_SCHEMA": schema,
+    }.items():
         monkeypatch.setenv(name, value)
 
 
-def test_a_worker_started_first_creates_the_event_store_tables(tmp_path: Path, fabric: Path, pg_schema: str,
-                                                              monkeypatch: Any) -> None:
+def test_a_worker_started_first_creates_the_event_store_tables(
+    tmp_path: Path, fabric: Path, pg_schema: str, monkeypatch: Any
+) -> None:
     worker_env(monkeypatch, tmp_path, fabric, pg_schema)
     assert tables(pg_schema) == set()
     PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
     assert {"orchestrator_events", "orchestrator_snapshots"} <= tables(pg_schema)
 
 
-def test_a_worker_whose_store_is_not_up_still_starts(tmp_path: Path, fabric: Path, monkeypatch: Any, caplog: Any) -> None:
-    for name, value in {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric),
-                        "BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": "127.0.0.1",
-                        "BACKUP_POSTGRES_PORT": "1"}.items():  # nothing listens there
+def test_a_worker_whose_store_is_not_up_still_starts(
+    tmp_path: Path, fabric: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    for name, value in {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(fabric),
+        "BACKUP_EVENT_STORE": "postgres",
+        "BACKUP_POSTGRES_HOST": "127.0.0.1",
+        "BACKUP_POSTGRES_PORT": "1",
+    }.items():  # nothing listens there
         monkeypatch.setenv(name, value)
     PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
     assert "event store not prepared" in caplog.text
 
 
-def test_horses_use_the_context_the_worker_built_and_open_their_own_pool_with_one_thread(tmp_path: Path, fabric: Path, pg_schema: str,
-                                                                          monkeypatch: Any) -> None:
+def test_horses_use_the_context_the_worker_built_and_open_their_own_pool_with_one_thread(
+    tmp_path: Path, fabric: Path, pg_schema: str, monkeypatch: Any
+) -> None:
     import os
     import threading
 
@@ -74,7 +87,8 @@ def test_horses_use_the_context_the_worker_built_and_open_their_own_pool_with_on
         pool = ctx.app.recorder.datastore.pool  # type: ignore[attr-defined]
         # with one worker thread (a horse runs its job on one thread; each thread is started per horse)
         ok = ok and [t.name for t in threading.enumerate() if t.name.startswith(f"{pool.name}-worker")] == [
-            f"{pool.name}-worker-0"]
+            f"{pool.name}-worker-0"
+        ]
         os.write(write, b"1" if ok else b"0")
         os._exit(0)
     os.close(write)

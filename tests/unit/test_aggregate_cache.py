@@ -38,8 +38,9 @@ def test_each_application_caches_aggregates_and_fast_forwards_to_what_others_sto
 def test_a_command_changes_its_own_copy_and_the_cache_only_through_the_store(tmp_path: Path) -> None:
     app, _ = two_processes(tmp_path)
     vault_id = app.handle(c.CreateVault(name="vault-a", region="japaneast", resource_group="rg"), "alice")
-    ref = VmRef(subscription="sub", name="vm01", resource_group="rg", region="japaneast",
-                deployment_model="resource_manager")
+    ref = VmRef(
+        subscription="sub", name="vm01", resource_group="rg", region="japaneast", deployment_model="resource_manager"
+    )
     copy = app.get(vault_id, Vault)
     copy.change_replication(Replication.LOCAL)  # triggered, never saved (a command that failed)
     copy.inventory.append(ref)

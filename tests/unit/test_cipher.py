@@ -48,5 +48,5 @@ def test_a_plain_store_refuses_a_key(tmp_path: Path) -> None:
     fabric = fabric_with(tmp_path, healthy=1)
     with Client(data_dir=tmp_path / "data", fabric=fabric) as client:
         client.create_vault("vault-a", "japaneast", "rg")
-    with pytest.raises(SettingsError, match="EventCipher|read back"):
+    with pytest.raises(SettingsError, match=r"EventCipher|read back"):
         Client(data_dir=tmp_path / "data", fabric=fabric, event_cipher_key=KEY)

@@ -13,12 +13,16 @@ runner = CliRunner()
 
 @pytest.fixture
 def env(tmp_path: Path, fabric: Path) -> dict[str, str]:
-    return {"BACKUP_DATA_DIR": str(tmp_path / "data"), "BACKUP_FABRIC": str(fabric), "BACKUP_PRINCIPAL": "ops",
-            "COLUMNS": "200"}
+    return {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(fabric),
+        "BACKUP_PRINCIPAL": "ops",
+        "COLUMNS": "200",
+    }
 
 
 def _json(args: list[str], env: dict[str, str]) -> object:
-    result = runner.invoke(app, args + ["--json"], env=env)
+    result = runner.invoke(app, [*args, "--json"], env=env)
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
@@ -30,7 +34,9 @@ def test_the_operator_flow_through_the_cli(env: dict[str, str]) -> None:
     assert "vm01" in discovered["new_vms"]  # type: ignore[index]
     jobs = _json(["register", "vm01", "noagent", "--vault", "vault-east"], env)
     assert [(j["vm_name"], j["status"], j["error_code"]) for j in jobs] == [  # type: ignore[union-attr]
-        ("vm01", "completed", ""), ("noagent", "failed", "VmAgentNotInstalled")]
+        ("vm01", "completed", ""),
+        ("noagent", "failed", "VmAgentNotInstalled"),
+    ]
     failed = _json(["jobs", "--status", "failed"], env)
     assert [j["vm_name"] for j in failed] == ["noagent"]  # type: ignore[union-attr]
     items = _json(["items", "vault-east"], env)

@@ -13,9 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("module", ["workers.worker", "workers.tasks", "orchestrator.cli", "orchestrator",
-                                    "orchestrator.services", "workers.restore"])
+@pytest.mark.parametrize(
+    "module",
+    ["workers.worker", "workers.tasks", "orchestrator.cli", "orchestrator", "orchestrator.services", "workers.restore"],
+)
 def test_an_entry_point_imports_first(module: str) -> None:
-    done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True,
-                          check=False, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=60
+    )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -111,14 +111,20 @@ def test_a_broken_inventory_fails_discovery_with_the_vm_named(tmp_path: Path) ->
 
 def test_key_vaults_are_checked_without_echoing_their_values(tmp_path: Path) -> None:
     secret = "c2VjcmV0LWJ5dGVz"  # base64 of the key vault's secret value
-    path = write_fabric(tmp_path, {"prod": [vm_entry("web01", "japaneast")]}, key_vaults={"prod": [
-        {"name": "kv-web", "region": "japaneast", "secrets": {"bek": {"value": secret + "!"}}}]})
+    path = write_fabric(
+        tmp_path,
+        {"prod": [vm_entry("web01", "japaneast")]},
+        key_vaults={"prod": [{"name": "kv-web", "region": "japaneast", "secrets": {"bek": {"value": secret + "!"}}}]},
+    )
     with pytest.raises(InventoryError) as caught:
         LocalFabric(path).key_vault("prod", "kv-web")
     assert "key_vaults.0.secrets.bek.value" in caught.value.message and "base64" in caught.value.message
     assert secret not in caught.value.message
-    twice = write_fabric(tmp_path / "twice", {"prod": []}, key_vaults={"prod": [
-        {"name": "kv-web", "region": "japaneast"}, {"name": "KV-web", "region": "japaneast"}]})
+    twice = write_fabric(
+        tmp_path / "twice",
+        {"prod": []},
+        key_vaults={"prod": [{"name": "kv-web", "region": "japaneast"}, {"name": "KV-web", "region": "japaneast"}]},
+    )
     with pytest.raises(InventoryError, match="appears twice"):
         LocalFabric(twice).key_vault("prod", "kv-web")
 

@@ -25,7 +25,9 @@ class Recording(Follower):
             self.store.advance(tx, self.name, notification_id)
 
 
-def test_an_idle_follower_does_not_read_its_position_and_resumes_from_the_stored_one(client: Client, monkeypatch: Any) -> None:
+def test_an_idle_follower_does_not_read_its_position_and_resumes_from_the_stored_one(
+    client: Client, monkeypatch: Any
+) -> None:
     runtime = client._runtime
     client.create_vault("vault-a", "japaneast", "rg")
     first, second = Recording(runtime.app, runtime.store), Recording(runtime.app, runtime.store)
@@ -46,7 +48,8 @@ def test_an_idle_follower_does_not_read_its_position_and_resumes_from_the_stored
 
 
 def test_the_projection_group_reads_the_log_once_a_pass_and_builds_what_each_projection_builds(
-        client: Client, discovered_vault: str, monkeypatch: Any) -> None:
+    client: Client, discovered_vault: str, monkeypatch: Any
+) -> None:
     runtime = client._runtime
     client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
     client.wait_all(client.protect(discovered_vault, ["vm01", "vm02"]))
@@ -61,15 +64,16 @@ def test_the_projection_group_reads_the_log_once_a_pass_and_builds_what_each_pro
             pass
         reads: list[int] = []
         real_select = runtime.app.recorder.select_notifications
-        monkeypatch.setattr(runtime.app.recorder, "select_notifications",
-                            lambda *a, **k: reads.append(1) or real_select(*a, **k))
+        monkeypatch.setattr(
+            runtime.app.recorder, "select_notifications", lambda *a, **k: reads.append(1) or real_select(*a, **k)
+        )
         monkeypatch.setattr("projections.base.BATCH", 5)  # several passes, each ending mid-log
         group = ProjectionGroup(runtime.app, scratch.store, projections)
         passes = 0
         while group.run_once():
             passes += 1
         assert passes > 3 and len(reads) == passes  # one read of the log per pass, for every read model
-        assert scratch.store.positions(NAMES) == {name: head for name in NAMES}
+        assert scratch.store.positions(NAMES) == dict.fromkeys(NAMES, head)
         for table in (t for cls in PROJECTIONS for t in cls.owned):
             assert table_rows(scratch.store, table) == table_rows(runtime.store, table), table
     finally:

@@ -44,7 +44,8 @@ def test_a_dispatcher_replaying_from_scratch_enqueues_nothing_twice(client: Clie
 
 
 def test_a_dispatcher_catching_up_enqueues_no_job_that_ended_in_what_it_reads(
-        client: Client, discovered_vault: str) -> None:
+    client: Client, discovered_vault: str
+) -> None:
     """Even when RQ has forgotten the jobs (their results expired, Redis lost them): only the job still
     in progress goes to a worker."""
     client.wait_all(client.register(discovered_vault, ["vm01", "vm02"]))
@@ -100,7 +101,9 @@ def test_a_version_conflict_is_retried(client: Client, monkeypatch: pytest.Monke
     assert calls["save"] == 2 and client.vaults()[0].vault_id == vault
 
 
-def test_endless_conflicts_end_in_a_clear_error_and_store_nothing(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_endless_conflicts_end_in_a_clear_error_and_store_nothing(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def always_conflicting(*args: object, **kwargs: object) -> object:
         raise IntegrityError("simulated concurrent writer")
 

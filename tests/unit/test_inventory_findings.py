@@ -49,7 +49,9 @@ def test_finding_4_two_disks_of_one_vm_with_one_name_are_refused(tmp_path: Path)
     assert "db01" in error.message and "db01-os" in error.message and "twice" in error.message
 
 
-@pytest.mark.parametrize("image", ["/proc/self/environ", "/dev/zero", "/etc/hostname", "/sys/kernel/mm/transparent_hugepage/enabled"])
+@pytest.mark.parametrize(
+    "image", ["/proc/self/environ", "/dev/zero", "/etc/hostname", "/sys/kernel/mm/transparent_hugepage/enabled"]
+)
 def test_finding_4_a_disk_image_outside_the_image_roots_or_of_the_kernel_is_refused(tmp_path: Path, image: str) -> None:
     path = _inventory(tmp_path, lambda d: _vm(d)["disks"][1].update(image=image))
     error = _refused(path)
@@ -78,10 +80,19 @@ def test_finding_4_images_under_a_root_of_the_setting_are_read(tmp_path: Path) -
     assert [vm.spec.name for vm in vms] == ["db01"]
 
 
-@pytest.mark.parametrize(("where", "value"), [
-    ("resource_group", "rg\nx"), ("resource_group", "rg/../x"), ("region", "japan east"), ("name", "vm\n1"),
-    ("cloud_service", "cs\n"), ("subscription", "prod\nx"), ("subscription", "../x"), ("subscription", "s" * 65),
-])
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("resource_group", "rg\nx"),
+        ("resource_group", "rg/../x"),
+        ("region", "japan east"),
+        ("name", "vm\n1"),
+        ("cloud_service", "cs\n"),
+        ("subscription", "prod\nx"),
+        ("subscription", "../x"),
+        ("subscription", "s" * 65),
+    ],
+)
 def test_finding_5_names_in_the_inventory_follow_their_kinds_rules(tmp_path: Path, where: str, value: str) -> None:
     def change(data: dict[str, Any]) -> None:
         if where == "subscription":
@@ -105,7 +116,9 @@ def test_finding_20_a_key_given_twice_in_an_inventory_is_invalid(tmp_path: Path,
     if suffix == ".yaml":
         import re
 
-        text = re.sub(r"(?m)^( +)region: japaneast$", r"\1region: japaneast\n\1region: japanwest", path.read_text(), 1)
+        text = re.sub(
+            r"(?m)^( +)region: japaneast$", r"\1region: japaneast\n\1region: japanwest", path.read_text(), count=1
+        )
         assert text != path.read_text()
     else:
         import json

@@ -29,6 +29,9 @@ def test_ts_is_fixed_width_utc_text_for_every_kind_of_datetime() -> None:
 def test_json_of_is_pydantics_json() -> None:
     schedule = Schedule.model_validate({"frequency": "weekly", "times": ["01:00"], "weekdays": ["sunday"]})
     retention = Retention(daily=DailyRetention(days=7))
-    assert json_of(schedule) == schedule.model_dump_json() == (
-        '{"frequency":"weekly","times":["01:00:00"],"weekdays":["sunday"]}')
+    assert (
+        json_of(schedule)
+        == schedule.model_dump_json()
+        == ('{"frequency":"weekly","times":["01:00:00"],"weekdays":["sunday"]}')
+    )
     assert json_of(retention) == retention.model_dump_json()

@@ -29,8 +29,11 @@ def test_a_sweep_requeues_a_lost_job_fails_a_failed_one_and_leaves_a_queued_one(
         lost, failed, queued = client.register(vault, ["vm01", "vm02", "vm03"])
         jobs = queue(runtime.redis)
         rq_ids = [rq_job_id(Operation.REGISTER, job_id) for job_id in (lost, failed, queued)]
-        wait_for(lambda: set(rq_ids) <= set(jobs.job_ids) and len(client.jobs(status="in_progress")) == 3, 30,
-                 "the dispatcher to enqueue the jobs and the projections to show them")
+        wait_for(
+            lambda: set(rq_ids) <= set(jobs.job_ids) and len(client.jobs(status="in_progress")) == 3,
+            30,
+            "the dispatcher to enqueue the jobs and the projections to show them",
+        )
         wait_dispatched(client)
 
         fetch_job(runtime.redis, rq_ids[0]).delete()  # Redis lost it
@@ -60,8 +63,14 @@ def test_finding_12_reconciliation_does_not_depend_on_the_jobs_read_model(tmp_pa
         runtime.close_workers()
         lost, failed = client.register(vault, ["vm01", "vm02"])
         rq_lost, rq_failed = (rq_job_id(Operation.REGISTER, job_id) for job_id in (lost, failed))
-        wait_for(lambda: {rq_lost, rq_failed} <= set(Queue(JOBS, connection=runtime.redis).job_ids)
-                 and len(client.jobs(status="in_progress")) == 2, 30, "the dispatcher to enqueue the jobs")
+        wait_for(
+            lambda: (
+                {rq_lost, rq_failed} <= set(Queue(JOBS, connection=runtime.redis).job_ids)
+                and len(client.jobs(status="in_progress")) == 2
+            ),
+            30,
+            "the dispatcher to enqueue the jobs",
+        )
         wait_dispatched(client)
         with runtime.store.transaction() as tx:
             tx.execute(f"UPDATE {runtime.store.t('jobs')} SET status = 'completed'")

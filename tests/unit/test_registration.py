@@ -15,7 +15,13 @@ def test_discovery_lists_the_unregistered_vms_of_the_vault_region(client: Client
     job = client.wait(client.discover(vault))
     assert (job.operation, job.status) == ("discovery", "completed")
     assert set(job.result["new_vms"]) == set(HEALTHY) | {
-        "noagent", "oldagent", "notready", "stopped", "shop-cs/shop", "blog-cs/shop"}
+        "noagent",
+        "oldagent",
+        "notready",
+        "stopped",
+        "shop-cs/shop",
+        "blog-cs/shop",
+    }
     assert {"vm": "westvm", "reason": "in region japanwest"} in job.result["excluded"]
     assert "othervm" not in str(job.result)  # another subscription
 
@@ -84,7 +90,9 @@ def test_discovery_does_not_list_vms_registered_anywhere(client: Client, discove
     ("name", "code"),
     [("westvm", "RegionMismatch"), ("ghost", "VmNotFound"), ("othervm", "VmNotFound"), ("shop", "VmNameAmbiguous")],
 )
-def test_a_vm_that_cannot_join_says_why_and_nothing_is_stored(client: Client, discovered_vault: str, name: str, code: str) -> None:
+def test_a_vm_that_cannot_join_says_why_and_nothing_is_stored(
+    client: Client, discovered_vault: str, name: str, code: str
+) -> None:
     before = event_count(client)
     with pytest.raises(OrchestratorError) as caught:
         client.register(discovered_vault, ["vm01", name])
@@ -160,7 +168,9 @@ def test_a_failed_registration_can_be_tried_again(client: Client, discovered_vau
 def test_every_event_records_the_principal(client: Client, discovered_vault: str) -> None:
     client.wait_all(client.register(discovered_vault, ["vm01"]))
     app = client._runtime.app
-    principals = {app.mapper.to_domain_event(n).principal for n in app.recorder.select_notifications(start=1, limit=1000)}
+    principals = {
+        app.mapper.to_domain_event(n).principal for n in app.recorder.select_notifications(start=1, limit=1000)
+    }
     assert principals == {"alice@example.com", "worker:alice@example.com"}
 
 
@@ -168,14 +178,19 @@ def test_registration_stores_the_expected_events(client: Client, discovered_vaul
     start = event_count(client) + 1
     client.wait_all(client.register(discovered_vault, ["vm01"]))
     assert topics(client, start=start) == {
-        "backup.job.created": 1, "backup.vm.registration_requested": 1, "backup.job.started": 1,
-        "backup.job.checks_recorded": 1, "backup.vm.checks_recorded": 1,  # the register-stage prechecks
-        "backup.vm.registered": 1, "backup.job.completed": 1,
+        "backup.job.created": 1,
+        "backup.vm.registration_requested": 1,
+        "backup.job.started": 1,
+        "backup.job.checks_recorded": 1,
+        "backup.vm.checks_recorded": 1,  # the register-stage prechecks
+        "backup.vm.registered": 1,
+        "backup.job.completed": 1,
     }
 
 
-def test_the_prechecks_are_stored_with_the_start_of_the_job(client: Client, discovered_vault: str,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_prechecks_are_stored_with_the_start_of_the_job(
+    client: Client, discovered_vault: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker runs the stage's prechecks first and reports them with the start: one command and
     one transaction, not two."""
     from orchestrator.application import Orchestrator
@@ -200,8 +215,9 @@ def test_the_prechecks_are_stored_with_the_start_of_the_job(client: Client, disc
     assert ids["backup.vm.checks_recorded"] == ids["backup.job.started"] + 2
 
 
-def test_a_job_whose_vm_cannot_be_checked_fails_once_started(client: Client, discovered_vault: str,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_job_whose_vm_cannot_be_checked_fails_once_started(
+    client: Client, discovered_vault: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from workers import jobs
 
     def gone(*args: Any) -> Any:

@@ -27,8 +27,12 @@ time.sleep(60)
 
 def test_an_embedded_process_killed_mid_flow_loses_no_job(tmp_path: Path, fabric: Path) -> None:
     data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-c", SUBMITTER, str(data), str(fabric)], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUBMITTER, str(data), str(fabric)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     assert proc.stdout is not None
     job_ids = json.loads(proc.stdout.readline())
     proc.send_signal(signal.SIGKILL)  # mid-flow: some jobs queued in the in-process queue, now gone
@@ -41,16 +45,25 @@ def test_an_embedded_process_killed_mid_flow_loses_no_job(tmp_path: Path, fabric
         assert events["backup.job.completed"] == 21  # discovery + 20, each exactly once
         assert events["backup.vm.registered"] == 20
         assert sorted(i.vm_name for i in client.protected_items(jobs[0].vault_id)) == [
-            f"vm{i:02d}" for i in range(1, 21)]
+            f"vm{i:02d}" for i in range(1, 21)
+        ]
 
 
 def test_a_second_process_on_the_same_data_dir_is_refused(tmp_path: Path, fabric: Path) -> None:
     with Client(data_dir=tmp_path / "data", fabric=fabric):
         code = subprocess.run(
-            [sys.executable, "-c", ("from orchestrator import Client, OrchestratorError\n"
-             "try:\n Client(data_dir=__import__('sys').argv[1])\nexcept OrchestratorError as e:\n print(e.code)"),
-             str(tmp_path / "data")],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-c",
+                (
+                    "from orchestrator import Client, OrchestratorError\n"
+                    "try:\n Client(data_dir=__import__('sys').argv[1])\nexcept OrchestratorError as e:\n print(e.code)"
+                ),
+                str(tmp_path / "data"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
         ).stdout.strip()
     assert code == "DataDirInUse"

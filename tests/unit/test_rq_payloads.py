@@ -34,7 +34,8 @@ def failed(redis: Redis, rq_id: str) -> bool:
 
 
 def test_finding_8_a_pickled_payload_planted_in_redis_is_not_executed(
-        client: Client, discovered_vault: str, tmp_path: Path) -> None:
+    client: Client, discovered_vault: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "pwned"
     redis = client._runtime.redis
     exploit = pickle.dumps(Planted(marker))
@@ -50,7 +51,8 @@ def test_finding_8_a_pickled_payload_planted_in_redis_is_not_executed(
 
 
 def test_finding_8_a_json_payload_naming_another_function_is_not_run(
-        client: Client, discovered_vault: str, tmp_path: Path) -> None:
+    client: Client, discovered_vault: str, tmp_path: Path
+) -> None:
     """Named in JSON, as the workers read payloads now, and in the pickle they read before: neither
     runs (the function named is importable and would take the argument given)."""
     redis = client._runtime.redis
@@ -67,21 +69,35 @@ def test_finding_8_a_json_payload_naming_another_function_is_not_run(
     assert job.status == "completed"
 
 
-@pytest.mark.parametrize("payload, rq_id", [
-    (["workers.tasks.register", None, ["not-a-uuid"], {}], "register-not-a-uuid"),
-    (["workers.tasks.register", None, ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10", "x"], {}],
-     "register-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"),
-    (["workers.tasks.register", None, [], {"job_id": "6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"}],
-     "register-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"),
-    (["workers.tasks.register", "an instance", ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"], {}],
-     "register-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"),
-    (["workers.tasks.register", None, ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"], {}],
-     "backup-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"),  # a task under another task's RQ job id
-    (["workers.jobs.run_retention", None, ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"], {}],
-     "retention-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"),  # our code, but not a task
-])
-def test_finding_8_only_a_task_of_tasks_on_the_job_id_of_its_rq_job_runs(client: Client, payload: list[Any],
-                                                                       rq_id: str) -> None:
+@pytest.mark.parametrize(
+    "payload, rq_id",
+    [
+        (["workers.tasks.register", None, ["not-a-uuid"], {}], "register-not-a-uuid"),
+        (
+            ["workers.tasks.register", None, ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10", "x"], {}],
+            "register-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10",
+        ),
+        (
+            ["workers.tasks.register", None, [], {"job_id": "6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"}],
+            "register-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10",
+        ),
+        (
+            ["workers.tasks.register", "an instance", ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"], {}],
+            "register-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10",
+        ),
+        (
+            ["workers.tasks.register", None, ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"], {}],
+            "backup-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10",
+        ),  # a task under another task's RQ job id
+        (
+            ["workers.jobs.run_retention", None, ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"], {}],
+            "retention-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10",
+        ),  # our code, but not a task
+    ],
+)
+def test_finding_8_only_a_task_of_tasks_on_the_job_id_of_its_rq_job_runs(
+    client: Client, payload: list[Any], rq_id: str
+) -> None:
     from workers.queues import fetch_job
 
     redis = client._runtime.redis
@@ -92,8 +108,7 @@ def test_finding_8_only_a_task_of_tasks_on_the_job_id_of_its_rq_job_runs(client:
     assert result is not None and (result.exc_string or "").startswith("TaskRefused: ")
 
 
-def test_finding_8_the_reconciler_does_not_unpickle_a_planted_rq_job(
-        tmp_path: Path, fabric: Path) -> None:
+def test_finding_8_the_reconciler_does_not_unpickle_a_planted_rq_job(tmp_path: Path, fabric: Path) -> None:
     """The RQ job of a job in progress replaced by a failed one whose `meta` is a pickle: the
     reconciler reads it as JSON and fails the job as refused, without running anything."""
     marker = tmp_path / "pwned"
@@ -104,8 +119,11 @@ def test_finding_8_the_reconciler_does_not_unpickle_a_planted_rq_job(
         runtime.close_workers()
         [job_id] = client.register(vault, ["vm01"])
         rq_id = rq_job_id(Operation.REGISTER, job_id)
-        wait_for(lambda: status(runtime.redis, rq_id) == "queued" and client.jobs(status="in_progress"), 30,
-                 "the dispatcher to enqueue the job")
+        wait_for(
+            lambda: status(runtime.redis, rq_id) == "queued" and client.jobs(status="in_progress"),
+            30,
+            "the dispatcher to enqueue the job",
+        )
         wait_dispatched(client)
         runtime.redis.delete(RqJob.key_for(rq_id))
         Queue(JOBS, connection=runtime.redis).remove(rq_id)

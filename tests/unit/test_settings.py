@@ -17,8 +17,9 @@ def test_defaults_are_the_embedded_mode() -> None:
 
 
 def test_postgres_settings_become_eventsourcing_settings() -> None:
-    settings = load_settings({"BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": "db",
-                              "BACKUP_POSTGRES_SCHEMA": "backup"})
+    settings = load_settings(
+        {"BACKUP_EVENT_STORE": "postgres", "BACKUP_POSTGRES_HOST": "db", "BACKUP_POSTGRES_SCHEMA": "backup"}
+    )
     env = settings.eventsourcing_env()
     assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
     assert (env["POSTGRES_HOST"], env["POSTGRES_SCHEMA"]) == ("db", "backup")

@@ -77,15 +77,18 @@ def test_snapshots_are_taken_every_interval_and_loading_reads_only_what_follows(
 
 def test_a_process_that_has_taken_no_snapshot_reads_them() -> None:
     """A work horse loads a vault from its snapshot before it ever writes one."""
-    code = ("import orchestrator.domain\nfrom eventsourcing.utils import resolve_topic\n"
-            "from orchestrator.domain.base import AggregateSnapshot\n"
-            "assert resolve_topic(AggregateSnapshot.TOPIC) is AggregateSnapshot")
+    code = (
+        "import orchestrator.domain\nfrom eventsourcing.utils import resolve_topic\n"
+        "from orchestrator.domain.base import AggregateSnapshot\n"
+        "assert resolve_topic(AggregateSnapshot.TOPIC) is AggregateSnapshot"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 
 def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stored_command(client: Client, monkeypatch: Any) -> None:
     app = client._runtime.app
     vault_id = UUID(client.create_vault("vault-a", "japaneast", "rg"))
+
     def toggle() -> None:  # one event
         other = Replication.LOCAL if app.get(vault_id, Vault).replication is Replication.GEO else Replication.GEO
         app.handle(c.SetReplication(vault_id=vault_id, replication=other), "alice")
@@ -104,7 +107,8 @@ def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stored_command(clie
 
 
 def test_a_snapshot_model_out_of_step_with_its_aggregate_is_logged_and_the_command_stands(
-        client: Client, monkeypatch: Any, caplog: Any) -> None:
+    client: Client, monkeypatch: Any, caplog: Any
+) -> None:
     app = client._runtime.app
     vault_id = UUID(client.create_vault("vault-a", "japaneast", "rg"))
 
@@ -113,7 +117,9 @@ def test_a_snapshot_model_out_of_step_with_its_aggregate_is_logged_and_the_comma
 
     monkeypatch.setattr(Vault, "snapshot_state", Stale)
     for i in range(SNAPSHOT_INTERVAL - 1):
-        app.handle(c.SetReplication(vault_id=vault_id, replication=(Replication.LOCAL, Replication.GEO)[i % 2]), "alice")
+        app.handle(
+            c.SetReplication(vault_id=vault_id, replication=(Replication.LOCAL, Replication.GEO)[i % 2]), "alice"
+        )
     assert app.get(vault_id, Vault).version == SNAPSHOT_INTERVAL
     assert app.snapshots is not None and list(app.snapshots.get(vault_id)) == []
     assert "does not fit its snapshot model" in caplog.text

@@ -23,7 +23,9 @@ INVALID_NAMES = [
 
 
 @pytest.mark.parametrize(("name", "code", "rule"), INVALID_NAMES)
-def test_an_invalid_vault_name_gives_its_code_and_stores_nothing(client: Client, name: str, code: str, rule: str) -> None:
+def test_an_invalid_vault_name_gives_its_code_and_stores_nothing(
+    client: Client, name: str, code: str, rule: str
+) -> None:
     before = event_count(client)
     with pytest.raises(OrchestratorError) as caught:
         client.create_vault(name, "japaneast", "rg")
@@ -55,9 +57,13 @@ def test_names_of_2_and_50_characters_are_accepted(client: Client) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "code"),
-    [("region", "Japan East", "RegionInvalid"), ("resource_group", "rg/x", "ResourceGroupInvalid"),
-     ("subscription", " ", "SubscriptionInvalid"), ("kind", "premium", "CommandInvalid"),
-     ("replication", "zone", "CommandInvalid")],
+    [
+        ("region", "Japan East", "RegionInvalid"),
+        ("resource_group", "rg/x", "ResourceGroupInvalid"),
+        ("subscription", " ", "SubscriptionInvalid"),
+        ("kind", "premium", "CommandInvalid"),
+        ("replication", "zone", "CommandInvalid"),
+    ],
 )
 def test_other_bad_vault_fields_are_named_and_store_nothing(client: Client, field: str, value: str, code: str) -> None:
     values = {"name": "vault-x", "region": "japaneast", "resource_group": "rg", field: value}
@@ -72,7 +78,11 @@ def test_a_new_vault_is_geo_redundant_with_the_vm_backup_goal(client: Client) ->
     vault_id = client.create_vault("vault-a", "japaneast", "rg")
     [row] = client.vaults()
     assert (row.vault_id, row.replication, row.kind, row.backup_goal) == (
-        vault_id, "geo", "recovery_services", "azure/virtual_machine")
+        vault_id,
+        "geo",
+        "recovery_services",
+        "azure/virtual_machine",
+    )
     assert row.created_by == "alice@example.com"
 
 
@@ -129,7 +139,9 @@ def test_what_a_vault_was_created_as_is_read_from_its_first_event_alone(client: 
     assert whole.version > 2 and (whole.kind, whole.region) == (created.kind, created.region)
 
 
-def test_a_vault_creation_is_not_found_for_an_unknown_id_or_another_aggregate(client: Client, discovered_vault: str) -> None:
+def test_a_vault_creation_is_not_found_for_an_unknown_id_or_another_aggregate(
+    client: Client, discovered_vault: str
+) -> None:
     app = client._runtime.app
     job_id = UUID(client.discover(discovered_vault))
     client.wait(str(job_id))

@@ -12,9 +12,17 @@ from workers.vaultstore import BLOCK_SIZE, DiskManifest, Manifest, VaultStore
 
 
 def _manifest(taken_at: str, block: str) -> Manifest:
-    return Manifest(recovery_point_id="rp1", job_id="job1", vm_key="s/rg/vm", vm_spec={}, taken_at=taken_at,
-                    consistency="crash", logical_bytes=BLOCK_SIZE, stored_bytes=BLOCK_SIZE,
-                    disks=[DiskManifest(name="os", size=BLOCK_SIZE, blocks=[block])])
+    return Manifest(
+        recovery_point_id="rp1",
+        job_id="job1",
+        vm_key="s/rg/vm",
+        vm_spec={},
+        taken_at=taken_at,
+        consistency="crash",
+        logical_bytes=BLOCK_SIZE,
+        stored_bytes=BLOCK_SIZE,
+        disks=[DiskManifest(name="os", size=BLOCK_SIZE, blocks=[block])],
+    )
 
 
 def test_the_first_manifest_committed_stays_and_a_second_writer_gets_it(tmp_path: Path) -> None:
@@ -59,8 +67,10 @@ def test_finding_15_a_bad_manifest_is_a_named_finding_in_the_check(tmp_path: Pat
     found = {bad["file"]: bad["problem"] for bad in report["bad_manifests"]}
     assert set(found) == {"manifests/not-json.json", "manifests/not-a-manifest.json"}
     assert "is not JSON" in found["manifests/not-json.json"]
-    assert "is not a valid manifest" in found["manifests/not-a-manifest.json"] and "1 block" in found[
-        "manifests/not-a-manifest.json"]
+    assert (
+        "is not a valid manifest" in found["manifests/not-a-manifest.json"]
+        and "1 block" in found["manifests/not-a-manifest.json"]
+    )
     assert report["orphans"] == []  # the block the invalid manifest mentions is not an orphan
 
 
@@ -149,7 +159,16 @@ def test_finding_9_vault_store_every_directory_is_0700_and_every_file_0600(tmp_p
     finally:
         os.umask(old)
     made = [tmp_path / "vaults", *(tmp_path / "vaults").rglob("*")]
-    assert {p.name for p in made} >= {"vaults", "v1", "blocks", digest[:2], digest, "manifests", "rp1.json", "gc.lock",
-                                      "usage"}
+    assert {p.name for p in made} >= {
+        "vaults",
+        "v1",
+        "blocks",
+        digest[:2],
+        digest,
+        "manifests",
+        "rp1.json",
+        "gc.lock",
+        "usage",
+    }
     modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode) for p in made}
     assert modes == {name: 0o700 if (tmp_path / name).is_dir() else 0o600 for name in modes}

@@ -21,8 +21,9 @@ def no_inherited_context(monkeypatch: Any) -> None:
     monkeypatch.setattr(context, "_inherited", None)
 
 
-def test_new_connections_of_a_worker_do_not_read_the_package_metadata(tmp_path: Path, fabric: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_connections_of_a_worker_do_not_read_the_package_metadata(
+    tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("redis.driver_info")  # redis-py 8: before it, the version is read once at import
     monkeypatch.setenv("BACKUP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("BACKUP_FABRIC", str(fabric))
@@ -40,7 +41,8 @@ def test_new_connections_of_a_worker_do_not_read_the_package_metadata(tmp_path: 
 
 @pytest.mark.parametrize("serializer", [None, "pickle", "rq.serializers.DefaultSerializer", "json"])
 def test_finding_8_a_worker_reads_json_whatever_serializer_its_command_line_names(
-        tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch, serializer: str | None) -> None:
+    tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch, serializer: str | None
+) -> None:
     """As `rq worker` builds it: the queues made with the command line's serializer (RQ's pickle
     unless `--serializer json`), the worker given the same."""
     from rq import Queue
