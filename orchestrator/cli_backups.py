@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +11,19 @@ import typer
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.cli_common import JOB_COLUMNS, AsOfTime, Json, Subscription, Wait, app, emit, read, run, vault_ref
+from orchestrator.cli_common import (
+    JOB_COLUMNS,
+    AsOfTime,
+    Json,
+    Subscription,
+    Wait,
+    app,
+    as_utc,
+    emit,
+    read,
+    run,
+    vault_ref,
+)
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
 
@@ -205,7 +217,7 @@ def backup_now(
     as_json: Json = False,
 ) -> None:
     """Back up a protected VM now (kept 30 days unless --retain-until)."""
-    until = retain_until.replace(tzinfo=UTC) if retain_until and retain_until.tzinfo is None else retain_until
+    until = as_utc(retain_until) if retain_until is not None else None
     run(lambda c: _jobs(c, [c.backup_now(vault_ref(c, vault, subscription), vm_name, until)], wait, as_json))
 
 

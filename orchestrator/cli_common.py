@@ -184,6 +184,11 @@ def vault_ref(client: Client, vault: str, subscription: str) -> str:
         return client.vault_id(vault, subscription)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A time from the command line: one given without its zone is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def read(as_of: datetime | None, action: Callable[[Client, ReadModels], None]) -> None:
     """Run a read command on the live read models, or on those rebuilt as of `as_of` (UTC if naive)."""
 
@@ -191,7 +196,7 @@ def read(as_of: datetime | None, action: Callable[[Client, ReadModels], None]) -
         if as_of is None:
             action(client, client)
             return
-        with client.as_of(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)) as view:
+        with client.as_of(as_utc(as_of)) as view:
             action(client, view)
 
     run(go)
