@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from orchestrator.cli_common import JOB_COLUMNS, AsOfTime, Json, Subscription, Wait, app, emit, read, run, vault_ref
+from orchestrator.cli_common import (
+    JOB_COLUMNS,
+    AsOfTime,
+    Json,
+    Subscription,
+    Wait,
+    app,
+    as_utc,
+    emit,
+    read,
+    run,
+    vault_ref,
+)
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
 
@@ -24,12 +37,40 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(key_app, name="key")
 
 Vault = Annotated[str, typer.Option("--vault", "-v", help="Vault name (or id).")]
-PolicyFile = Annotated[Path | None, typer.Option("--file", help="YAML or JSON with schedule, retention, timezone.")]
+PolicyFileOption = Annotated[
+    Path | None, typer.Option("--file", help="YAML or JSON with schedule, retention, timezone.")
+]
 DailyAt = Annotated[list[str] | None, typer.Option("--at", help="Backup time HH:MM (repeat for more).")]
 WeeklyOn = Annotated[str | None, typer.Option("--weekly-on", help="Weekly schedule on these days: sunday,wednesday.")]
 KeepDays = Annotated[int | None, typer.Option("--keep-days", help="Daily retention in days.")]
 KeepWeeks = Annotated[int | None, typer.Option("--keep-weeks", help="Weekly retention in weeks.")]
 TimeZone = Annotated[str, typer.Option("--timezone", help="IANA time zone of the schedule.")]
+
+
+class PolicyFile(BaseModel):
+    """What `--file` holds: a policy's schedule and retention (their rules are the domain's), and
+    optionally its time zone."""
+
+    schedule: dict[str, Any]
+    retention: dict[str, Any]
+    timezone: str | None = None
+
+
+def _read_policy_file(file: Path, tz: str) -> dict[str, Any]:
+    """The policy in `file` (JSON by its suffix, else YAML), or `CommandInvalid` saying what is wrong."""
+    try:
+        text = file.read_text(encoding="utf-8")
+        spec = PolicyFile.model_validate(json.loads(text) if file.suffix == ".json" else yaml.safe_load(text))
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        why = f"{'.'.join(map(str, first['loc'])) or 'the file'}: {first['msg']}"
+    except (ValueError, yaml.YAMLError) as exc:  # not JSON, not YAML, not UTF-8
+        why = " ".join(str(exc).split())
+    else:
+        return {**spec.model_dump(), "timezone": spec.timezone or tz}
+    raise OrchestratorError("CommandInvalid", f"--file {file}: {why}", field="file")
 
 
 def _policy_spec(
@@ -41,10 +82,7 @@ def _policy_spec(
     tz: str,
 ) -> dict[str, Any]:
     if file is not None:
-        text = file.read_text()
-        spec: dict[str, Any] = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-        spec.setdefault("timezone", tz)
-        return spec
+        return _read_policy_file(file, tz)
     weekdays = [d.strip().lower() for d in weekly_on.split(",")] if weekly_on else []
     retention: dict[str, Any] = {}
     if keep_days is not None:
@@ -59,7 +97,7 @@ def _policy_spec(
 def policy_create(
     name: str,
     vault: Vault,
-    file: PolicyFile = None,
+    file: PolicyFileOption = None,
     at: DailyAt = None,
     weekly_on: WeeklyOn = None,
     keep_days: KeepDays = None,
@@ -86,7 +124,7 @@ def policy_create(
 def policy_update(
     name: str,
     vault: Vault,
-    file: PolicyFile = None,
+    file: PolicyFileOption = None,
     at: DailyAt = None,
     weekly_on: WeeklyOn = None,
     keep_days: KeepDays = None,
@@ -179,7 +217,7 @@ def backup_now(
     as_json: Json = False,
 ) -> None:
     """Back up a protected VM now (kept 30 days unless --retain-until)."""
-    until = retain_until.replace(tzinfo=UTC) if retain_until and retain_until.tzinfo is None else retain_until
+    until = as_utc(retain_until) if retain_until is not None else None
     run(lambda c: _jobs(c, [c.backup_now(vault_ref(c, vault, subscription), vm_name, until)], wait, as_json))
 
 

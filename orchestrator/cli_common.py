@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -15,8 +14,8 @@ import typer
 from pydantic import BaseModel
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
@@ -24,6 +23,7 @@ from orchestrator import safefs
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
 from orchestrator.views import ReadModels
+from projections.queries import JobRow
 
 
 class CodedGroup(TyperGroup):
@@ -69,7 +69,7 @@ def _usage_error(exc: TyperException) -> int:
 
 
 def refuse(exc: OrchestratorError) -> int:
-    err.print(f"[red]error[/red] [{exc.code}] {escape(exc.message)}")
+    err.print(Text.assemble(("error", "red"), f" [{exc.code}] {exc.message}"))
     return 2
 
 
@@ -94,6 +94,8 @@ AsOfTime = Annotated[
     datetime | None,
     typer.Option("--as-of", help="Answer as of this past instant (UTC), from the events stored up to then."),
 ]
+SHORT_ID = 8  # hex digits of an id in a table
+TABLE_TIME = "%m-%d %H:%M:%S"  # a time in a table (UTC, as stored)
 JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "duration", "progress", "error_code")
 
 
@@ -104,29 +106,21 @@ def make_client(start_services: bool | None = None) -> Client:
 
 
 def emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool, columns: Sequence[str] = ()) -> None:
+    """Print rows as a table of `columns` (or a dict as `key: value` lines), or all of them as JSON."""
     if isinstance(rows, BaseModel):
         rows = [rows]
     if as_json:
-        data = rows if isinstance(rows, dict) else [r.model_dump(mode="json") for r in rows]
-        out.print_json(json.dumps(data, default=str))
+        out.print_json(data=rows if isinstance(rows, dict) else [r.model_dump(mode="json") for r in rows], default=str)
         return
     if isinstance(rows, dict):
         for key, value in rows.items():
-            out.print(f"[bold]{key}[/bold]: {value}")
+            out.print(Text.assemble((str(key), "bold"), f": {value}"))
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        values = row.model_dump(mode="json")
-        seconds = getattr(row, "duration_seconds", None)
-        if values.get("bytes_total"):
-            values["progress"] = (
-                f"{values['bytes_done'] / values['bytes_total']:.0%} of {values['bytes_total'] / 2**20:.0f} MiB"
-            )
-        if "ended_at" in values:
-            values["duration"] = f"{seconds:.1f}s" if seconds is not None else "running"
-        table.add_row(*(cell(values.get(col)) for col in columns))
+        table.add_row(*(Text(cell(row, column)) for column in columns))  # Text: a value is never markup
     out.print(table)
 
 
@@ -150,16 +144,37 @@ def export(path: Path, lines: Iterable[str]) -> int:
     return count
 
 
-def cell(value: Any) -> str:
-    """Compact table cells: short ids and second-precision times (`--json` has them whole)."""
-    if value is None:
+def cell(row: BaseModel, column: str) -> str:
+    """A compact table cell: an id's first hex digits, a time to the second (UTC), a job's progress
+    and duration (`--json` has every value whole)."""
+    value = getattr(row, column, None)
+    if isinstance(value, datetime):
+        return value.strftime(TABLE_TIME)
+    if isinstance(row, JobRow) and column in ("progress", "duration"):
+        return _job_progress(row) if column == "progress" else _job_duration(row)
+    shown = row.model_dump(mode="json", include={column}).get(column)
+    if shown is None:
         return ""
-    text = str(value)
-    if len(text) == 36 and text.count("-") == 4:
-        return text[:8]
-    if len(text) > 20 and text[4:5] == "-" and "T" in text:
-        return text[5:19].replace("T", " ")
-    return text
+    if column.endswith("_id"):
+        return short_id(str(shown))
+    return str(shown)
+
+
+def short_id(text: str) -> str:
+    """The first hex digits of a UUID (enough to tell a table's rows apart); anything else whole."""
+    try:
+        return UUID(text).hex[:SHORT_ID]
+    except ValueError:
+        return text
+
+
+def _job_progress(job: JobRow) -> str:
+    return f"{job.bytes_done / job.bytes_total:.0%} of {job.bytes_total / 2**20:.0f} MiB" if job.bytes_total else ""
+
+
+def _job_duration(job: JobRow) -> str:
+    seconds = job.duration_seconds
+    return "running" if seconds is None else f"{seconds:.1f}s"
 
 
 def vault_ref(client: Client, vault: str, subscription: str) -> str:
@@ -169,6 +184,11 @@ def vault_ref(client: Client, vault: str, subscription: str) -> str:
         return client.vault_id(vault, subscription)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A time from the command line: one given without its zone is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def read(as_of: datetime | None, action: Callable[[Client, ReadModels], None]) -> None:
     """Run a read command on the live read models, or on those rebuilt as of `as_of` (UTC if naive)."""
 
@@ -176,7 +196,7 @@ def read(as_of: datetime | None, action: Callable[[Client, ReadModels], None]) -
         if as_of is None:
             action(client, client)
             return
-        with client.as_of(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)) as view:
+        with client.as_of(as_utc(as_of)) as view:
             action(client, view)
 
     run(go)

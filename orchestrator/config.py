@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orchestrator.domain.names import Principal
 from orchestrator.errors import SettingsError
@@ -19,10 +20,15 @@ PREFIX = "BACKUP_"
 SECRET_SETTINGS = frozenset({"key_protection_key", "event_cipher_key"})  # never echoed in an error
 
 
-class Settings(BaseModel):
-    """What each setting means is in the README's settings table; keep the two in step."""
+class Settings(BaseSettings):
+    """What each setting means is in the README's settings table (a test keeps the two in step).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Build it with `load_settings`: the class itself takes keyword arguments only, so that settings
+    read from a given mapping (a test's, another process's) never mix with this process's variables.
+    """
+
+    # Defaults are not validated (the OS user as principal is checked only when it is used as one).
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid", validate_default=False)
 
     data_dir: Path = Path(".backup-orchestrator")
     event_store: Literal["sqlite", "postgres"] = "sqlite"
@@ -96,6 +102,17 @@ class Settings(BaseModel):
                 raise ValueError(f"{root!r} is not an absolute directory")
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # load_settings reads the variables, through VariablesSource
+
     def image_roots_for(self) -> tuple[Path, ...]:
         """The directories the local fabric's disk images may be under (BACKUP_FABRIC_IMAGE_ROOTS, else
         the inventory's directory)."""
@@ -154,28 +171,28 @@ class Settings(BaseModel):
         }
 
 
+class VariablesSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping of variables (os.environ, or a
+    test's): it matches BACKUP_<FIELD> names to the fields, case aside, as the library does."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__(Settings, case_sensitive=False)
+        self.env_vars = {key.lower(): value for key, value in environ.items() if key.startswith(PREFIX)}
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Settings from BACKUP_* variables (and explicit overrides, which win).
+    """Settings from BACKUP_* variables (and explicit overrides, which win; None is no override).
 
     An unknown BACKUP_ variable or a bad value raises SettingsError naming the variable.
     """
     env = os.environ if environ is None else environ
-    fields = Settings.model_fields
-    values: dict[str, object] = {}
-    for key, value in env.items():
-        if not key.startswith(PREFIX):
-            continue
-        name = key[len(PREFIX) :].lower()
-        if name not in fields:
-            raise SettingsError(
-                "SettingUnknown",
-                f"{key} is not a setting; known: {', '.join(PREFIX + f.upper() for f in fields)}",
-                field=key,
-            )
-        values[name] = value
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = [PREFIX + name.upper() for name in Settings.model_fields]
+    for key in env:
+        if key.startswith(PREFIX) and key.upper() not in known:
+            raise SettingsError("SettingUnknown", f"{key} is not a setting; known: {', '.join(known)}", field=key)
+    values = {**VariablesSource(env)(), **{k: v for k, v in overrides.items() if v is not None}}
     try:
-        return Settings.model_validate(values)
+        return Settings(**values)
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "settings"

@@ -64,7 +64,8 @@ def _mib(size: int) -> str:
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()  # read in chunks, not whole into memory
 
 
 def run_demo(directory: Path | None, out: Console) -> None:

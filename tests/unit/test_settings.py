@@ -80,3 +80,26 @@ def test_replay_processes_is_a_count_zero_meaning_one_per_cpu() -> None:
         with pytest.raises(SettingsError) as caught:
             load_settings({"BACKUP_REPLAY_PROCESSES": bad})
         assert caught.value.field == "BACKUP_REPLAY_PROCESSES" and caught.value.code == "SettingInvalid"
+
+
+def test_a_given_mapping_is_read_alone_and_the_process_environment_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUP_WORKERS", "7")
+    assert load_settings({}).workers == 2  # a test's or another process's variables never mix with ours
+    assert load_settings({"BACKUP_JOB_TIMEOUT": "60"}).workers == 2
+    assert load_settings().workers == 7
+    assert load_settings(workers=3).workers == 3
+
+
+def test_a_variable_is_read_whatever_the_case_after_its_prefix() -> None:
+    assert load_settings({"BACKUP_Poll_Interval": "2"}).poll_interval == 2.0
+    assert load_settings({"backup_workers": "5"}).workers == 2  # the prefix itself is upper case
+
+
+def test_a_none_override_is_no_override(tmp_path: Path) -> None:
+    assert load_settings({"BACKUP_DATA_DIR": str(tmp_path)}, data_dir=None, fabric=None).data_dir == tmp_path
+
+
+def test_an_unknown_override_names_the_variable_it_would_be() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, workerz=3)
+    assert (caught.value.code, caught.value.field) == ("SettingInvalid", "BACKUP_WORKERZ")
