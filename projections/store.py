@@ -30,16 +30,16 @@ class Cursor(Protocol):
 
 
 class Tx:
-    """A transaction's cursor that takes `?` placeholders on both databases."""
+    """A transaction's cursor that takes `?` placeholders on both databases (`for_dialect` gives the
+    class for one)."""
 
-    def __init__(self, cursor: Cursor, dialect: str) -> None:
+    def __init__(self, cursor: Cursor) -> None:
         self._cursor = cursor
-        self._dialect = dialect
         self.notification_id = 0  # of the event being applied, for views that keep it
-        if dialect == "sqlite":  # `?` already: the driver's own method, one call per statement less
-            raw = getattr(cursor, "sqlite_cursor", cursor)  # under the library's wrapper
-            self._cursor = raw
-            self.execute = raw.execute  # type: ignore[method-assign,assignment]
+
+    @staticmethod
+    def for_dialect(dialect: str) -> type[Tx]:
+        return SQLiteTx if dialect == "sqlite" else Tx
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         self._cursor.execute(sql.replace("?", "%s"), params)
@@ -52,6 +52,13 @@ class Tx:
         return dict(row) if row is not None else None
 
 
+class SQLiteTx(Tx):
+    """SQLite takes `?` as it is."""
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self._cursor.execute(sql, params)
+
+
 class ReadStore:
     def __init__(
         self,
@@ -62,6 +69,7 @@ class ReadStore:
         self.datastore = datastore
         self.dialect = dialect
         self.prefix = f"{schema}." if schema else ""
+        self._tx = Tx.for_dialect(dialect)
         self._create(
             f"CREATE TABLE IF NOT EXISTS {self.t('follower_positions')} ("
             "follower TEXT PRIMARY KEY, notification_id BIGINT NOT NULL)",
@@ -141,15 +149,15 @@ class ReadStore:
                 # (`one`, `rows`) or the end of the block waits for what it needs. One round trip per
                 # read instead of one per statement; an error still ends the transaction.
                 with cast(Any, cursor).connection.pipeline():
-                    yield Tx(cursor, self.dialect)
+                    yield self._tx(cursor)
             else:
-                yield Tx(cursor, self.dialect)
+                yield self._tx(cursor)
 
     def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Rows of a query; a store that does not answer is a retryable `ReadStoreUnavailable`."""
         try:
             with self._reading() as cursor:
-                tx = Tx(cursor, self.dialect)
+                tx = self._tx(cursor)
                 tx.execute(sql, params)
                 return tx.rows()
         except (OperationalError, InterfaceError) as exc:

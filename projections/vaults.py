@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import Vault
-from projections.base import Projection, ts
+from projections.base import Projection, on_event, ts
 from projections.store import Tx
 
 
@@ -26,7 +25,7 @@ class VaultsProjection(Projection):
         ),
     )
 
-    @singledispatchmethod
+    @on_event
     def apply(self, event: Any, tx: Tx) -> None:
         """Events this projection does not handle only move its position."""
 
