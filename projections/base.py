@@ -3,6 +3,7 @@ position in one transaction."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import typing
@@ -28,6 +29,11 @@ def ts(value: datetime) -> str:
 
 
 ZERO = timedelta(0)
+
+
+# An aggregate id as its text key, remembered: a history has many events per aggregate, and a UUID's
+# `str` (a Python method) costs several times a lookup here.
+key_of: Callable[[Any], str] = functools.lru_cache(maxsize=8192)(str)
 
 
 def json_of(value: BaseModel) -> str:
@@ -124,9 +130,9 @@ class Projection(Follower):
                 f"UPDATE {self.table(self.row_table)} SET {assignments}{stamp} WHERE {self.row_key} = ?"
             )
         if self.stamps_rows:
-            tx.execute(sql, (*values, ts(event.timestamp), str(event.originator_id)))
+            tx.execute(sql, (*values, ts(event.timestamp), key_of(event.originator_id)))
         else:
-            tx.execute(sql, (*values, str(event.originator_id)))
+            tx.execute(sql, (*values, key_of(event.originator_id)))
 
 
 class ProjectionGroup(Follower):

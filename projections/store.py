@@ -25,6 +25,7 @@ DDL_LOCK = 0x6261636B7570  # "backup": the advisory lock key for schema changes
 
 class Cursor(Protocol):
     def execute(self, statement: Any, params: Any = ...) -> Any: ...
+    def executemany(self, statement: Any, params: Any) -> Any: ...
     def fetchall(self) -> Any: ...
     def fetchone(self) -> Any: ...
 
@@ -44,6 +45,9 @@ class Tx:
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         self._cursor.execute(sql.replace("?", "%s"), params)
 
+    def flush(self) -> None:
+        """Run what the transaction holds back (nothing here)."""
+
     def rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._cursor.fetchall()]
 
@@ -57,6 +61,40 @@ class SQLiteTx(Tx):
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         self._cursor.execute(sql, params)
+
+
+class SQLiteRunsTx(SQLiteTx):
+    """Runs of one statement executed back to back go to SQLite together (`executemany`: one call
+    and one prepared statement for the run), for a rebuild that writes thousands of rows in a
+    transaction. Statements still run in their order: a different statement, a read (`one`,
+    `rows`) or the end of the transaction runs the run held back first."""
+
+    def __init__(self, cursor: Cursor) -> None:
+        super().__init__(cursor)
+        self._statement = ""
+        self._run: list[tuple[Any, ...]] = []
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        if sql != self._statement:
+            self.flush()
+            self._statement = sql
+        self._run.append(params)
+
+    def flush(self) -> None:
+        run, self._run = self._run, []
+        if len(run) == 1:
+            self._cursor.execute(self._statement, run[0])  # a query too (executemany takes only writes)
+        elif run:
+            self._cursor.executemany(self._statement, run)
+        self._statement = ""
+
+    def rows(self) -> list[dict[str, Any]]:
+        self.flush()
+        return super().rows()
+
+    def one(self) -> dict[str, Any] | None:
+        self.flush()
+        return super().one()
 
 
 class ReadStore:
@@ -142,7 +180,9 @@ class ReadStore:
                 yield cursor
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, runs: bool = False) -> Iterator[Tx]:
+        """A transaction, committed at the end of the block. `runs`: on SQLite, consecutive
+        executions of one statement go together (`SQLiteRunsTx`), for writing many rows."""
         with self.datastore.transaction(commit=True) as cursor:
             if self.dialect == "postgres":
                 # Pipeline mode: statements go out without waiting for each one's answer; a read
@@ -151,7 +191,9 @@ class ReadStore:
                 with cast(Any, cursor).connection.pipeline():
                     yield self._tx(cursor)
             else:
-                yield self._tx(cursor)
+                tx = SQLiteRunsTx(cursor) if runs else self._tx(cursor)
+                yield tx
+                tx.flush()
 
     def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Rows of a query; a store that does not answer is a retryable `ReadStoreUnavailable`."""

@@ -32,7 +32,9 @@ Decode = Callable[[str, bytes], Any]
 # How far an event's timestamp may trail the stored order: an event is timestamped when a command
 # makes it and stored when the command commits, so a later-stored event may carry an earlier time.
 CLOCK_SKEW = timedelta(minutes=5)
-SECTION = 2000  # notifications read, decoded and applied per transaction
+# Notifications read, decoded and applied per transaction: small enough that a section's decoded
+# events are still in the CPU's caches when they are applied and freed (2,000 cost a fifth more).
+SECTION = 500
 
 
 class ScratchStore:
@@ -109,7 +111,7 @@ class Rebuild:
         """Every batch's rows and each read model's position, in one transaction."""
         if not self.last:
             return
-        with store.transaction() as tx:
+        with store.transaction(runs=True) as tx:  # each read model's run of one statement in one call
             for projection, batch, limit in zip(self.projections, self.batches, self.limits, strict=True):
                 applied = batch if self.last <= limit else [pair for pair in batch if pair[1] <= limit]
                 projection.apply_batch(tx, applied, min(self.last, limit))
