@@ -7,7 +7,7 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import Vault
-from projections.base import Projection, on_event, ts
+from projections.base import Projection, key_of, on_event, ts
 from projections.store import Tx
 
 
@@ -51,5 +51,5 @@ class VaultsProjection(Projection):
     def _(self, event: Vault.ReplicationChanged, tx: Tx) -> None:
         tx.execute(
             f"UPDATE {self.table('vaults')} SET replication = ? WHERE vault_id = ?",
-            (event.replication.value, str(event.originator_id)),
+            (event.replication.value, key_of(event.originator_id)),
         )

@@ -92,13 +92,13 @@ class Rebuild:
     def take(self, section: Sequence[Notification], decode: Decode) -> bool:
         """Decode the section's events that a read model applies, into their batches; True when the
         history has gone past `until` (beyond the clock skew) and the rest is not read."""
-        targets = self.targets
+        targets, until = self.targets, self.until
         for notification in section:
             batches = targets.get(notification.topic)
             if batches is not None:
                 event = decode(notification.topic, notification.state)
-                if self.until is not None and event.timestamp > self.until:
-                    if event.timestamp > self.until + CLOCK_SKEW:
+                if until is not None and event.timestamp > until:
+                    if event.timestamp > until + CLOCK_SKEW:
                         return True
                     continue
                 pair = (event, notification.id)
