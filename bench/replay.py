@@ -105,10 +105,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
                 assert report.equal, report.differences[:3]
                 replayed.append(report.events_per_second)
         raw_rate, replay_rate = statistics.median(raw), statistics.median(replayed)
-        print(
-            f"store {args.store}, {events} events, {os.cpu_count()} CPUs, "
-            f"BACKUP_REPLAY_PROCESSES={client.settings.replay_processes or 'one per CPU'}, median of {args.rounds}"
-        )
+        print(f"store {args.store}, {events} events, {os.cpu_count()} CPUs, median of {args.rounds}")
         for number, (r, p) in enumerate(zip(raw, replayed, strict=True), 1):
             print(f"  round {number}: raw {r:10,.0f}  replay {p:10,.0f}  ratio {p / r:.3f}")
         print(f"raw notification log read  {raw_rate:12,.0f} events/s")

@@ -281,9 +281,8 @@ class Client(ReadModels):
         reads it: keep the head this prints elsewhere (and pass it back as `expect`), or run the
         check from a process without services (`Client(start_services=False)`, as `backupctl audit
         verify` does)."""
-        settings = None if chain_only else self.settings
         with store_errors("nothing was changed: retry"):
-            return chain.verify(self._runtime.app, self._runtime.store, expect, progress, replay_settings=settings)
+            return chain.verify(self._runtime.app, self._runtime.store, expect, progress, read_models=not chain_only)
 
     # Jobs
 
@@ -424,7 +423,7 @@ class Client(ReadModels):
         (or use it as a context manager) when done."""
         scratch = replay.ScratchStore()
         try:
-            events = replay.rebuild_scratch(self._runtime.app, self.settings, scratch, until=when, progress=progress)
+            events = replay.rebuild(self._runtime.app, scratch.store, until=when, progress=progress)
         except BaseException:
             scratch.close()
             raise
@@ -459,7 +458,7 @@ class Client(ReadModels):
         """Rebuild every read model from scratch into a fresh store, up to where the live ones are,
         and compare digests (and rows) with the live ones. Changes nothing."""
         self._catch_up()
-        return replay.replay(self._runtime.app, self.settings, self._runtime.store, progress)
+        return replay.replay(self._runtime.app, self._runtime.store, progress)
 
     def _catch_up(self) -> None:
         """Read your writes: wait until the read models have seen every event stored so far."""

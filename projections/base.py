@@ -3,11 +3,15 @@ position in one transaction."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import typing
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from eventsourcing.persistence import Notification
 from pydantic import BaseModel
 
 from orchestrator.follower import BATCH, Follower
@@ -27,13 +31,49 @@ def ts(value: datetime) -> str:
 ZERO = timedelta(0)
 
 
+# An aggregate id as its text key, remembered: a history has many events per aggregate, and a UUID's
+# `str` (a Python method) costs several times a lookup here.
+key_of: Callable[[Any], str] = functools.lru_cache(maxsize=8192)(str)
+
+
 def json_of(value: BaseModel) -> str:
-    """A pydantic value's JSON (`model_dump_json`'s own work, without its per-call Python wrapper)."""
-    return value.__pydantic_serializer__.to_json(value).decode()
+    """A pydantic value's JSON."""
+    return value.model_dump_json()
 
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+Handler = Callable[[Any, Any, Tx], None]  # (projection, event, tx)
+
+
+class on_event:  # a decorator, named as one
+    """What a projection's `apply` does, by the class of the event: a plain dict from event class to
+    function. `@on_event` marks the method for events it does not handle; `@apply.register`, one
+    method per event class, named by its `event` parameter's annotation."""
+
+    def __init__(self, default: Handler) -> None:
+        self.default = default
+        self.handlers: dict[type, Handler] = {}
+
+    def register(self, func: Handler) -> Handler:
+        self.handlers[typing.get_type_hints(func)["event"]] = func
+        return func
+
+    def handler(self, event_type: type) -> Handler:
+        """The function for events of `event_type` (the nearest class registered of its bases)."""
+        found = self.handlers.get(event_type)
+        if found is None:
+            found = next((self.handlers[c] for c in event_type.__mro__ if c in self.handlers), self.default)
+            self.handlers[event_type] = found
+        return found
+
+    def __get__(self, projection: Any, owner: type | None = None) -> Callable[[Any, Tx], None]:
+        def apply(event: Any, tx: Tx) -> None:
+            self.handler(type(event))(projection, event, tx)
+
+        return apply
 
 
 class Projection(Follower):
@@ -41,13 +81,15 @@ class Projection(Follower):
     owned: ClassVar[tuple[str, ...]] = ()  # its table names, dropped when `version` changes
     version: ClassVar[int] = 1  # bump when the tables change: the view is rebuilt from history
     # True when every row it writes is keyed by the event's originator and an event reads or writes
-    # no other aggregate's rows: a rebuild may then split its events between processes by aggregate.
+    # no other aggregate's rows.
     by_aggregate: ClassVar[bool] = False
+    apply: ClassVar[on_event]  # writes the rows for an event, inside the batch's transaction
 
     def __init__(self, app: Any, store: ReadStore) -> None:
         super().__init__(app, store)
         self.ensure_schema(store)
         self._updates: dict[str, str] = {}  # update_row's statement for each assignments text
+        self._handler = inspect.getattr_static(type(self), "apply").handler
 
     @classmethod
     def ensure_schema(cls, store: ReadStore) -> None:
@@ -66,31 +108,10 @@ class Projection(Follower):
         """Inside `tx`: move the position to `last_id` and write the events' rows, unless the
         position was there already (the events were applied before)."""
         if self.store.advance(tx, self.name, last_id):
-            handlers = type(self).__dict__.get("_handlers") or {}
+            handler = self._handler
             for event, notification_id in events:
                 tx.notification_id = notification_id
-                (handlers.get(type(event)) or self._handler(type(event)))(self, event, tx)
-
-    @classmethod
-    def _handler(cls, event_type: type) -> Callable[[Any, Any, Tx], None]:
-        """`apply`'s implementation for an event type, looked up once per type (a singledispatchmethod
-        builds a bound wrapper on every call, which a replay of millions of events notices)."""
-        cache = cls.__dict__.get("_handlers")
-        if cache is None:
-            cache = {}
-            setattr(cls, "_handlers", cache)  # noqa: B010 - per class, not inherited
-        if event_type not in cache:
-            dispatcher = getattr(cls.__dict__.get("apply"), "dispatcher", None)
-            cache[event_type] = (
-                dispatcher.dispatch(event_type)
-                if dispatcher is not None
-                else lambda self, event, tx: self.apply(event, tx)
-            )
-        return cache[event_type]  # type: ignore[no-any-return]
-
-    def apply(self, event: Any, tx: Tx) -> None:
-        """Write the rows for `event`; subclasses make this a singledispatchmethod."""
-        raise NotImplementedError
+                handler(type(event))(self, event, tx)
 
     def table(self, name: str) -> str:
         return self.store.t(name)
@@ -109,9 +130,9 @@ class Projection(Follower):
                 f"UPDATE {self.table(self.row_table)} SET {assignments}{stamp} WHERE {self.row_key} = ?"
             )
         if self.stamps_rows:
-            tx.execute(sql, (*values, ts(event.timestamp), str(event.originator_id)))
+            tx.execute(sql, (*values, ts(event.timestamp), key_of(event.originator_id)))
         else:
-            tx.execute(sql, (*values, str(event.originator_id)))
+            tx.execute(sql, (*values, key_of(event.originator_id)))
 
 
 class ProjectionGroup(Follower):
@@ -134,13 +155,7 @@ class ProjectionGroup(Follower):
     def run_once(self, head: int | None = None) -> int:
         if head is None:
             head = self.app.recorder.max_notification_id() or 0
-        behind = [p for p in self.projections if head > p.known_position]
-        if not behind:
-            return 0
-        stored = self.store.positions([p.name for p in behind])
-        for projection in behind:
-            projection.known_position = stored.get(projection.name, 0)
-        behind = [p for p in behind if head > p.known_position]
+        behind = self._behind(head)
         if not behind:
             return 0
         start = min(p.known_position for p in behind) + 1
@@ -150,12 +165,21 @@ class ProjectionGroup(Follower):
         events = [(self.app.mapper.to_domain_event(n), n) for n in batch]
         with self.store.transaction() as tx:
             for projection in behind:
-                mine = self._topics[projection.name]
-                projection.apply_batch(
-                    tx,
-                    [(event, n.id) for event, n in events if n.topic in mine and n.id > projection.known_position],
-                    last,
-                )
+                projection.apply_batch(tx, self._theirs(projection, events), last)
         for projection in behind:
             projection.known_position = last
         return len(batch)
+
+    def _behind(self, head: int) -> list[Projection]:
+        """The projections whose stored position is behind `head` (read only for those that this
+        process does not already know to be at it)."""
+        maybe = [p for p in self.projections if head > p.known_position]
+        if maybe:
+            stored = self.store.positions([p.name for p in maybe])
+            for projection in maybe:
+                projection.known_position = stored.get(projection.name, 0)
+        return [p for p in maybe if head > p.known_position]
+
+    def _theirs(self, projection: Projection, events: list[tuple[Any, Notification]]) -> list[tuple[Any, int]]:
+        mine, after = self._topics[projection.name], projection.known_position
+        return [(event, n.id) for event, n in events if n.topic in mine and n.id > after]

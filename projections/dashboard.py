@@ -8,7 +8,6 @@ freed by retention. `queries.dashboard` puts them together at the moment it is a
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
 from typing import Any
 
 from eventsourcing.utils import get_topic
@@ -17,7 +16,7 @@ from orchestrator.domain import Job
 from orchestrator.domain import RecoveryPoint as RP
 from orchestrator.domain import VirtualMachine as VM
 from orchestrator.domain.values import Operation
-from projections.base import Projection, ts
+from projections.base import Projection, on_event, ts
 from projections.store import Tx
 
 GIB = 1024**3
@@ -49,7 +48,7 @@ class DashboardProjection(Projection):
         ),
     )
 
-    @singledispatchmethod
+    @on_event
     def apply(self, event: Any, tx: Tx) -> None:
         """Events this projection does not handle only move its position."""
 

@@ -77,8 +77,8 @@ def dashboard(store: ReadStore, now: datetime, vault_id: str | None = None) -> D
         _vault(
             vid,
             vaults[vid],
-            [i for i in items if i["vault_id"] == vid],
-            [j for j in jobs if j["vault_id"] == vid],
+            _of(items, {vid}),
+            _of(jobs, {vid}),
             _sum(logical, vid),
             stored.get(vid, 0),
             now,
@@ -91,8 +91,8 @@ def dashboard(store: ReadStore, now: datetime, vault_id: str | None = None) -> D
     overall = _vault(
         "",
         "(all vaults)",
-        [i for i in items if i["vault_id"] in in_scope],
-        [j for j in jobs if j["vault_id"] in in_scope],
+        _of(items, in_scope),
+        _of(jobs, in_scope),
         sum(v.storage_logical_bytes for v in per_vault),
         sum(v.storage_stored_bytes for v in per_vault),
         now,
@@ -100,6 +100,10 @@ def dashboard(store: ReadStore, now: datetime, vault_id: str | None = None) -> D
         vault_names=vaults,
     )
     return Dashboard(at=now, overall=overall, vaults=per_vault)
+
+
+def _of(rows: list[dict[str, Any]], vault_ids: set[str]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["vault_id"] in vault_ids]
 
 
 def _stored(store: ReadStore) -> dict[str, int]:

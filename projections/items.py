@@ -3,13 +3,12 @@ policy, and its last backup. The scheduler reads it to find due slots."""
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import VirtualMachine as VM
-from projections.base import Projection, dumps, ts
+from projections.base import Projection, dumps, on_event, ts
 from projections.store import Tx
 
 _EVENTS = (
@@ -53,7 +52,7 @@ class ItemsProjection(Projection):
         "CREATE INDEX IF NOT EXISTS {i}items_status ON {t}items (status)",
     )
 
-    @singledispatchmethod
+    @on_event
     def apply(self, event: Any, tx: Tx) -> None:
         """Events this projection does not handle only move its position."""
 

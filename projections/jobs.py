@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import Job
-from projections.base import Projection, dumps, ts
+from projections.base import Projection, dumps, on_event, ts
 from projections.store import Tx
 
 
@@ -36,7 +35,7 @@ class JobsProjection(Projection):
         "CREATE INDEX IF NOT EXISTS {i}jobs_status ON {t}jobs (status, operation)",
     )
 
-    @singledispatchmethod
+    @on_event
     def apply(self, event: Any, tx: Tx) -> None:
         """Events this projection does not handle only move its position."""
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import BackupPolicy as P
-from projections.base import Projection, json_of, ts
+from projections.base import Projection, json_of, on_event, ts
 from projections.store import Tx
 
 
@@ -27,7 +26,7 @@ class PoliciesProjection(Projection):
         ),
     )
 
-    @singledispatchmethod
+    @on_event
     def apply(self, event: Any, tx: Tx) -> None:
         """Events this projection does not handle only move its position."""
 

@@ -4,13 +4,12 @@ point expired or is held past its expiry (and why)."""
 from __future__ import annotations
 
 import json
-from functools import singledispatchmethod
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import RecoveryPoint as RP
-from projections.base import Projection, ts
+from projections.base import Projection, on_event, ts
 from projections.store import Tx
 
 
@@ -33,7 +32,7 @@ class RecoveryPointsProjection(Projection):
         "CREATE INDEX IF NOT EXISTS {i}recovery_points_vault ON {t}recovery_points (vault_id, vm_name)",
     )
 
-    @singledispatchmethod
+    @on_event
     def apply(self, event: Any, tx: Tx) -> None:
         """Events this projection does not handle only move its position."""
 

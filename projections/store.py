@@ -25,24 +25,28 @@ DDL_LOCK = 0x6261636B7570  # "backup": the advisory lock key for schema changes
 
 class Cursor(Protocol):
     def execute(self, statement: Any, params: Any = ...) -> Any: ...
+    def executemany(self, statement: Any, params: Any) -> Any: ...
     def fetchall(self) -> Any: ...
     def fetchone(self) -> Any: ...
 
 
 class Tx:
-    """A transaction's cursor that takes `?` placeholders on both databases."""
+    """A transaction's cursor that takes `?` placeholders on both databases (`for_dialect` gives the
+    class for one)."""
 
-    def __init__(self, cursor: Cursor, dialect: str) -> None:
+    def __init__(self, cursor: Cursor) -> None:
         self._cursor = cursor
-        self._dialect = dialect
         self.notification_id = 0  # of the event being applied, for views that keep it
-        if dialect == "sqlite":  # `?` already: the driver's own method, one call per statement less
-            raw = getattr(cursor, "sqlite_cursor", cursor)  # under the library's wrapper
-            self._cursor = raw
-            self.execute = raw.execute  # type: ignore[method-assign,assignment]
+
+    @staticmethod
+    def for_dialect(dialect: str) -> type[Tx]:
+        return SQLiteTx if dialect == "sqlite" else Tx
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         self._cursor.execute(sql.replace("?", "%s"), params)
+
+    def flush(self) -> None:
+        """Run what the transaction holds back (nothing here)."""
 
     def rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._cursor.fetchall()]
@@ -50,6 +54,47 @@ class Tx:
     def one(self) -> dict[str, Any] | None:
         row = self._cursor.fetchone()
         return dict(row) if row is not None else None
+
+
+class SQLiteTx(Tx):
+    """SQLite takes `?` as it is."""
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self._cursor.execute(sql, params)
+
+
+class SQLiteRunsTx(SQLiteTx):
+    """Runs of one statement executed back to back go to SQLite together (`executemany`: one call
+    and one prepared statement for the run), for a rebuild that writes thousands of rows in a
+    transaction. Statements still run in their order: a different statement, a read (`one`,
+    `rows`) or the end of the transaction runs the run held back first."""
+
+    def __init__(self, cursor: Cursor) -> None:
+        super().__init__(cursor)
+        self._statement = ""
+        self._run: list[tuple[Any, ...]] = []
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        if sql != self._statement:
+            self.flush()
+            self._statement = sql
+        self._run.append(params)
+
+    def flush(self) -> None:
+        run, self._run = self._run, []
+        if len(run) == 1:
+            self._cursor.execute(self._statement, run[0])  # a query too (executemany takes only writes)
+        elif run:
+            self._cursor.executemany(self._statement, run)
+        self._statement = ""
+
+    def rows(self) -> list[dict[str, Any]]:
+        self.flush()
+        return super().rows()
+
+    def one(self) -> dict[str, Any] | None:
+        self.flush()
+        return super().one()
 
 
 class ReadStore:
@@ -62,6 +107,7 @@ class ReadStore:
         self.datastore = datastore
         self.dialect = dialect
         self.prefix = f"{schema}." if schema else ""
+        self._tx = Tx.for_dialect(dialect)
         self._create(
             f"CREATE TABLE IF NOT EXISTS {self.t('follower_positions')} ("
             "follower TEXT PRIMARY KEY, notification_id BIGINT NOT NULL)",
@@ -134,22 +180,26 @@ class ReadStore:
                 yield cursor
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, runs: bool = False) -> Iterator[Tx]:
+        """A transaction, committed at the end of the block. `runs`: on SQLite, consecutive
+        executions of one statement go together (`SQLiteRunsTx`), for writing many rows."""
         with self.datastore.transaction(commit=True) as cursor:
             if self.dialect == "postgres":
                 # Pipeline mode: statements go out without waiting for each one's answer; a read
                 # (`one`, `rows`) or the end of the block waits for what it needs. One round trip per
                 # read instead of one per statement; an error still ends the transaction.
                 with cast(Any, cursor).connection.pipeline():
-                    yield Tx(cursor, self.dialect)
+                    yield self._tx(cursor)
             else:
-                yield Tx(cursor, self.dialect)
+                tx = SQLiteRunsTx(cursor) if runs else self._tx(cursor)
+                yield tx
+                tx.flush()
 
     def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Rows of a query; a store that does not answer is a retryable `ReadStoreUnavailable`."""
         try:
             with self._reading() as cursor:
-                tx = Tx(cursor, self.dialect)
+                tx = self._tx(cursor)
                 tx.execute(sql, params)
                 return tx.rows()
         except (OperationalError, InterfaceError) as exc:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functools import singledispatchmethod
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import Vault
-from projections.base import Projection, ts
+from projections.base import Projection, key_of, on_event, ts
 from projections.store import Tx
 
 
@@ -26,7 +25,7 @@ class VaultsProjection(Projection):
         ),
     )
 
-    @singledispatchmethod
+    @on_event
     def apply(self, event: Any, tx: Tx) -> None:
         """Events this projection does not handle only move its position."""
 
@@ -52,5 +51,5 @@ class VaultsProjection(Projection):
     def _(self, event: Vault.ReplicationChanged, tx: Tx) -> None:
         tx.execute(
             f"UPDATE {self.table('vaults')} SET replication = ? WHERE vault_id = ?",
-            (event.replication.value, str(event.originator_id)),
+            (event.replication.value, key_of(event.originator_id)),
         )

@@ -66,13 +66,8 @@ def notifications(
 ) -> Iterator[Notification]:
     """Every stored event from `start` (of `topics` when given), in notification order, read in batches."""
     head = app.recorder.max_notification_id() or 0
-    stop = head if stop is None else min(stop, head)
-    while start <= stop:
-        batch = app.recorder.select_notifications(start=start, limit=BATCH, stop=stop, topics=topics)
-        if not batch:
-            return
-        yield from batch
-        start = batch[-1].id + 1
+    for section in replay.sections(app, head if stop is None else min(stop, head), start, topics):
+        yield from section
 
 
 class ChainFollower(Follower):
@@ -207,10 +202,10 @@ def verify(
     expect: tuple[int, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     *,
-    replay_settings: Any | None = None,
+    read_models: bool = False,
 ) -> Report:
     """Recompute the chain from the event store and compare it with the recorded one; with
-    `replay_settings` (the settings a replay runs with), also every read model with its replay."""
+    `read_models`, also every read model with its replay."""
     ensure_table(store)
     # In this order: every record read after the log's head covers the events up to it (the follower
     # writes rows and position together, and records a checkpoint after them), events stored later
@@ -245,10 +240,10 @@ def verify(
         if recomputed.get(position) != expected:
             report.findings.append(Finding("head_mismatch", position, detail="differs from the hash kept elsewhere"))
     report.findings.sort(key=lambda f: (f.notification_id == 0, f.notification_id))
-    if replay_settings is None:
-        report.read_models_skipped = "not asked (the chain only)"
+    if read_models:
+        compare_read_models(app, store, report, progress)
     else:
-        compare_read_models(app, replay_settings, store, report, progress)
+        report.read_models_skipped = "not asked (the chain only)"
     return report
 
 
@@ -354,7 +349,7 @@ def _snapshot_problem(app: Any, aggregate_id: UUID, snapshot: Any) -> str:
 
 
 def compare_read_models(
-    app: Any, settings: Any, store: ReadStore, report: Report, progress: Callable[[int, int], None] | None = None
+    app: Any, store: ReadStore, report: Report, progress: Callable[[int, int], None] | None = None
 ) -> None:
     """Every read model's digest against its replay from the events, up to the live positions: a
     read model changed in the database (a row deleted, a status rewritten) is a finding naming the
@@ -362,7 +357,7 @@ def compare_read_models(
     if any(f.kind == "malformed" for f in report.findings):
         report.read_models_skipped = "the history has malformed events: the read models were not replayed"
         return
-    replayed = replay.replay(app, settings, store, progress)
+    replayed = replay.replay(app, store, progress)
     report.read_models = len(replayed.live)
     for table, live in replayed.live.items():
         again = replayed.replayed[table]
@@ -417,54 +412,79 @@ def _compare(
     """Align what was chained with what is stored now (by content) and name every difference.
     Stored events the chain table lacks: at the end and above `reach`, not yet chained (counted, not
     findings); at or below it, or where the chain goes on from them unchanged, `chain_truncated`."""
+    alignment = _Alignment(recorded, stored, recomputed, f"the chain had reached {reach} ({reached_by})", reach)
     matcher = difflib.SequenceMatcher(
         None, [r.event_hash for r in recorded], [s.event_hash for s in stored], autojunk=False
     )
-    deleted: list[_Row] = []
-    inserted: list[_Row] = []
-    findings: list[Finding] = []
-    unchained = 0
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        olds, news = recorded[i1:i2], stored[j1:j2]
+        alignment.take(op, i1, i2, j1, j2)
+    return sorted(alignment.found(), key=lambda f: f.notification_id), alignment.unchained
+
+
+@dataclass
+class _Alignment:
+    """The differences between the chained rows and the stored ones, gathered opcode by opcode."""
+
+    recorded: list[_Row]
+    stored: list[_Row]
+    recomputed: dict[int, str]
+    reached: str  # why the end of the chain is where it is
+    reach: int
+    findings: list[Finding] = field(default_factory=list)
+    deleted: list[_Row] = field(default_factory=list)  # chained, not stored in their place
+    inserted: list[_Row] = field(default_factory=list)  # stored, not chained in their place
+    unchained: int = 0
+
+    def take(self, op: str, i1: int, i2: int, j1: int, j2: int) -> None:
+        olds, news = self.recorded[i1:i2], self.stored[j1:j2]
         if op == "delete":
-            deleted += olds
+            self.deleted += olds
         elif op == "replace":
-            findings += _replaced(olds, news, deleted, inserted)
-        elif op == "insert" and i1 == len(recorded):  # after the chain table's last row
-            cut = [s for s in news if s.notification_id <= reach]
-            findings += [_truncated(cut, f"the chain had reached {reach} ({reached_by})")] if cut else []
-            unchained = len(news) - len(cut)
-        elif (
-            op == "insert"
-            and j2 < len(stored)
-            and recomputed.get(stored[j2].notification_id) == recorded[i1].chain_hash
-        ):
-            findings.append(_truncated(news, "the chain goes on after them from these very events"))
+            self.findings += _replaced(olds, news, self.deleted, self.inserted)
         elif op == "insert":
-            inserted += news
-    moved = {r.event_hash for r in deleted} & {s.event_hash for s in inserted}
-    findings += [
-        _finding("reordered", s, f"moved from notification {r.notification_id}")
-        for s in inserted
-        if s.event_hash in moved
-        for r in deleted
-        if r.event_hash == s.event_hash
-    ]
-    gone = {r.notification_id: r for r in deleted if r.event_hash not in moved}
-    new = {s.notification_id: s for s in inserted if s.event_hash not in moved}
-    in_place = gone.keys() & new.keys()  # another originator or version where a chained event was
-    findings += [
-        _finding("modified", new[n], "its stored originator or version changed after it was chained") for n in in_place
-    ]
-    findings += [
-        _finding("deleted", r, "was chained and is no longer stored") for n, r in gone.items() if n not in in_place
-    ]
-    findings += [
-        _finding("inserted", s, "is stored before the chain's head but was never chained")
-        for n, s in new.items()
-        if n not in in_place
-    ]
-    return sorted(findings, key=lambda f: f.notification_id), unchained
+            self._insert(i1, j2, news)
+
+    def _insert(self, i1: int, j2: int, news: list[_Row]) -> None:
+        if i1 == len(self.recorded):  # after the chain table's last row
+            cut = [s for s in news if s.notification_id <= self.reach]
+            self.findings += [_truncated(cut, self.reached)] if cut else []
+            self.unchained = len(news) - len(cut)
+        elif (
+            j2 < len(self.stored)
+            and self.recomputed.get(self.stored[j2].notification_id) == self.recorded[i1].chain_hash
+        ):
+            self.findings.append(_truncated(news, "the chain goes on after them from these very events"))
+        else:
+            self.inserted += news
+
+    def found(self) -> list[Finding]:
+        """The findings, with deleted and inserted rows paired up: the same content is a move, the
+        same place another originator or version."""
+        moved = {r.event_hash for r in self.deleted} & {s.event_hash for s in self.inserted}
+        reordered = [
+            _finding("reordered", s, f"moved from notification {r.notification_id}")
+            for s in self.inserted
+            if s.event_hash in moved
+            for r in self.deleted
+            if r.event_hash == s.event_hash
+        ]
+        gone = {r.notification_id: r for r in self.deleted if r.event_hash not in moved}
+        new = {s.notification_id: s for s in self.inserted if s.event_hash not in moved}
+        return self.findings + reordered + _in_place(gone, new)
+
+
+def _in_place(gone: dict[int, _Row], new: dict[int, _Row]) -> list[Finding]:
+    """Chained rows no longer stored (`gone`) and stored rows never chained (`new`), by notification."""
+    changed = gone.keys() & new.keys()  # another originator or version where a chained event was
+    return (
+        [_finding("modified", new[n], "its stored originator or version changed after it was chained") for n in changed]
+        + [_finding("deleted", r, "was chained and is no longer stored") for n, r in gone.items() if n not in changed]
+        + [
+            _finding("inserted", s, "is stored before the chain's head but was never chained")
+            for n, s in new.items()
+            if n not in changed
+        ]
+    )
 
 
 def _replaced(olds: list[_Row], news: list[_Row], deleted: list[_Row], inserted: list[_Row]) -> list[Finding]:

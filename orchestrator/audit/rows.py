@@ -1,7 +1,14 @@
 """The event store's rows as they are stored, not as the library reads them (which a malformed row
 would make raise): each column as (storage class, bytes), hashed the same way whatever it holds, and
 inspected for what is wrong with it (`Inspector`). `audit verify`, the chain follower and the event
-store's start-up check read the history this way."""
+store's start-up check read the history this way.
+
+This is the one module that reads the library's events table with SQL of its own, and it reads only
+columns (`EXPECTED`, and the notification id). Why it cannot use `select_notifications`: that parses
+each row as it reads it (the originator's id as a UUID, on SQLite from any text), so a tampered row
+raises there or comes back looking well-formed, and tamper evidence must show a row as it is stored
+and hash its bytes. Everything else (replay, history, the followers) reads through the library.
+tests/unit/test_event_table_layout.py fails when the library's table layout changes."""
 
 from __future__ import annotations
 

@@ -1,0 +1,103 @@
+"""The rebuild behind `audit replay` and `as_of`: the same rows as the live read models, progress to
+the end, each read model stopped at its live position, in this process through the library's reader."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator import Client
+from orchestrator.audit import comparison, replay
+from orchestrator.fabric.sample import vm_entry, write_fabric
+from projections.runner import NAMES
+
+R = "japaneast"
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Client]:
+    """A history with every read model's events (vaults, policies, items, jobs, points)."""
+    inventory = write_fabric(tmp_path / "fabric", {"default": [vm_entry(f"vm{i}", R) for i in range(3)]}, disk_mib=1)
+    with Client(data_dir=tmp_path / "data", fabric=inventory, principal="alice", scheduler_interval=3600) as c:
+        vault = c.create_vault("vault-east", R, "rg")
+        c.wait(c.discover(vault))
+        vms = ["vm0", "vm1", "vm2"]
+        c.wait_all(c.register(vault, vms))
+        c.wait_all(c.protect(vault, vms))
+        c.wait_all([c.backup_now(vault, vm) for vm in vms])
+        spare = c.create_vault("vault-spare", R, "rg")
+        for i in range(20):
+            c.set_replication(spare, "local" if i % 2 else "geo")
+            c.update_policy(
+                vault, "DefaultPolicy", {"frequency": "daily", "times": ["01:00"]}, {"daily": {"days": 7 + i}}
+            )
+        yield c
+
+
+def test_the_replay_equals_the_live_read_models_and_reports_progress(client: Client) -> None:
+    seen: list[tuple[int, int]] = []
+    report = client.audit_replay(lambda done, total: seen.append((done, total)))
+    assert report.equal and not report.differences
+    head = client._runtime.app.recorder.max_notification_id()
+    assert report.events == head
+    assert seen[-1] == (head, head) and all(done <= total for done, total in seen)
+    assert report.replayed["vaults"].rows == 2 and report.replayed["items"].rows == 3
+    assert report.replayed["recovery_points"].rows == 3 and report.replayed["jobs"].rows > 3
+
+
+def test_a_rebuild_in_sections_gives_the_rows_of_one_pass(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = client._runtime.app
+    rows = []
+    for section in (replay.SECTION, 7):
+        monkeypatch.setattr(replay, "SECTION", section)
+        scratch = replay.ScratchStore()
+        try:
+            replay.rebuild(app, scratch.store)
+            rows.append(comparison.store_rows(scratch.store))
+        finally:
+            scratch.close()
+    assert rows[0] == rows[1] and rows[0]["vaults"] and rows[0]["items"]
+
+
+def test_each_read_model_is_rebuilt_up_to_its_own_stop(client: Client) -> None:
+    app = client._runtime.app
+    head = app.recorder.max_notification_id() or 0
+    first_vault = next(
+        n.id for section in replay.sections(app, head) for n in section if n.topic.startswith("backup.vault.")
+    )
+    stops = dict.fromkeys(NAMES, head) | {"vaults": first_vault}
+    scratch = replay.ScratchStore()
+    try:
+        replay.rebuild(app, scratch.store, stops=stops)
+        assert scratch.store.positions(NAMES) == stops
+        [vault] = comparison.table_rows(scratch.store, "vaults").values()
+        assert '"name":"vault-east"' in vault  # the spare vault came after the stop
+        assert len(comparison.table_rows(scratch.store, "items")) == 3
+    finally:
+        scratch.close()
+
+
+def test_a_changed_live_row_is_a_difference_named_by_table_and_key(client: Client) -> None:
+    store = client._runtime.store
+    client.vaults()  # the read models caught up: nothing of the history overwrites the change below
+    [row] = store.fetch(f"SELECT vault_id FROM {store.t('vaults')} WHERE name = 'vault-spare'")
+    with store.transaction() as tx:
+        tx.execute(f"UPDATE {store.t('vaults')} SET replication = 'zone' WHERE vault_id = ?", (row["vault_id"],))
+    report = client.audit_replay()
+    assert not report.equal
+    [difference] = report.differences
+    assert (difference.table, difference.key) == ("vaults", row["vault_id"])
+    assert difference.live is not None and '"replication":"zone"' in difference.live
+
+
+def test_the_replay_modules_import_no_composition_root() -> None:
+    code = (
+        "import sys, orchestrator.audit.replay, orchestrator.audit.chain, orchestrator.audit.history; "
+        "print('orchestrator.bootstrap' in sys.modules, 'multiprocessing' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
