@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     scheduler_interval: float = Field(30.0, gt=0, le=3600)
     job_timeout: int = Field(600, ge=10, le=86400)
     aggregate_cache_size: int = Field(10000, ge=0, le=10_000_000)
-    replay_processes: int = Field(0, ge=0, le=256)  # 0: one per CPU
     key_protection_key: SecretStr | None = None
     event_cipher_key: SecretStr | None = None
 

@@ -18,9 +18,7 @@ def test_as_of_and_replay_after_ten_thousand_events(
     forks: list[int] = []
     fork = os.fork
     monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
-    with Client(
-        data_dir=tmp_path / "data", fabric=fabric, principal="alice", scheduler_interval=3600, replay_processes=2
-    ) as client:
+    with Client(data_dir=tmp_path / "data", fabric=fabric, principal="alice", scheduler_interval=3600) as client:
         captured = run_script(client)
         assert (client._runtime.app.recorder.max_notification_id() or 0) >= TARGET_EVENTS
         assert len(captured) >= 5

@@ -151,7 +151,7 @@ def test_finding_12_a_changed_read_model_is_a_read_model_mismatch_on_postgres(
 def test_as_of_and_replay_after_ten_thousand_events_on_postgres(tmp_path: Path, fabric: Path, pg_schema: str) -> None:
     from tests.scripted import TARGET_EVENTS, run_script, snapshot
 
-    with pg_client(tmp_path, fabric, pg_schema, scheduler_interval=3600, replay_processes=2) as client:
+    with pg_client(tmp_path, fabric, pg_schema, scheduler_interval=3600) as client:
         captured = run_script(client)
         head = client._runtime.app.recorder.max_notification_id() or 0
         assert head >= TARGET_EVENTS

@@ -73,13 +73,11 @@ def test_the_key_protection_key_is_checked_and_never_echoed() -> None:
     assert load_settings({"BACKUP_KEY_PROTECTION_KEY": ""}).key_protection_key is None
 
 
-def test_replay_processes_is_a_count_zero_meaning_one_per_cpu() -> None:
-    assert load_settings({}).replay_processes == 0
-    assert load_settings({"BACKUP_REPLAY_PROCESSES": "4"}).replay_processes == 4
-    for bad in ("-1", "many", "1000"):
-        with pytest.raises(SettingsError) as caught:
-            load_settings({"BACKUP_REPLAY_PROCESSES": bad})
-        assert caught.value.field == "BACKUP_REPLAY_PROCESSES" and caught.value.code == "SettingInvalid"
+def test_the_replay_processes_setting_is_gone() -> None:
+    """Replay runs in the calling process: BACKUP_REPLAY_PROCESSES is refused as unknown, naming it."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"BACKUP_REPLAY_PROCESSES": "4"})
+    assert caught.value.field == "BACKUP_REPLAY_PROCESSES" and caught.value.code == "SettingUnknown"
 
 
 def test_a_given_mapping_is_read_alone_and_the_process_environment_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
