@@ -5,11 +5,12 @@ one-event aggregates on the same database, measured in the same run.
 
 ours      `Client.set_replication` on 50 vaults in turn: a pydantic command, its handler loading the
           vault (from the process's aggregate cache, brought up to date by one read of any newer
-          events), checking the rule, and saving one event with the principal (plus a snapshot
-          every 50 events of a vault)
+          events, and copied for the command), checking the rule, and saving one event with the
+          principal (plus the library's snapshot every 50 events of a vault, read back to be taken)
 baseline  an eventsourcing `Application` saving new one-event aggregates (one insert each) through
           the same library, database and pool settings
-Prints commands per second, saves per second and the ratio. Target: at least 0.7.
+Prints commands per second, saves per second and the ratio (median of rounds, and each round's).
+Floor (issue 15): at least 0.6.
 Uses the TEST_POSTGRES_* settings of the tests (a schema of its own, dropped after).
 """
 
@@ -97,10 +98,12 @@ def measure(args: argparse.Namespace, work: Path) -> None:
                 ours_rates.append(ours(client, vaults, args.commands))
             baseline_app.close()
         ours_rate, raw_rate = statistics.median(ours_rates), statistics.median(raw_rates)
+        ratios = [o / r for o, r in zip(ours_rates, raw_rates, strict=True)]
         print(f"PostgreSQL, {args.commands} per round, median of {args.rounds}")
         print(f"raw eventsourcing saves (one-event aggregates)  {raw_rate:10,.0f} /s")
         print(f"client commands (set_replication)                {ours_rate:10,.0f} /s")
-        print(f"ratio commands/saves                             {ours_rate / raw_rate:10.3f}   (target >= 0.7)")
+        print(f"ratio commands/saves                             {ours_rate / raw_rate:10.3f}   (floor >= 0.6)")
+        print("rounds' ratios                                   " + ", ".join(f"{r:.3f}" for r in ratios))
     finally:
         drop_pg_schema(schema)
 

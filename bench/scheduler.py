@@ -52,7 +52,7 @@ def fill(store: ReadStore, items: int, now: datetime) -> None:
         for policy_id, schedule, zone, _ in policies:
             tx.execute(
                 f"INSERT INTO {store.t('policies')} (policy_id, vault_id, name, schedule, retention, timezone, "
-                "item_count, updated_at) VALUES (?, 'v', ?, ?, '{}', ?, 0, ?)",
+                "updated_at) VALUES (?, 'v', ?, ?, '{}', ?, ?)",
                 (policy_id, f"p-{policy_id[:8]}", schedule, zone, ts(now)),
             )
         for n in range(items):

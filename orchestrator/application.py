@@ -6,17 +6,18 @@ from __future__ import annotations
 import logging
 import random
 import time
-from contextvars import ContextVar
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Iterator
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
+from eventsourcing.application import AggregateNotFoundError, Application, ProjectorFunction, project_aggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 from eventsourcing.utils import get_topic
 
 from orchestrator.commands import Command, sender_kind
-from orchestrator.domain import BackupPolicy, Job, Vault, VirtualMachine
-from orchestrator.domain.base import Aggregate, AggregateSnapshot, acting_as
+from orchestrator.domain import BackupPolicy, Discovery, Job, Vault, VirtualMachine
+from orchestrator.domain.base import Aggregate, DomainEvent, acting_as
+from orchestrator.domain.discovery import discovery_id_for
 from orchestrator.domain.item import item_id_for
 from orchestrator.errors import ConcurrencyError, NotFoundError, OrchestratorError
 from orchestrator.handlers import HANDLERS, load_all
@@ -25,31 +26,16 @@ from orchestrator.persistence import JsonTranscoder, PydanticMapper
 log = logging.getLogger(__name__)
 A = TypeVar("A", bound=Aggregate)
 
-# Concurrent reports on one vault or policy (many protections completing at once) conflict; each
-# retry reloads and re-applies the command after a short random pause.
+# Two commands on one aggregate at once (an operator's and a worker's report on the same VM) conflict;
+# each retry reloads and re-applies the command after a short random pause.
 COMMAND_ATTEMPTS = 10
-# The aggregates whose histories grow for as long as they live (a vault and a policy with each item
-# protected, an item with each backup) get a snapshot every SNAPSHOT_INTERVAL events: loading one
-# reads its latest snapshot and the events after it.
+# The aggregates whose histories grow for as long as they live (an item with each backup, a vault or
+# a policy with each edit) get a snapshot every SNAPSHOT_INTERVAL events, taken by the library:
+# loading one reads its latest snapshot and the events after it.
 SNAPSHOT_INTERVAL = 50
+PAGE = 500  # notifications read at a time when looking for items
 
 load_all()  # registers every handler before any thread can ask for one
-
-# Set while `find` loads an aggregate of a class that is never snapshotted (a job, a recovery point).
-_WITHOUT_SNAPSHOTS: ContextVar[bool] = ContextVar("without_snapshots", default=False)
-
-
-class _Repository(Repository[UUID]):
-    """The library's repository, which does not look for a snapshot of an aggregate of a class that
-    never has one: a read (and a round trip) less when a process first loads a job."""
-
-    def _reconstruct_aggregate(self, aggregate_id: UUID, version: int | None, projector_func: Any) -> Any:
-        if not _WITHOUT_SNAPSHOTS.get():
-            return super()._reconstruct_aggregate(aggregate_id, version, projector_func)
-        aggregate = projector_func(None, self.event_store.get(aggregate_id, lte=version))
-        if aggregate is None:
-            raise AggregateNotFoundError(f"Aggregate {aggregate_id!r} version {version!r} not found.")
-        return aggregate
 
 
 class Orchestrator(Application[UUID]):
@@ -64,37 +50,21 @@ class Orchestrator(Application[UUID]):
         VirtualMachine: SNAPSHOT_INTERVAL,
     }
 
-    def construct_repository(self) -> Repository[UUID]:
-        base = super().construct_repository()
-        repository = _Repository(
-            event_store=base.event_store,
-            snapshot_store=base.snapshot_store,
-            fastforward=base.fastforward,
-            fastforward_skipping=base.fastforward_skipping,
-            deepcopy_from_cache=base.deepcopy_from_cache,
-        )
-        repository.cache = base.cache
-        return repository
-
-    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        """After the command's events are stored: a snapshot of each saved aggregate whose new
-        events passed a multiple of its interval, taken from the aggregate as saved (the library
-        would read it back from the store). Failing to write one (the store went away just then)
-        must not turn a stored command into a reported failure."""
-        assert self.snapshots is not None
+    def take_snapshot(
+        self,
+        aggregate_id: UUID,
+        version: int | None = None,
+        projector_func: ProjectorFunction[Any, Any] = project_aggregate,
+    ) -> None:
+        """The library's, called by `save` at each interval once the events are stored: a store
+        that fails just then leaves the command stored (the next interval takes a snapshot), and
+        is logged; any other error is raised."""
         try:
-            due: dict[UUID, Any] = {}  # one pass over the events: a bulk save holds thousands
-            for event in processing_event.events:
-                aggregate = processing_event.aggregates.get(event.originator_id)
-                interval = self.snapshotting_intervals.get(type(aggregate))
-                if aggregate is not None and interval and event.originator_version % interval == 0:
-                    due[aggregate.id] = aggregate
-            for aggregate in due.values():
-                self.snapshots.put([AggregateSnapshot.take(aggregate)])
+            super().take_snapshot(aggregate_id, version, projector_func)
         except PersistenceError as exc:
-            log.warning("snapshot not taken (the next interval takes one): %s", exc)
-        except Exception:  # a state model out of step with its aggregate: loud, but the command stands
-            log.exception("snapshot not taken: the aggregate's state does not fit its snapshot model")
+            log.warning(
+                "snapshot of %s at version %s not taken (the next interval takes one): %s", aggregate_id, version, exc
+            )
 
     def handle(self, command: Command, principal: str) -> Any:
         """Run a command as `principal`; retry it on a version conflict, a bounded number of times.
@@ -127,23 +97,21 @@ class Orchestrator(Application[UUID]):
             raise NotFoundError(f"{cls.__name__}NotFound", f"no {cls.__name__.lower()} with id {aggregate_id}")
         return aggregate
 
-    def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
+    def find(self, aggregate_id: UUID, cls: type[A], *, copy: bool = True) -> A | None:
         """The aggregate, or None if there is none with that id (one read: `in repository` is a
-        whole `get` of its own)."""
-        token = _WITHOUT_SNAPSHOTS.set(cls not in self.snapshotting_intervals)
+        whole `get` of its own). `copy=False`: the process's cached aggregate itself, for a reader
+        that changes nothing (a discovery's thousands of VMs are not copied to be looked at)."""
         try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
+            aggregate: Aggregate = self.repository.get(aggregate_id, deepcopy_from_cache=copy)
         except AggregateNotFoundError:
             return None
-        finally:
-            _WITHOUT_SNAPSHOTS.reset(token)
         if not isinstance(aggregate, cls):
             raise NotFoundError(f"{cls.__name__}NotFound", f"{aggregate_id} is not a {cls.__name__}")
         return aggregate
 
     def vault_created(self, vault_id: UUID) -> Vault.Created:
         """What a vault was created as: its kind, region and subscription never change afterwards.
-        Its first event alone, one indexed read, instead of the whole vault (its inventory with it)."""
+        Its first event alone, one indexed read, instead of the whole vault."""
         for first in self.events.get(vault_id, lte=1):
             if isinstance(first, Vault.Created):
                 return first
@@ -158,12 +126,52 @@ class Orchestrator(Application[UUID]):
     def item_of(self, vm_key: str) -> VirtualMachine | None:
         return self.find(item_id_for(vm_key), VirtualMachine)
 
+    # Reads across aggregates: what used to be kept on the vault and the policies, derived.
+
+    def discovery_of(self, vault: Vault) -> Discovery | None:
+        """The VMs the vault's latest discovery saw (read, not to be changed), or None before any.
+        A vault whose latest discovery was recorded on the vault itself (before issue 15) has it
+        read from that event."""
+        if vault.discovered_at_job is None:
+            return None
+        discovery = self.find(discovery_id_for(vault.discovered_at_job), Discovery, copy=False)
+        if discovery is None:
+            for recorded in self.events.get(vault.id, desc=True):
+                if isinstance(recorded, Vault.InventoryRecorded) and recorded.job_id == vault.discovered_at_job:
+                    return Discovery(vault_id=vault.id, job_id=recorded.job_id, vms=recorded.vms)
+        return discovery
+
     def registered_item(self, vault: Vault, name: str) -> VirtualMachine:
         """The one VM of `vault` that `name` (or `cloud-service/name`) designates."""
-        from orchestrator.handlers.registration import not_registered
+        discovery = self.discovery_of(vault)
+        candidates = (self.item_of(vm.key) for vm in (discovery.find(name) if discovery else []))
+        return VirtualMachine.registered_in(vault, name, candidates)
 
-        items = [i for i in (self.item_of(vm.key) for vm in vault.find_in_inventory(name)) if i]
-        items = [i for i in items if i.vault_id == vault.id and i.status.holds_vm]
-        if len(items) != 1:
-            raise not_registered(vault, name, several=len(items) > 1)
-        return items[0]
+    def items_of_vault(self, vault_id: UUID) -> list[VirtualMachine]:
+        """Every item ever registered in the vault, as its events have it now."""
+        joined = self._items_named_by(
+            (VirtualMachine.Created, VirtualMachine.RegistrationRequested), "vault_id", vault_id
+        )
+        return [item for item in joined if item.vault_id == vault_id]
+
+    def items_of_policy(self, policy_id: UUID) -> list[VirtualMachine]:
+        """The actively protected items whose policy is `policy_id`, as their events have it now."""
+        named = self._items_named_by(
+            (VirtualMachine.ProtectionRequested, VirtualMachine.PolicyChanged), "policy_id", policy_id
+        )
+        return [item for item in named if item.policy_id == policy_id and item.actively_protected]
+
+    def _items_named_by(self, events: tuple[type[DomainEvent], ...], field: str, value: UUID) -> list[VirtualMachine]:
+        """The items that ever had one of `events` with `field` equal to `value`: the notification
+        log read for those topics alone (filtered by the database), then each item loaded."""
+        ids = {event.originator_id for event in self._events_of(events) if getattr(event, field) == value}
+        return [item for item in (self.find(i, VirtualMachine) for i in sorted(ids)) if item is not None]
+
+    def _events_of(self, classes: tuple[type[DomainEvent], ...]) -> Iterator[Any]:
+        topics = [get_topic(cls) for cls in classes]
+        decode = cast(PydanticMapper, self.mapper).decoder()
+        start = 1
+        while notifications := self.recorder.select_notifications(start, PAGE, topics=topics):
+            for notification in notifications:
+                yield decode(notification.topic, notification.state)
+            start = notifications[-1].id + 1

@@ -117,9 +117,7 @@ def unregister(
 
 @app.command()
 def jobs(
-    status: Annotated[
-        str | None, typer.Option(help="in_progress, completed, completed_with_warnings, failed, cancelled")
-    ] = None,
+    status: Annotated[str | None, typer.Option(help="in_progress, completed, completed_with_warnings, failed")] = None,
     operation: Annotated[str | None, typer.Option(help="discovery, register, unregister, ...")] = None,
     start: Annotated[datetime | None, typer.Option(help="Jobs started at or after (UTC).")] = None,
     end: Annotated[datetime | None, typer.Option(help="Jobs started before (UTC).")] = None,

@@ -297,7 +297,7 @@ class Client(ReadModels):
 
     @strict
     def wait(self, job_id: str, timeout: Timeout = 120.0) -> JobRow:
-        """Wait for a job to end (completed, with warnings, failed or cancelled) and return it."""
+        """Wait for a job to end (completed, with warnings, or failed) and return it."""
         return self.wait_all([str(_uuid(job_id, "job_id"))], timeout)[0]
 
     @strict

@@ -204,12 +204,7 @@ def scheduled_rows(store: ReadStore) -> list[tuple[str, str, str, str]]:
 
 def policies_in_use(store: ReadStore) -> list[PolicyRow]:
     """The policies of actively protected items."""
-    return _policies(
-        store.fetch(
-            f"SELECT * FROM {store.t('policies')} WHERE policy_id IN "
-            f"(SELECT DISTINCT policy_id FROM {store.t('items')} WHERE {SCHEDULED})"
-        )
-    )
+    return _policies(store, f"p.policy_id IN (SELECT DISTINCT policy_id FROM {store.t('items')} WHERE {SCHEDULED})")
 
 
 def recovery_points(
@@ -230,10 +225,16 @@ def recovery_points(
 
 
 def policies(store: ReadStore, vault_id: str) -> list[PolicyRow]:
-    return _policies(store.fetch(f"SELECT * FROM {store.t('policies')} WHERE vault_id = ? ORDER BY name", (vault_id,)))
+    return _policies(store, "p.vault_id = ?", (vault_id,))
 
 
-def _policies(rows: list[dict[str, Any]]) -> list[PolicyRow]:
+def _policies(store: ReadStore, where: str, params: tuple[str, ...] = ()) -> list[PolicyRow]:
+    """Each with the count of the actively protected items that name it (the items' rows say)."""
+    rows = store.fetch(
+        f"SELECT p.*, (SELECT COUNT(*) FROM {store.t('items')} i WHERE i.policy_id = p.policy_id AND {SCHEDULED}) "
+        f"AS item_count FROM {store.t('policies')} p WHERE {where} ORDER BY p.name",
+        params,
+    )
     return [
         PolicyRow(**{**r, "schedule": json.loads(r["schedule"]), "retention": json.loads(r["retention"])}) for r in rows
     ]

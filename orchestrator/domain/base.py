@@ -6,15 +6,15 @@ application sets around each command, so the audit log can say who did what.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, ClassVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
-from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate, CanSnapshotAggregate
+from eventsourcing.domain import Aggregate as LibraryAggregate
+from eventsourcing.domain import CanInitAggregate, CanMutateAggregate, CanSnapshotAggregate
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +42,11 @@ class Value(BaseModel):
 
 
 class DomainEvent(BaseModel):
+    """An event, stored as its JSON. A class whose fields change gets a `class_version` (an int
+    class attribute, 2 and up) and a static `upcast_v1_v2(state)` (and so on) that turns the stored
+    JSON object of the version before into the one after: the library's convention, which the mapper
+    (orchestrator/persistence.py) follows."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     TOPIC: ClassVar[str]
@@ -53,21 +58,31 @@ class DomainEvent(BaseModel):
 
 class SnapshotState(BaseModel):
     """An aggregate's attributes, typed, for its snapshots: each snapshotted aggregate lists every
-    attribute in a subclass (an attribute it does not list makes taking a snapshot fail)."""
+    attribute in a subclass (an attribute it does not list makes taking a snapshot fail).
 
-    model_config = ConfigDict(extra="forbid")
+    The library's snapshot holds the aggregate's attributes as they are in its `vars()`, where
+    its creation and modification times are `_created_on` and `_modified_on`: the aliases of the two
+    fields below. Stored snapshots name them `created_on` and `modified_on`, read by name."""
 
-    created_on: datetime
-    modified_on: datetime
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
 
+    created_on: datetime = Field(alias="_created_on")
+    modified_on: datetime = Field(alias="_modified_on")
 
-_INTERNAL = {"_id", "_version", "_pending_events"}
+    def attributes(self) -> dict[str, Any]:
+        """The aggregate's attributes, named as in its `vars()`, with their typed values."""
+        return {field.alias or name: getattr(self, name) for name, field in type(self).model_fields.items()}
 
 
 class AggregateSnapshot(DomainEvent, CanSnapshotAggregate[UUID]):
     """An aggregate's whole state at one version, kept beside its events (never instead of them),
     so that loading it reads the snapshot and the events after it only. Derived data: the audit
-    chain and the read models are built from the events."""
+    chain and the read models are built from the events.
+
+    The library takes and restores the snapshot (`CanSnapshotAggregate.take` and `mutate`); this
+    class only types the state on the way to JSON and back, through the aggregate's
+    `snapshot_state`. An aggregate whose attributes change gets a `class_version` and static
+    `upcast_v1_v2(state)` methods, which the library runs on older snapshots' states."""
 
     TOPIC = "backup.snapshot"
     topic: str
@@ -75,58 +90,36 @@ class AggregateSnapshot(DomainEvent, CanSnapshotAggregate[UUID]):
 
     @classmethod
     def take(cls, aggregate: Any) -> AggregateSnapshot:
-        values = {name: value for name, value in vars(aggregate).items() if name not in _INTERNAL}
-        values["created_on"], values["modified_on"] = values.pop("_created_on"), values.pop("_modified_on")
-        state = type(aggregate).snapshot_state.model_validate(values)
-        return cls(
-            originator_id=aggregate.id,
-            originator_version=aggregate.version,
-            timestamp=cls.create_timestamp(),
-            topic=get_topic(type(aggregate)),
-            state=state.model_dump(mode="json"),
-        )
+        taken = super().take(aggregate)
+        state = dict(taken.state)
+        class_version = state.pop("class_version", None)
+        typed = type(aggregate).snapshot_state.model_validate(state).model_dump(mode="json")
+        if class_version is not None:
+            typed["class_version"] = class_version
+        return taken.model_copy(update={"state": typed})
 
     def mutate(self, _: None) -> Any:
         cls = resolve_topic(self.topic)
-        state = cls.snapshot_state.model_validate(self.state)
-        aggregate = object.__new__(cls)
-        values = {name: getattr(state, name) for name in type(state).model_fields}
-        values["_created_on"], values["_modified_on"] = values.pop("created_on"), values.pop("modified_on")
-        aggregate.__dict__.update(
-            _id=self.originator_id, _version=self.originator_version, _pending_events=[], **values
-        )
-        return aggregate
+        state = dict(self.state)
+        from_version, class_version = state.pop("class_version", 1), getattr(cls, "class_version", 1)
+        while from_version < class_version:  # before the typing: the older state does not fit it
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
+            from_version += 1
+        typed = cls.snapshot_state.model_validate(state).attributes()
+        if class_version > 1:
+            typed["class_version"] = class_version  # upcast already: nothing left for the library to do
+        return super(AggregateSnapshot, self.model_copy(update={"state": typed})).mutate(None)
 
 
 get_topic(AggregateSnapshot)  # registers its TOPIC, for processes that read snapshots before taking one
 
 
-class Aggregate(BaseAggregate[UUID]):
+class Aggregate(LibraryAggregate):
     """Base of our aggregates: pydantic events with explicit, stable topics."""
 
-    Snapshot: ClassVar[type[AggregateSnapshot]] = AggregateSnapshot
+    # The library's Aggregate names its dataclass snapshot here; ours is the pydantic one above.
+    Snapshot = AggregateSnapshot  # type: ignore[assignment]
     snapshot_state: ClassVar[type[SnapshotState]]  # on the aggregates the application snapshots
-
-    @staticmethod
-    def create_id(*_: Any, **__: Any) -> UUID:
-        return uuid4()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Aggregate:
-        """The copy a command works on, made from the repository's cached aggregate.
-
-        Attributes hold immutable values (frozen pydantic values, UUIDs, strings, enums, times)
-        or lists of them, which commands replace or extend: new lists are enough, and sharing the
-        values keeps the copy of a vault with thousands of VMs cheap. Dicts (job parameters and
-        results) are copied deeply; they are small.
-        """
-        clone = object.__new__(type(self))
-        for name, value in self.__dict__.items():
-            if isinstance(value, list):
-                value = list(value)
-            elif isinstance(value, (dict, set)):
-                value = copy.deepcopy(value, memo)
-            clone.__dict__[name] = value
-        return clone
 
     class Event(DomainEvent, CanMutateAggregate[UUID]):
         pass

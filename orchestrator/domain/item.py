@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
@@ -10,6 +12,12 @@ from eventsourcing.domain import event
 from orchestrator.domain.base import Aggregate, SnapshotState
 from orchestrator.domain.values import CheckResult, ItemStatus, VmRef
 from orchestrator.errors import DomainError
+
+if TYPE_CHECKING:
+    from orchestrator.domain.vault import Vault
+
+DEFAULT_RETAIN = timedelta(days=30)  # an on-demand backup's, when the operator names none
+MAX_RETAIN = timedelta(days=99 * 365)
 
 
 def item_id_for(vm_key: str) -> UUID:
@@ -189,6 +197,20 @@ class VirtualMachine(Aggregate):
                 field="vm_name",
             )
 
+    @staticmethod
+    def registered_in(vault: Vault, name: str, candidates: Iterable[VirtualMachine | None]) -> VirtualMachine:
+        """The one VM of `vault` that `name` designates, among the items of the VMs named so."""
+        items = [i for i in candidates if i is not None and i.vault_id == vault.id and i.status.holds_vm]
+        if len(items) != 1:
+            raise DomainError(
+                "VmNotRegistered",
+                f"several registered VMs match {name!r}; name one as <cloud service>/<vm>"
+                if len(items) > 1
+                else f"no VM named {name!r} is registered in vault {vault.name!r}",
+                field="vm_name",
+            )
+        return items[0]
+
     @event(Unregistered)
     def unregister(self, job_id: UUID) -> None:
         self.status = ItemStatus.UNREGISTERED
@@ -202,6 +224,17 @@ class VirtualMachine(Aggregate):
     @property
     def actively_protected(self) -> bool:
         return self.status in ACTIVE
+
+    @property
+    def holds_protected_data(self) -> bool:
+        """Protected, or stopped with its data kept: what locks its vault's storage replication."""
+        return self.status in ACTIVE or self.status is ItemStatus.PROTECTION_STOPPED
+
+    def check_not_protected_elsewhere(self, vault_id: UUID, name: str) -> None:
+        if self.vault_id != vault_id and self.status in ACTIVE:
+            raise DomainError(
+                "VmInAnotherVault", f"VM {name} is protected in vault {self.vault_name!r}", field="vm_names"
+            )
 
     def check_can_protect(self, vault_id: UUID) -> None:
         if self.vault_id != vault_id or not self.status.holds_vm:
@@ -253,7 +286,32 @@ class VirtualMachine(Aggregate):
                 field="vm_name",
             )
 
+    def check_can_stop_protection(self, delete_data: bool) -> None:
+        """Protection stops once; a VM whose protection stopped may still have its data deleted."""
+        if not (self.status in ACTIVE or (delete_data and self.status is ItemStatus.PROTECTION_STOPPED)):
+            raise DomainError("VmNotProtected", f"VM {self.vm.display_name} is not protected", field="vm_name")
+        self.check_no_backup_running()
+
     # Backups
+
+    @staticmethod
+    def check_retain_until(requested: datetime | None, now: datetime) -> datetime:
+        """How long an on-demand backup taken `now` is kept: `requested` (a time with its zone, after
+        now and within 99 years), else DEFAULT_RETAIN."""
+        if requested is not None and requested.utcoffset() is None:
+            raise DomainError(
+                "RetainUntilInvalid",
+                f"retain-until {requested.isoformat()} needs its time zone (e.g. 2027-01-31T00:00+00:00)",
+                field="retain_until",
+            )
+        retain_until = requested or now + DEFAULT_RETAIN
+        if not now < retain_until <= now + MAX_RETAIN:
+            raise DomainError(
+                "RetainUntilInvalid",
+                f"retain-until {retain_until.isoformat()} must be after now and within 99 years",
+                field="retain_until",
+            )
+        return retain_until
 
     def check_no_backup_running(self) -> None:
         if self.backup_job_id is not None:

@@ -10,6 +10,7 @@ from eventsourcing.domain import event
 
 from orchestrator.domain.base import Aggregate
 from orchestrator.domain.values import CheckResult, Finding, JobState, Operation
+from orchestrator.errors import DomainError
 
 
 class Job(Aggregate):
@@ -59,6 +60,12 @@ class Job(Aggregate):
         """A job with a key (a scheduled slot, say) gets an id derived from it: a second request
         for the same key conflicts instead of making a second job."""
         return uuid5(NAMESPACE_URL, f"/jobs/{job_key}") if job_key else uuid4()
+
+    @staticmethod
+    def check_restore_target(mode: str, target_dir: str) -> None:
+        """A restore of disks writes them into a directory the operator names."""
+        if mode == "disks" and not target_dir:
+            raise DomainError("TargetDirRequired", "restoring disks needs a target directory", field="target_dir")
 
     @event(Created)
     def __init__(self, operation: Operation, vault_id: UUID, vm_key: str, vm_name: str, job_key: str = "") -> None:

@@ -10,6 +10,9 @@ from eventsourcing.domain import event
 from orchestrator.domain.base import Aggregate, Value
 from orchestrator.domain.schedule import Tier
 from orchestrator.domain.values import EncryptionKeys
+from orchestrator.errors import DomainError
+
+HELD = "newest recovery point of an actively protected VM"
 
 
 def recovery_point_id_for(job_id: UUID) -> UUID:
@@ -100,6 +103,37 @@ class RecoveryPoint(Aggregate):
     @property
     def on_demand(self) -> bool:
         return Tier.ON_DEMAND in self.tiers
+
+    def check_live(self) -> None:
+        if self.expired:
+            raise DomainError(
+                "RecoveryPointExpired", f"recovery point {self.id} has expired", field="recovery_point_id"
+            )
+
+    def check_encrypted(self) -> EncryptionKeys:
+        """The key names of an encrypted VM's point: restoring keys needs them."""
+        if self.encryption is None:
+            raise DomainError(
+                "RecoveryPointNotEncrypted",
+                f"recovery point {self.id} of VM {self.vm_name} is not of an encrypted VM: it holds no keys",
+                field="recovery_point_id",
+            )
+        return self.encryption
+
+    def is_due(self, vault_id: UUID, now: datetime) -> bool:
+        """Whether retention in `vault_id` at `now` has this point to expire (or to hold)."""
+        return self.vault_id == vault_id and not self.expired and self.expires_at <= now
+
+    def expire_or_hold(self, newest_of_protected_vm: bool) -> str:
+        """A due point expires, unless it is the newest of an actively protected VM, which is held.
+        Returns what changed: "expired", "held", or "" (held already)."""
+        if newest_of_protected_vm:
+            if self.held_reason == HELD:
+                return ""
+            self.hold(HELD)
+            return "held"
+        self.expire(f"retention ended at {self.expires_at.isoformat()}")
+        return "expired"
 
     @event(RetentionChanged)
     def change_retention(self, tiers: list[Tier], expires_at: datetime, reason: str) -> None:

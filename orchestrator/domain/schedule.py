@@ -130,37 +130,10 @@ def check_schedule(schedule: Schedule) -> None:
 
 
 def check_retention(retention: Retention, schedule: Schedule) -> None:
-    tiers = {
-        "daily": retention.daily,
-        "weekly": retention.weekly,
-        "monthly": retention.monthly,
-        "yearly": retention.yearly,
-    }
-    if not any(tiers.values()):
-        raise _refuse("RetentionRequired", "retention", "a policy keeps its points in at least one tier")
-    counts = {
-        "daily": retention.daily and retention.daily.days,
-        "weekly": retention.weekly and retention.weekly.weeks,
-        "monthly": retention.monthly and retention.monthly.months,
-        "yearly": retention.yearly and retention.yearly.years,
-    }
-    for tier, count in counts.items():
-        low, high = RANGES[tier]
-        if tiers[tier] is not None and not low <= int(count or 0) <= high:
-            raise _refuse(
-                "RetentionOutOfRange", f"retention.{tier}", f"{tier} retention of {count} is outside {low}-{high}"
-            )
-    if schedule.frequency == "daily" and retention.daily is None:
-        raise _refuse("DailyRetentionRequired", "retention.daily", "a daily schedule needs daily retention")
-    if schedule.frequency == "weekly":
-        if retention.daily is not None:
-            raise _refuse("DailyRetentionNotAllowed", "retention.daily", "a weekly schedule cannot keep daily points")
-        if retention.weekly is None or set(retention.weekly.weekdays) != set(schedule.weekdays):
-            raise _refuse(
-                "WeeklyRetentionDaysMismatch",
-                "retention.weekly.weekdays",
-                "a weekly schedule keeps weekly points on exactly its scheduled weekdays",
-            )
+    """The rules in the order an operator meets them: how many points each tier keeps, which tiers
+    the schedule needs, then each tier's selectors."""
+    _check_tier_counts(retention)
+    _check_tiers_fit(retention, schedule)
     if retention.weekly:
         _check_weekdays(retention.weekly.weekdays, "retention.weekly.weekdays")
     if retention.monthly:
@@ -170,6 +143,39 @@ def check_retention(retention: Retention, schedule: Schedule) -> None:
         if not all(1 <= m <= 12 for m in months) or len(set(months)) != len(months):
             raise _refuse("RetentionSelectorInvalid", "retention.yearly.months_of_year", "months are distinct, 1-12")
         _check_day_of_month(retention.yearly.on, "retention.yearly.on")
+
+
+def _check_tier_counts(retention: Retention) -> None:
+    counts = {
+        "daily": retention.daily and retention.daily.days,
+        "weekly": retention.weekly and retention.weekly.weeks,
+        "monthly": retention.monthly and retention.monthly.months,
+        "yearly": retention.yearly and retention.yearly.years,
+    }
+    kept = {tier: count for tier, count in counts.items() if getattr(retention, tier) is not None}
+    if not kept:
+        raise _refuse("RetentionRequired", "retention", "a policy keeps its points in at least one tier")
+    for tier, count in kept.items():
+        low, high = RANGES[tier]
+        if not low <= int(count or 0) <= high:
+            raise _refuse(
+                "RetentionOutOfRange", f"retention.{tier}", f"{tier} retention of {count} is outside {low}-{high}"
+            )
+
+
+def _check_tiers_fit(retention: Retention, schedule: Schedule) -> None:
+    if schedule.frequency == "daily" and retention.daily is None:
+        raise _refuse("DailyRetentionRequired", "retention.daily", "a daily schedule needs daily retention")
+    if schedule.frequency != "weekly":
+        return
+    if retention.daily is not None:
+        raise _refuse("DailyRetentionNotAllowed", "retention.daily", "a weekly schedule cannot keep daily points")
+    if retention.weekly is None or set(retention.weekly.weekdays) != set(schedule.weekdays):
+        raise _refuse(
+            "WeeklyRetentionDaysMismatch",
+            "retention.weekly.weekdays",
+            "a weekly schedule keeps weekly points on exactly its scheduled weekdays",
+        )
 
 
 def _check_weekdays(weekdays: list[str], field: str) -> None:

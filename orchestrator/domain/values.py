@@ -38,7 +38,6 @@ class JobState(str, Enum):
     COMPLETED = "completed"
     COMPLETED_WITH_WARNINGS = "completed_with_warnings"
     FAILED = "failed"
-    CANCELLED = "cancelled"
 
     @property
     def is_terminal(self) -> bool:

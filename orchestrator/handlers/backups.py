@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -12,15 +12,10 @@ from orchestrator.domain.base import Aggregate
 from orchestrator.domain.item import item_id_for
 from orchestrator.domain.schedule import Tier, slots_between, tiers_for
 from orchestrator.domain.values import Operation
-from orchestrator.errors import DomainError
 from orchestrator.handlers import handles
 
 if TYPE_CHECKING:
     from orchestrator.application import Orchestrator
-
-DEFAULT_RETAIN = timedelta(days=30)
-MAX_RETAIN = timedelta(days=99 * 365)
-HELD = "newest recovery point of an actively protected VM"
 
 
 @handles(c.BackupNow)
@@ -29,19 +24,7 @@ def backup_now(app: Orchestrator, cmd: c.BackupNow) -> UUID:
     item = app.registered_item(vault, cmd.vm_name)
     item.check_actively_protected()
     item.check_no_backup_running()
-    if cmd.retain_until is not None and cmd.retain_until.utcoffset() is None:
-        raise DomainError(
-            "RetainUntilInvalid",
-            f"retain-until {cmd.retain_until.isoformat()} needs its time zone (e.g. 2027-01-31T00:00+00:00)",
-            field="retain_until",
-        )
-    retain_until = cmd.retain_until or cmd.now + DEFAULT_RETAIN
-    if not cmd.now < retain_until <= cmd.now + MAX_RETAIN:
-        raise DomainError(
-            "RetainUntilInvalid",
-            f"retain-until {retain_until.isoformat()} must be after now and within 99 years",
-            field="retain_until",
-        )
+    retain_until = VirtualMachine.check_retain_until(cmd.retain_until, cmd.now)
     job = Job(operation=Operation.BACKUP, vault_id=vault.id, vm_key=item.vm.key, vm_name=item.vm.display_name)
     item.start_backup(job.id, None, retain_until)
     app.save(job, item)  # the item's version makes a concurrent second backup conflict
@@ -153,25 +136,19 @@ def expire_recovery_points(app: Orchestrator, cmd: c.ExpireRecoveryPoints) -> li
     expired: list[UUID] = []
     for rp_id in cmd.recovery_point_ids:
         rp = app.get(rp_id, RecoveryPoint)
-        if rp.vault_id != job.vault_id or rp.expired or rp.expires_at > cmd.now:
+        if not rp.is_due(job.vault_id, cmd.now):
             continue
         item = app.get(rp.item_id, VirtualMachine)
-        if item.actively_protected and item.latest_recovery_point == rp.id:
-            if rp.held_reason != HELD:
-                rp.hold(HELD)
-                changed.append(rp)
-            continue
-        rp.expire(f"retention ended at {rp.expires_at.isoformat()}")
-        changed.append(rp)
-        expired.append(rp.id)
+        outcome = rp.expire_or_hold(item.actively_protected and item.latest_recovery_point == rp.id)
+        changed += [rp] if outcome else []
+        expired += [rp.id] if outcome == "expired" else []
     app.save(*changed)
     return expired
 
 
 def _live_point(app: Orchestrator, rp_id: UUID) -> RecoveryPoint:
     rp = app.get(rp_id, RecoveryPoint)
-    if rp.expired:
-        raise DomainError("RecoveryPointExpired", f"recovery point {rp.id} has expired", field="recovery_point_id")
+    rp.check_live()
     return rp
 
 
@@ -179,21 +156,11 @@ def _live_point(app: Orchestrator, rp_id: UUID) -> RecoveryPoint:
 def restore(app: Orchestrator, cmd: c.Restore) -> UUID:
     rp = _live_point(app, cmd.recovery_point_id)
     vault = app.get(rp.vault_id, Vault)
-    if cmd.region and cmd.region != vault.region:
-        raise DomainError(
-            "CrossRegionRestoreUnsupported",
-            f"restore to region {cmd.region!r} is refused: the vault and its VMs are in {vault.region!r}",
-            field="region",
-        )
-    if cmd.mode == "disks" and not cmd.target_dir:
-        raise DomainError("TargetDirRequired", "restoring disks needs a target directory", field="target_dir")
-    if cmd.mode == "vm" and vault.find_in_inventory(cmd.target_vm_name):
-        raise DomainError(
-            "RestoreTargetExists",
-            f"a VM named {cmd.target_vm_name!r} exists; restore creates a new VM and never "
-            "replaces one: choose another name, or restore disks",
-            field="target_vm_name",
-        )
+    vault.check_restore_region(cmd.region)
+    Job.check_restore_target(cmd.mode, cmd.target_dir)
+    discovery = app.discovery_of(vault)
+    if cmd.mode == "vm" and discovery is not None:
+        discovery.check_no_vm_named(cmd.target_vm_name)
     job = Job(
         operation=Operation.RESTORE,
         vault_id=vault.id,
@@ -216,13 +183,8 @@ def restore(app: Orchestrator, cmd: c.Restore) -> UUID:
 def restore_keys(app: Orchestrator, cmd: c.RestoreKeys) -> UUID:
     """A job that puts an encrypted VM's secret and key back into a key vault from a recovery point."""
     rp = _live_point(app, cmd.recovery_point_id)
-    if rp.encryption is None:
-        raise DomainError(
-            "RecoveryPointNotEncrypted",
-            f"recovery point {rp.id} of VM {rp.vm_name} is not of an encrypted VM: it holds no keys",
-            field="recovery_point_id",
-        )
+    keys = rp.check_encrypted()
     job = Job(operation=Operation.RESTORE_KEYS, vault_id=rp.vault_id, vm_key=rp.vm_key, vm_name=rp.vm_name)
-    job.set_parameters({"recovery_point_id": str(rp.id), "key_vault": cmd.key_vault or rp.encryption.key_vault})
+    job.set_parameters({"recovery_point_id": str(rp.id), "key_vault": cmd.key_vault or keys.key_vault})
     app.save(job)
     return job.id

@@ -1,4 +1,4 @@
-"""Policies: create, edit (re-applying retention to existing recovery points), assign."""
+"""Policies: create, edit (re-applying retention to existing recovery points), look up."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from uuid import UUID
 from orchestrator import commands as c
 from orchestrator.domain import BackupPolicy, RecoveryPoint, Vault, VirtualMachine
 from orchestrator.domain.base import Aggregate
-from orchestrator.domain.policy import check_policy, policy_id_for
+from orchestrator.domain.policy import policy_id_for
 from orchestrator.domain.schedule import tiers_for
-from orchestrator.errors import DomainError, NotFoundError
+from orchestrator.errors import NotFoundError
 from orchestrator.handlers import handles
 
 if TYPE_CHECKING:
@@ -20,9 +20,8 @@ if TYPE_CHECKING:
 @handles(c.CreatePolicy)
 def create_policy(app: Orchestrator, cmd: c.CreatePolicy) -> UUID:
     vault = app.get(cmd.vault_id, Vault)
-    check_policy(cmd.name, cmd.schedule, cmd.retention, cmd.timezone)
-    if policy_id_for(vault.id, cmd.name) in app.repository:
-        raise DomainError("PolicyNameTaken", f"vault {vault.name!r} already has a policy {cmd.name!r}", field="name")
+    BackupPolicy.check_settings(cmd.name, cmd.schedule, cmd.retention, cmd.timezone)
+    BackupPolicy.check_name_free(vault.name, cmd.name, app.find(policy_id_for(vault.id, cmd.name), BackupPolicy))
     policy = BackupPolicy(
         vault_id=vault.id, name=cmd.name, schedule=cmd.schedule, retention=cmd.retention, timezone=cmd.timezone
     )
@@ -34,11 +33,10 @@ def create_policy(app: Orchestrator, cmd: c.CreatePolicy) -> UUID:
 def update_policy(app: Orchestrator, cmd: c.UpdatePolicy) -> int:
     """Returns how many recovery points had their retention changed."""
     policy = app.get(cmd.policy_id, BackupPolicy)
-    check_policy(policy.name, cmd.schedule, cmd.retention, cmd.timezone)
+    BackupPolicy.check_settings(policy.name, cmd.schedule, cmd.retention, cmd.timezone)
     policy.update(cmd.schedule, cmd.retention, cmd.timezone)
     changed: list[Aggregate] = [policy]
-    for item_id in policy.item_ids:
-        item = app.get(item_id, VirtualMachine)
+    for item in app.items_of_policy(policy.id):
         changed += reapply_retention(app, policy, item, f"policy {policy.name} was edited")
     app.save(*changed)
     return len(changed) - 1

@@ -1,16 +1,17 @@
+"""Discovery, registration and unregistration of VMs."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 from orchestrator import commands as c
-from orchestrator.domain import Job, Vault, VirtualMachine
+from orchestrator.domain import Discovery, Job, Vault, VirtualMachine
 from orchestrator.domain.base import Aggregate
 from orchestrator.domain.item import item_id_for
-from orchestrator.domain.values import Operation
-from orchestrator.errors import DomainError
+from orchestrator.domain.values import Operation, VmRef
+from orchestrator.errors import for_each_vm
 from orchestrator.handlers import handles
-from orchestrator.registration import plan_registrations, summarize_inventory
 
 if TYPE_CHECKING:
     from orchestrator.application import Orchestrator
@@ -26,10 +27,21 @@ def discover(app: Orchestrator, cmd: c.DiscoverVms) -> UUID:
 
 @handles(c.RegisterVms)
 def register(app: Orchestrator, cmd: c.RegisterVms) -> list[UUID]:
+    """Every name resolves to a VM the vault may hold, or the whole request is refused."""
     vault = app.get(cmd.vault_id, Vault)
-    plans = plan_registrations(vault, cmd.vm_names, app.item_of)
+    discovery = vault.check_discovered(app.discovery_of(vault)) if cmd.vm_names else None
+
+    def resolve(name: str) -> tuple[VmRef, VirtualMachine | None]:
+        assert discovery is not None  # for_each_vm resolves no name of an empty list
+        vm = discovery.resolve(vault, name)
+        item = app.item_of(vm.key)
+        if item is not None:
+            item.check_can_register(vault.id)
+        return vm, item
+
+    plans = {vm.key: (vm, item) for vm, item in for_each_vm(cmd.vm_names, "registered", resolve)}
     changed: list[Aggregate] = []
-    for vm, item in plans:
+    for vm, item in plans.values():
         job = Job(operation=Operation.REGISTER, vault_id=vault.id, vm_key=vm.key, vm_name=vm.display_name)
         if item is None:
             item = VirtualMachine(vm=vm, vault_id=vault.id, vault_name=vault.name, job_id=job.id)
@@ -54,13 +66,15 @@ def unregister(app: Orchestrator, cmd: c.UnregisterVm) -> UUID:
 
 @handles(c.RecordInventory)
 def record_inventory(app: Orchestrator, cmd: c.RecordInventory) -> None:
+    """The discovery's VMs become a `Discovery` of their own; the vault notes it as its latest."""
     job = app.open_job(cmd.job_id)
     if job is None:
         return
     vault = app.get(job.vault_id, Vault)
-    vault.record_inventory(job.id, cmd.vms)
-    job.complete(result=summarize_inventory(vault, app.item_of), warnings=[])
-    app.save(vault, job)
+    discovery = Discovery(vault_id=vault.id, job_id=job.id, vms=cmd.vms)
+    vault.discovered(job.id)
+    job.complete(result=discovery.summary(vault, app.item_of), warnings=[])
+    app.save(discovery, vault, job)
 
 
 @handles(c.CompleteRegistration)
@@ -72,13 +86,3 @@ def complete_registration(app: Orchestrator, cmd: c.CompleteRegistration) -> Non
     item.registered(job.id, cmd.extension_version)
     job.complete(result={"extension_version": cmd.extension_version}, warnings=cmd.warnings)
     app.save(item, job)
-
-
-def not_registered(vault: Vault, name: str, several: bool) -> DomainError:
-    return DomainError(
-        "VmNotRegistered",
-        f"several registered VMs match {name!r}; name one as <cloud service>/<vm>"
-        if several
-        else f"no VM named {name!r} is registered in vault {vault.name!r}",
-        field="vm_name",
-    )

@@ -9,7 +9,6 @@ from orchestrator.domain.policy import DEFAULT_POLICY
 from orchestrator.domain.schedule import default_retention, default_schedule
 from orchestrator.domain.values import VaultKind
 from orchestrator.domain.vault import vault_id_for
-from orchestrator.errors import DomainError
 from orchestrator.handlers import handles
 
 if TYPE_CHECKING:
@@ -19,13 +18,7 @@ if TYPE_CHECKING:
 @handles(c.CreateVault)
 def create_vault(app: Orchestrator, cmd: c.CreateVault) -> UUID:
     """The name, subscription, region and resource group are checked by their types (CreateVault)."""
-    if vault_id_for(cmd.subscription, cmd.name) in app.repository:
-        raise DomainError(
-            "VaultNameTaken",
-            f"subscription {cmd.subscription!r} already has a vault named {cmd.name!r} "
-            "(names are unique per subscription, ignoring case)",
-            field="name",
-        )
+    Vault.check_name_free(cmd.subscription, cmd.name, app.find(vault_id_for(cmd.subscription, cmd.name), Vault))
     goal = "azure/virtual_machine" if cmd.kind is VaultKind.RECOVERY_SERVICES else ""
     vault = Vault(
         name=cmd.name,
@@ -49,8 +42,10 @@ def create_vault(app: Orchestrator, cmd: c.CreateVault) -> UUID:
 
 @handles(c.SetReplication)
 def set_replication(app: Orchestrator, cmd: c.SetReplication) -> None:
+    """Until the vault is first asked to protect a VM, no item of it can hold protected data; after,
+    its items say (read from the event store: a rare command, on a vault's items only)."""
     vault = app.get(cmd.vault_id, Vault)
-    vault.check_replication_changeable()
+    vault.check_replication_changeable(app.items_of_vault(vault.id) if vault.protection_started else ())
     if vault.replication is not cmd.replication:
         vault.change_replication(cmd.replication)
         app.save(vault)

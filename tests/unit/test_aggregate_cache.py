@@ -12,8 +12,8 @@ from orchestrator.application import Orchestrator
 from orchestrator.bootstrap import build_app
 from orchestrator.config import load_settings
 from orchestrator.domain import Job, Vault
-from orchestrator.domain.values import Operation, Replication, VmRef
-from orchestrator.errors import NotFoundError, SettingsError
+from orchestrator.domain.values import Replication
+from orchestrator.errors import SettingsError
 
 
 def two_processes(tmp_path: Path) -> tuple[Orchestrator, Orchestrator]:
@@ -38,16 +38,14 @@ def test_each_application_caches_aggregates_and_fast_forwards_to_what_others_sto
 def test_a_command_changes_its_own_copy_and_the_cache_only_through_the_store(tmp_path: Path) -> None:
     app, _ = two_processes(tmp_path)
     vault_id = app.handle(c.CreateVault(name="vault-a", region="japaneast", resource_group="rg"), "alice")
-    ref = VmRef(
-        subscription="sub", name="vm01", resource_group="rg", region="japaneast", deployment_model="resource_manager"
-    )
-    copy = app.get(vault_id, Vault)
-    copy.change_replication(Replication.LOCAL)  # triggered, never saved (a command that failed)
-    copy.inventory.append(ref)
-    fresh = app.get(vault_id, Vault)
-    assert (fresh.replication, fresh.inventory, fresh.version) == (Replication.GEO, [], 1)
+    job_id = app.handle(c.DiscoverVms(vault_id=vault_id), "alice")
+    copy = app.get(job_id, Job)
+    copy.progress(10, 100)  # triggered, never saved (a command that failed)
+    copy.parameters["target_vm_name"] = "changed in place"
+    fresh = app.get(job_id, Job)
+    assert (fresh.bytes_done, fresh.parameters, fresh.version) == (0, {}, 1)
     assert fresh.collect_events() == []
-    assert fresh.inventory is not app.repository.cache.get(vault_id).inventory
+    assert fresh.parameters is not app.repository.cache.get(job_id).parameters
 
 
 def test_the_cache_size_is_a_setting_and_zero_turns_it_off(tmp_path: Path) -> None:
@@ -56,26 +54,3 @@ def test_the_cache_size_is_a_setting_and_zero_turns_it_off(tmp_path: Path) -> No
     with pytest.raises(SettingsError) as caught:
         load_settings({"BACKUP_AGGREGATE_CACHE_SIZE": "-1"})
     assert caught.value.field == "BACKUP_AGGREGATE_CACHE_SIZE"
-
-
-def test_a_first_load_looks_for_a_snapshot_only_for_classes_that_have_them(tmp_path: Path) -> None:
-    """A job or a recovery point never has a snapshot: loading one reads its events alone."""
-    first, second = two_processes(tmp_path)
-    vault_id = first.handle(c.CreateVault(name="vault-a", region="japaneast", resource_group="rg"), "alice")
-    job_id = first.handle(c.DiscoverVms(vault_id=vault_id), "alice")
-    assert second.snapshots is not None
-    looked: list[object] = []
-    select_events = second.snapshots.recorder.select_events
-
-    def spy(*args: object, **kwargs: object) -> object:
-        looked.append(args[0] if args else kwargs["originator_id"])
-        return select_events(*args, **kwargs)  # type: ignore[arg-type]
-
-    second.snapshots.recorder.select_events = spy  # type: ignore[method-assign]
-    assert second.get(job_id, Job).operation is Operation.DISCOVERY
-    assert looked == []
-    assert second.get(vault_id, Vault).name == "vault-a"
-    assert looked == [vault_id]
-    with pytest.raises(NotFoundError) as caught:  # an id of another class is still refused
-        second.get(vault_id, Job)
-    assert caught.value.code == "JobNotFound"
