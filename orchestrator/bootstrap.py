@@ -188,17 +188,12 @@ def take_data_dir(settings: Settings) -> int:
 
 def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> Orchestrator:
     """The application on the configured event store. `pre_ping=False` for a process that lives
-    for one short task: a pooled PostgreSQL connection is not checked before each use (a
-    long-lived process's may have been dropped while idle, and is checked as orchestrator/pgpool.py
-    says; the library retries a statement that fails on a dropped connection with a new one either
-    way)."""
+    for one short task: a pooled PostgreSQL connection is not pinged before each use (a long-lived
+    process's may have been dropped while idle; the library retries a statement that fails on a
+    dropped connection with a new one either way)."""
     _opening(settings, lambda: open_data_dir(settings))
     env = app_env(settings, create_tables, pre_ping)
     app = _opening(settings, lambda: Orchestrator(env=env))
-    if settings.event_store == "postgres":
-        from orchestrator.pgpool import check_sockets_first
-
-        check_sockets_first(cast(Any, app.recorder).datastore)
     _check_cipher(app)
     return app
 
