@@ -1,13 +1,13 @@
-"""What a forked rq work horse pays to start: a command run through a fresh application (as each
-horse builds one) against the same command through one long-lived application, PostgreSQL.
+"""What a worker would pay per job if it built its application for each job (as forked rq work horses
+once did): a command run through a fresh application against the same command through one
+long-lived application (as a worker keeps now: workers/worker.py), PostgreSQL.
 
     python bench/coldstart.py [--jobs 100]
 
 warm      one application: load a vault (cached, fast-forwarded), change its replication
-cold      the same, through a new application per job, opened as `rq worker` horses open it
-          (`worker_context_from_env`: no table DDL), then closed
+cold      the same, through a new application per job, opened without table DDL, then closed
 Prints the CPU time per job of this process and of the PostgreSQL server (its backends included,
-read from /proc), and the cold/warm ratios. No target: it explains `bench/throughput.py`.
+read from /proc), and the cold/warm ratios. No target: it explains why workers keep one.
 Uses the TEST_POSTGRES_* settings of the tests (a schema of its own, dropped after).
 """
 

@@ -4,8 +4,9 @@ same run.
     python bench/throughput.py [--backups 100] [--rounds 3]
 
 Starts the distributed deployment as processes (PostgreSQL in a schema of its own, Redis database
-13, `backupctl serve dispatcher` and `projections`, two `rq worker` processes with the
-PreloadedWorker class), protects `--backups` x `--rounds` VMs with 1 MiB disks, then, in each round:
+13 unless TEST_REDIS_URL says another, `backupctl serve dispatcher` and `projections`, two `rq
+worker` processes with the PreloadedWorker class: RQ SimpleWorkers that build their context once),
+protects `--backups` x `--rounds` VMs with 1 MiB disks, then, in each round:
   baseline  once every follower has read the whole event log, `--backups` no-op RQ jobs
             (`os.getpid`) enqueued at once on a queue of their own, run by two plain `rq worker`
             processes (RQ's own forking Worker, JSON payloads: the orchestrator's workers run
@@ -15,7 +16,7 @@ PreloadedWorker class), protects `--backups` x `--rounds` VMs with 1 MiB disks, 
             manifest and report, the projections)
 Each round's ratio compares two measurements taken seconds apart (this machine's speed drifts by
 10-20% from one minute to the next); the median round counts. Prints jobs per second for each and
-the ratios. Target: at least 0.25.
+the ratios. Floor: at least 0.2 (issue 15).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
         ratio = statistics.median(ours / baseline for baseline, ours in rounds)
         print(f"no-op RQ jobs            {statistics.median(b for b, _ in rounds):8.1f} /s   (median)")
         print(f"end-to-end backups       {statistics.median(o for _, o in rounds):8.1f} /s   (median)")
-        print(f"ratio backups/no-op      {ratio:8.3f}   (median of the rounds' ratios; target >= 0.25)")
+        print(f"ratio backups/no-op      {ratio:8.3f}   (median of the rounds' ratios; floor >= 0.2)")
     finally:
         for worker in noop_workers:
             worker.kill()

@@ -1,5 +1,7 @@
-"""The composition root: builds the application, read store, queue connection and fabric from
-settings, and (embedded mode) starts the followers and workers as threads."""
+"""The composition roots: `bootstrap` builds what a client process (and each follower service, which
+is one with a thread started: orchestrator/services.py) runs on, the application, read store, queue
+connection and fabric, and (embedded mode) starts the followers and workers as threads;
+`worker_context` builds what an `rq worker` process hands its tasks (workers/worker.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from redis import Redis
 from orchestrator import safefs
 from orchestrator.application import Orchestrator
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.config import Settings, load_settings
+from orchestrator.config import Settings
 from orchestrator.dispatcher import Dispatcher, DispatcherThread, Reconciler
 from orchestrator.errors import OrchestratorError, ServiceUnavailableError, SettingsError
 from orchestrator.fabric.local import LocalFabric
@@ -39,7 +41,6 @@ from workers.queues import QUEUES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-HORSE_POOL_WORKERS = 1  # threads of a work horse's connection pool (see horse_datastore)
 SQLITE_FILES = ("events.sqlite", "readmodels.sqlite")
 CIPHER_SAMPLE = 5  # stored rows the cipher check tries
 FULL_BELOW = 64 * 1024  # free bytes under which a store that fails to open is said to be on a full disk
@@ -187,17 +188,12 @@ def take_data_dir(settings: Settings) -> int:
 
 def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> Orchestrator:
     """The application on the configured event store. `pre_ping=False` for a process that lives
-    for one task (a work horse): a pooled PostgreSQL connection is not checked before each use (a
-    long-lived process's may have been dropped while idle, and is checked as orchestrator/pgpool.py
-    says; the library retries a statement that fails on a dropped connection with a new one either
-    way)."""
+    for one short task: a pooled PostgreSQL connection is not pinged before each use (a long-lived
+    process's may have been dropped while idle; the library retries a statement that fails on a
+    dropped connection with a new one either way)."""
     _opening(settings, lambda: open_data_dir(settings))
     env = app_env(settings, create_tables, pre_ping)
     app = _opening(settings, lambda: Orchestrator(env=env))
-    if settings.event_store == "postgres":
-        from orchestrator.pgpool import check_sockets_first
-
-        check_sockets_first(cast(Any, app.recorder).datastore)
     _check_cipher(app)
     return app
 
@@ -209,21 +205,6 @@ def app_env(settings: Settings, create_tables: bool = True, pre_ping: bool = Tru
         **({} if create_tables else {"CREATE_TABLE": "n"}),
         **({} if pre_ping else {"POSTGRES_PRE_PING": "n"}),
     }
-
-
-def horse_datastore(settings: Settings) -> Any:
-    """A PostgreSQL datastore as a work horse's application makes it (`create_tables=False`,
-    `pre_ping=False`), its pool not opened: no connection, no thread until first use. A horse runs
-    its job on one thread, so its pool has one worker thread (psycopg_pool starts three by default,
-    and starting a thread costs a horse more than the queries it makes on most jobs)."""
-    from eventsourcing.postgres import PostgresFactory
-    from eventsourcing.utils import Environment
-
-    datastore = PostgresFactory(
-        Environment(Orchestrator.name, app_env(settings, create_tables=False, pre_ping=False))
-    ).datastore
-    datastore.pool.num_workers = HORSE_POOL_WORKERS
-    return datastore
 
 
 def _check_cipher(app: Orchestrator) -> None:
@@ -296,11 +277,14 @@ def _read_store(settings: Settings) -> ReadStore:
     )
 
 
-def worker_context_from_env(settings: Settings | None = None) -> WorkerContext:
-    """For `rq worker` processes: settings from the environment, once per process."""
-    settings = settings or load_settings()
+def worker_context(settings: Settings) -> WorkerContext:
+    """What an `rq worker` process hands its tasks, built once when it starts: the application (its
+    event store's missing tables made, as a worker may start before every other service), the
+    fabric, and the read store, opened on first use. ServiceUnavailableError while the event store
+    does not answer."""
+    app = build_app(settings)
     return WorkerContext(
-        app=build_app(settings, create_tables=False, pre_ping=False),  # a job means the store exists
+        app=app,
         fabric=LocalFabric(settings.fabric_path, settings.image_roots_for()),
         principal=f"worker:{settings.principal}",
         vault_store_root=settings.vault_store_path,

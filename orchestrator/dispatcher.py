@@ -11,10 +11,7 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 from redis import Redis
-from rq.exceptions import NoSuchJobError
-from rq.job import Job as RqJob
 from rq.job import JobStatus
-from rq.utils import as_text
 
 from orchestrator import commands as c
 from orchestrator.application import Orchestrator
@@ -22,7 +19,18 @@ from orchestrator.domain import Job
 from orchestrator.domain.values import Operation
 from orchestrator.follower import Follower, FollowerThread
 from projections.store import ReadStore
-from workers.queues import QUEUES, TASK_REFUSED, enqueue, fetch_job, is_async, rq_job_id, started_registry
+from workers.queues import (
+    FAILURE,
+    QUEUES,
+    SERIALIZER,
+    TASK_REFUSED,
+    TaskJob,
+    enqueue,
+    is_async,
+    note_failure,
+    rq_job_id,
+    started_registry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +39,10 @@ CATCH_UP_BATCH = 1000  # notifications per read while the reconciler catches up 
 # Reads per sweep at most: a long history is caught up over several sweeps, so the first sweep of a
 # newly started dispatcher does not hold up its dispatching (both run in its thread).
 CATCH_UP_READS_PER_SWEEP = 20
-# How RQ records a job whose process died, and what it means.
-LOST_MARKERS = {
-    "Work-horse terminated unexpectedly": "its work horse was killed (by a signal) and its worker saw it go",
-    "AbandonedJobError": "its worker stopped heart-beating (killed with its work horse, its machine stopped, "
-    "or cut off from Redis)",
-    "stuck in intermediate queue": "its worker died as it took the job",
-}
+LOST = (
+    "its worker stopped heart-beating (the worker killed, its machine stopped, or cut off from Redis), "
+    "and RQ gave up on it"
+)
 
 
 class Dispatcher(Follower):
@@ -117,13 +122,14 @@ class Reconciler:
         counts = {"requeued": 0, "failed": 0}
         for name in QUEUES:
             # Moves jobs whose worker stopped heart-beating to retry or failed, without waiting for
-            # an idle worker's maintenance pass (which may be many minutes away).
-            started_registry(self.redis, name).cleanup()
+            # an idle worker's maintenance pass (which may be many minutes away); `note_failure`
+            # notes in each that its process died, as the workers' own sweeps do.
+            started_registry(self.redis, name).cleanup(exception_handlers=[note_failure])
         self._catch_up(self.store.position(Dispatcher.name))
         candidates = list(self.open_jobs.items())
-        statuses = self._statuses([rq_job_id(operation, job_id) for job_id, operation in candidates])
-        for (job_id, operation), status in zip(candidates, statuses, strict=True):
-            outcome = self._reconcile(operation, job_id, status)
+        rq_jobs = self._rq_jobs([rq_job_id(operation, job_id) for job_id, operation in candidates])
+        for (job_id, operation), rq_job in zip(candidates, rq_jobs, strict=True):
+            outcome = self._reconcile(operation, job_id, rq_job)
             if outcome:
                 counts[outcome] += 1
         return counts
@@ -146,13 +152,11 @@ class Reconciler:
                     self.open_jobs.pop(UUID(str(notification.originator_id)), None)
             self.read_up_to = batch[-1].id if len(batch) == CATCH_UP_BATCH else dispatched
 
-    def _statuses(self, rq_ids: list[str]) -> list[str | None]:
-        """Each RQ job's status (None: no such job), in one round trip: a sweep runs every few seconds
-        over every job in progress."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for rq_id in rq_ids:
-                pipe.hget(RqJob.key_for(rq_id), "status")
-            return [as_text(status) if status else None for status in pipe.execute()]
+    def _rq_jobs(self, rq_ids: list[str]) -> list[TaskJob | None]:
+        """Each RQ job (None: no such job), in one round trip: a sweep runs every few seconds over
+        every job in progress. Read as JSON, and nothing it names is imported."""
+        jobs = TaskJob.fetch_many(rq_ids, connection=self.redis, serializer=SERIALIZER)
+        return [job if isinstance(job, TaskJob) else None for job in jobs]
 
     def _open_job(self, job_id: UUID) -> Job | None:
         """The job, loaded because its RQ job needs action; None (and forgotten) once it has ended
@@ -163,25 +167,20 @@ class Reconciler:
             return None
         return job
 
-    def _reconcile(self, operation: Operation, job_id: UUID, status: str | None) -> str | None:
-        if status is None:
+    def _reconcile(self, operation: Operation, job_id: UUID, rq_job: TaskJob | None) -> str | None:
+        if rq_job is None:
             if self._open_job(job_id) is not None and enqueue(self.redis, operation, job_id, self.job_timeout):
                 self.on_enqueued()
                 log.warning("job %s had no RQ job (Redis lost it?); enqueued again", job_id)
                 return "requeued"
             return None
+        status = rq_job.get_status(refresh=False)
         if status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-            return None
-        try:
-            rq_job = fetch_job(self.redis, rq_job_id(operation, job_id))
-        except NoSuchJobError:  # gone since the sweep read its status: the next sweep sees to it
             return None
         job = self._open_job(job_id)
         if job is None:
             return None
-        result = rq_job.latest_result()
-        detail = ((result.exc_string or "").strip().splitlines() or [""])[-1] if result else ""
-        code, reason = failure_of(detail, status)
+        code, reason = failure_of(rq_job, status)
         self.app.handle(
             c.FailJob(
                 job_id=job_id,
@@ -194,31 +193,39 @@ class Reconciler:
         return "failed"
 
 
-def failure_of(detail: str, status: str) -> tuple[str, str]:
-    """The error code and reason for an RQ job RQ failed, from the last line of RQ's record of it.
-    The process running the job died (its work horse killed by a signal, its worker killed or cut
-    off from Redis so that it stopped heart-beating, or killed as it took the job): `WorkerLost`. The
-    worker refused the RQ job (not one of our tasks on a job id): `TaskRefused`. The task raised
-    (its own timeout included): `WorkerError`."""
-    if detail.startswith(TASK_REFUSED):
+def failure_of(rq_job: TaskJob, status: str) -> tuple[str, str]:
+    """The error code and reason for an RQ job RQ failed, from what was noted in it as it failed
+    (workers.queues.FAILURE). The process running the job died (killed, its machine stopped, or cut
+    off from Redis so that it stopped heart-beating): `WorkerLost`. The worker refused the RQ job (not
+    one of our tasks on a job id): `TaskRefused`. The task raised (its own timeout included), or RQ
+    failed it without a note: `WorkerError`, with the last line of RQ's record of it."""
+    noted = rq_job.get_meta(refresh=False).get(FAILURE)
+    note: dict[str, Any] = noted if isinstance(noted, dict) else {}
+    if isinstance(note.get("refused"), str):
         return TASK_REFUSED, (
-            f"the workers refused its RQ job ({detail}), which the dispatcher did not "
-            "write: check who can write to Redis, then submit the operation again"
+            f"the workers refused its RQ job ({TASK_REFUSED}: {note['refused'][:300]}), which the dispatcher did "
+            "not write: check who can write to Redis, then submit the operation again"
         )
-    for marker, how in LOST_MARKERS.items():
-        if marker in detail:
-            return "WorkerLost", (
-                f"the process running it died before it finished: {how} (RQ: {detail}). "
-                "Check the worker machines (out of memory? restarted?) and the workers' logs, "
-                "then submit the operation again"
-            )
-    if not detail:
+    error = note.get("error") if isinstance(note.get("error"), str) else _last_line(rq_job)
+    if note.get("lost") is True:
+        return "WorkerLost", (
+            f"the process running it died before it finished: {LOST} ({error}). "
+            "Check the worker machines (out of memory? restarted?) and the workers' logs, "
+            "then submit the operation again"
+        )
+    if not error:
         return "WorkerError", (
             f"RQ marked its RQ job {status} without a reason. Check the workers' logs, then submit the operation again"
         )
     return "WorkerError", (
-        f"the task raised {detail}. Check the workers' logs for its traceback, then submit the operation again"
+        f"the task raised {error}. Check the workers' logs for its traceback, then submit the operation again"
     )
+
+
+def _last_line(rq_job: TaskJob) -> str:
+    """The last line of RQ's record of the job's latest failure (the exception, for a task that raised)."""
+    result = rq_job.latest_result()
+    return ((result.exc_string or "").strip().splitlines() or [""])[-1][:2000] if result else ""
 
 
 class DispatcherThread(FollowerThread):

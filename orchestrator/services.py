@@ -1,19 +1,28 @@
-"""Long-running services of the distributed deployment, started by `backupctl serve NAME`."""
+"""Long-running services of the distributed deployment, started by `backupctl serve NAME`: each is
+`bootstrap` (the composition root: orchestrator/bootstrap.py) and then the one follower thread it
+runs, built by the runtime's builder for that service (`SERVICES`). The workers' processes are
+`rq worker` with workers/worker.py's class, their own composition root."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
-from orchestrator.bootstrap import bootstrap
+from orchestrator.bootstrap import Runtime, bootstrap
 from orchestrator.config import load_settings
 from orchestrator.errors import SettingsError
 from orchestrator.follower import FollowerThread
 from orchestrator.scheduler import SchedulerThread
 
 log = logging.getLogger("orchestrator.services")
+SERVICES: dict[str, Callable[[Runtime], FollowerThread | SchedulerThread]] = {
+    "dispatcher": Runtime.dispatcher_thread,
+    "projections": Runtime.projections_thread,
+    "scheduler": Runtime.scheduler_thread,
+}
 
 
 def serve(name: str) -> None:
@@ -28,13 +37,7 @@ def serve(name: str) -> None:
             field="BACKUP_REDIS_URL",
         )
     runtime = bootstrap(settings)
-    thread: FollowerThread | SchedulerThread
-    if name == "dispatcher":
-        thread = runtime.dispatcher_thread()
-    elif name == "projections":
-        thread = runtime.projections_thread()
-    else:
-        thread = runtime.scheduler_thread()
+    thread = SERVICES[name](runtime)
     stopped = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

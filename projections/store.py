@@ -124,11 +124,8 @@ class ReadStore:
     def postgres(cls, **connect: Any) -> ReadStore:
         from eventsourcing.postgres import PostgresDatastore  # psycopg only where PostgreSQL is used
 
-        from orchestrator.pgpool import check_sockets_first
-
         schema = connect.pop("schema", "public")
         datastore = PostgresDatastore(schema=schema, pool_size=1, max_overflow=4, pre_ping=True, **connect)
-        check_sockets_first(datastore)
         return cls(datastore, "postgres", schema)
 
     def t(self, name: str) -> str:

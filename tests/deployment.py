@@ -72,8 +72,8 @@ class Deployment:
             self.start(name)
 
     def kill(self, name: str) -> None:
-        """SIGKILL the process and all its descendants: an rq worker's work horse runs in a process
-        group of its own, and so does not die with the worker's group."""
+        """SIGKILL the process and all its descendants (a job's scripts, say), wherever their process
+        group is."""
         proc = self.procs.pop(name)
         for pid in [*_descendants(proc.pid), proc.pid]:
             with contextlib.suppress(ProcessLookupError):

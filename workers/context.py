@@ -1,17 +1,11 @@
-"""What a task needs (the application, the fabric, who it acts as), found without arguments.
-
-Embedded worker threads are bound to their process's runtime; a distributed `rq worker` builds
-its own from the BACKUP_* environment on first use, once per process.
-"""
+"""What a task needs (the application, the fabric, who it acts as), handed to it by the worker
+that runs it: each kind of worker builds one when it starts (orchestrator/bootstrap.py) and passes
+it to every task it runs (workers/queues.py's `TaskJob.func`)."""
 
 from __future__ import annotations
 
-import atexit
-import os
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -35,12 +29,21 @@ class WorkerContext:
     keys: KeyProtector
     open_read_store: Callable[[], ReadStore]
     own_dirs: tuple[Path, ...] = ()  # the deployment's own directories: never a restore's target
+    opened_read_store: ReadStore | None = field(default=None, init=False)
 
-    @cached_property
+    @property
     def read_store(self) -> ReadStore:
-        """Opened on first use: few tasks query a read model, and a distributed worker's work horse
-        would otherwise open a database connection per job for nothing."""
-        return self.open_read_store()
+        """Opened on first use: few tasks query a read model."""
+        if self.opened_read_store is None:
+            self.opened_read_store = self.open_read_store()
+        return self.opened_read_store
+
+    def close(self) -> None:
+        """Close the application and the read store (if opened): for the worker that built them."""
+        if self.opened_read_store is not None:
+            self.opened_read_store.close()
+            self.opened_read_store = None
+        self.app.close()
 
     def vault_store(self, vault_id: UUID) -> VaultStore:
         return VaultStore(self.vault_store_root / str(vault_id))
@@ -48,43 +51,3 @@ class WorkerContext:
     def report(self, command: Command) -> Any:
         """Send a command through the same code path as an operator's."""
         return self.app.handle(command, self.principal)
-
-
-_bound = threading.local()
-_per_process: dict[int, WorkerContext] = {}
-_lock = threading.Lock()
-_inherited: tuple[int, WorkerContext] | None = None  # (the rq worker process, the context its horses use)
-
-
-def inherit(context: WorkerContext) -> None:
-    """In an rq worker process: the context its forked work horses use instead of building their own
-    (never this process itself, which does not run tasks)."""
-    global _inherited
-    _inherited = (os.getpid(), context)
-    atexit.register(_close_inherited, os.getpid())
-
-
-def _close_inherited(pid: int) -> None:
-    """At the worker process's exit (horses leave by `os._exit`), while the modules are all there."""
-    if _inherited is not None and _inherited[0] == pid == os.getpid():
-        _inherited[1].app.close()
-
-
-def bind(context: WorkerContext | None) -> None:
-    _bound.context = context
-
-
-def current() -> WorkerContext:
-    context: WorkerContext | None = getattr(_bound, "context", None)
-    if context is not None:
-        return context
-    with _lock:
-        pid = os.getpid()
-        if pid not in _per_process:
-            if _inherited is not None and _inherited[0] != pid:  # a work horse of the process that built it
-                _per_process[pid] = _inherited[1]
-            else:
-                from orchestrator.bootstrap import worker_context_from_env
-
-                _per_process[pid] = worker_context_from_env()
-        return _per_process[pid]

@@ -1,7 +1,9 @@
 """RQ SimpleWorkers as threads on an in-process fakeredis server (the embedded mode).
 
-RQ's workers install signal handlers and time jobs out with SIGALRM, both main-thread only; these
-overrides are private RQ hooks, so the RQ range is pinned and tests run this path.
+RQ's `work()` loop installs SIGINT/SIGTERM handlers, which Python allows in the main thread only,
+so a thread drives its worker through RQ's public steps instead: register, then dequeue (without
+blocking) and `execute_job`, heartbeat, maintenance when due; and unregister when it stops. Job
+timeouts use RQ's thread-timer death penalty (its default, SIGALRM, is main-thread only too).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from redis import Redis
 from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
+from rq.worker import WorkerStatus
 
-from workers import context
+from workers.context import WorkerContext
 from workers.outages import event_store_answers
 from workers.queues import TaskWorker
 
@@ -28,14 +31,14 @@ class ThreadWorker(TaskWorker, SimpleWorker):
     death_penalty_class = TimerDeathPenalty
 
     def __init__(
-        self, queue_names: tuple[str, ...], ctx: context.WorkerContext, stopping: threading.Event, **kwargs: Any
+        self, queue_names: tuple[str, ...], ctx: WorkerContext, stopping: threading.Event, **kwargs: Any
     ) -> None:
         super().__init__(queue_names, **kwargs)
         self.ctx = ctx
         self.stopping = stopping
 
-    def _install_signal_handlers(self) -> None:
-        """Signals belong to the main thread; the runtime stops these workers itself."""
+    def task_context(self) -> WorkerContext:
+        return self.ctx
 
     def stores_answer(self) -> bool:
         """The runtime's event store answers a read of its head (on SQLite: the file opens and reads)."""
@@ -45,13 +48,34 @@ class ThreadWorker(TaskWorker, SimpleWorker):
         if self.stopping.wait(seconds):
             raise StopRequested()
 
+    def start(self) -> None:
+        """What RQ's `work()` does before its loop, but the signal handlers and the pubsub thread
+        (remote commands): the runtime stops its workers itself."""
+        untyped: Any = self  # RQ leaves these unannotated
+        untyped.register_birth()
+        self.set_state(WorkerStatus.STARTED)
+
+    def work_once(self) -> bool:
+        """One turn of RQ's work loop: maintenance when due, then one job if there is one (waiting
+        first while the event store does not answer). False when the queue was empty."""
+        if self.should_run_maintenance_tasks:
+            untyped: Any = self  # RQ leaves it unannotated
+            untyped.run_maintenance_tasks()
+        taken = self.dequeue_job_and_maintain_ttl(None)  # no timeout: does not block
+        if taken is None:
+            return False
+        job, queue = taken
+        self.execute_job(job, queue)
+        self.heartbeat()
+        return True
+
 
 class WorkerThread(threading.Thread):
     def __init__(
         self,
         connection: Redis,
         queue_names: tuple[str, ...],
-        ctx: context.WorkerContext,
+        ctx: WorkerContext,
         name: str,
         work_enqueued: threading.Event,
         idle_wait: float = 1.0,
@@ -65,22 +89,27 @@ class WorkerThread(threading.Thread):
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        context.bind(self.ctx)
-        while not self.stop_event.is_set():
-            # Burst runs, so the thread notices a stop request between jobs and never blocks in Redis.
-            worker = ThreadWorker(
-                self.queue_names, self.ctx, self.stop_event, connection=self.connection, name=f"{self.name}-{id(self)}"
-            )
-            try:
-                worked = worker.work(burst=True, logging_level="WARNING")
-            except Exception:
-                log.exception("embedded worker %s failed; restarting it", self.name)
-                worked = False
-            if not worked:
-                # Sleep until this process enqueues work (or a second passes, for RQ's retries):
-                # polling Redis from idle threads would take the GIL from the ones working.
-                self.work_enqueued.wait(self.idle_wait)
-                self.work_enqueued.clear()
+        worker = ThreadWorker(
+            self.queue_names, self.ctx, self.stop_event, connection=self.connection, name=f"{self.name}-{id(self)}"
+        )
+        worker.start()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    worked = worker.work_once()
+                except StopRequested:
+                    break
+                except Exception:
+                    log.exception("embedded worker %s failed; going on", self.name)
+                    worked = False
+                if not worked:
+                    # Sleep until this process enqueues work (or a second passes, for RQ's retries):
+                    # polling Redis from idle threads would take the GIL from the ones working.
+                    self.work_enqueued.wait(self.idle_wait)
+                    self.work_enqueued.clear()
+        finally:
+            untyped: Any = worker  # RQ leaves it unannotated
+            untyped.teardown()
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stop_event.set()

@@ -1,5 +1,6 @@
-"""Queue names, RQ job ids, retry policies and TTLs: every RQ naming decision in one place; and what a
-worker may run, for both kinds of worker (the forking `rq worker` and the embedded threads).
+"""Queue names, RQ job ids, retry policies and TTLs: every RQ naming decision in one place; what a
+worker may run, for both kinds of worker (the `rq worker` processes and the embedded threads); how
+a worker hands its context to the task it runs; and how a failure is noted for the reconciler.
 
 RQ's payloads are JSON, never pickle: unpickling runs code, and whoever can write to Redis must not
 be able to run code in the workers, which hold the key protection key. JSON alone still lets such a
@@ -10,15 +11,18 @@ job is ever imported and no webhook is sent (`enqueue` registers none)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, Retry
-from rq.exceptions import DeserializationError, DuplicateJobError
+from rq.exceptions import AbandonedJobError, DeserializationError, DuplicateJobError
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job as RqJob
 from rq.registry import StartedJobRegistry
@@ -26,6 +30,9 @@ from rq.serializers import JSONSerializer, resolve_serializer
 from rq.worker import BaseWorker, WorkerStatus
 
 from orchestrator.domain.values import Operation
+
+if TYPE_CHECKING:
+    from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,11 @@ TASKS: dict[Operation, str] = {
 }
 OPERATION_OF_TASK = {task: operation for operation, task in TASKS.items()}
 SERIALIZER = JSONSerializer
-TASK_REFUSED = "TaskRefused"  # how a refused RQ job's failure reads (the reconciler tells it apart)
+TASK_REFUSED = "TaskRefused"  # how a refused RQ job's failure reads
+# The key of an RQ job's `meta` under which a worker (or a sweep of the started registry) notes why
+# the job failed, for the reconciler: {"error": "Type: message"}, and "lost": true when the process
+# running it died (RQ's AbandonedJobError), or "refused": why, for a job that is not a task of ours.
+FAILURE = "failure"
 
 # Tasks are idempotent reads and reports, so a retry after a crash is safe.
 RETRIES = 2
@@ -67,14 +78,24 @@ def is_async(operation: Operation) -> bool:
 
 class TaskJob(RqJob):
     """An RQ job as the workers and the reconciler read it: its function only if `refusal` finds
-    nothing wrong, and never a callback or a webhook, whatever the job's hash names."""
+    nothing wrong, with the context of the worker running it bound (`bind`) as its first argument;
+    never a callback or a webhook, whatever the job's hash names."""
+
+    context_of: Callable[[], WorkerContext] | None = None
+
+    def bind(self, context_of: Callable[[], WorkerContext]) -> None:
+        """Give the task the worker's context: `context_of` returns it (or raises what keeps the
+        worker from having one, a bad setting say, which fails the job with its code)."""
+        self.context_of = context_of
 
     @property
     def func(self) -> Any:
         why = refusal(self)
         if why is not None:
             raise TaskRefusedError(why)
-        return super().func
+        if self.context_of is None:
+            raise TaskRefusedError("no worker context is bound to it (a task runs in a worker of workers.queues)")
+        return functools.partial(super().func, self.context_of())
 
     @property
     def success_callback(self) -> None:
@@ -94,6 +115,22 @@ class TaskJob(RqJob):
 
 class TaskRefusedError(Exception):
     """An RQ job that is not a task of ours on a job id."""
+
+
+def note_failure(
+    job: RqJob, exc_type: type[BaseException], exc_value: BaseException, _tb: TracebackType | Any = None
+) -> bool:
+    """An RQ exception handler: notes in the job's `meta` (FAILURE) why it failed, whether the task
+    raised (RQ calls it from `perform_job`) or its process died (from a sweep of the started registry,
+    with AbandonedJobError). Returns True: the next handler (RQ's logging) runs too."""
+    error = f"{exc_type.__name__}: {exc_value}" if str(exc_value) else exc_type.__name__
+    job.meta = {FAILURE: {"error": error[:2000], "lost": issubclass(exc_type, AbandonedJobError)}}  # ours alone
+    untyped: Any = job  # RQ leaves save_meta unannotated
+    try:
+        untyped.save_meta()
+    except RedisError as exc:
+        log.warning("RQ job %s: why it failed (%s) not noted: %s", job.id, error, exc)
+    return True
 
 
 def refusal(job: RqJob) -> str | None:
@@ -161,6 +198,7 @@ class TaskWorker(BaseWorker):
     - JSON payloads read as `TaskJob`s, whatever serializer or job class it is given (the `rq worker`
       command line passes RQ's pickle default unless told `--serializer json`: it is ignored, with a
       warning); an RQ job that is not one of our tasks on a job id is failed without running;
+    - it hands its context to each task it runs (`task_context`), and notes why a job failed (`note_failure`);
     - it takes a job only while its event store answers (`stores_answer`): an outage would make
       the job fail and count as one of its attempts for nothing. Meanwhile it keeps its heartbeat
       and RQ's maintenance going, shows as `suspended` in RQ, and logs once per outage."""
@@ -179,6 +217,12 @@ class TaskWorker(BaseWorker):
         names = [q.name if isinstance(q, Queue) else q for q in listed]
         kwargs.update(serializer=SERIALIZER, job_class=TaskJob)
         super().__init__(names, *args, **kwargs)
+        untyped: Any = self  # RQ leaves push_exc_handler unannotated
+        untyped.push_exc_handler(note_failure)
+
+    def task_context(self) -> WorkerContext:
+        """The context this worker's tasks run with (or the error that keeps it from having one)."""
+        raise NotImplementedError
 
     def stores_answer(self) -> bool:
         """Whether the event store answers now (cheaply: it is asked before every job)."""
@@ -213,10 +257,15 @@ class TaskWorker(BaseWorker):
     def execute_job(self, job: RqJob, queue: Queue) -> None:
         why = refusal(job)
         if why is None:
+            if isinstance(job, TaskJob):
+                job.bind(self.task_context)
             super().execute_job(job, queue)
             return
         log.error("worker %s: RQ job %s refused, failed without running: %s", self.name, job.id, why)
         job.retries_left = 0  # it would be refused again
+        job.meta = {FAILURE: {"refused": why}}  # whatever was planted there goes
+        untyped_job: Any = job  # RQ leaves save_meta unannotated
+        untyped_job.save_meta()
         self.prepare_execution(job)
         IntermediateQueue(queue.key, connection=self.connection).remove(job.id)
         self.handle_job_failure(job, queue, exc_string=f"{TASK_REFUSED}: {why}")

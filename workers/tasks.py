@@ -1,5 +1,6 @@
-"""RQ entry points. Each takes a job id, does its work against the fabric and the vault store, and
-reports back with a command. A second delivery of the same task finds its job ended and does
+"""RQ entry points. Each takes the worker's context (which the worker running it passes: the RQ
+job names the task and its job id only) and a job id, does its work against the fabric and the
+vault store, and reports back with a command. A second delivery of the same task finds its job ended and does
 nothing; a task killed half-way leaves nothing visible and runs again from the start.
 
 An outage of the event or read store met half-way is not the job's failure: the task waits until
@@ -20,8 +21,9 @@ from orchestrator import commands as c
 from orchestrator.domain import Job, Vault
 from orchestrator.domain.values import CheckResult, Finding
 from orchestrator.errors import OrchestratorError
-from workers import context, jobs
+from workers import jobs
 from workers import restore as restore_work
+from workers.context import WorkerContext
 from workers.outages import OUTAGES, event_store_answers, is_outage
 from workers.prechecks import Stage
 
@@ -36,7 +38,7 @@ class _Delivery:
     job_id: UUID
     attempts_before: int | None = None  # the job's attempts when this delivery first loaded it
 
-    def start(self, ctx: context.WorkerContext, job: Job, command: c.StartJob) -> bool:
+    def start(self, ctx: WorkerContext, job: Job, command: c.StartJob) -> bool:
         """Send `StartJob` unless this delivery's is already stored (sent before an outage, even
         if its answer was lost then); False when the job has ended."""
         if self.attempts_before is None:
@@ -46,7 +48,7 @@ class _Delivery:
         return bool(ctx.report(command))
 
 
-def _through_outages(job_id: str, run: Callable[[_Delivery], str]) -> str:
+def _through_outages(ctx: WorkerContext, job_id: str, run: Callable[[_Delivery], str]) -> str:
     delivery = _Delivery(UUID(job_id))
     while True:
         try:
@@ -55,14 +57,14 @@ def _through_outages(job_id: str, run: Callable[[_Delivery], str]) -> str:
             if not is_outage(exc):
                 raise
             log.warning("job %s: a store did not answer (%s); waiting for the event store", job_id, exc)
-        _wait_for_event_store(job_id)
+        _wait_for_event_store(ctx, job_id)
 
 
-def _wait_for_event_store(job_id: str) -> None:
+def _wait_for_event_store(ctx: WorkerContext, job_id: str) -> None:
     started = time.monotonic()
     while True:
         time.sleep(RECHECK_AFTER)
-        if not event_store_answers(context.current().app):
+        if not event_store_answers(ctx.app):
             continue
         log.warning(
             "job %s: the event store answers (after %.0fs); running the job again", job_id, time.monotonic() - started
@@ -70,11 +72,10 @@ def _wait_for_event_store(job_id: str) -> None:
         return
 
 
-def _run(job_id: str, work: Callable[[context.WorkerContext, Job], str]) -> str:
+def _run(ctx: WorkerContext, job_id: str, work: Callable[[WorkerContext, Job], str]) -> str:
     """Start the job, run `work`, and turn an expected failure into the job's error code."""
 
     def once(delivery: _Delivery) -> str:
-        ctx = context.current()
         job = ctx.app.get(delivery.job_id, Job)
         if job.state.is_terminal or not delivery.start(
             ctx, job, c.StartJob(job_id=job.id, worker=socket.gethostname())
@@ -82,16 +83,17 @@ def _run(job_id: str, work: Callable[[context.WorkerContext, Job], str]) -> str:
             return "already ended"
         return _reporting_failure(ctx, job, lambda: work(ctx, job))
 
-    return _through_outages(job_id, once)
+    return _through_outages(ctx, job_id, once)
 
 
-def _run_checked(job_id: str, stage: Stage, work: Callable[[context.WorkerContext, Job, list[Finding]], str]) -> str:
+def _run_checked(
+    ctx: WorkerContext, job_id: str, stage: Stage, work: Callable[[WorkerContext, Job, list[Finding]], str]
+) -> str:
     """`_run` for work that the VM's prechecks for `stage` must allow: they run first and are
     recorded with the start (one command); an error among them fails the job, and `work` gets
     their warnings."""
 
     def once(delivery: _Delivery) -> str:
-        ctx = context.current()
         job = ctx.app.get(delivery.job_id, Job)
         if job.state.is_terminal:  # a second delivery: nothing to check
             return "already ended"
@@ -119,10 +121,10 @@ def _run_checked(job_id: str, stage: Stage, work: Callable[[context.WorkerContex
 
         return _reporting_failure(ctx, job, checked_work)
 
-    return _through_outages(job_id, once)
+    return _through_outages(ctx, job_id, once)
 
 
-def _reporting_failure(ctx: context.WorkerContext, job: Job, work: Callable[[], str]) -> str:
+def _reporting_failure(ctx: WorkerContext, job: Job, work: Callable[[], str]) -> str:
     """A started job's work: an expected failure ends the job with its error code (an outage is
     not one: it goes up, to run the work again once the store answers)."""
     try:
@@ -134,56 +136,56 @@ def _reporting_failure(ctx: context.WorkerContext, job: Job, work: Callable[[], 
         return exc.code
 
 
-def discover(job_id: str) -> str:
+def discover(ctx: WorkerContext, job_id: str) -> str:
     """List the VMs of the vault's subscription; the orchestrator works out which are new."""
 
-    def work(ctx: context.WorkerContext, job: Job) -> str:
+    def work(ctx: WorkerContext, job: Job) -> str:
         vault = ctx.app.get(job.vault_id, Vault)
         vms = ctx.fabric.list_vms(vault.subscription)
         ctx.report(c.RecordInventory(job_id=job.id, vms=[vm.ref for vm in vms]))
         return f"{len(vms)} VMs"
 
-    return _run(job_id, work)
+    return _run(ctx, job_id, work)
 
 
-def register(job_id: str) -> str:
+def register(ctx: WorkerContext, job_id: str) -> str:
     """Check the VM agent, then install or confirm the backup extension."""
 
-    def work(ctx: context.WorkerContext, job: Job, checked: list[Finding]) -> str:
+    def work(ctx: WorkerContext, job: Job, checked: list[Finding]) -> str:
         version, warnings = jobs.with_extension(ctx, ctx.fabric.get_vm(job.vm_key), checked)
         ctx.report(c.CompleteRegistration(job_id=job.id, extension_version=version, warnings=warnings))
         return "registered"
 
-    return _run_checked(job_id, "register", work)
+    return _run_checked(ctx, job_id, "register", work)
 
 
-def configure_protection(job_id: str) -> str:
+def configure_protection(ctx: WorkerContext, job_id: str) -> str:
     """Check the VM again (it may have changed since registration), then apply the policy."""
 
-    def work(ctx: context.WorkerContext, job: Job, checked: list[Finding]) -> str:
+    def work(ctx: WorkerContext, job: Job, checked: list[Finding]) -> str:
         _, warnings = jobs.with_extension(ctx, ctx.fabric.get_vm(job.vm_key), checked)
         ctx.report(c.CompleteProtection(job_id=job.id, protected_at=ctx.clock.now(), warnings=warnings))
         return "protected"
 
-    return _run_checked(job_id, "protect", work)
+    return _run_checked(ctx, job_id, "protect", work)
 
 
-def backup(job_id: str) -> str:
+def backup(ctx: WorkerContext, job_id: str) -> str:
     """Snapshot the VM's disks into the vault store; the recovery point appears once its manifest
     is committed and reported."""
-    return _run_checked(job_id, "backup", jobs.run_backup)
+    return _run_checked(ctx, job_id, "backup", jobs.run_backup)
 
 
-def restore(job_id: str) -> str:
+def restore(ctx: WorkerContext, job_id: str) -> str:
     """Rebuild a recovery point's disks, verified block by block, as a new VM or into a directory."""
-    return _run(job_id, restore_work.run_restore)
+    return _run(ctx, job_id, restore_work.run_restore)
 
 
-def restore_keys(job_id: str) -> str:
+def restore_keys(ctx: WorkerContext, job_id: str) -> str:
     """Put an encrypted VM's BEK secret (and KEK key) back into a key vault from a recovery point."""
-    return _run(job_id, jobs.run_restore_keys)
+    return _run(ctx, job_id, jobs.run_restore_keys)
 
 
-def retention(job_id: str) -> str:
+def retention(ctx: WorkerContext, job_id: str) -> str:
     """Expire recovery points past their retention, drop their manifests, collect unused blocks."""
-    return _run(job_id, jobs.run_retention)
+    return _run(ctx, job_id, jobs.run_retention)

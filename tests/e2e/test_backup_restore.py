@@ -133,16 +133,12 @@ def test_after_a_one_percent_change_the_next_backup_stores_about_one_percent(bul
 
 
 def test_a_backup_task_delivered_twice_adds_nothing(client: Client, protected: str) -> None:
-    from workers import context, tasks
+    from workers import tasks
 
     job_id = client.backup_now(protected, "vm01")
     client.wait(job_id)
     before = event_count(client)
-    context.bind(client._runtime.worker_context())
-    try:
-        assert tasks.backup(job_id) == "already ended"
-    finally:
-        context.bind(None)
+    assert tasks.backup(client._runtime.worker_context(), job_id) == "already ended"
     assert event_count(client) == before
     assert len(client.recovery_points(protected, "vm01")) == 1
 

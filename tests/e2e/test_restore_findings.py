@@ -15,10 +15,10 @@ import pytest
 
 from orchestrator import Client, OrchestratorError
 from orchestrator import commands as c
-from orchestrator.bootstrap import worker_context_from_env
+from orchestrator.bootstrap import worker_context
 from orchestrator.fabric.sample import vm_entry, write_fabric
 from tests.helpers import event_count
-from workers import context, tasks
+from workers import tasks
 from workers.vaultstore import VaultStore
 
 BAD_NAMES = ["../../../tmp/x", "a/b", "", "new\nvm", "x" * 300, ".", "..", "vm\x00"]
@@ -202,21 +202,16 @@ def test_finding_13_a_restore_killed_mid_way_completes_when_retried(tmp_path: Pa
         pid = os.fork()
         if pid == 0:  # the first attempt, in a process of its own (its own connections), killed half-way
             try:
-                ctx = worker_context_from_env(client.settings)
+                ctx = worker_context(client.settings)
                 ctx.vault_store = lambda vault_id: _DiesOnSecondDisk(ctx.vault_store_root / str(vault_id))  # type: ignore[method-assign]
-                context.bind(ctx)
-                tasks.restore(job_id)
+                tasks.restore(ctx, job_id)
             finally:
                 os._exit(0)  # not reached: the process is killed before
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         left = sorted(p.name for p in out.rglob("*"))
         assert f"{disks[0].name}.img" in left  # a complete-looking disk, and the rest of what it wrote
-        context.bind(client._runtime.worker_context())
-        try:
-            tasks.restore(job_id)  # RQ's retry
-        finally:
-            context.bind(None)
+        tasks.restore(client._runtime.worker_context(), job_id)  # RQ's retry
         job = client.wait(job_id)
         assert (job.status, job.attempts) == ("completed", 2), job.error_message
         folder = out / "multi-r"

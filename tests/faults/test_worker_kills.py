@@ -1,4 +1,4 @@
-"""200 backups of small VMs while a random rq worker (with its work horse) is SIGKILLed every few
+"""200 backups of small VMs while a random rq worker (and the job it runs) is SIGKILLed every few
 seconds: every job ends completed or failed with a reason within the lease, no recovery point twice,
 and the vault store checks clean."""
 

@@ -15,7 +15,7 @@ from orchestrator.domain import Job
 from orchestrator.fabric.sample import vm_entry, write_fabric
 from tests.deployment import Deployment, kill_a_backup_mid_snapshot
 from tests.helpers import fabric_hanging_once
-from workers import context, tasks
+from workers import tasks
 
 pytestmark = pytest.mark.integration
 VMS = [f"vm{i:02d}" for i in range(1, 11)]
@@ -69,11 +69,7 @@ def test_a_worker_killed_mid_snapshot_leaves_no_half_recovery_point(tmp_path: Pa
 
         # The same task delivered once more adds nothing.
         before = client._runtime.app.recorder.max_notification_id()
-        context.bind(client._runtime.worker_context())
-        try:
-            assert tasks.backup(job_id) == "already ended"
-        finally:
-            context.bind(None)
+        assert tasks.backup(client._runtime.worker_context(), job_id) == "already ended"
         assert client._runtime.app.recorder.max_notification_id() == before
         assert client._runtime.app.get(UUID(job_id), Job).state.value == "completed"
 

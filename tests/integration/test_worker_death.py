@@ -1,11 +1,12 @@
-"""Finding 19: a job whose process dies is `WorkerLost`, whichever process it is and whichever dies
-first: its work horse killed while the worker lives (RQ: "Work-horse terminated unexpectedly"), or
-its worker killed (RQ: AbandonedJobError, swept from the started registry once the heartbeat lapses),
-and it is noticed within two minutes with the documented worker settings.
+"""Finding 19: a job whose process dies is `WorkerLost` (RQ: AbandonedJobError, swept from the started
+registry once the heartbeat lapses), and it is noticed within two minutes with the documented worker
+settings. The process running a job is its worker (an RQ SimpleWorker: no work horse), killed on its
+own or after a warm shutdown request, as a container runtime stops it (SIGTERM, then SIGKILL once the
+grace period is over).
 
 The job is a real backup whose work hangs in the VM's pre-snapshot script, enqueued as the dispatcher
-would but without retries, so that one death ends it; each test kills one process, waits for it to
-be gone, and then waits for the outcome."""
+would but without retries, so that one death ends it; each test kills the worker, waits for it to be
+gone, and then waits for the outcome."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ LINUX = {"type": "linux", "version": "Ubuntu 16.04"}
 
 @pytest.fixture
 def hanging_backup(tmp_path: Path, deployment: Deployment) -> Iterator[tuple[str, int]]:
-    """A backup job running in worker0's work horse, hanging in its pre-snapshot script: (job id,
-    the horse's pid, which leads the horse's process group and the script's)."""
+    """A backup job running in worker0, hanging in its pre-snapshot script: (job id, the pid of the
+    script's parent, the worker, which leads the process group of the worker and the script)."""
     horse_file = tmp_path / "horse.pid"
     fabric = tmp_path / "hangfabric"
     fabric.mkdir()
@@ -87,16 +88,26 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_finding_19_a_job_whose_work_horse_is_killed_fails_as_worker_lost(
+def test_finding_19_a_job_whose_worker_is_stopped_warm_then_killed_fails_as_worker_lost(
     deployment: Deployment, hanging_backup: tuple[str, int]
 ) -> None:
-    job_id, horse = hanging_backup
-    os.killpg(horse, signal.SIGKILL)  # the horse and its script; its worker lives on and sees it die
+    job_id, runner = hanging_backup
+    worker = deployment.procs.pop("worker0")
+    assert worker.pid == runner  # the job runs in the worker process itself
+    worker.send_signal(signal.SIGTERM)  # a warm shutdown: the job goes on
+    time.sleep(3)
+    assert worker.poll() is None
+    connection = redis.Redis.from_url(REDIS_URL)
+    assert fetch_job(connection, rq_job_id(Operation.BACKUP, job_id)).get_status() == "started"
+    killed_at = time.monotonic()
+    os.killpg(runner, signal.SIGKILL)  # the grace period over: the worker and its script
+    worker.wait()
     with deployment.client() as client:
-        job = client.wait(job_id, timeout=60)
+        job = client.wait(job_id, timeout=150)
+    noticed_after = time.monotonic() - killed_at
     assert (job.status, job.error_code) == ("failed", "WorkerLost"), (job.error_message, deployment.logs())
-    assert "work horse was killed" in job.error_message and "Work-horse terminated" in job.error_message
-    assert deployment.procs["worker0"].poll() is None  # the worker itself carries on
+    assert "stopped heart-beating" in job.error_message and "AbandonedJobError" in job.error_message
+    assert noticed_after < 120, f"noticed only after {noticed_after:.0f}s"
 
 
 def test_finding_19_a_job_whose_worker_is_killed_fails_as_worker_lost_within_two_minutes(

@@ -1,5 +1,5 @@
-"""An rq worker that starts before every other service prepares the event store, since its work
-horses open the store without creating tables."""
+"""An rq worker that starts before every other service prepares the event store; one whose store is
+not up still starts (and builds its context once the store answers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import fakeredis
 import psycopg
-import pytest
 
 from tests.helpers import PG_DB, PG_HOST, PG_USER
 from workers.worker import PreloadedWorker
@@ -18,14 +17,6 @@ def tables(schema: str) -> set[str]:
     with psycopg.connect(host=PG_HOST, user=PG_USER, dbname=PG_DB) as conn:
         rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))
         return {name for (name,) in rows}
-
-
-@pytest.fixture(autouse=True)
-def no_inherited_context(monkeypatch: Any) -> None:
-    """A PreloadedWorker made here leaves the context it built for its horses; not for other tests."""
-    from workers import context
-
-    monkeypatch.setattr(context, "_inherited", None)
 
 
 def worker_env(monkeypatch: Any, tmp_path: Path, fabric: Path, schema: str) -> None:
@@ -47,8 +38,11 @@ def test_a_worker_started_first_creates_the_event_store_tables(
 ) -> None:
     worker_env(monkeypatch, tmp_path, fabric, pg_schema)
     assert tables(pg_schema) == set()
-    PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
-    assert {"orchestrator_events", "orchestrator_snapshots"} <= tables(pg_schema)
+    worker = PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
+    try:
+        assert {"orchestrator_events", "orchestrator_snapshots"} <= tables(pg_schema)
+    finally:
+        worker.teardown()
 
 
 def test_a_worker_whose_store_is_not_up_still_starts(
@@ -62,37 +56,6 @@ def test_a_worker_whose_store_is_not_up_still_starts(
         "BACKUP_POSTGRES_PORT": "1",
     }.items():  # nothing listens there
         monkeypatch.setenv(name, value)
-    PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
+    worker = PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
     assert "event store not prepared" in caplog.text
-
-
-def test_horses_use_the_context_the_worker_built_and_open_their_own_pool_with_one_thread(
-    tmp_path: Path, fabric: Path, pg_schema: str, monkeypatch: Any
-) -> None:
-    import os
-    import threading
-
-    from workers import context
-
-    worker_env(monkeypatch, tmp_path, fabric, pg_schema)
-    PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
-    assert context._inherited is not None
-    built = context._inherited[1]
-    assert built.app.recorder.datastore.pool.closed  # type: ignore[attr-defined]  # never opened here
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the horse
-        ctx = context.current()
-        ok = ctx is built and ctx.app.recorder.max_notification_id() is None  # opens its own pool
-        pool = ctx.app.recorder.datastore.pool  # type: ignore[attr-defined]
-        # with one worker thread (a horse runs its job on one thread; each thread is started per horse)
-        ok = ok and [t.name for t in threading.enumerate() if t.name.startswith(f"{pool.name}-worker")] == [
-            f"{pool.name}-worker-0"
-        ]
-        os.write(write, b"1" if ok else b"0")
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        assert pipe.read() == "1"
-    os.waitpid(pid, 0)
-    assert built.app.recorder.datastore.pool.closed  # type: ignore[attr-defined]  # still unopened here
+    assert worker.context is None and not worker.stores_answer()  # no job is taken meanwhile

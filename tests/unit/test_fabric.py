@@ -5,16 +5,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
 import yaml
 
 from orchestrator import Client
 from orchestrator.errors import InventoryError, OrchestratorError
-from orchestrator.fabric.inventory import _parsed, _validated, load_inventory
+from orchestrator.fabric.inventory import _validated, load_inventory
 from orchestrator.fabric.local import LocalFabric
 from orchestrator.fabric.sample import vm_entry, write_fabric, write_sample_fabric
-from workers.worker import PreloadedWorker, preload_inventory
 
 
 def test_the_sample_fabric_has_a_dozen_vms_in_two_regions_with_real_disks(tmp_path: Path) -> None:
@@ -146,22 +144,6 @@ def test_an_unchanged_inventory_is_parsed_once_and_every_edit_is_seen(tmp_path: 
     path.write_text(text.replace("size_gb: 32", "size_gb: 64"))  # same size, new content
     _settle(path, 5)
     assert {d.size_gb for vm in load_inventory(path) for d in vm.spec.disks} == {64}
-
-
-def test_the_worker_parses_the_inventory_before_forking_its_work_horses(tmp_path: Path, monkeypatch: Any) -> None:
-    path = write_fabric(tmp_path, {"prod": [vm_entry("web01", "japaneast")]})
-    _settle(path, 10)
-    monkeypatch.setenv("BACKUP_FABRIC", str(path))
-    monkeypatch.setenv("BACKUP_DATA_DIR", str(tmp_path / "data"))
-    worker = PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
-    assert worker.settings is not None
-    preload_inventory(worker.settings.fabric_path)
-    assert _parsed[path][1] is _validated(path)  # what a horse forked now would inherit
-    path.write_text("subscriptions: [")  # a broken inventory is the job's to report, with its code
-    _settle(path, 5)
-    preload_inventory(path)
-    with pytest.raises(InventoryError):
-        load_inventory(path)
 
 
 def test_a_vm_whose_image_is_missing_does_not_stop_the_others(tmp_path: Path) -> None:

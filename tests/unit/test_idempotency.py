@@ -15,7 +15,7 @@ from orchestrator.dispatcher import Dispatcher
 from orchestrator.domain.values import Operation
 from projections.jobs import JobsProjection
 from tests.helpers import event_count, topics
-from workers import context, tasks
+from workers import tasks
 from workers.queues import JOBS, enqueue, rq_job_id
 
 
@@ -23,11 +23,7 @@ def test_a_task_delivered_twice_adds_nothing_the_second_time(client: Client, dis
     [job_id] = client.register(discovered_vault, ["vm01"])
     client.wait(job_id)
     before = event_count(client)
-    context.bind(client._runtime.worker_context())
-    try:
-        assert tasks.register(job_id) == "already ended"
-    finally:
-        context.bind(None)
+    assert tasks.register(client._runtime.worker_context(), job_id) == "already ended"
     assert event_count(client) == before
 
 
