@@ -1,6 +1,6 @@
 """What a worker would pay per job if it built its application for each job (as forked rq work horses
 once did): a command run through a fresh application against the same command through one
-long-lived application (as a worker keeps now: workers/worker.py), PostgreSQL.
+long-lived application (as a worker keeps now: orchestrator/runtime/worker.py), PostgreSQL.
 
     python bench/coldstart.py [--jobs 100]
 
@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import workdir
-from orchestrator import commands as c
-from orchestrator.application import Orchestrator
-from orchestrator.bootstrap import build_app
 from orchestrator.config import load_settings
 from orchestrator.domain import Vault
 from orchestrator.domain.values import Replication
+from orchestrator.runtime.bootstrap import build_app
+from orchestrator.write import commands as c
+from orchestrator.write.application import Orchestrator
 from tests.helpers import PG_DB, PG_HOST, PG_USER, drop_pg_schema, new_pg_schema
 
 

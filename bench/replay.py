@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import workdir
 from orchestrator import Client
-from orchestrator.follower import BATCH
+from projections.follower import BATCH
 from tests.helpers import fabric_with
 
 

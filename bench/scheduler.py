@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench import workdir
 from orchestrator.clock import ManualClock
+from orchestrator.dispatch.scheduler import Scheduler
 from orchestrator.domain.schedule import Schedule, slots_between
-from orchestrator.scheduler import Scheduler
 from projections.base import ts
 from projections.runner import ensure_schemas
 from projections.store import ReadStore

@@ -5,7 +5,7 @@ same run.
 
 Starts the distributed deployment as processes (PostgreSQL in a schema of its own, Redis database
 13 unless TEST_REDIS_URL says another, `backupctl serve dispatcher` and `projections`, two `rq
-worker` processes with the PreloadedWorker class: RQ SimpleWorkers that build their context once),
+worker` processes with the ProcessWorker class: RQ SimpleWorkers that build their context once),
 protects `--backups` x `--rounds` VMs with 1 MiB disks, then, in each round:
   baseline  once every follower has read the whole event log, `--backups` no-op RQ jobs
             (`os.getpid`) enqueued at once on a queue of their own, run by two plain `rq worker`
@@ -41,9 +41,9 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from orchestrator import Client
-from orchestrator.audit.chain import ChainFollower
-from orchestrator.dispatcher import Dispatcher
+from orchestrator.dispatch.dispatcher import Dispatcher
 from orchestrator.fabric.sample import vm_entry, write_fabric
+from projections.chain import ChainFollower
 from projections.runner import NAMES as PROJECTION_NAMES
 from tests.deployment import Deployment, flush
 from tests.helpers import REDIS_URL, drop_pg_schema, new_pg_schema

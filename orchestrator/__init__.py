@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.client import Client
+    from orchestrator.entry.client import Client
     from orchestrator.errors import OrchestratorError
 
 __all__ = ["Client", "OrchestratorError"]
@@ -15,7 +15,7 @@ __all__ = ["Client", "OrchestratorError"]
 
 def __getattr__(name: str) -> Any:
     if name == "Client":
-        from orchestrator.client import Client
+        from orchestrator.entry.client import Client
 
         return Client
     if name == "OrchestratorError":

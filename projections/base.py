@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from eventsourcing.persistence import Notification
 from pydantic import BaseModel
 
-from orchestrator.follower import BATCH, Follower
+from projections.follower import BATCH, Follower
 from projections.store import ReadStore, Tx
 
 

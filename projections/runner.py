@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.follower import Follower, FollowerThread
 from projections.base import Projection, ProjectionGroup
+from projections.chain import ChainFollower
 from projections.dashboard import DashboardProjection
+from projections.follower import Follower, FollowerThread
 from projections.items import ItemsProjection
 from projections.jobs import JobsProjection
 from projections.policies import PoliciesProjection
@@ -37,7 +38,5 @@ def build_projections(app: Any, store: ReadStore) -> list[Projection]:
 
 def projection_thread(app: Any, store: ReadStore, poll_interval: float) -> FollowerThread:
     """The read models and the audit hash chain, followed in turn."""
-    from orchestrator.audit.chain import ChainFollower
-
     followers: list[Follower] = [ProjectionGroup(app, store, build_projections(app, store)), ChainFollower(app, store)]
     return FollowerThread(followers, poll_interval, name="projections")

@@ -29,7 +29,7 @@ WORKER_ARGS = [
     "--serializer",
     "json",
     "--worker-class",
-    "workers.worker.PreloadedWorker",
+    "orchestrator.runtime.worker.ProcessWorker",
 ]
 
 

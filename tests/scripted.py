@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator import Client
-from orchestrator.views import ReadModels
+from orchestrator.entry.queries import ReadModels
 
 TARGET_EVENTS = 10_000
 VMS = [f"vm{i:02d}" for i in range(1, 11)]

@@ -1,5 +1,5 @@
 """What a task needs (the application, the fabric, who it acts as), handed to it by the worker
-that runs it: each kind of worker builds one when it starts (orchestrator/bootstrap.py) and passes
+that runs it: each kind of worker builds one when it starts (orchestrator/runtime/bootstrap.py) and passes
 it to every task it runs (workers/queues.py's `TaskJob.func`)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from orchestrator.application import Orchestrator
 from orchestrator.clock import Clock
-from orchestrator.commands import Command
 from orchestrator.fabric import Fabric
+from orchestrator.write.application import Orchestrator
+from orchestrator.write.commands import Command
 from projections.store import ReadStore
 from workers.keys import KeyProtector
 from workers.vaultstore import VaultStore

@@ -193,7 +193,7 @@ def enqueue(connection: Redis, operation: Operation, job_id: UUID | str, job_tim
 
 
 class TaskWorker(BaseWorker):
-    """What both kinds of worker share (a base of `PreloadedWorker` and the embedded `ThreadWorker`):
+    """What both kinds of worker share (a base of `ProcessWorker` and the embedded `ThreadWorker`):
 
     - JSON payloads read as `TaskJob`s, whatever serializer or job class it is given (the `rq worker`
       command line passes RQ's pickle default unless told `--serializer json`: it is ignored, with a

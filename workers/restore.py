@@ -22,13 +22,13 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from uuid import UUID
 
-from orchestrator import commands as c
 from orchestrator import safefs, targets
 from orchestrator.domain import Job, RecoveryPoint
 from orchestrator.domain.names import VM
 from orchestrator.domain.values import Finding
 from orchestrator.errors import OrchestratorError
 from orchestrator.fabric.inventory import FabricVm, VmSpec
+from orchestrator.write import commands as c
 from workers.context import WorkerContext
 from workers.prechecks import evaluate
 from workers.vaultstore import BLOCK_SIZE, DiskManifest, Manifest, VaultStore
@@ -106,7 +106,7 @@ def _restore_checks(
 ) -> list[Finding]:
     """The restore-stage prechecks, on the VM as it was when the point was taken (an encrypted VM's
     key vault as it is now): an error refuses the restore before anything is written."""
-    from workers.jobs import passed
+    from workers.work import passed
 
     vault = ctx.app.vault_created(rp.vault_id)
     source = FabricVm(subscription=subscription, spec=VmSpec.model_validate(manifest.vm_spec), base_dir=Path("."))

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
-from orchestrator import commands as c
 from orchestrator.domain import Job, Vault
 from orchestrator.domain.values import CheckResult, Finding
 from orchestrator.errors import OrchestratorError
-from workers import jobs
+from orchestrator.write import commands as c
 from workers import restore as restore_work
+from workers import work as jobs
 from workers.context import WorkerContext
 from workers.outages import OUTAGES, event_store_answers, is_outage
 from workers.prechecks import Stage

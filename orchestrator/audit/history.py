@@ -12,7 +12,7 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 from pydantic import BaseModel
 
-from orchestrator.audit.chain import notifications
+from orchestrator.audit.verify import notifications
 
 COMMON = {"originator_id", "originator_version", "timestamp", "principal", "originator_topic"}
 

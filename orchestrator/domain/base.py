@@ -45,7 +45,7 @@ class DomainEvent(BaseModel):
     """An event, stored as its JSON. A class whose fields change gets a `class_version` (an int
     class attribute, 2 and up) and a static `upcast_v1_v2(state)` (and so on) that turns the stored
     JSON object of the version before into the one after: the library's convention, which the mapper
-    (orchestrator/persistence.py) follows."""
+    (orchestrator/write/persistence.py) follows."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

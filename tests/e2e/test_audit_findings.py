@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import Client
-from orchestrator.application import SNAPSHOT_INTERVAL
-from orchestrator.audit import chain
-from orchestrator.cli import app
+from orchestrator.audit import verify as chain
+from orchestrator.entry.cli.main import app
+from orchestrator.write.application import SNAPSHOT_INTERVAL
+from projections.chain import ChainFollower
 from projections.runner import PROJECTIONS
 from tests.tampering import MALFORMED_SQLITE, append_forged, small_history, tamper
 
@@ -136,7 +137,7 @@ def test_finding_10_the_chain_follower_does_not_extend_a_truncated_chain(tmp_pat
     _sql(data / "readmodels.sqlite")(f"DELETE FROM {CHAIN} WHERE notification_id > ?", (head // 2,))
     with Client(data_dir=data, fabric=fabric, start_services=False) as client:
         client.create_vault("vault-later", "japaneast", "rg")
-        follower = chain.ChainFollower(client._runtime.app, client._runtime.store)
+        follower = ChainFollower(client._runtime.app, client._runtime.store)
         assert follower.run_once() == 0 and follower.halted
         report = client.audit_verify(chain_only=True)
     assert [(f.kind, f.notification_id) for f in report.findings] == [("chain_truncated", head // 2 + 1)]

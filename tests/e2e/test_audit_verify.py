@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import Client
-from orchestrator.application import SNAPSHOT_INTERVAL
-from orchestrator.cli import app
+from orchestrator.entry.cli.main import app
+from orchestrator.write.application import SNAPSHOT_INTERVAL
 from tests.tampering import KINDS, small_history, tamper
 
 
@@ -61,7 +61,7 @@ def test_an_untampered_history_verifies_and_matches_a_kept_head(tmp_path: Path, 
 
 
 def test_the_chain_records_checkpoints_in_the_history(tmp_path: Path, fabric: Path, monkeypatch: Any) -> None:
-    from orchestrator.audit import chain
+    from orchestrator.audit import verify as chain
 
     monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
     with Client(data_dir=tmp_path / "data", fabric=fabric, principal="alice") as client:

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import Client
-from orchestrator.cli import app
+from orchestrator.entry.cli.main import app
 from orchestrator.fabric.sample import vm_entry, write_fabric
 from tests.helpers import edit_vm
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from orchestrator import Client, OrchestratorError
-from orchestrator.cli import app
+from orchestrator.entry.cli.main import app
 from tests.helpers import event_count
 
 EXCLUDED = {"close"}  # ends the client the test goes on with

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from orchestrator import Client, OrchestratorError
-from orchestrator.cli import app
+from orchestrator.entry.cli.main import app
 from orchestrator.fabric import BACKUP_SERVICE
 from orchestrator.fabric.sample import vm_entry, write_fabric
 from tests.helpers import edit_vm, event_count

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import Client, OrchestratorError
-from orchestrator import commands as c
-from orchestrator.cli import app
 from orchestrator.config import load_settings
+from orchestrator.entry.cli.main import app
+from orchestrator.write import commands as c
 from tests.helpers import event_count
 
 runner = CliRunner()

@@ -96,8 +96,8 @@ def test_a_changed_live_row_is_a_difference_named_by_table_and_key(client: Clien
 
 def test_the_replay_modules_import_no_composition_root() -> None:
     code = (
-        "import sys, orchestrator.audit.replay, orchestrator.audit.chain, orchestrator.audit.history; "
-        "print('orchestrator.bootstrap' in sys.modules, 'multiprocessing' in sys.modules)"
+        "import sys, orchestrator.audit.replay, orchestrator.audit.verify, orchestrator.audit.history; "
+        "print('orchestrator.runtime.bootstrap' in sys.modules, 'multiprocessing' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]

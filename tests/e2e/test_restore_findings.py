@@ -14,9 +14,9 @@ from uuid import UUID
 import pytest
 
 from orchestrator import Client, OrchestratorError
-from orchestrator import commands as c
-from orchestrator.bootstrap import worker_context
 from orchestrator.fabric.sample import vm_entry, write_fabric
+from orchestrator.runtime.bootstrap import worker_context
+from orchestrator.write import commands as c
 from tests.helpers import event_count
 from workers import tasks
 from workers.vaultstore import VaultStore

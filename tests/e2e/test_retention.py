@@ -14,13 +14,13 @@ from uuid import UUID, uuid4
 import pytest
 
 from orchestrator import Client
-from orchestrator import commands as c
 from orchestrator.clock import ManualClock
 from orchestrator.domain import Job, RecoveryPoint, VirtualMachine
 from orchestrator.domain.item import item_id_for
 from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
+from orchestrator.write import commands as c
 from tests.helpers import topics
-from workers import jobs
+from workers import work as jobs
 
 START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 

@@ -11,9 +11,9 @@ import pytest
 
 from orchestrator import Client
 from orchestrator.clock import ManualClock
+from orchestrator.dispatch.scheduler import Scheduler
 from orchestrator.domain import VirtualMachine
 from orchestrator.domain.item import item_id_for
-from orchestrator.scheduler import Scheduler
 
 START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 

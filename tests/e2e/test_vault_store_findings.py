@@ -174,7 +174,7 @@ def test_finding_18_collection_with_leftover_temporary_files_keeps_the_dashboard
 
 
 def test_finding_15_vault_check_names_a_bad_manifest(tmp_path: Path, fabric: Path) -> None:
-    from orchestrator.cli import app
+    from orchestrator.entry.cli.main import app
 
     with Client(data_dir=tmp_path / "data", fabric=fabric) as client:
         vault = protected(client, ["vm01"])

@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import Client
-from orchestrator.audit import chain, replay
-from orchestrator.cli import app
+from orchestrator.audit import replay
+from orchestrator.audit import verify as chain
+from orchestrator.entry.cli.main import app
 from tests.helpers import PG_DB, PG_HOST, PG_USER
 from tests.tampering import KINDS, MALFORMED_POSTGRES, append_forged, small_history, tamper
 
@@ -176,8 +177,8 @@ def test_eight_threads_backing_up_one_vm_start_one_backup_on_postgres(
 def test_the_events_table_has_the_columns_audit_rows_reads_on_postgres(
     tmp_path: Path, fabric: Path, pg_schema: str
 ) -> None:
-    """orchestrator/audit/rows.py reads the library's table as stored: a change of its layout fails here."""
-    from orchestrator.audit.rows import identity, read_rows
+    """projections/stored_rows.py reads the library's table as stored: a change of its layout fails here."""
+    from projections.stored_rows import identity, read_rows
 
     with pg_client(tmp_path, fabric, pg_schema, start_services=False) as client:
         vault = client.create_vault("vault-east", "japaneast", "rg")

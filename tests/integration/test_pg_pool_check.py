@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator.bootstrap import build_app
 from orchestrator.config import load_settings
+from orchestrator.runtime.bootstrap import build_app
 from projections.store import ReadStore
 from tests.helpers import PG_DB, PG_HOST, PG_USER
 

@@ -1,4 +1,4 @@
-"""Finding 8 against a real `rq worker ... --worker-class workers.worker.PreloadedWorker` process and a
+"""Finding 8 against a real `rq worker ... --worker-class orchestrator.runtime.worker.ProcessWorker` process and a
 real Redis: an RQ job planted in Redis is failed without being unpickled, imported or called, and the
 worker goes on to run the orchestrator's jobs."""
 

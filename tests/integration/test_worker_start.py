@@ -9,8 +9,8 @@ from typing import Any
 import fakeredis
 import psycopg
 
+from orchestrator.runtime.worker import ProcessWorker
 from tests.helpers import PG_DB, PG_HOST, PG_USER
-from workers.worker import PreloadedWorker
 
 
 def tables(schema: str) -> set[str]:
@@ -38,7 +38,7 @@ def test_a_worker_started_first_creates_the_event_store_tables(
 ) -> None:
     worker_env(monkeypatch, tmp_path, fabric, pg_schema)
     assert tables(pg_schema) == set()
-    worker = PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
+    worker = ProcessWorker(["jobs"], connection=fakeredis.FakeRedis())
     try:
         assert {"orchestrator_events", "orchestrator_snapshots"} <= tables(pg_schema)
     finally:
@@ -56,6 +56,6 @@ def test_a_worker_whose_store_is_not_up_still_starts(
         "BACKUP_POSTGRES_PORT": "1",
     }.items():  # nothing listens there
         monkeypatch.setenv(name, value)
-    worker = PreloadedWorker(["jobs"], connection=fakeredis.FakeRedis())
+    worker = ProcessWorker(["jobs"], connection=fakeredis.FakeRedis())
     assert "event store not prepared" in caplog.text
     assert worker.context is None and not worker.stores_answer()  # no job is taken meanwhile

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import commands as c
-from orchestrator.application import Orchestrator
-from orchestrator.bootstrap import build_app
 from orchestrator.config import load_settings
 from orchestrator.domain import Job, Vault
 from orchestrator.domain.values import Replication
 from orchestrator.errors import SettingsError
+from orchestrator.runtime.bootstrap import build_app
+from orchestrator.write import commands as c
+from orchestrator.write.application import Orchestrator
 
 
 def two_processes(tmp_path: Path) -> tuple[Orchestrator, Orchestrator]:

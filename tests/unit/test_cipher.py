@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import Client
-from orchestrator.application import SNAPSHOT_INTERVAL
 from orchestrator.errors import SettingsError
+from orchestrator.write.application import SNAPSHOT_INTERVAL
 from tests.helpers import fabric_with
 
 KEY = "u3sQnUNl0e4Xp6yUVi7Jw2zB3H4C6cDq0P2M8eCzXlU="

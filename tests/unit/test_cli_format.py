@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from orchestrator.cli_common import JOB_COLUMNS, emit, err, out, refuse
+from orchestrator.entry.cli.common import JOB_COLUMNS, emit, err, out, refuse
 from orchestrator.errors import OrchestratorError
 from projections.queries import JobRow
 

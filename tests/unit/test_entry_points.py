@@ -15,7 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     "module",
-    ["workers.worker", "workers.tasks", "orchestrator.cli", "orchestrator", "orchestrator.services", "workers.restore"],
+    [
+        "orchestrator.runtime.worker",
+        "workers.tasks",
+        "orchestrator.entry.cli.main",
+        "orchestrator",
+        "orchestrator.runtime.services",
+        "workers.restore",
+    ],
 )
 def test_an_entry_point_imports_first(module: str) -> None:
     done = subprocess.run(

@@ -1,4 +1,4 @@
-"""orchestrator/audit/rows.py reads the event library's table with SQL of its own: these fail loudly
+"""projections/stored_rows.py reads the event library's table with SQL of its own: these fail loudly
 when the library's layout changes (its columns, or what a row read as stored holds)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from orchestrator import Client
 from orchestrator.audit import replay
-from orchestrator.audit.rows import EXPECTED, identity, read_rows
+from projections.stored_rows import EXPECTED, identity, read_rows
 from tests.helpers import fabric_with
 
 

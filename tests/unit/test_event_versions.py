@@ -57,7 +57,7 @@ class Note(Aggregate):
 APP = """
 import sys
 from uuid import UUID
-from orchestrator.application import Orchestrator
+from orchestrator.write.application import Orchestrator
 from orchestrator.domain.base import Aggregate
 {release}
 app = Orchestrator(env={{"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": sys.argv[1]}})

@@ -7,8 +7,8 @@ from typing import Any
 
 from orchestrator import Client
 from orchestrator.audit.replay import ScratchStore, table_rows
-from orchestrator.follower import Follower
 from projections.base import ProjectionGroup
+from projections.follower import Follower
 from projections.runner import NAMES, PROJECTIONS, build_projections
 
 

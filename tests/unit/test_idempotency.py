@@ -10,9 +10,9 @@ from eventsourcing.persistence import IntegrityError
 from rq import Queue
 
 from orchestrator import Client, OrchestratorError
-from orchestrator.commands import StartJob
-from orchestrator.dispatcher import Dispatcher
+from orchestrator.dispatch.dispatcher import Dispatcher
 from orchestrator.domain.values import Operation
+from orchestrator.write.commands import StartJob
 from projections.jobs import JobsProjection
 from tests.helpers import event_count, topics
 from workers import tasks

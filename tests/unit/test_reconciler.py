@@ -12,7 +12,7 @@ from rq.job import JobStatus
 from rq.results import Result
 
 from orchestrator import Client
-from orchestrator.dispatcher import Reconciler
+from orchestrator.dispatch.dispatcher import Reconciler
 from orchestrator.domain import Job
 from orchestrator.domain.values import JobState, Operation
 from tests.deployment import wait_for

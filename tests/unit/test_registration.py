@@ -193,7 +193,7 @@ def test_the_prechecks_are_stored_with_the_start_of_the_job(
 ) -> None:
     """A worker runs the stage's prechecks first and reports them with the start: one command and
     one transaction, not two."""
-    from orchestrator.application import Orchestrator
+    from orchestrator.write.application import Orchestrator
 
     reported: list[Any] = []
     handle = Orchestrator.handle
@@ -218,7 +218,7 @@ def test_the_prechecks_are_stored_with_the_start_of_the_job(
 def test_a_job_whose_vm_cannot_be_checked_fails_once_started(
     client: Client, discovered_vault: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers import jobs
+    from workers import work as jobs
 
     def gone(*args: Any) -> Any:
         raise OrchestratorError("VmNotFound", "no VM vm01 in the fabric")

@@ -19,7 +19,7 @@ from rq.job import Job as RqJob
 from rq.registry import FailedJobRegistry
 
 from orchestrator import Client
-from orchestrator.dispatcher import Reconciler
+from orchestrator.dispatch.dispatcher import Reconciler
 from orchestrator.domain.values import Operation
 from tests.deployment import wait_for
 from tests.helpers import wait_dispatched
@@ -90,7 +90,7 @@ def test_finding_8_a_json_payload_naming_another_function_is_not_run(
             "backup-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10",
         ),  # a task under another task's RQ job id
         (
-            ["workers.jobs.run_retention", None, ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"], {}],
+            ["workers.work.run_retention", None, ["6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10"], {}],
             "retention-6f1c0e3e-2f4b-4d59-9c56-1f0d1f6e2a10",
         ),  # our code, but not a task
     ],

@@ -16,12 +16,12 @@ from eventsourcing.persistence import OperationalError
 from pydantic import ValidationError
 
 from orchestrator import Client
-from orchestrator import commands as c
-from orchestrator.application import SNAPSHOT_INTERVAL, Orchestrator
 from orchestrator.domain import BackupPolicy, Vault, VirtualMachine
 from orchestrator.domain.base import SnapshotState
 from orchestrator.domain.policy import policy_id_for
 from orchestrator.domain.values import Replication
+from orchestrator.write import commands as c
+from orchestrator.write.application import SNAPSHOT_INTERVAL, Orchestrator
 
 
 def from_events(app: Orchestrator, aggregate_id: UUID) -> Any:

@@ -17,11 +17,11 @@ from rq.executions import Execution
 
 from orchestrator import Client
 from orchestrator.domain.values import Operation
+from orchestrator.runtime.worker import ProcessWorker
 from tests.deployment import wait_for
 from tests.helpers import wait_dispatched
 from workers import tasks
 from workers.queues import TaskRefusedError, fetch_job, queue, rq_job_id
-from workers.worker import PreloadedWorker
 
 
 def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fabric: Path) -> None:
@@ -48,7 +48,7 @@ def test_a_worker_builds_its_context_once_and_hands_it_to_every_task(
         monkeypatch.setattr(
             tasks, "register", lambda ctx, job_id: contexts.append((os.getpid(), ctx)) or real(ctx, job_id)
         )
-        worker = PreloadedWorker(["jobs"], connection=runtime.redis)
+        worker = ProcessWorker(["jobs"], connection=runtime.redis)
         built = worker.context
         assert built is not None
         assert worker.work(burst=True)
@@ -81,7 +81,7 @@ def test_a_running_job_keeps_its_heartbeat(tmp_path: Path, fabric: Path, monkeyp
     rq_job = queue(connection).enqueue(
         "workers.tasks.register", job_id, job_id=rq_job_id(Operation.REGISTER, job_id), job_timeout=600
     )
-    worker = PreloadedWorker(["jobs"], connection=connection, job_monitoring_interval=1)
+    worker = ProcessWorker(["jobs"], connection=connection, job_monitoring_interval=1)
     try:
         assert worker.get_heartbeat_ttl(rq_job) == 61  # not the job's timeout (600) and 60 more
         execution = worker.prepare_execution(rq_job)

@@ -7,7 +7,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from workers.worker import PreloadedWorker
+from orchestrator.runtime.worker import ProcessWorker
 
 
 @pytest.mark.parametrize("serializer", [None, "pickle", "rq.serializers.DefaultSerializer", "json"])
@@ -23,7 +23,7 @@ def test_finding_8_a_worker_reads_json_whatever_serializer_its_command_line_name
     monkeypatch.setenv("BACKUP_FABRIC", str(fabric))
     connection = fakeredis.FakeRedis()
     queues = [Queue("jobs", connection=connection, serializer=serializer)]
-    worker = PreloadedWorker(queues, connection=connection, serializer=serializer, job_class="rq.job.Job")
+    worker = ProcessWorker(queues, connection=connection, serializer=serializer, job_class="rq.job.Job")
     try:
         assert worker.serializer is JSONSerializer
         assert [(q.name, q.serializer) for q in worker.queues] == [("jobs", JSONSerializer)]

@@ -1,0 +1,295 @@
+"""The composition roots: `bootstrap` builds what a client process (and each follower service, which
+is one with a thread started: orchestrator/runtime/services.py) runs on, the application, read store, queue
+connection and fabric, and (embedded mode) starts the followers and workers as threads;
+`worker_context` builds what an `rq worker` process hands its tasks (orchestrator/runtime/worker.py)."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from eventsourcing.persistence import IntegrityError, InternalError, PersistenceError, ProgrammingError
+from redis import Redis
+
+from orchestrator import safefs
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.config import Settings
+from orchestrator.dispatch.dispatcher import Dispatcher, DispatcherThread, Reconciler
+from orchestrator.dispatch.scheduler import Scheduler, SchedulerThread
+from orchestrator.errors import OrchestratorError, ServiceUnavailableError, SettingsError
+from orchestrator.fabric.local import LocalFabric
+from orchestrator.targets import product_dirs
+from orchestrator.write.application import Orchestrator
+from orchestrator.write.persistence import PydanticMapper
+from projections.follower import FollowerThread
+from projections.runner import ensure_schemas, projection_thread
+from projections.store import ReadStore
+from workers.context import WorkerContext
+from workers.embedded import WorkerThread
+from workers.keys import KeyProtector
+from workers.queues import QUEUES
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SQLITE_FILES = ("events.sqlite", "readmodels.sqlite")
+CIPHER_SAMPLE = 5  # stored rows the cipher check tries
+FULL_BELOW = 64 * 1024  # free bytes under which a store that fails to open is said to be on a full disk
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    app: Orchestrator
+    store: ReadStore
+    fabric: LocalFabric
+    redis: Redis
+    fake_server: Any = None
+    clock: Clock = field(default_factory=SystemClock)
+    work_enqueued: threading.Event = field(default_factory=threading.Event)  # wakes embedded workers
+    threads: list[Any] = field(default_factory=list)
+    _lock: int | None = None  # the data dir's lock (SQLite)
+
+    def worker_context(self) -> WorkerContext:
+        return WorkerContext(
+            app=self.app,
+            fabric=self.fabric,
+            principal=f"worker:{self.settings.principal}",
+            vault_store_root=self.settings.vault_store_path,
+            clock=self.clock,
+            keys=KeyProtector(self.settings.key_protection_key),
+            open_read_store=lambda: self.store,
+            own_dirs=tuple(product_dirs(self.settings)),
+        )
+
+    def dispatcher_thread(self) -> DispatcherThread:
+        s = self.settings
+        return DispatcherThread(
+            Dispatcher(self.app, self.store, self.redis, s.job_timeout, self.work_enqueued.set),
+            Reconciler(self.app, self.store, self.redis, s.job_timeout, self.work_enqueued.set),
+            s.poll_interval,
+            s.reconcile_interval,
+        )
+
+    def scheduler_thread(self) -> SchedulerThread:
+        return SchedulerThread(Scheduler(self.app, self.store, self.clock), self.settings.scheduler_interval)
+
+    def projections_thread(self) -> FollowerThread:
+        return projection_thread(self.app, self.store, self.settings.poll_interval)
+
+    def start_services(self) -> None:
+        """Followers (and, on the embedded queue, workers) as threads of this process."""
+        self.threads = [self.projections_thread(), self.dispatcher_thread(), self.scheduler_thread()]
+        if self.fake_server is not None:
+            self.threads += [self._worker_thread(i) for i in range(self.settings.workers)]
+        for thread in self.threads:
+            thread.start()
+
+    def close_workers(self) -> None:
+        """Stop the embedded workers only (tests use this to hold jobs in the queue)."""
+        for thread in [t for t in self.threads if isinstance(t, WorkerThread)]:
+            thread.stop()
+            self.threads.remove(thread)
+
+    def _worker_thread(self, index: int) -> WorkerThread:
+        import fakeredis
+
+        connection = fakeredis.FakeRedis(server=self.fake_server)
+        return WorkerThread(connection, QUEUES, self.worker_context(), f"worker-{index}", self.work_enqueued)
+
+    def close(self) -> None:
+        for thread in reversed(self.threads):
+            thread.stop()
+        self.threads = []
+        self.app.close()
+        self.store.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def bootstrap(settings: Settings) -> Runtime:
+    """What a client process runs on. An SQLite event store belongs to one process at a time: its data
+    dir is locked for as long as the runtime is open (DataDirInUse for a second one)."""
+    with ExitStack() as undo:  # what is open so far is closed again if a later step fails
+        lock = take_data_dir(settings) if settings.event_store == "sqlite" else None
+        if lock is not None:
+            undo.callback(os.close, lock)
+        app = build_app(settings)
+        undo.callback(app.close)
+        store = _opening(settings, lambda: _read_store(settings))
+        undo.callback(store.close)
+        _opening(settings, lambda: ensure_schemas(store))
+        undo.pop_all()
+    fake_server = None
+    if settings.redis_url is None:
+        import fakeredis
+
+        fake_server = fakeredis.FakeServer()
+        redis: Redis = fakeredis.FakeRedis(server=fake_server)
+    else:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    return Runtime(
+        settings,
+        app,
+        store,
+        LocalFabric(settings.fabric_path, settings.image_roots_for()),
+        redis,
+        fake_server,
+        _lock=lock,
+    )
+
+
+def open_data_dir(settings: Settings) -> Path:
+    """The data dir, made private (0700; an older version made it 0755) with its SQLite files 0600
+    before the library opens them (SQLite gives its journal and WAL files the database file's mode)."""
+    directory = safefs.make_dirs(settings.data_dir, link_ok=True)
+    safefs.tighten(directory, safefs.DIR_MODE)
+    if settings.event_store == "sqlite":
+        for name in SQLITE_FILES:
+            path = directory / name
+            try:
+                os.close(safefs.create(path))
+            except FileExistsError:
+                safefs.tighten(path, safefs.FILE_MODE)
+    return directory
+
+
+def take_data_dir(settings: Settings) -> int:
+    """The data dir's lock, held until the runtime closes; DataDirInUse when another process holds it."""
+    directory = _opening(settings, lambda: open_data_dir(settings))
+    fd = safefs.open_lock(directory / "runtime.lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OrchestratorError(
+            "DataDirInUse",
+            f"another process runs the embedded orchestrator on {settings.data_dir}; "
+            "stop it, or use another BACKUP_DATA_DIR",
+            field="BACKUP_DATA_DIR",
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())  # for an operator who wants to know which process
+    except OSError as exc:
+        log.warning("the data dir's lock holds no process id: %s", exc)
+    return fd
+
+
+def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> Orchestrator:
+    """The application on the configured event store. `pre_ping=False` for a process that lives
+    for one short task: a pooled PostgreSQL connection is not pinged before each use (a long-lived
+    process's may have been dropped while idle; the library retries a statement that fails on a
+    dropped connection with a new one either way)."""
+    _opening(settings, lambda: open_data_dir(settings))
+    env = app_env(settings, create_tables, pre_ping)
+    app = _opening(settings, lambda: Orchestrator(env=env))
+    _check_cipher(app)
+    return app
+
+
+def app_env(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> dict[str, str]:
+    """The eventsourcing library's settings for `build_app`."""
+    return {
+        **settings.eventsourcing_env(),
+        **({} if create_tables else {"CREATE_TABLE": "n"}),
+        **({} if pre_ping else {"POSTGRES_PRE_PING": "n"}),
+    }
+
+
+def _check_cipher(app: Orchestrator) -> None:
+    """The stored events must read back with the cipher setting given, so a missing or wrong
+    BACKUP_EVENT_CIPHER_KEY is one clear error at start, not a failure deep in a follower. The first
+    few rows are read as stored (not through the library, which a malformed row would crash): the
+    store is refused only when none of them decodes. One malformed row is `audit verify`'s to name."""
+    from projections.stored_rows import read_rows
+
+    rows = [
+        row
+        for row in read_rows(app, 1, app.recorder.max_notification_id() or 0, CIPHER_SAMPLE)
+        if row.state[0] == "blob" and row.topic[0] == "text"
+    ]
+    if not rows:
+        return
+    decode = cast(PydanticMapper, app.mapper).decoder()
+    for row in rows:
+        try:
+            decode(row.topic[1].decode(), row.state[1])
+            return
+        except Exception:
+            continue
+    raise SettingsError(
+        "EventCipherMismatch",
+        "the event store's events do not read back with this BACKUP_EVENT_CIPHER_KEY: the store was "
+        "written with another key, or with none (or the key is set for a store written without one)",
+        field="BACKUP_EVENT_CIPHER_KEY",
+    )
+
+
+def _opening(settings: Settings, open_: Callable[[], T]) -> T:
+    for attempt in range(3):
+        try:
+            return open_()
+        except (IntegrityError, ProgrammingError, InternalError):
+            # Processes starting together race to create the same tables; the loser retries.
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+        except (PersistenceError, OSError, sqlite3.Error) as exc:
+            raise ServiceUnavailableError(
+                "EventStoreUnavailable",
+                f"cannot open the {settings.event_store} event store: {_why(settings, exc)}",
+                field="BACKUP_EVENT_STORE",
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _why(settings: Settings, exc: BaseException) -> str:
+    """What went wrong opening a store; a full disk under the data dir said as such (SQLite reports
+    one as a disk I/O error when it cannot even create its journal)."""
+    full = isinstance(exc, OSError) and safefs.is_full(exc)
+    if not full and settings.event_store == "sqlite":
+        with suppress(OSError):
+            full = shutil.disk_usage(settings.data_dir).free < FULL_BELOW
+    return f"its disk is full ({exc}): free space in {settings.data_dir}" if full else str(exc)
+
+
+def _read_store(settings: Settings) -> ReadStore:
+    if settings.event_store == "sqlite":
+        return ReadStore.sqlite(settings.data_dir / "readmodels.sqlite")
+    return ReadStore.postgres(
+        dbname=settings.postgres_dbname,
+        host=settings.postgres_host,
+        port=settings.postgres_port,
+        user=settings.postgres_user,
+        password=settings.postgres_password,
+        schema=settings.postgres_schema,
+    )
+
+
+def worker_context(settings: Settings) -> WorkerContext:
+    """What an `rq worker` process hands its tasks, built once when it starts: the application (its
+    event store's missing tables made, as a worker may start before every other service), the
+    fabric, and the read store, opened on first use. ServiceUnavailableError while the event store
+    does not answer."""
+    app = build_app(settings)
+    return WorkerContext(
+        app=app,
+        fabric=LocalFabric(settings.fabric_path, settings.image_roots_for()),
+        principal=f"worker:{settings.principal}",
+        vault_store_root=settings.vault_store_path,
+        clock=SystemClock(),
+        keys=KeyProtector(settings.key_protection_key),
+        open_read_store=lambda: _opening(settings, lambda: _read_store(settings)),
+        own_dirs=tuple(product_dirs(settings)),
+    )

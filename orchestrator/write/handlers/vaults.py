@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from orchestrator.domain import BackupPolicy, Vault
+from orchestrator.domain.policy import DEFAULT_POLICY
+from orchestrator.domain.schedule import default_retention, default_schedule
+from orchestrator.domain.values import VaultKind
+from orchestrator.domain.vault import vault_id_for
+from orchestrator.write import commands as c
+from orchestrator.write.handlers import handles
+
+if TYPE_CHECKING:
+    from orchestrator.write.application import Orchestrator
+
+
+@handles(c.CreateVault)
+def create_vault(app: Orchestrator, cmd: c.CreateVault) -> UUID:
+    """The name, subscription, region and resource group are checked by their types (CreateVault)."""
+    Vault.check_name_free(cmd.subscription, cmd.name, app.find(vault_id_for(cmd.subscription, cmd.name), Vault))
+    goal = "azure/virtual_machine" if cmd.kind is VaultKind.RECOVERY_SERVICES else ""
+    vault = Vault(
+        name=cmd.name,
+        subscription=cmd.subscription,
+        region=cmd.region,
+        resource_group=cmd.resource_group,
+        kind=cmd.kind,
+        replication=cmd.replication,
+        backup_goal=goal,
+    )
+    default = BackupPolicy(
+        vault_id=vault.id,
+        name=DEFAULT_POLICY,
+        schedule=default_schedule(),
+        retention=default_retention(),
+        timezone="UTC",
+    )
+    app.save(vault, default)
+    return vault.id
+
+
+@handles(c.SetReplication)
+def set_replication(app: Orchestrator, cmd: c.SetReplication) -> None:
+    """Until the vault is first asked to protect a VM, no item of it can hold protected data; after,
+    its items say (read from the event store: a rare command, on a vault's items only)."""
+    vault = app.get(cmd.vault_id, Vault)
+    vault.check_replication_changeable(app.items_of_vault(vault.id) if vault.protection_started else ())
+    if vault.replication is not cmd.replication:
+        vault.change_replication(cmd.replication)
+        app.save(vault)

@@ -1,0 +1,221 @@
+"""The work behind each task: checks, backup, restore, retention."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from uuid import UUID
+
+from orchestrator.domain import Job, RecoveryPoint, VirtualMachine
+from orchestrator.domain.item import item_id_for
+from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
+from orchestrator.domain.values import CheckResult, EncryptionKeys, Finding
+from orchestrator.errors import OrchestratorError
+from orchestrator.fabric.inventory import FabricVm, PowerState
+from orchestrator.write import commands as c
+from projections import queries
+from workers.consistency import frozen
+from workers.context import WorkerContext
+from workers.prechecks import Stage, blocking, describe, evaluate, warnings_of
+from workers.restore import point_of
+from workers.snapshot import DiskSource, transfer_disks
+from workers.vaultstore import DiskManifest, Manifest, VaultStore
+
+PROGRESS_STEPS = 4  # progress is reported at 25%, 50% and 75%; 100% goes with the recovery point
+
+
+def precheck(ctx: WorkerContext, job: Job, stage: Stage) -> list[CheckResult]:
+    """The stage's prechecks on the job's VM as the fabric has it now (recorded by the caller)."""
+    vault = ctx.app.vault_created(job.vault_id)
+    return evaluate(
+        ctx.fabric.get_vm(job.vm_key), vault.kind, vault.region, stage, ctx.fabric, key_protection=ctx.keys.configured
+    )
+
+
+def passed(results: list[CheckResult]) -> list[Finding]:
+    """Recorded prechecks: an error stops the job with its code, the warnings go on with it."""
+    error = blocking(results)
+    if error is not None:
+        raise OrchestratorError(error.code, describe(results))
+    return warnings_of(results)
+
+
+def with_extension(ctx: WorkerContext, vm: FabricVm, warnings: list[Finding]) -> tuple[str, list[Finding]]:
+    """After the prechecks passed: the backup extension's version, installed now if the VM runs."""
+    version = ctx.fabric.extension_version(vm)
+    if version is not None:
+        return version, warnings
+    if vm.spec.power_state is PowerState.RUNNING:
+        return ctx.fabric.install_extension(vm), warnings
+    return "", [
+        *warnings,
+        Finding(
+            code="ExtensionPendingVmStart",
+            message=f"VM {vm.ref.display_name} is {vm.spec.power_state.value}: the backup extension will be "
+            "installed when it next runs; until then backups are offline (crash-consistent).",
+        ),
+    ]
+
+
+def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
+    """After the backup prechecks passed (`warnings`: theirs)."""
+    vm = ctx.fabric.get_vm(job.vm_key)
+    if vm.spec.power_state is PowerState.RUNNING:
+        warnings = with_extension(ctx, vm, warnings)[1]
+    store = ctx.vault_store(job.vault_id)
+    rp_id = str(recovery_point_id_for(job.id))
+    with store.backup_lease():
+        if store.manifest_path(rp_id).exists():  # committed by an earlier delivery that died before reporting
+            manifest, digest = store.read_manifest(rp_id), store.manifest_digest(rp_id)
+        else:
+            manifest, digest, found = _snapshot(ctx, job, vm, store, rp_id)
+            warnings += found
+        # The vault store's usage record goes with the point, for the dashboard.
+        ctx.report(
+            c.RecordBackupTaken(
+                job_id=job.id,
+                taken_at=manifest.taken_at,
+                consistency=manifest.consistency,
+                logical_bytes=manifest.logical_bytes,
+                stored_bytes=manifest.stored_bytes,
+                manifest_digest=digest,
+                disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
+                warnings=warnings,
+                encryption=manifest.encryption,
+                provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
+                usage=store.usage_report() or {},  # none when it cannot be read: the next report says
+            )
+        )
+    return f"recovery point {rp_id}"
+
+
+def _snapshot(
+    ctx: WorkerContext, job: Job, vm: FabricVm, store: VaultStore, rp_id: str
+) -> tuple[Manifest, str, list[Finding]]:
+    reported = [0]
+
+    def progress(done: int, total: int) -> None:
+        step = done * PROGRESS_STEPS // max(total, 1)
+        if reported[0] < step < PROGRESS_STEPS:
+            reported[0] = step
+            ctx.report(c.RecordProgress(job_id=job.id, bytes_done=done, bytes_total=total))
+
+    encryption, sealed_keys = _kept_keys(ctx, vm)
+    with ExitStack() as images, frozen(ctx.fabric, vm) as freeze:
+        disks = [DiskSource(disk.name, images.enter_context(ctx.fabric.open_disk(vm, disk))) for disk in vm.spec.disks]
+        taken_at = ctx.clock.now()
+        disk_manifests, stats = transfer_disks(store, disks, progress, previous=_previous_disks(ctx, job, store))
+    manifest = Manifest(
+        recovery_point_id=rp_id,
+        job_id=str(job.id),
+        vm_key=job.vm_key,
+        vm_spec=json.loads(vm.spec.model_dump_json()),
+        taken_at=taken_at.isoformat(),
+        consistency=freeze.consistency.value,
+        logical_bytes=stats.logical_bytes,
+        stored_bytes=stats.stored_bytes,
+        disks=disk_manifests,
+        encryption=encryption,
+        sealed_keys=sealed_keys,
+    )
+    manifest, digest = store.commit_manifest(manifest)
+    return manifest, digest, freeze.warnings
+
+
+def _kept_keys(ctx: WorkerContext, vm: FabricVm) -> tuple[EncryptionKeys | None, str | None]:
+    """An encrypted VM's key names, and its BEK (and KEK) from the key vault, sealed for the manifest."""
+    enc = vm.spec.encryption
+    if not enc.enabled:
+        return None, None
+    assert enc.key_vault and enc.bek_secret  # the inventory's rule for an encrypted VM
+    names = EncryptionKeys(key_vault=enc.key_vault, bek_secret=enc.bek_secret, kek_key=enc.kek_key)
+    return names, ctx.keys.seal(names, ctx.fabric.backup_key_material(vm))
+
+
+def _previous_disks(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str, DiskManifest]:
+    """The disks of the VM's latest recovery point, for the unchanged-disk check."""
+    item = ctx.app.get(item_id_for(job.vm_key), VirtualMachine)
+    if item.latest_recovery_point is None:
+        return {}
+    try:
+        return {d.name: d for d in store.read_manifest(str(item.latest_recovery_point)).disks}
+    except (OSError, ValueError):  # gone, or unreadable (`vault check` names it): every disk is read
+        return {}
+
+
+def run_restore_keys(ctx: WorkerContext, job: Job) -> str:
+    rp, _, manifest = point_of(ctx, job)
+    if manifest.encryption is None or manifest.sealed_keys is None:
+        raise OrchestratorError("RecoveryPointNotEncrypted", f"recovery point {rp.id} holds no keys")
+    names, material = manifest.encryption, ctx.keys.open(manifest.sealed_keys)
+    key_vault = job.parameters["key_vault"] or names.key_vault
+    outcome = ctx.fabric.restore_key_material(
+        rp.vm_key.split("/", 1)[0],
+        key_vault,
+        {names.bek_secret: material["bek_secret"]},
+        {names.kek_key: material["kek_key"]} if names.kek_key else {},
+    )
+    ctx.report(
+        c.CompleteJob(
+            job_id=job.id,
+            result={
+                "recovery_point_id": str(rp.id),
+                "key_vault": key_vault,
+                "restored": outcome,
+            },
+        )
+    )
+    return f"{sum(v == 'restored' for v in outcome.values())} restored into {key_vault}"
+
+
+def run_retention(ctx: WorkerContext, job: Job) -> str:
+    """Expire the vault's due points, delete the manifests the event store says are dead, collect.
+    The due points come from the event store, never from a read model alone (which may lag, or have
+    lost rows): every manifest in the vault store is a recovery point, whose aggregate (every event
+    stored so far) says whether it is due; the recovery-points read model adds points without one."""
+    now = ctx.clock.now()
+    store = ctx.vault_store(job.vault_id)
+    listed = {UUID(r.recovery_point_id) for r in queries.recovery_points(ctx.read_store, str(job.vault_id))}
+    points = [ctx.app.find(rp_id, RecoveryPoint) for rp_id in sorted({*store.recovery_point_ids(), *listed})]
+    due = [
+        rp.id
+        for rp in points
+        if rp is not None and rp.vault_id == job.vault_id and not rp.expired and rp.expires_at <= now
+    ]
+    expired = ctx.report(c.ExpireRecoveryPoints(job_id=job.id, recovery_point_ids=due, now=now))
+    deleted = sum(store.delete_manifest(rp_id) for rp_id in store.manifest_ids() if _dead(ctx, store, rp_id))
+    collected = store.collect_garbage()
+    ctx.report(
+        c.CompleteJob(
+            job_id=job.id,
+            result={
+                "expired": len(expired),
+                "held": len(due) - len(expired),
+                "manifests_deleted": deleted,
+                **collected,
+                "vault_usage": store.usage_report() or {},  # the vault store's usage record, for the dashboard
+            },
+        )
+    )
+    return f"{len(expired)} expired"
+
+
+def _dead(ctx: WorkerContext, store: VaultStore, rp_id: str) -> bool:
+    """A manifest to delete, as the event store has it: its recovery point expired, or its backup job
+    ended without making one. Kept: a manifest whose job is still running (a retry will report it),
+    and one whose job cannot be told (not named by a point's id, unreadable, or naming a job the
+    event store does not have, or a job whose point it is not: `vault check` names the bad ones)."""
+    try:
+        point_id = UUID(rp_id)
+    except ValueError:
+        return False
+    rp = ctx.app.find(point_id, RecoveryPoint)
+    if rp is None:
+        job_id = store.job_of(rp_id)
+        job = ctx.app.find(job_id, Job) if job_id is not None and recovery_point_id_for(job_id) == point_id else None
+        if job is None or not job.state.is_terminal:
+            return False
+        rp = ctx.app.find(point_id, RecoveryPoint)  # the job ended meanwhile? Its point is stored with its end
+        if rp is None:
+            return True
+    return rp.expired
