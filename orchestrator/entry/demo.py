@@ -15,7 +15,7 @@ from orchestrator.fabric.local import LocalFabric
 from orchestrator.fabric.sample import write_sample_fabric
 
 
-def _protect_backup_restore(client: Client, vault: str, vms: list[str], out: Console) -> None:
+def _protect_and_back_up(client: Client, vault: str, vms: list[str], out: Console) -> None:
     protections = client.wait_all(client.protect(vault, vms))
     done = [j for j in protections if j.status != "failed"]
     warned = [f"{j.vm_name} ({j.warnings[0]['code']})" for j in done if j.warnings]
@@ -37,6 +37,10 @@ def _protect_backup_restore(client: Client, vault: str, vms: list[str], out: Con
         )
     out.print("[bold]8. Backup now[/bold]: one recovery point each, blocks stored once")
     out.print(table)
+    _restore_and_check(client, vault, vms, out)
+
+
+def _restore_and_check(client: Client, vault: str, vms: list[str], out: Console) -> None:
     source = next(vm for vm in vms if vm.startswith("web"))
     [point] = client.recovery_points(vault, source)
     target = f"{source}-restored-{point.recovery_point_id[:8]}"
@@ -105,7 +109,7 @@ def run_demo(directory: Path | None, out: Console) -> None:
             f"[bold]6. Vault items[/bold]: {len(items)} registered: "
             + ", ".join(f"{i.vm_name} ({i.status})" for i in items)
         )
-        _protect_backup_restore(client, vault, [i.vm_name for i in items], out)
+        _protect_and_back_up(client, vault, [i.vm_name for i in items], out)
         from orchestrator.entry.cli.audit import render_dashboard
 
         out.print("[bold]11. Dashboard[/bold]")
