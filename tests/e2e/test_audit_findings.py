@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import projections.chain
 from orchestrator import Client
-from orchestrator.audit import verify as chain
 from orchestrator.entry.cli.main import app
 from orchestrator.write.application import SNAPSHOT_INTERVAL
 from projections.chain import ChainFollower
@@ -90,7 +90,7 @@ def test_finding_10_a_checkpoint_alone_says_how_far_the_chain_reached(
     tmp_path: Path, fabric: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The follower's position deleted too: the newest AuditCheckpoint event still marks the reach."""
-    monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
+    monkeypatch.setattr(projections.chain, "CHECKPOINT_EVERY", 20)
     data = tmp_path / "data"
     _history(data, fabric)
     [(state,)] = _sql(data / "events.sqlite")(
@@ -159,7 +159,7 @@ def _target(sql: Any, head: int, column: str) -> int:
 def test_finding_11_each_malformed_row_is_a_named_finding(
     tmp_path: Path, fabric: Path, malformation: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
+    monkeypatch.setattr(projections.chain, "CHECKPOINT_EVERY", 20)
     data = tmp_path / "data"
     head = _history(data, fabric)
     sql = _sql(data / "events.sqlite")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import projections.chain
 from orchestrator import Client
 from orchestrator.entry.cli.main import app
 from orchestrator.write.application import SNAPSHOT_INTERVAL
@@ -61,9 +62,8 @@ def test_an_untampered_history_verifies_and_matches_a_kept_head(tmp_path: Path, 
 
 
 def test_the_chain_records_checkpoints_in_the_history(tmp_path: Path, fabric: Path, monkeypatch: Any) -> None:
-    from orchestrator.audit import verify as chain
 
-    monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
+    monkeypatch.setattr(projections.chain, "CHECKPOINT_EVERY", 20)
     with Client(data_dir=tmp_path / "data", fabric=fabric, principal="alice") as client:
         small_history(client)
         head = client._runtime.app.recorder.max_notification_id() or 0

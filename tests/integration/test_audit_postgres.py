@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+import projections.chain
 from orchestrator import Client
 from orchestrator.audit import replay
 from orchestrator.audit import verify as chain
@@ -122,7 +123,7 @@ def _checkpoint(schema: str) -> int:
 def test_finding_11_each_malformed_row_is_a_named_finding_on_postgres(
     tmp_path: Path, fabric: Path, pg_schema: str, malformation: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chain, "CHECKPOINT_EVERY", 20)
+    monkeypatch.setattr(projections.chain, "CHECKPOINT_EVERY", 20)
     head = _history(tmp_path, fabric, pg_schema)
     assignment, column = MALFORMED_POSTGRES.get(malformation, ("state = convert_to('not json', 'UTF8')", "state"))
     target = _checkpoint(pg_schema) if malformation.startswith("checkpoint") else _stored_from(pg_schema, head // 2)
