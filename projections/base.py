@@ -84,6 +84,13 @@ class Projection(Follower):
     # no other aggregate's rows.
     by_aggregate: ClassVar[bool] = False
     apply: ClassVar[on_event]  # writes the rows for an event, inside the batch's transaction
+    # Event classes whose handler only sets columns of the event's aggregate's row to values taken
+    # from the event itself (no read, no other row, no column computed from what is there): when one
+    # is followed by another of its class on the same aggregate, with no other event of that aggregate
+    # between, the second leaves the row as though the first had never been applied, so a rebuild may
+    # skip the first (orchestrator/audit/replay.py). tests/unit/test_replay_compaction.py holds each
+    # declared class to that.
+    overwrites: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, app: Any, store: ReadStore) -> None:
         super().__init__(app, store)

@@ -21,6 +21,7 @@ class JobsProjection(Projection):
     row_table, row_key, stamps_rows = "jobs", "job_id", False
     owned = ("jobs",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own
+    overwrites = (Job.Progressed,)
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}jobs (job_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "

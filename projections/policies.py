@@ -19,6 +19,7 @@ class PoliciesProjection(Projection):
     row_table, row_key, stamps_rows = "policies", "policy_id", True
     owned = ("policies",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own
+    overwrites = (P.Updated,)
     # 2: schedule and retention as pydantic writes their JSON (four times faster than json.dumps);
     # 3: no item count (the policies no longer list their items)
     version = 3

@@ -19,6 +19,7 @@ class RecoveryPointsProjection(Projection):
     row_table, row_key, stamps_rows = "recovery_points", "recovery_point_id", False
     owned = ("recovery_points",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own
+    overwrites = (RP.RetentionChanged,)
     version = 2  # 2: key_vault
     tables = (
         (

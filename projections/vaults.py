@@ -16,6 +16,7 @@ class VaultsProjection(Projection):
     topics = (get_topic(Vault.Created), get_topic(Vault.ReplicationChanged))
     owned = ("vaults",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own
+    overwrites = (Vault.ReplicationChanged,)
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}vaults (vault_id TEXT PRIMARY KEY, name TEXT NOT NULL, "

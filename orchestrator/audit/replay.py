@@ -5,7 +5,9 @@
 One pass in this process over the notification log, read through the event store's own reader
 (`select_notifications`, a section at a time): each event is decoded once and handed to every read
 model that applies its topic, and each section's rows and positions are written in one transaction
-of a store held in memory. The application and the store are the caller's.
+of a store held in memory. An event whose row writes the same aggregate's next event in the section
+overwrites (a policy edited again, a job's progress reported again) is not decoded at all. The
+application and the store are the caller's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from uuid import uuid4
 
 from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
 
 from orchestrator.audit import comparison
 from orchestrator.audit.comparison import ReplayReport as ReplayReport
@@ -78,7 +81,9 @@ class Rebuild:
     """The read models being rebuilt: each one's batch of events for the current section, and how far
     it goes (`limits`: its live position in a replay, else the log's end)."""
 
-    def __init__(self, projections: Sequence[Projection], limits: Sequence[int], until: datetime | None) -> None:
+    def __init__(
+        self, projections: Sequence[Projection], limits: Sequence[int], until: datetime | None, compact: bool = True
+    ) -> None:
         self.projections = list(projections)
         self.limits = list(limits)
         self.until = until
@@ -88,14 +93,20 @@ class Rebuild:
             for topic in projection.topics:
                 self.targets.setdefault(topic, []).append(batch)
         self.last = 0  # the last notification taken into account
+        # Topics whose events every read model applying them may skip when the same aggregate's next
+        # event is another of the topic (`Projection.overwrites`); none for a rebuild as of a past
+        # instant, where that next event may be after the instant and not applied.
+        self.skippable = overwritten_topics(self.projections) if compact and until is None else frozenset()
+        self.horizon = min(self.limits, default=0)  # every read model applies the events up to here
 
     def take(self, section: Sequence[Notification], decode: Decode) -> bool:
         """Decode the section's events that a read model applies, into their batches; True when the
         history has gone past `until` (beyond the clock skew) and the rest is not read."""
         targets, until = self.targets, self.until
+        superseded = self.superseded(section) if self.skippable else ()
         for notification in section:
             batches = targets.get(notification.topic)
-            if batches is not None:
+            if batches is not None and notification.id not in superseded:
                 event = decode(notification.topic, notification.state)
                 if until is not None and event.timestamp > until:
                     if event.timestamp > until + CLOCK_SKEW:
@@ -106,6 +117,20 @@ class Rebuild:
                     batch.append(pair)
             self.last = notification.id  # an event no read model applies only moves their positions
         return False
+
+    def superseded(self, section: Sequence[Notification]) -> set[int]:
+        """The section's events that need not be applied: of a skippable topic, and followed in the
+        section by another of that topic on the same aggregate with no other event of it between
+        (read from the end: the topic of each aggregate's next event)."""
+        skippable, horizon = self.skippable, self.horizon
+        following: dict[Any, str] = {}  # aggregate id -> the topic of its next event, "" if none counts
+        superseded: set[int] = set()
+        for notification in reversed(section):
+            topic, originator = notification.topic, notification.originator_id
+            if topic in skippable and following.get(originator) == topic:
+                superseded.add(notification.id)
+            following[originator] = topic if notification.id <= horizon else ""
+        return superseded
 
     def flush(self, store: ReadStore) -> None:
         """Every batch's rows and each read model's position, in one transaction."""
@@ -118,6 +143,19 @@ class Rebuild:
                 batch.clear()
 
 
+def overwritten_topics(projections: Sequence[Projection]) -> frozenset[str]:
+    """The topics that every read model applying them declares among its `overwrites`."""
+    declared = [{get_topic(cls) for cls in projection.overwrites} for projection in projections]
+    candidates = set().union(*declared)
+    return frozenset(
+        topic
+        for topic in candidates
+        if all(
+            topic in mine for projection, mine in zip(projections, declared, strict=True) if topic in projection.topics
+        )
+    )
+
+
 def rebuild(
     app: Any,
     store: ReadStore,
@@ -125,15 +163,17 @@ def rebuild(
     until: datetime | None = None,
     stops: dict[str, int] | None = None,
     progress: Progress | None = None,
+    compact: bool = True,
 ) -> int:
     """Apply the history to every read model in `store` (fresh): every event when `until` is None,
     else only events timestamped at or before it; each read model up to its position in `stops` when
-    given. Returns how many events were read."""
+    given. `compact`: skip the events that a later one overwrites (`Projection.overwrites`), which
+    leaves the same rows. Returns how many events were read."""
     projections = [cls(app, store) for cls in PROJECTIONS]
     head = app.recorder.max_notification_id() or 0
     stop = min(head, max(stops.values(), default=0)) if stops else head
     limits = [stops.get(p.name, stop) if stops else stop for p in projections]
-    rebuilding = Rebuild(projections, limits, until)
+    rebuilding = Rebuild(projections, limits, until, compact)
     decode = app.mapper.decoder()
     read = 0
     with _gc_paused():
