@@ -88,7 +88,7 @@ class Projection(Follower):
     # from the event itself (no read, no other row, no column computed from what is there): when one
     # is followed by another of its class on the same aggregate, with no other event of that aggregate
     # between, the second leaves the row as though the first had never been applied, so a rebuild may
-    # skip the first (orchestrator/audit/replay.py). tests/unit/test_replay_compaction.py holds each
+    # skip the first (orchestrator/audit/replay.py). tests/e2e/test_replay_rebuild.py holds each
     # declared class to that.
     overwrites: ClassVar[tuple[type, ...]] = ()
 
