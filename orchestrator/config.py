@@ -17,7 +17,7 @@ from orchestrator.domain.names import Principal
 from orchestrator.errors import SettingsError
 
 PREFIX = "BACKUP_"
-SECRET_SETTINGS = frozenset({"key_protection_key", "event_cipher_key"})  # never echoed in an error
+SECRET_SETTINGS = frozenset({"key_protection_key", "event_cipher_key", "token"})  # never echoed in an error
 
 
 class Settings(BaseSettings):
@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(10000, ge=0, le=10_000_000)
     key_protection_key: SecretStr | None = None
     event_cipher_key: SecretStr | None = None
+    # The API service: a client given `url` talks to it (orchestrator/entry/api), with `token`.
+    url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
+    token: SecretStr | None = None
+    tls_ca_file: Path | None = None  # the CA bundle a client checks the service's certificate with
+    tls_cert_file: Path | None = None  # the service's certificate (PEM), to serve HTTPS
+    tls_key_file: Path | None = None  # its private key (PEM)
 
     @field_validator("key_protection_key", "event_cipher_key")
     @classmethod

@@ -2,10 +2,20 @@
 
 from orchestrator.domain.checkpoint import AuditCheckpoint
 from orchestrator.domain.discovery import Discovery
+from orchestrator.domain.identity import Identity
 from orchestrator.domain.item import VirtualMachine
 from orchestrator.domain.job import Job
 from orchestrator.domain.policy import BackupPolicy
 from orchestrator.domain.recovery_point import RecoveryPoint
 from orchestrator.domain.vault import Vault
 
-__all__ = ["AuditCheckpoint", "BackupPolicy", "Discovery", "Job", "RecoveryPoint", "Vault", "VirtualMachine"]
+__all__ = [
+    "AuditCheckpoint",
+    "BackupPolicy",
+    "Discovery",
+    "Identity",
+    "Job",
+    "RecoveryPoint",
+    "Vault",
+    "VirtualMachine",
+]

@@ -197,6 +197,18 @@ PRINCIPAL = NameRule(
     "A-Za-z0-9_",
     "a letter, a digit or '_'",
 )
+# An identity of the API service (orchestrator/domain/identity.py): it is the principal on the events
+# its calls cause, so it holds no ':' either.
+IDENTITY = NameRule(
+    "identity name",
+    "IdentityNameInvalid",
+    "name",
+    "A-Za-z0-9._@-",
+    "ASCII letters, digits, '.', '_', '@' and '-'",
+    (1, 64),
+    ALNUM,
+    ALNUM_WORDS,
+)
 
 
 def _typed(rule: NameRule) -> Any:
@@ -214,6 +226,7 @@ DiskName = _typed(DISK)
 KeyVaultName = _typed(KEY_VAULT)
 KeyOrSecretName = _typed(KEY_OR_SECRET)
 Principal = _typed(PRINCIPAL)
+IdentityName = _typed(IDENTITY)
 
 
 def vm_reference_problem(value: str) -> tuple[str, str] | None:

@@ -7,12 +7,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Self, cast
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.utils import get_topic
 from pydantic import AwareDatetime, Field
 
 from orchestrator import targets
@@ -23,7 +25,8 @@ from orchestrator.audit.history import HistoryEntry
 from orchestrator.clock import Clock
 from orchestrator.config import Settings, load_settings
 from orchestrator.dispatch.scheduler import Scheduler
-from orchestrator.domain import Job, Vault, names
+from orchestrator.domain import Identity, Job, RecoveryPoint, Vault, identity, names
+from orchestrator.domain.identity import Caller, IdentityRow
 from orchestrator.domain.policy import policy_id_for
 from orchestrator.domain.schedule import Retention, Schedule
 from orchestrator.domain.values import CheckResult, JobState
@@ -42,12 +45,26 @@ from projections.store import ReadStore
 
 READ_MODEL_TIMEOUT = 30.0
 log = logging.getLogger(__name__)
+# The principal of the call being served: the API service's authenticated identity (orchestrator/api),
+# set around each call it makes on its client; none: the client's own (BACKUP_PRINCIPAL).
+_calling_principal: ContextVar[str | None] = ContextVar("calling_principal", default=None)
 JOBS_READ_MODEL = JobsProjection.name
 Timeout = Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)]  # seconds
 Progress = Callable[[int, int], None]
 
 
 class Client(ReadModels):
+    def __new__(cls, settings: Settings | None = None, **overrides: Any) -> Client:
+        """With a `url` (BACKUP_URL), the client talks to the API service over HTTP
+        (orchestrator/entry/api/remote.py): the same methods, results and error codes."""
+        if cls is Client:
+            given = {k: v for k, v in overrides.items() if k not in ("start_services", "clock")}
+            if (settings.url if isinstance(settings, Settings) else load_settings(**given).url) is not None:
+                from orchestrator.entry.api.remote import RemoteClient
+
+                return super().__new__(RemoteClient)
+        return super().__new__(cls)
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -285,6 +302,61 @@ class Client(ReadModels):
         with store_errors("nothing was changed: retry"):
             return chain.verify(self._runtime.app, self._runtime.store, expect, progress, read_models=not chain_only)
 
+    # Identities of the API service
+
+    @strict
+    def create_identity(self, name: str, role: str, vault_id: str | None = None) -> str:
+        """An identity of the API service with `role` (reader, operator, contributor, owner), on every
+        vault or on `vault_id` only. Returns its API token, which is shown this once: only its hash
+        is stored. A revoked identity's name may be made again (with a new token)."""
+        secret = identity.new_secret()
+        identity_id = self._do(
+            c.CreateIdentity, name=name, role=role, vault_id=vault_id, token_hash=identity.token_hash(secret)
+        )
+        return identity.token_for(identity_id, secret)
+
+    @strict
+    def revoke_identity(self, name: str) -> None:
+        """Revoke an identity: its token is refused from the next call on."""
+        self._do(c.RevokeIdentity, name=name)
+
+    def identities(self) -> list[IdentityRow]:
+        """Every identity ever made, revoked ones too, by name (the event store's, a few events each)."""
+        app = self._runtime.app
+        head = app.recorder.max_notification_id() or 0
+        topics = [get_topic(Identity.Created)]
+        ids = {
+            n.originator_id
+            for n in app.recorder.select_notifications(start=1, limit=head + 1, stop=head, topics=topics)
+        }
+        rows = [IdentityRow.of(app.get(UUID(str(i)), Identity)) for i in ids]
+        return sorted(rows, key=lambda row: row.name.lower())
+
+    @strict
+    def authenticate(self, token: str) -> Caller | None:
+        """Who an API token is (None: no identity has it, or it was revoked)."""
+        parsed = identity.parse_token(token)
+        if parsed is None:
+            return None
+        found = self._runtime.app.find(parsed[0], Identity, copy=False)
+        if found is None or not found.accepts(parsed[1]):
+            return None
+        return Caller(name=found.name, role=found.role, vault_id=str(found.vault_id) if found.vault_id else None)
+
+    def vault_of(self, entity_id: str, field: str) -> str:
+        """The vault of a job (`field` "job_id") or a recovery point ("recovery_point_id")."""
+        cls: type[Job] | type[RecoveryPoint] = Job if field == "job_id" else RecoveryPoint
+        return str(self._runtime.app.get(_uuid(entity_id, field), cls).vault_id)
+
+    @contextmanager
+    def calling_as(self, principal: str) -> Iterator[None]:
+        """The commands sent inside the block are `principal`'s (the API service's caller)."""
+        token = _calling_principal.set(principal)
+        try:
+            yield
+        finally:
+            _calling_principal.reset(token)
+
     # Jobs
 
     @strict
@@ -408,8 +480,9 @@ class Client(ReadModels):
         """A command, as this client's principal: an operator's (the application refuses anything else
         from one, `CommandNotAllowed`). Workers report through their own path (workers/context.py), the
         product's services through theirs."""
+        principal = _calling_principal.get() or self.settings.principal
         with store_errors("the command may or may not have been stored: look, then retry"):
-            return self._runtime.app.handle(command, self.settings.principal)
+            return self._runtime.app.handle(command, principal)
 
     def _read_store(self) -> ReadStore:
         """The live read models, once they have seen every event stored so far."""

@@ -31,12 +31,13 @@ def strict(method: F) -> F:
         except ValidationError as exc:
             if exc.title != title:  # raised inside the method, not by its arguments
                 raise
-            raise _invalid(method.__name__, parameters, exc) from None
+            raise invalid(method.__name__, parameters, exc) from None
 
     return cast(F, call)
 
 
-def _invalid(name: str, parameters: list[str], exc: ValidationError) -> OrchestratorError:
+def invalid(name: str, parameters: list[str], exc: ValidationError) -> OrchestratorError:
+    """A `CommandInvalid` for the arguments of `name` that `exc` refused, naming each."""
     errors = exc.errors()
 
     def where(loc: tuple[Any, ...]) -> str:

@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator.domain import names
+from orchestrator.domain.identity import Role
 from orchestrator.domain.names import (
     KeyVaultName,
     PolicyName,
@@ -138,6 +139,20 @@ class RunRetention(OperatorCommand):
     senders = frozenset({OPERATOR, SYSTEM})  # on demand, and the scheduler's daily run
     vault_id: UUID
     key: str = ""  # the scheduler's daily key: one retention job per vault and day
+
+
+class CreateIdentity(OperatorCommand):
+    """An identity of the API service (a revoked one's name is made again, with a new token); the
+    token's hash only: its secret is the caller's to show once."""
+
+    name: names.IdentityName
+    role: Role
+    vault_id: UUID | None = None
+    token_hash: str
+
+
+class RevokeIdentity(OperatorCommand):
+    name: names.IdentityName
 
 
 class Restore(OperatorCommand):

@@ -233,7 +233,7 @@ def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, .
 
 def _cli_commands() -> list[tuple[tuple[str, ...], list[str]]]:
     root = typer.main.get_command(app)
-    long_running = {("demo",), ("serve", "dispatcher"), ("serve", "projections"), ("serve", "scheduler")}
+    long_running = {("demo",), ("server",), ("serve", "dispatcher"), ("serve", "projections"), ("serve", "scheduler")}
     return [
         (path, [opt for param in command.params for opt in getattr(param, "opts", [])])
         for path, command in _commands(root)

@@ -27,6 +27,7 @@ READY = {
     "projections": "projections ready",
     "scheduler": "scheduler ready",
     "worker": "Listening on jobs",
+    "api": "Application startup complete",
 }
 
 
@@ -54,7 +55,11 @@ def _local(env: dict[str, str], schema: str, tmp: Path, fabric: Path) -> dict[st
 
 def _argv(command: list[str]) -> list[str]:
     """Run compose's command with this interpreter's copy of the program."""
-    program = {"backupctl": [sys.executable, "-m", "orchestrator"], "rq": [str(Path(sys.executable).parent / "rq")]}
+    program = {
+        "backupctl": [sys.executable, "-m", "orchestrator"],
+        "rq": [str(Path(sys.executable).parent / "rq")],
+        "python": [sys.executable],
+    }
     assert command[0] in program, f"unknown program {command[0]}"
     args = [("redis://127.0.0.1:6379/15" if a == "redis://redis:6379/0" else a) for a in command[1:]]
     return program[command[0]] + args
@@ -63,8 +68,8 @@ def _argv(command: list[str]) -> list[str]:
 def test_compose_describes_the_distributed_deployment() -> None:
     services = COMPOSE["services"]
     assert {"postgres", "redis", "dispatcher", "projections", "scheduler", "worker"} <= set(services)
-    assert services["worker"]["deploy"]["replicas"] >= 2
-    for name in ("postgres", "redis", "dispatcher", "projections", "scheduler"):
+    assert services["worker"]["deploy"]["replicas"] >= 2 and services["api"]["deploy"]["replicas"] >= 2
+    for name in ("postgres", "redis", "dispatcher", "projections", "scheduler", "api"):
         assert "healthcheck" in services[name], name
     env = services["dispatcher"]["environment"]
     assert env["BACKUP_EVENT_STORE"] == "postgres" and env["BACKUP_REDIS_URL"].startswith("redis://redis")

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.entry.cli import audit as cli_audit  # noqa: F401  (their commands register on import)
+from orchestrator.entry.cli import access as cli_access  # noqa: F401  (their commands register on import)
+from orchestrator.entry.cli import audit as cli_audit  # noqa: F401
 from orchestrator.entry.cli import backups as cli_backups
 from orchestrator.entry.cli.common import (
     JOB_COLUMNS,

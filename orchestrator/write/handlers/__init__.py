@@ -26,5 +26,13 @@ def handles(command_class: type[C]) -> Callable[[Callable[[Orchestrator, C], Any
 
 def load_all() -> None:
     """Import every handler module, so that each registers its handlers."""
-    from orchestrator.write.handlers import audit, backups, policies, protection, registration, vaults  # noqa: F401
+    from orchestrator.write.handlers import (  # noqa: F401
+        audit,
+        backups,
+        identities,
+        policies,
+        protection,
+        registration,
+        vaults,
+    )
     from orchestrator.write.handlers import job_reports as jobs  # noqa: F401

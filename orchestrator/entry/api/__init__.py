@@ -1,0 +1,1 @@
+"""The API service and the client that talks to it."""
