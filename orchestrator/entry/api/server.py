@@ -97,9 +97,9 @@ class Authorizer:
             raise self._refusal(caller, operation, f"acts on vault {args['vault_id']}")
         if operation.scope is Scope.GLOBAL:
             raise self._refusal(caller, operation, "acts on every vault")
-        vaults = self._vaults_of(operation.scope, args)
-        if any(vault != mine for vault in vaults):
-            raise self._refusal(caller, operation, f"acts on vault {next(v for v in vaults if v != mine)}")
+        other = next((vault for vault in self._vaults_of(operation.scope, args) if vault != mine), None)
+        if other is not None:
+            raise self._refusal(caller, operation, f"acts on vault {other}")
         return args
 
     def narrow(self, caller: Caller, operation: Operation, result: Any) -> Any:
@@ -222,8 +222,13 @@ def _call(client: Client, operation: Operation, args: dict[str, Any]) -> Any:
 
 def serve(client: Client, host: str, port: int, *, certfile: str | None = None, keyfile: str | None = None) -> None:
     """Serve until interrupted (uvicorn; TLS when given a certificate and its key)."""
+    import signal
+
     import uvicorn
 
+    # uvicorn stops gracefully on SIGTERM and then raises the signal again to its former handler; with
+    # this one that is the end of it, and the process exits 0 as the other services do on SIGTERM.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(client),
         host=host,
