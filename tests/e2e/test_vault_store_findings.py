@@ -4,6 +4,7 @@ after concurrent backups and collections, and the modes of what it writes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import subprocess
@@ -51,7 +52,12 @@ def fill(mount: Path, leave: int) -> Path:
     try:
         chunk = bytes(MIB)
         while room > 0:
-            room -= os.write(fd, chunk[: min(room, MIB)])
+            try:
+                room -= os.write(fd, chunk[: min(room, MIB)])
+            except OSError as error:  # something else wrote there since statvfs: the filesystem is full all the same
+                if error.errno != errno.ENOSPC:
+                    raise
+                break
     finally:
         os.close(fd)
     return filler

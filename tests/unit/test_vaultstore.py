@@ -41,7 +41,7 @@ def test_a_block_is_stored_once_and_a_corrupt_one_is_reported(tmp_path: Path) ->
     assert store.put_block(digest, data) is True and store.put_block(digest, data) is False
     store.commit_manifest(_manifest("2026-11-22T00:00:00+00:00", digest))
     assert store.check()["clean"]
-    store.block_path(digest).write_bytes(b"x" + data[1:])
+    store.block_path(digest).write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # always a different first byte
     report = store.check()
     assert not report["clean"] and report["corrupt"] == [{"recovery_point": "rp1", "block": digest}]
 
