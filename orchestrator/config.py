@@ -17,7 +17,7 @@ from orchestrator.domain.names import Principal
 from orchestrator.errors import SettingsError
 
 PREFIX = "BACKUP_"
-SECRET_SETTINGS = frozenset({"key_protection_key", "event_cipher_key", "token"})  # never echoed in an error
+SECRET_SETTINGS = frozenset({"key_protection_key", "event_cipher_key", "token", "audit_key"})  # never echoed
 
 
 class Settings(BaseSettings):
@@ -59,8 +59,12 @@ class Settings(BaseSettings):
     tls_ca_file: Path | None = None  # the CA bundle a client checks the service's certificate with
     tls_cert_file: Path | None = None  # the service's certificate (PEM), to serve HTTPS
     tls_key_file: Path | None = None  # its private key (PEM)
+    # The audit trail's anchor outside the database: every event sealed with the key, signed heads of
+    # the hash chain appended to the witness directory (projections/witness.py).
+    audit_key: SecretStr | None = None
+    audit_witness: Path | None = None
 
-    @field_validator("key_protection_key", "event_cipher_key")
+    @field_validator("key_protection_key", "event_cipher_key", "audit_key")
     @classmethod
     def _aes_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
@@ -97,6 +101,27 @@ class Settings(BaseSettings):
             raise ValueError("must not hold a NUL character")
         if text is not None and os.path.lexists(text) and not os.path.isdir(text):
             raise ValueError("exists and is not a directory")
+        return value
+
+    @field_validator("audit_witness", mode="before")
+    @classmethod
+    def _witness_set(cls, value: object) -> object:
+        return None if value == "" else value  # empty: off (compose passes an unset variable so)
+
+    @field_validator("audit_witness")
+    @classmethod
+    def _witness(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        if info.data.get("audit_key") is None:
+            raise ValueError("needs BACKUP_AUDIT_KEY: the witness's heads are signed with it")
+        if not value.is_absolute() or "\0" in str(value):
+            raise ValueError("must be an absolute directory")
+        witness = Path(os.path.realpath(value))
+        for name in ("data_dir", "vault_store"):
+            held = info.data.get(name)
+            if held is not None and witness.is_relative_to(os.path.realpath(held)):
+                raise ValueError(f"must be outside BACKUP_{name.upper()}: whoever can write the data must not reach it")
         return value
 
     @field_validator("fabric_image_roots")
@@ -151,6 +176,9 @@ class Settings(BaseSettings):
         # Each process keeps up to this many aggregates and reads only their newer events from
         # the store (the library's fast-forwarding cache); 0 turns the cache off.
         cache = {"AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size)} if self.aggregate_cache_size else {}
+        # Read by Orchestrator.construct_mapper: every event sealed with it. Always given (empty: none),
+        # so that a variable of that name in the environment, which the library also reads, is not.
+        cipher = {**cipher, "AUDIT_KEY": self.audit_key.get_secret_value() if self.audit_key else ""}
         if self.event_store == "sqlite":
             return {
                 **cache,

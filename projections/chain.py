@@ -5,6 +5,10 @@ originator, version, topic and state, and a chain hash over the previous chain h
 notification id and its content hash. The follower appends them to `audit_chain` in the read store
 (beside the read models, one transaction with its position) and records an `AuditCheckpoint` event
 every CHECKPOINT_EVERY events. Checking the chain against the history is `orchestrator/audit/verify.py`'s.
+
+With an audit key, the follower chains only events sealed with it (orchestrator/write/sealing.py):
+one that is not (a row written with SQL by someone without the key) stops the chain, so it is never
+anchored; with a witness it appends signed heads of the chain there (projections/witness.py).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import logging
 from typing import Any
 
 from orchestrator.write import commands as c
+from orchestrator.write.sealing import Seal
 from projections.follower import BATCH, Follower
 from projections.store import ReadStore
-from projections.stored_rows import content_hash, identity, read_rows
+from projections.stored_rows import StoredRow, content_hash, identity, read_rows
+from projections.witness import HEAD_EVERY, Witness
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +46,19 @@ def ensure_table(store: ReadStore) -> None:
 class ChainFollower(Follower):
     name = "audit_chain"
 
-    def __init__(self, app: Any, store: ReadStore) -> None:
+    def __init__(self, app: Any, store: ReadStore, witness: Witness | None = None) -> None:
         super().__init__(app, store)
         self.orchestrator = app
         self.halted = False
+        self.mapper = app.mapper
+        self.sealed = getattr(self.mapper, "audit_key", None) is not None
+        self.witness = witness
+        self.authenticated_from = 0  # the first sealed event chained (0: none yet, as far as known)
+        self.head: tuple[int, str] | None = None  # the chain's newest position and hash, once known
+        if witness is not None:
+            witness.resume()
+            newest = witness.read().newest
+            self.authenticated_from = newest.authenticated_from if newest else 0
         ensure_table(store)
 
     def process(self, event: Any, notification_id: int) -> None:  # pragma: no cover - run_once works on raw rows
@@ -52,6 +67,7 @@ class ChainFollower(Follower):
     def run_once(self, head: int | None = None) -> int:
         span = self.behind(head)
         if span is None:
+            self._witness_idle()
             return 0
         position, head = span
         table = self.store.t("audit_chain")
@@ -61,10 +77,11 @@ class ChainFollower(Follower):
             position = self.store.position(self.name)
         if not self._continues(last[0] if last else None, reached, position):
             return 0
-        batch = read_rows(self.app, position + 1, head, BATCH)
+        batch = self._authenticated(read_rows(self.app, position + 1, head, BATCH))
         if not batch:
             return 0
         end = batch[-1].notification_id
+        heads: list[tuple[int, str]] = []
         with self.store.transaction() as tx:
             if not self.store.advance(tx, self.name, end):
                 return 0
@@ -77,9 +94,55 @@ class ChainFollower(Follower):
                     "event_hash, chain_hash) VALUES (?, ?, ?, ?, ?, ?)",
                     (row.notification_id, *identity(row), content, previous),
                 )
+                if self.witness is not None and row.notification_id - self._witnessed(heads) >= HEAD_EVERY:
+                    heads.append((row.notification_id, previous))
         self.known_position = end
+        self.head = (end, previous)
+        for at, value in heads:  # once the chain up to there is committed
+            self._append_head(at, value)
         self._checkpoint(position, end, previous)
         return len(batch)
+
+    def _authenticated(self, batch: list[StoredRow]) -> list[StoredRow]:
+        """The batch up to the first event the audit key did not seal (that event stops the chain):
+        a forged seal always, a missing one once a sealed event was chained (the history from before
+        the key was set is not sealed)."""
+        if not self.sealed:
+            return batch
+        for index, row in enumerate(batch):
+            originator, version, topic = identity(row)
+            seal = self.mapper.seal_of(originator, version, topic, row.state[1])
+            if seal is Seal.VALID:
+                self.authenticated_from = self.authenticated_from or row.notification_id
+            elif seal is Seal.FORGED or self.authenticated_from:
+                self._halt(
+                    f"notification {row.notification_id} ({topic}) is {seal.value}: not sealed with the audit key"
+                )
+                return batch[:index]
+        return batch
+
+    def _witnessed(self, pending: list[tuple[int, str]]) -> int:
+        assert self.witness is not None
+        return pending[-1][0] if pending else self.witness.last_position
+
+    def _append_head(self, position: int, value: str) -> None:
+        assert self.witness is not None
+        try:
+            self.witness.append(position, value, self.authenticated_from)
+        except OSError as exc:
+            log.error("the audit witness could not be written (%s): the chain goes on, its heads wait", exc)
+
+    def _witness_idle(self) -> None:
+        """No event waits: the newest chained position gets a head once HEAD_SECONDS passed."""
+        if self.witness is None or self.halted:
+            return
+        if self.head is None:
+            last = self.store.fetch(
+                f"SELECT * FROM {self.store.t('audit_chain')} ORDER BY notification_id DESC LIMIT 1"
+            )
+            self.head = (int(last[0]["notification_id"]), last[0]["chain_hash"]) if last else (0, GENESIS)
+        if self.witness.due(self.head[0], idle=True):
+            self._append_head(*self.head)
 
     def _continues(self, last: dict[str, Any] | None, reached: int, position: int) -> bool:
         """The chain goes on only from where it stopped, over the history as it was chained: its

@@ -26,6 +26,8 @@ _EVENTS = (
     VM.BackupFailed,
     VM.SlotsMissed,
     VM.ProtectionStopped,
+    VM.Undeleted,
+    VM.Purged,
     VM.ChecksRecorded,
 )
 
@@ -33,7 +35,7 @@ _EVENTS = (
 class ItemsProjection(Projection):
     name = "items"
     topics = tuple(get_topic(cls) for cls in _EVENTS)
-    version = 3  # 2: protection and backup columns; 3: check results
+    version = 4  # 2: protection and backup columns; 3: check results; 4: soft delete's purge time
     row_table, row_key, stamps_rows = "items", "item_id", True
     owned = ("items",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own
@@ -46,7 +48,8 @@ class ItemsProjection(Projection):
             "policy_id TEXT NOT NULL DEFAULT '', policy_name TEXT NOT NULL DEFAULT '', "
             "last_slot TEXT NOT NULL DEFAULT '', backup_job_id TEXT NOT NULL DEFAULT '', "
             "last_backup_status TEXT NOT NULL DEFAULT '', last_backup_at TEXT NOT NULL DEFAULT '', "
-            "missed_slots INTEGER NOT NULL DEFAULT 0, checks TEXT NOT NULL DEFAULT '[]', updated_at TEXT NOT NULL)"
+            "missed_slots INTEGER NOT NULL DEFAULT 0, checks TEXT NOT NULL DEFAULT '[]', "
+            "purge_at TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL)"
         ),
         "CREATE INDEX IF NOT EXISTS {i}items_vault ON {t}items (vault_id)",
         "CREATE INDEX IF NOT EXISTS {i}items_status ON {t}items (status)",
@@ -157,5 +160,16 @@ class ItemsProjection(Projection):
 
     @apply.register
     def _(self, event: VM.ProtectionStopped, tx: Tx) -> None:
-        status = "registered" if event.delete_data else "protection_stopped"
-        self.update_row(tx, event, "status = ?, policy_id = '', policy_name = ''", status)
+        if event.delete_data and event.purge_at is not None:
+            status, purge_at = "soft_deleted", ts(event.purge_at)
+        else:
+            status, purge_at = ("registered" if event.delete_data else "protection_stopped"), ""
+        self.update_row(tx, event, "status = ?, policy_id = '', policy_name = '', purge_at = ?", status, purge_at)
+
+    @apply.register
+    def _(self, event: VM.Undeleted, tx: Tx) -> None:
+        self.update_row(tx, event, "status = 'protection_stopped', purge_at = '', last_job_id = ?", str(event.job_id))
+
+    @apply.register
+    def _(self, event: VM.Purged, tx: Tx) -> None:
+        self.update_row(tx, event, "status = 'registered', purge_at = ''")

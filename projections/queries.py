@@ -59,6 +59,7 @@ class ItemRow(Row):
     last_backup_at: datetime | None
     missed_slots: int
     checks: list[dict[str, str]]  # the latest prechecks' results
+    purge_at: datetime | None  # soft deleted: when its data is purged
     updated_at: datetime
 
 
@@ -102,6 +103,31 @@ class VaultRow(Row):
     backup_goal: str
     created_at: datetime
     created_by: str
+    soft_delete: str
+    soft_delete_days: int
+    immutability: str
+    guard: str  # the resource guard's name ("": none attached)
+
+
+class GuardRow(Row):
+    guard_id: str
+    name: str
+    created_at: datetime
+    created_by: str
+
+
+class ApprovalRow(Row):
+    approval_id: str
+    guard_id: str
+    guard_name: str
+    vault_id: str
+    operation: str
+    approved_by: str
+    approved_at: datetime
+    expires_at: datetime
+    state: str  # open, used or expired
+    used_by: str
+    updated_at: datetime
 
 
 def _utc(value: datetime) -> str:
@@ -187,6 +213,7 @@ def _item(row: dict[str, Any]) -> ItemRow:
             **row,
             "last_slot": row["last_slot"] or None,
             "last_backup_at": row["last_backup_at"] or None,
+            "purge_at": row["purge_at"] or None,
             "checks": json.loads(row["checks"]),
         }
     )
@@ -246,3 +273,30 @@ def vaults(store: ReadStore, subscription: str | None = None) -> list[VaultRow]:
     else:
         rows = store.fetch(f"SELECT * FROM {store.t('vaults')} WHERE subscription = ? ORDER BY name", (subscription,))
     return [VaultRow(**r) for r in rows]
+
+
+def guards(store: ReadStore) -> list[GuardRow]:
+    return [GuardRow(**r) for r in store.fetch(f"SELECT * FROM {store.t('guards')} ORDER BY name")]
+
+
+def approvals(store: ReadStore, guard_id: str | None = None, *, state: str | None = None) -> list[ApprovalRow]:
+    """A guard's approvals (or every guard's), newest first."""
+    where, params = [], []
+    for column, value in (("guard_id", guard_id), ("state", state)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = store.fetch(
+        f"SELECT * FROM {store.t('guard_approvals')}{clause} ORDER BY approved_at DESC, approval_id", tuple(params)
+    )
+    return [ApprovalRow(**r) for r in rows]
+
+
+def guards_with_due_approvals(store: ReadStore, now: datetime) -> list[str]:
+    """The guards with open approvals past their time at `now`: what the scheduler expires."""
+    rows = store.fetch(
+        f"SELECT DISTINCT guard_id FROM {store.t('guard_approvals')} WHERE state = 'open' AND expires_at <= ?",
+        (_utc(now),),
+    )
+    return sorted(r["guard_id"] for r in rows)

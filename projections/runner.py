@@ -8,12 +8,14 @@ from projections.base import Projection, ProjectionGroup
 from projections.chain import ChainFollower
 from projections.dashboard import DashboardProjection
 from projections.follower import Follower, FollowerThread
+from projections.guards import GuardsProjection
 from projections.items import ItemsProjection
 from projections.jobs import JobsProjection
 from projections.policies import PoliciesProjection
 from projections.recovery_points import RecoveryPointsProjection
 from projections.store import ReadStore
 from projections.vaults import VaultsProjection
+from projections.witness import Witness
 
 PROJECTIONS: tuple[type[Projection], ...] = (
     JobsProjection,
@@ -22,6 +24,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     RecoveryPointsProjection,
     PoliciesProjection,
     DashboardProjection,
+    GuardsProjection,
 )
 NAMES = [p.name for p in PROJECTIONS]
 
@@ -36,7 +39,12 @@ def build_projections(app: Any, store: ReadStore) -> list[Projection]:
     return [cls(app, store) for cls in PROJECTIONS]
 
 
-def projection_thread(app: Any, store: ReadStore, poll_interval: float) -> FollowerThread:
-    """The read models and the audit hash chain, followed in turn."""
-    followers: list[Follower] = [ProjectionGroup(app, store, build_projections(app, store)), ChainFollower(app, store)]
+def projection_thread(
+    app: Any, store: ReadStore, poll_interval: float, witness: Witness | None = None
+) -> FollowerThread:
+    """The read models and the audit hash chain (with its witness, when there is one), followed in turn."""
+    followers: list[Follower] = [
+        ProjectionGroup(app, store, build_projections(app, store)),
+        ChainFollower(app, store, witness),
+    ]
     return FollowerThread(followers, poll_interval, name="projections")

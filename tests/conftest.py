@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import Client
-from tests.helpers import fabric_with
+from orchestrator.clock import ManualClock
+from tests.helpers import CLOCK_START, fabric_with
 
 SERVICE_DIRS = ("integration", "faults")  # tests that use the real PostgreSQL and Redis
 
@@ -64,3 +65,16 @@ def discovered_vault(client: Client) -> str:
     vault = client.create_vault("vault-east", "japaneast", "rg-backup")
     assert client.wait(client.discover(vault)).status == "completed"
     return vault
+
+
+@pytest.fixture
+def world(tmp_path: Path, fabric: Path) -> Iterator[tuple[Client, ManualClock, str]]:
+    """A vault protecting vm01 and vm02 with the default policy, on a clock the test moves (from
+    CLOCK_START), its scheduler's own passes an hour apart: the test runs the scheduler itself."""
+    clock = ManualClock(CLOCK_START)
+    with Client(data_dir=tmp_path / "data", fabric=fabric, clock=clock, scheduler_interval=3600) as client:
+        vault = client.create_vault("vault-east", "japaneast", "rg")
+        client.wait(client.discover(vault))
+        client.wait_all(client.register(vault, ["vm01", "vm02"]))
+        client.wait_all(client.protect(vault, ["vm01", "vm02"]))
+        yield client, clock, vault

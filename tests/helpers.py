@@ -7,9 +7,12 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 from orchestrator.fabric.sample import vm_entry, write_fabric
 
 IN_CI = os.environ.get("CI") == "true"
+CLOCK_START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)  # where the `world` fixture's clock starts
 PG_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
 PG_USER = os.environ.get("TEST_POSTGRES_USER", "postgres")
 PG_DB = os.environ.get("TEST_POSTGRES_DB", "test")
@@ -100,10 +104,48 @@ def drop_pg_schema(schema: str) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+def pg_client(tmp_path: Path, fabric: Path, schema: str, **extra: Any) -> Any:
+    """The embedded queue on the real PostgreSQL, in a schema of the test's own."""
+    from orchestrator import Client
+
+    return Client(
+        data_dir=tmp_path / "data",
+        fabric=fabric,
+        event_store="postgres",
+        postgres_host=PG_HOST,
+        postgres_user=PG_USER,
+        postgres_dbname=PG_DB,
+        postgres_schema=schema,
+        principal="alice",
+        **extra,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(client: Any, log_level: str = "warning") -> Iterator[str]:
+    """The API service over `client` (an in-process one) on a free port, in a thread; yields its URL."""
+    import uvicorn
+
+    from orchestrator.entry.api.server import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(client), host="127.0.0.1", port=port, log_level=log_level))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 class PrivateRedis:

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from orchestrator import Client
+from orchestrator.write import sealing
 
 Sql = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 KINDS = ("modified", "deleted", "inserted", "reordered")
@@ -65,9 +66,10 @@ def stored_id(originator_id: UUID, id_column: str) -> str:
 
 
 def forged_state(state: bytes, originator_id: UUID, version: int) -> bytes:
-    """Another event's (plain JSON) state under a new originator and version, written the way the
-    product writes it: a forgery whose columns agree with its state."""
-    data = json.loads(bytes(state))
+    """Another event's (plain JSON, sealed or not) state under a new originator and version, written
+    the way the product writes it but for the seal, which needs the audit key: a forgery whose columns
+    agree with its state."""
+    data = json.loads(sealing.unsealed(bytes(state)))
     data.update(originator_id=str(originator_id), originator_version=version)
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 

@@ -183,6 +183,17 @@ def run_retention(ctx: WorkerContext, job: Job) -> str:
         if rp is not None and rp.vault_id == job.vault_id and not rp.expired and rp.expires_at <= now
     ]
     expired = ctx.report(c.ExpireRecoveryPoints(job_id=job.id, recovery_point_ids=due, now=now))
+    soft_deleted = {
+        *(rp.item_id for rp in points if rp is not None and rp.vault_id == job.vault_id),
+        *(
+            UUID(row.item_id)
+            for row in queries.items(ctx.read_store, str(job.vault_id))
+            if row.status == "soft_deleted"
+        ),
+    }
+    items = [ctx.app.find(item_id, VirtualMachine) for item_id in sorted(soft_deleted)]
+    due_items = [item.id for item in items if item is not None and item.purge_due(now)]
+    purged = ctx.report(c.PurgeSoftDeleted(job_id=job.id, item_ids=due_items, now=now)) if due_items else []
     deleted = sum(store.delete_manifest(rp_id) for rp_id in store.manifest_ids() if _dead(ctx, store, rp_id))
     collected = store.collect_garbage()
     ctx.report(
@@ -191,13 +202,14 @@ def run_retention(ctx: WorkerContext, job: Job) -> str:
             result={
                 "expired": len(expired),
                 "held": len(due) - len(expired),
+                "purged": len(purged),
                 "manifests_deleted": deleted,
                 **collected,
                 "vault_usage": store.usage_report() or {},  # the vault store's usage record, for the dashboard
             },
         )
     )
-    return f"{len(expired)} expired"
+    return f"{len(expired)} expired, {len(purged)} purged"
 
 
 def _dead(ctx: WorkerContext, store: VaultStore, rp_id: str) -> bool:

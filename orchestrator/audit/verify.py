@@ -13,7 +13,16 @@ by the follower's position or the newest checkpoint, that it no longer holds), a
 does not read back (`malformed`). Events stored after that reach are not yet chained; `verify` never
 extends the chain itself. (Whoever can rewrite the events, the chain table, the follower's position
 and the checkpoints can hide a change from this check alone: keep the head `verify` prints
-somewhere else, and pass it back with `expect`.)
+somewhere else, and pass it back with `expect`, or give the deployment an audit key and a witness.)
+
+With the audit key (BACKUP_AUDIT_KEY), every event from the first sealed one on must carry its seal
+(orchestrator/write/sealing.py): an event without one is `unauthenticated`, one whose seal the key
+did not make is `forged`. With the witness (BACKUP_AUDIT_WITNESS, projections/witness.py),
+every signed head must still follow from the stored history (`witness_mismatch`), the history must
+reach the newest head (`rolled_back`: the database restored from an older copy, or its newest events
+deleted), the chain table must hold what the witness saw chained (`chain_truncated`), every file
+there must be a head we signed (`witness_invalid`), and the heads fix where sealing began, so that
+stripping every seal is named too.
 
 Stored rows are read as they are (projections/stored_rows.py), not through the library, which would
 raise on a malformed one.
@@ -36,10 +45,12 @@ from eventsourcing.utils import get_topic
 from orchestrator.audit import replay
 from orchestrator.domain import AuditCheckpoint
 from orchestrator.domain.base import AggregateSnapshot
+from orchestrator.write.sealing import Seal
 from projections.chain import GENESIS, ChainFollower, chain_hash, ensure_table
 from projections.follower import BATCH
 from projections.store import ReadStore
 from projections.stored_rows import Inspector, content_hash, identity, stored_rows
+from projections.witness import HEAD_EVERY, Read, Witness
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +69,8 @@ def notifications(
 @dataclass
 class Finding:
     # modified | deleted | inserted | reordered | chain_truncated | chain_altered | checkpoint_mismatch
-    # | head_mismatch | malformed | snapshot_mismatch | read_model_mismatch
+    # | head_mismatch | malformed | snapshot_mismatch | read_model_mismatch | unauthenticated | forged
+    # | witness_mismatch | rolled_back | witness_invalid
     kind: str
     notification_id: int  # 0: not about one event (a snapshot, a read model); the first of a range
     originator_id: str = ""
@@ -86,6 +98,10 @@ class Report:
     snapshots: int = 0
     read_models: int = 0  # read-model tables compared with their replay
     read_models_skipped: str = ""  # why they were not compared, when they were not
+    authenticated: int = 0  # events whose seal was checked and holds (0 without the audit key)
+    authenticated_from: int = 0  # the first notification id that must be sealed (0: none)
+    witness_heads: int = 0  # signed heads read from the witness
+    witness_position: int = 0  # the newest head's position
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -110,6 +126,7 @@ class _Scan:
     rows: list[_Row] = field(default_factory=list)
     checkpoints: list[tuple[int, Any]] = field(default_factory=list)  # (notification id, decoded event)
     malformed: set[str] = field(default_factory=set)  # originators with a malformed row
+    seals: list[tuple[_Row, Seal]] = field(default_factory=list)  # with the audit key: each row's seal
 
 
 def verify(
@@ -119,9 +136,10 @@ def verify(
     progress: Callable[[int, int], None] | None = None,
     *,
     read_models: bool = False,
+    witness: Witness | None = None,
 ) -> Report:
     """Recompute the chain from the event store and compare it with the recorded one; with
-    `read_models`, also every read model with its replay."""
+    `read_models`, also every read model with its replay; with `witness`, against its signed heads."""
     ensure_table(store)
     # In this order: every record read after the log's head covers the events up to it (the follower
     # writes rows and position together, and records a checkpoint after them), events stored later
@@ -140,9 +158,10 @@ def verify(
         for r in store.fetch(f"SELECT * FROM {store.t('audit_chain')} ORDER BY notification_id")
     ]
     report = Report(chained=len(recorded))
+    seen = witness.read() if witness is not None else None
     scan = _scan(app, total, report, progress)
     recomputed = _recompute(scan.rows)
-    report.reach, reached_by = _reach(position, scan)
+    report.reach, reached_by = _reach(position, scan, seen)
     findings, report.unchained = _compare(recorded, scan.rows, recomputed, report.reach, reached_by)
     report.findings += findings
     if not any(f.kind != "malformed" for f in report.findings):
@@ -151,6 +170,9 @@ def verify(
     report.head_position, report.head_hash = (head, recomputed.get(head, GENESIS)) if recorded else (0, GENESIS)
     report.findings += _checkpoint_checks(scan, recomputed, report)
     report.findings += _snapshot_checks(app, scan, report)
+    report.findings += _seal_checks(scan, report, seen)
+    if seen is not None:
+        report.findings += _witness_checks(seen, scan, recomputed, report)
     if expect is not None:
         position, expected = expect
         if recomputed.get(position) != expected:
@@ -167,10 +189,14 @@ def _scan(app: Any, total: int, report: Report, progress: Callable[[int, int], N
     inspector = Inspector(app)
     scan = _Scan()
     checkpoint_topic = get_topic(AuditCheckpoint.Created)
+    sealed = getattr(app.mapper, "audit_key", None) is not None
     for row in stored_rows(app, total):
         report.checked += 1
         originator, version, topic = identity(row)
-        scan.rows.append(_Row(row.notification_id, originator, version, topic, content_hash(row)))
+        scanned = _Row(row.notification_id, originator, version, topic, content_hash(row))
+        scan.rows.append(scanned)
+        if sealed:
+            scan.seals.append((scanned, app.mapper.seal_of(originator, version, topic, row.state[1])))
         problems, event = inspector.inspect(row)
         if problems:
             scan.malformed.add(originator)
@@ -186,13 +212,90 @@ def _scan(app: Any, total: int, report: Report, progress: Callable[[int, int], N
     return scan
 
 
-def _reach(position: int, scan: _Scan) -> tuple[int, str]:
+def _reach(position: int, scan: _Scan, seen: Read | None) -> tuple[int, str]:
     """How far the chain had reached by its own records (the follower's `position`, the newest
-    checkpoint), and which record says so."""
+    checkpoint) and by the witness's newest head, and which record says so."""
     newest = max((event.position for _, event in scan.checkpoints), default=0)
+    witnessed = seen.newest.position if seen is not None and seen.newest is not None else 0
+    if witnessed > max(newest, position):
+        return witnessed, f"the witness's newest head is at {witnessed}"
     if newest > position:
         return newest, f"the newest audit checkpoint is at {newest}"
     return position, f"the chain follower's position is {position}"
+
+
+def _seal_checks(scan: _Scan, report: Report, seen: Read | None) -> list[Finding]:
+    """With the audit key: every event from where sealing began carries its seal. Where it began,
+    the witness's heads say (the earliest they recorded); without them, the first sealed event."""
+    if not scan.seals:
+        return []
+    pinned = [h.authenticated_from for h in seen.heads if h.authenticated_from] if seen is not None else []
+    first_sealed = next((row.notification_id for row, seal in scan.seals if seal is Seal.VALID), 0)
+    report.authenticated_from = min(pinned) if pinned else first_sealed
+    findings: list[Finding] = []
+    for row, seal in scan.seals:
+        if seal is Seal.VALID:
+            report.authenticated += 1
+        elif seal is Seal.FORGED:
+            findings.append(_finding("forged", row, "its seal was not made by the audit key for this event"))
+        elif report.authenticated_from and row.notification_id >= report.authenticated_from:
+            findings.append(
+                _finding(
+                    "unauthenticated",
+                    row,
+                    f"carries no seal, though every event from notification {report.authenticated_from} on is "
+                    "sealed with the audit key: it was written by someone without the key",
+                )
+            )
+    return findings
+
+
+def _witness_checks(seen: Read, scan: _Scan, recomputed: dict[int, str], report: Report) -> list[Finding]:
+    """The stored history against the witness's signed heads."""
+    findings = [Finding("witness_invalid", 0, table=name, detail=problem) for name, problem in seen.problems]
+    report.witness_heads = len(seen.heads)
+    newest = seen.newest
+    if newest is None:
+        if scan.rows and scan.rows[-1].notification_id >= HEAD_EVERY:
+            findings.append(
+                Finding(
+                    "witness_invalid",
+                    0,
+                    detail=f"the witness holds no head, though {len(scan.rows)} events are stored: it is not the "
+                    "directory the projections service writes, or its heads were removed (if the witness was "
+                    "just set, run the check again once the chain follower wrote its first head)",
+                )
+            )
+        return findings
+    report.witness_position = newest.position
+    stored_to = scan.rows[-1].notification_id if scan.rows else 0
+    if newest.position > stored_to:
+        findings.append(
+            Finding(
+                "rolled_back",
+                newest.position,
+                detail=(
+                    f"the witness saw the chain at notification {newest.position} on {newest.written_at.isoformat()}, "
+                    f"but the event store ends at {stored_to}: it was restored from an older copy, or its newest "
+                    "events were deleted"
+                ),
+            )
+        )
+    differing = [h for h in seen.heads if h.position <= stored_to and recomputed.get(h.position) != h.chain_hash]
+    if differing:
+        first = differing[0]
+        findings.append(
+            Finding(
+                "witness_mismatch",
+                first.position,
+                detail=(
+                    f"the stored history up to here no longer gives the hash the witness recorded on "
+                    f"{first.written_at.isoformat()} ({len(differing)} of {len(seen.heads)} heads differ): events "
+                    "at or before it were changed, deleted, inserted or moved"
+                ),
+            )
+        )
+    return findings
 
 
 def _checkpoint_checks(scan: _Scan, recomputed: dict[int, str], report: Report) -> list[Finding]:

@@ -52,6 +52,7 @@ class Scheduler:
             if job is not None:
                 created.append(job)
         self._retention(now)
+        self._expire_approvals(now)
         return created
 
     @staticmethod
@@ -69,6 +70,14 @@ class Scheduler:
         for vault in queries.vaults(self.store):
             key = f"retention/{vault.vault_id}/{now.date().isoformat()}"
             self.app.handle(c.RunRetention(vault_id=UUID(vault.vault_id), key=key), PRINCIPAL)
+
+    def _expire_approvals(self, now: datetime) -> None:
+        """Record the end of resource guards' approvals past their time (each guard decides which)."""
+        for guard_id in queries.guards_with_due_approvals(self.store, now):
+            try:
+                self.app.handle(c.ExpireApprovals(guard_id=UUID(guard_id), now=now), PRINCIPAL)
+            except OrchestratorError as exc:
+                log.warning("could not expire the approvals of guard %s: [%s] %s", guard_id, exc.code, exc.message)
 
 
 class SchedulerThread(threading.Thread):

@@ -2,6 +2,7 @@
 
 from orchestrator.domain.checkpoint import AuditCheckpoint
 from orchestrator.domain.discovery import Discovery
+from orchestrator.domain.guard import ResourceGuard
 from orchestrator.domain.identity import Identity
 from orchestrator.domain.item import VirtualMachine
 from orchestrator.domain.job import Job
@@ -16,6 +17,7 @@ __all__ = [
     "Identity",
     "Job",
     "RecoveryPoint",
+    "ResourceGuard",
     "Vault",
     "VirtualMachine",
 ]

@@ -6,7 +6,11 @@ no one can guess it from its SHA-256, so checking a call stays one hash and one 
 Roles, after Azure Backup's built-in ones, each holding the one before it:
 `reader` (read models, jobs, the audit log), `operator` (also discovery, registration, protection,
 backup now, restores), `contributor` (also policies, stop protection, retention, vault settings,
-unregistering, new vaults), `owner` (also identities)."""
+unregistering, new vaults), `owner` (also identities). Apart from them, `guard_admin` (on one resource
+guard, or on every one) approves critical operations of the vaults a guard protects
+(orchestrator/domain/guard.py) and does nothing else; no other role holds it. The API service makes
+no guard admin (orchestrator/entry/api/server.py): they are made with local access to the data dir,
+so a stolen owner token cannot make the second identity its deletions need."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from eventsourcing.domain import event
 from pydantic import BaseModel, ConfigDict
 
 from orchestrator.domain.base import Aggregate
+from orchestrator.domain.names import IDENTITY
 from orchestrator.errors import DomainError
 
 TOKEN_PREFIX = "bko_"  # what a token starts with, so that a scanner for leaked secrets can find it
@@ -31,13 +36,17 @@ class Role(str, Enum):
     OPERATOR = "operator"
     CONTRIBUTOR = "contributor"
     OWNER = "owner"
+    GUARD_ADMIN = "guard_admin"  # apart: approves a resource guard's critical operations, nothing else
 
     @property
     def rank(self) -> int:
         return list(Role).index(self)
 
     def holds(self, needed: Role) -> bool:
-        """Whether this role may do what `needed` may (each role holds the ones before it)."""
+        """Whether this role may do what `needed` may (each vault role holds the ones before it;
+        guard_admin holds itself only, and only it holds guard_admin)."""
+        if Role.GUARD_ADMIN in (self, needed):
+            return self is needed
         return self.rank >= needed.rank
 
 
@@ -48,6 +57,7 @@ class Caller(BaseModel):
     name: str
     role: Role
     vault_id: str | None  # None: every vault
+    guard_id: str | None = None  # a guard admin's guard (None: every guard)
 
 
 class IdentityRow(BaseModel):
@@ -56,6 +66,7 @@ class IdentityRow(BaseModel):
     name: str
     role: Role
     vault_id: str | None
+    guard_id: str | None
     revoked: bool
     created_at: datetime
     created_by: str
@@ -66,6 +77,7 @@ class IdentityRow(BaseModel):
             name=identity.name,
             role=identity.role,
             vault_id=str(identity.vault_id) if identity.vault_id else None,
+            guard_id=str(identity.guard_id) if identity.guard_id else None,
             revoked=identity.revoked,
             created_at=identity.created_on,
             created_by=identity.created_by,
@@ -112,6 +124,7 @@ class Identity(Aggregate):
         vault_id: UUID | None
         token_hash: str
         created_by: str  # the principal who made it (its event's principal, kept on the aggregate)
+        guard_id: UUID | None = None  # a guard admin's guard
 
     class Reissued(Aggregate.Event):
         """A revoked identity made again: a new role, scope and token."""
@@ -120,6 +133,7 @@ class Identity(Aggregate):
         role: Role
         vault_id: UUID | None
         token_hash: str
+        guard_id: UUID | None = None
 
     class Revoked(Aggregate.Event):
         TOPIC = "backup.identity.revoked"
@@ -129,13 +143,57 @@ class Identity(Aggregate):
         return identity_id_for(name)
 
     @event(Created)
-    def __init__(self, name: str, role: Role, vault_id: UUID | None, token_hash: str, created_by: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        role: Role,
+        vault_id: UUID | None,
+        token_hash: str,
+        created_by: str,
+        guard_id: UUID | None = None,
+    ) -> None:
         self.name = name
         self.role = role
         self.vault_id = vault_id
+        self.guard_id = guard_id
         self.token_hash = token_hash
         self.revoked = False
         self.created_by = created_by
+
+    @staticmethod
+    def check_scope(role: Role, vault_id: UUID | None, guard_id: UUID | None) -> None:
+        """A vault role is held on a vault or on all; guard_admin on a guard or on all."""
+        if role is Role.GUARD_ADMIN and vault_id is not None:
+            raise DomainError(
+                "IdentityScopeInvalid", "guard_admin is held on a resource guard, not on a vault", field="vault_id"
+            )
+        if role is not Role.GUARD_ADMIN and guard_id is not None:
+            raise DomainError(
+                "IdentityScopeInvalid",
+                f"{role.value} is held on a vault; only guard_admin is held on a guard",
+                field="guard",
+            )
+
+    @staticmethod
+    def named_as(principal: str) -> bool:
+        """Whether `principal` could be an identity's name (the product's own principals cannot)."""
+        return IDENTITY.problem(principal) is None
+
+    @staticmethod
+    def check_approver(identity: Identity | None, principal: str, guard_id: UUID, guard_name: str) -> None:
+        """Only an identity that holds guard_admin on the guard, and is not revoked, approves."""
+        if (
+            identity is None
+            or identity.revoked
+            or identity.role is not Role.GUARD_ADMIN
+            or identity.guard_id not in (None, guard_id)
+        ):
+            raise DomainError(
+                "NotAuthorized",
+                f"{principal!r} is not an identity holding guard_admin on resource guard {guard_name!r}: "
+                "only a guard admin approves its critical operations",
+                field="guard",
+            )
 
     @classmethod
     def check_name_free(cls, name: str, existing: Identity | None) -> None:
@@ -144,17 +202,18 @@ class Identity(Aggregate):
                 "IdentityExists", f"an identity named {existing.name!r} exists: revoke it first", field="name"
             )
 
-    def reissue(self, role: Role, vault_id: UUID | None, token_hash: str) -> None:
+    def reissue(self, role: Role, vault_id: UUID | None, token_hash: str, guard_id: UUID | None = None) -> None:
         if not self.revoked:
             raise DomainError(
                 "IdentityExists", f"an identity named {self.name!r} exists: revoke it first", field="name"
             )
-        self._reissue(role, vault_id, token_hash)
+        self._reissue(role, vault_id, token_hash, guard_id)
 
     @event(Reissued)
-    def _reissue(self, role: Role, vault_id: UUID | None, token_hash: str) -> None:
+    def _reissue(self, role: Role, vault_id: UUID | None, token_hash: str, guard_id: UUID | None = None) -> None:
         self.role = role
         self.vault_id = vault_id
+        self.guard_id = guard_id
         self.token_hash = token_hash
         self.revoked = False
 

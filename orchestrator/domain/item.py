@@ -41,6 +41,7 @@ class VirtualMachineState(SnapshotState):
     latest_recovery_point: UUID | None
     recovery_point_ids: list[UUID]
     checks: list[CheckResult]
+    purge_at: datetime | None = None  # soft deleted: when its data is purged (older snapshots have none)
 
 
 class VirtualMachine(Aggregate):
@@ -127,6 +128,19 @@ class VirtualMachine(Aggregate):
         TOPIC = "backup.vm.protection_stopped"
         job_id: UUID
         delete_data: bool
+        purge_at: datetime | None = None  # deleting data, soft: the data is kept until then
+
+    class Undeleted(Aggregate.Event):
+        """A soft-deleted item's data is back: protection stopped, data kept."""
+
+        TOPIC = "backup.vm.undeleted"
+        job_id: UUID
+
+    class Purged(Aggregate.Event):
+        """A soft-deleted item's window ended: its recovery points expired with this."""
+
+        TOPIC = "backup.vm.purged"
+        job_id: UUID
 
     class ChecksRecorded(Aggregate.Event):
         TOPIC = "backup.vm.checks_recorded"
@@ -158,6 +172,7 @@ class VirtualMachine(Aggregate):
         self.latest_recovery_point: UUID | None = None
         self.recovery_point_ids: list[UUID] = []
         self.checks: list[CheckResult] = []
+        self.purge_at: datetime | None = None
 
     def check_can_register(self, vault_id: UUID) -> None:
         if not self.status.holds_vm:
@@ -227,8 +242,9 @@ class VirtualMachine(Aggregate):
 
     @property
     def holds_protected_data(self) -> bool:
-        """Protected, or stopped with its data kept: what locks its vault's storage replication."""
-        return self.status in ACTIVE or self.status is ItemStatus.PROTECTION_STOPPED
+        """Protected, or stopped with its data kept or soft deleted: what locks its vault's storage
+        replication."""
+        return self.status in ACTIVE or self.status in (ItemStatus.PROTECTION_STOPPED, ItemStatus.SOFT_DELETED)
 
     def check_not_protected_elsewhere(self, vault_id: UUID, name: str) -> None:
         if self.vault_id != vault_id and self.status in ACTIVE:
@@ -241,6 +257,12 @@ class VirtualMachine(Aggregate):
             raise DomainError(
                 "VmNotRegistered",
                 f"VM {self.vm.display_name} is not registered in this vault; register it first",
+                field="vm_names",
+            )
+        if self.status is ItemStatus.SOFT_DELETED:
+            raise DomainError(
+                "VmSoftDeleted",
+                f"VM {self.vm.display_name} is soft deleted until {_iso(self.purge_at)}; undelete it first",
                 field="vm_names",
             )
         if self.status in ACTIVE or self.status is ItemStatus.PROTECTION_STOPPED:
@@ -288,6 +310,12 @@ class VirtualMachine(Aggregate):
 
     def check_can_stop_protection(self, delete_data: bool) -> None:
         """Protection stops once; a VM whose protection stopped may still have its data deleted."""
+        if self.status is ItemStatus.SOFT_DELETED:
+            raise DomainError(
+                "VmSoftDeleted",
+                f"VM {self.vm.display_name}'s data is soft deleted already (purged at {_iso(self.purge_at)})",
+                field="vm_name",
+            )
         if not (self.status in ACTIVE or (delete_data and self.status is ItemStatus.PROTECTION_STOPPED)):
             raise DomainError("VmNotProtected", f"VM {self.vm.display_name} is not protected", field="vm_name")
         self.check_no_backup_running()
@@ -359,15 +387,69 @@ class VirtualMachine(Aggregate):
         self.last_slot = max(slots)
 
     @event(ProtectionStopped)
-    def stop_protection(self, job_id: UUID, delete_data: bool) -> None:
-        if delete_data:
-            self.status = ItemStatus.REGISTERED
-            self.recovery_point_ids = []
-            self.latest_recovery_point = None
+    def stop_protection(self, job_id: UUID, delete_data: bool, purge_at: datetime | None = None) -> None:
+        if delete_data and purge_at is not None:
+            self.status = ItemStatus.SOFT_DELETED
+            self.purge_at = purge_at
+        elif delete_data:
+            self._forget_data()
         else:
             self.status = ItemStatus.PROTECTION_STOPPED
         self.policy_id = None
         self.policy_name = ""
+
+    def _forget_data(self) -> None:
+        self.status = ItemStatus.REGISTERED
+        self.recovery_point_ids = []
+        self.latest_recovery_point = None
+        self.purge_at = None
+
+    # Soft delete
+
+    @property
+    def soft_deleted(self) -> bool:
+        return self.status is ItemStatus.SOFT_DELETED
+
+    def check_not_soft_deleted(self, field: str) -> None:
+        """A soft-deleted item's points are kept but cannot be restored."""
+        if self.soft_deleted:
+            raise DomainError(
+                "VmSoftDeleted",
+                f"VM {self.vm.display_name} is soft deleted (purged at {_iso(self.purge_at)}); "
+                "undelete it to restore from its recovery points",
+                field=field,
+            )
+
+    def check_can_undelete(self, now: datetime) -> None:
+        if not self.soft_deleted:
+            raise DomainError(
+                "VmNotSoftDeleted",
+                f"VM {self.vm.display_name} is not soft deleted (status: {self.status.value})",
+                field="vm_name",
+            )
+        if self.purge_due(now):
+            raise DomainError(
+                "SoftDeleteWindowEnded",
+                f"VM {self.vm.display_name}'s soft-delete window ended at {_iso(self.purge_at)}: "
+                "its data is being purged",
+                field="vm_name",
+            )
+
+    def purge_due(self, now: datetime) -> bool:
+        return self.soft_deleted and self.purge_at is not None and self.purge_at <= now
+
+    @event(Undeleted)
+    def undelete(self, job_id: UUID) -> None:
+        self.status = ItemStatus.PROTECTION_STOPPED
+        self.purge_at = None
+
+    @event(Purged)
+    def purged(self, job_id: UUID) -> None:
+        self._forget_data()
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else "?"
 
 
 ACTIVE = (

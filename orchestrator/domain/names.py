@@ -10,7 +10,7 @@ separator, a control character or more characters than its kind allows.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, available_timezones
@@ -209,6 +209,8 @@ IDENTITY = NameRule(
     ALNUM,
     ALNUM_WORDS,
 )
+# A resource guard (orchestrator/domain/guard.py): named as a vault is.
+GUARD = replace(VAULT, kind="resource guard name", code="GuardNameInvalid", field="guard")
 
 
 def _typed(rule: NameRule) -> Any:
@@ -227,6 +229,7 @@ KeyVaultName = _typed(KEY_VAULT)
 KeyOrSecretName = _typed(KEY_OR_SECRET)
 Principal = _typed(PRINCIPAL)
 IdentityName = _typed(IDENTITY)
+GuardName = _typed(GUARD)
 
 
 def vm_reference_problem(value: str) -> tuple[str, str] | None:
@@ -273,6 +276,8 @@ CODES = frozenset(
         KEY_VAULT,
         KEY_OR_SECRET,
         PRINCIPAL,
+        IDENTITY,
+        GUARD,
     )
 ) | {"TimeZoneUnknown"}
 

@@ -256,3 +256,25 @@ def _local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
     while utc.astimezone(tz).replace(tzinfo=None) < naive:
         utc += timedelta(minutes=1)
     return utc
+
+
+def retention_shortened(old: Retention, new: Retention) -> str:
+    """How `new` keeps less than `old` ("" when it does not): a tier dropped, kept fewer days,
+    weeks, months or years, or selecting fewer weekdays or months. (Which day of the month a tier
+    keeps is a choice, not a length: existing points it changes are checked one by one.)"""
+    counts = (
+        ("daily", "days", old.daily and old.daily.days, new.daily and new.daily.days),
+        ("weekly", "weeks", old.weekly and old.weekly.weeks, new.weekly and new.weekly.weeks),
+        ("monthly", "months", old.monthly and old.monthly.months, new.monthly and new.monthly.months),
+        ("yearly", "years", old.yearly and old.yearly.years, new.yearly and new.yearly.years),
+    )
+    for tier, unit, before, after in counts:
+        if before and not after:
+            return f"the {tier} tier is dropped"
+        if before and after and after < before:
+            return f"the {tier} tier keeps {after} {unit} instead of {before}"
+    if old.weekly and new.weekly and not set(old.weekly.weekdays) <= set(new.weekly.weekdays):
+        return "the weekly tier keeps fewer weekdays"
+    if old.yearly and new.yearly and not set(old.yearly.months_of_year) <= set(new.yearly.months_of_year):
+        return "the yearly tier keeps fewer months"
+    return ""

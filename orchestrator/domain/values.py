@@ -17,6 +17,23 @@ class Replication(str, Enum):
     LOCAL = "local"
 
 
+class SoftDelete(str, Enum):
+    """A vault's soft delete: deleted backup data is kept for its window first (`always_on` cannot be
+    turned off again)."""
+
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    ALWAYS_ON = "always_on"
+
+
+class Immutability(str, Enum):
+    """A vault's immutability: `enabled` can be turned off again, `locked` cannot."""
+
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+    LOCKED = "locked"
+
+
 class DeploymentModel(str, Enum):
     CLASSIC = "classic"
     RESOURCE_MANAGER = "resource_manager"
@@ -53,6 +70,7 @@ class ItemStatus(str, Enum):
     PROTECTED = "protected"
     PROTECTION_ERROR = "protection_error"
     PROTECTION_STOPPED = "protection_stopped"
+    SOFT_DELETED = "soft_deleted"  # protection stopped with its data deleted: kept until the purge
 
     @property
     def holds_vm(self) -> bool:

@@ -7,13 +7,14 @@ VM. Which VMs it protects, and with which policy, the items say (`VirtualMachine
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
 from orchestrator.domain.base import Aggregate, SnapshotState
-from orchestrator.domain.values import DeploymentModel, Replication, VaultKind, VmRef
+from orchestrator.domain.values import DeploymentModel, Immutability, Replication, SoftDelete, VaultKind, VmRef
 from orchestrator.errors import DomainError
 
 if TYPE_CHECKING:
@@ -36,6 +37,15 @@ class VaultState(SnapshotState):
     backup_goal: str
     discovered_at_job: UUID | None
     protection_started: bool
+    soft_delete: SoftDelete = SoftDelete.ENABLED  # (a snapshot taken before deletion protection has none)
+    soft_delete_days: int = 14
+    immutability: Immutability = Immutability.DISABLED
+    guard_id: UUID | None = None
+    guard_name: str = ""
+    deleted: bool = False
+
+
+SOFT_DELETE_DAYS = range(14, 181)  # how long soft-deleted data may be kept, in days (14 by default)
 
 
 class Vault(Aggregate):
@@ -57,6 +67,28 @@ class Vault(Aggregate):
     class ReplicationChanged(Aggregate.Event):
         TOPIC = "backup.vault.replication_changed"
         replication: Replication
+
+    class SoftDeleteChanged(Aggregate.Event):
+        TOPIC = "backup.vault.soft_delete_changed"
+        state: SoftDelete
+        retention_days: int
+
+    class ImmutabilityChanged(Aggregate.Event):
+        TOPIC = "backup.vault.immutability_changed"
+        state: Immutability
+
+    class Deleted(Aggregate.Event):
+        """The vault is gone (it held no VM any more); its name is not made again."""
+
+        TOPIC = "backup.vault.deleted"
+
+    class GuardAttached(Aggregate.Event):
+        TOPIC = "backup.vault.guard_attached"
+        guard_id: UUID
+        guard_name: str
+
+    class GuardDetached(Aggregate.Event):
+        TOPIC = "backup.vault.guard_detached"
 
     class Discovered(Aggregate.Event):
         """A discovery job reported: its VMs are the `Discovery` of that job."""
@@ -113,9 +145,24 @@ class Vault(Aggregate):
         self.backup_goal = backup_goal
         self.discovered_at_job: UUID | None = None
         self.protection_started = False
+        self.soft_delete = SoftDelete.ENABLED
+        self.soft_delete_days = SOFT_DELETE_DAYS.start
+        self.immutability = Immutability.DISABLED
+        self.guard_id: UUID | None = None
+        self.guard_name = ""
+        self.deleted = False
 
     @staticmethod
     def check_name_free(subscription: str, name: str, existing: Vault | None) -> None:
+        """`existing`: the vault of that name, deleted ones too (a vault's id derives from its name,
+        and its history stays: a deleted vault's name is not made again)."""
+        if existing is not None and existing.deleted:
+            raise DomainError(
+                "VaultNameTaken",
+                f"subscription {subscription!r} had a vault named {name!r}, deleted: a vault's name is kept "
+                "with its history and not made again; choose another",
+                field="name",
+            )
         if existing is not None:
             raise DomainError(
                 "VaultNameTaken",
@@ -123,6 +170,25 @@ class Vault(Aggregate):
                 "(names are unique per subscription, ignoring case)",
                 field="name",
             )
+
+    def check_deletable(self, items: Iterable[VirtualMachine]) -> None:
+        """`items`: the vault's items. A vault is deleted empty: no VM registered or being
+        registered, protected, stopped with its data kept or soft deleted (each must be unregistered,
+        after its data is deleted, and soft-deleted data purged)."""
+        held = sorted(f"{item.vm.display_name} ({item.status.value})" for item in items if item.status.holds_vm)
+        if held:
+            raise DomainError(
+                "VaultNotEmpty",
+                f"vault {self.name!r} still holds {len(held)} VM(s): {', '.join(held[:10])}"
+                + (" and more" if len(held) > 10 else "")
+                + "; stop their protection with their data deleted, wait for soft-deleted data's purge, and "
+                "unregister them first",
+                field="vault_id",
+            )
+
+    @event(Deleted)
+    def delete(self) -> None:
+        self.deleted = True
 
     # Replication
 
@@ -202,3 +268,111 @@ class Vault(Aggregate):
                 f"restore to region {region!r} is refused: the vault and its VMs are in {self.region!r}",
                 field="region",
             )
+
+    # Deletion protection
+
+    def check_soft_delete_change(self, state: SoftDelete, retention_days: int) -> bool:
+        """Whether setting soft delete to `state`, keeping deleted data `retention_days` days,
+        changes the vault: the days are 14 to 180, and `always_on` stays on."""
+        if retention_days not in SOFT_DELETE_DAYS:
+            raise DomainError(
+                "SoftDeleteRetentionInvalid",
+                f"soft-deleted data is kept {SOFT_DELETE_DAYS.start} to {SOFT_DELETE_DAYS.stop - 1} days, "
+                f"not {retention_days}",
+                field="retention_days",
+            )
+        if self.soft_delete is SoftDelete.ALWAYS_ON and state is not SoftDelete.ALWAYS_ON:
+            raise DomainError(
+                "SoftDeleteAlwaysOn",
+                f"soft delete of vault {self.name!r} is always on: it cannot be {state.value} again",
+                field="state",
+            )
+        return (state, retention_days) != (self.soft_delete, self.soft_delete_days)
+
+    def soft_delete_weakened_by(self, state: SoftDelete, retention_days: int) -> bool:
+        """Whether the change disables soft delete or shortens its window: a critical operation."""
+        if self.soft_delete is SoftDelete.DISABLED:
+            return False
+        return state is SoftDelete.DISABLED or retention_days < self.soft_delete_days
+
+    @event(SoftDeleteChanged)
+    def change_soft_delete(self, state: SoftDelete, retention_days: int) -> None:
+        self.soft_delete = state
+        self.soft_delete_days = retention_days
+
+    def soft_delete_purge_at(self, now: datetime) -> datetime | None:
+        """When data deleted `now` is purged: after the window in force now (None: at once)."""
+        if self.soft_delete is SoftDelete.DISABLED:
+            return None
+        return now + timedelta(days=self.soft_delete_days)
+
+    def check_immutability_change(self, state: Immutability) -> bool:
+        """Whether setting immutability to `state` changes the vault: disabled and enabled go either
+        way, enabled goes to locked, and locked stays."""
+        if self.immutability is Immutability.LOCKED and state is not Immutability.LOCKED:
+            raise DomainError(
+                "ImmutabilityLocked",
+                f"vault {self.name!r} is locked immutable: immutability cannot be {state.value} again",
+                field="state",
+            )
+        if self.immutability is Immutability.DISABLED and state is Immutability.LOCKED:
+            raise DomainError(
+                "ImmutabilityNotEnabled",
+                f"vault {self.name!r} is not immutable yet: enable immutability before locking it",
+                field="state",
+            )
+        return state is not self.immutability
+
+    @event(ImmutabilityChanged)
+    def change_immutability(self, state: Immutability) -> None:
+        self.immutability = state
+
+    @property
+    def immutable(self) -> bool:
+        return self.immutability is not Immutability.DISABLED
+
+    def check_mutable(self, what: str, field: str) -> None:
+        """Refuse `what` (deleting or shortening backup data) while the vault is immutable."""
+        if self.immutable:
+            raise DomainError(
+                "VaultImmutable",
+                f"vault {self.name!r} is immutable ({self.immutability.value}): {what} is refused",
+                field=field,
+            )
+
+    # Multi-user authorization
+
+    def check_guard_attachable(self, guard_id: UUID) -> bool:
+        """Whether attaching the guard changes the vault: one guard per vault, detached first."""
+        if self.guard_id is not None and self.guard_id != guard_id:
+            raise DomainError(
+                "GuardAlreadyAttached",
+                f"vault {self.name!r} has resource guard {self.guard_name!r} attached: detach it first",
+                field="guard",
+            )
+        return self.guard_id is None
+
+    @event(GuardAttached)
+    def attach_guard(self, guard_id: UUID, guard_name: str) -> None:
+        self.guard_id = guard_id
+        self.guard_name = guard_name
+
+    def check_guard_attached(self, guard_id: UUID | None = None) -> UUID:
+        """The vault's guard (and, given `guard_id`, that it is that one)."""
+        if self.guard_id is None or (guard_id is not None and guard_id != self.guard_id):
+            raise DomainError(
+                "GuardNotAttached",
+                f"vault {self.name!r} has "
+                + (
+                    f"resource guard {self.guard_name!r} attached, not that one"
+                    if self.guard_id
+                    else "no resource guard"
+                ),
+                field="guard",
+            )
+        return self.guard_id
+
+    @event(GuardDetached)
+    def detach_guard(self) -> None:
+        self.guard_id = None
+        self.guard_name = ""

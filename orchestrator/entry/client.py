@@ -34,7 +34,7 @@ from orchestrator.domain.vault import vault_id_for
 from orchestrator.entry.edge import strict
 from orchestrator.entry.queries import AsOf, ReadModels
 from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError
-from orchestrator.runtime.bootstrap import Runtime, bootstrap
+from orchestrator.runtime.bootstrap import Runtime, bootstrap, witness_of
 from orchestrator.write import commands as c
 from projections import queries
 from projections.follower import BATCH
@@ -128,6 +128,64 @@ class Client(ReadModels):
         self._do(c.SetReplication, vault_id=vault_id, replication=replication)
 
     @strict
+    def delete_vault(self, vault_id: str) -> None:
+        """Delete an empty vault (no VM registered, protected, stopped with data or soft deleted);
+        its history stays, and its name is not made again."""
+        self._do(c.DeleteVault, vault_id=vault_id)
+
+    @strict
+    def set_soft_delete(self, vault_id: str, state: str, retention_days: int = 14) -> None:
+        """Soft delete "enabled" (deleted backup data kept `retention_days`, 14 to 180), "disabled",
+        or "always_on" (enabled for good)."""
+        self._do(
+            c.SetSoftDelete,
+            vault_id=vault_id,
+            state=state,
+            retention_days=retention_days,
+            now=self._runtime.clock.now(),
+        )
+
+    @strict
+    def set_immutability(self, vault_id: str, state: str) -> None:
+        """Immutability "disabled", "enabled" (no deleting or shortening backup data; reversible) or
+        "locked" (enabled for good)."""
+        self._do(c.SetImmutability, vault_id=vault_id, state=state, now=self._runtime.clock.now())
+
+    # Multi-user authorization
+
+    @strict
+    def create_guard(self, name: str) -> str:
+        """A resource guard (2-50 letters, digits, hyphens): attached to vaults, its guard admins
+        approve their critical operations. Returns its id."""
+        return str(self._do(c.CreateGuard, name=name))
+
+    @strict
+    def attach_guard(self, vault_id: str, guard: str) -> None:
+        """Protect the vault's critical operations with the resource guard named `guard`."""
+        self._do(c.AttachGuard, vault_id=vault_id, guard=guard)
+
+    @strict
+    def detach_guard(self, vault_id: str) -> None:
+        """Detach the vault's resource guard: itself a critical operation, approved on that guard."""
+        self._do(c.DetachGuard, vault_id=vault_id, now=self._runtime.clock.now())
+
+    @strict
+    def approve_operation(self, guard: str, vault_id: str, operation: str, minutes: int = 60) -> str:
+        """As a guard admin of `guard`, approve one `operation` (disable_soft_delete,
+        shorten_retention, delete_data, detach_guard, disable_immutability) on the vault, once,
+        for `minutes` (1 to 1440), by another identity. Returns the approval's id."""
+        return str(
+            self._do(
+                c.ApproveOperation,
+                guard=guard,
+                vault_id=vault_id,
+                operation=operation,
+                minutes=minutes,
+                now=self._runtime.clock.now(),
+            )
+        )
+
+    @strict
     def discover(self, vault_id: str) -> str:
         """Start a discovery job; its result lists the new VMs of the vault's region."""
         return str(self._do(c.DiscoverVms, vault_id=vault_id))
@@ -172,7 +230,14 @@ class Client(ReadModels):
         """Edit a policy; its VMs' recovery points take the new retention. Returns how many changed."""
         policy_id = policy_id_for(_uuid(vault_id, "vault_id"), names.POLICY.check(name))
         return int(
-            self._do(c.UpdatePolicy, policy_id=policy_id, schedule=schedule, retention=retention, timezone=timezone)
+            self._do(
+                c.UpdatePolicy,
+                policy_id=policy_id,
+                schedule=schedule,
+                retention=retention,
+                timezone=timezone,
+                now=self._runtime.clock.now(),
+            )
         )
 
     @strict
@@ -183,12 +248,28 @@ class Client(ReadModels):
     @strict
     def change_policy(self, vault_id: str, vm_name: str, policy: str) -> int:
         """Move a protected VM to another policy; returns how many recovery points changed retention."""
-        return int(self._do(c.ChangePolicy, vault_id=vault_id, vm_name=vm_name, policy=policy))
+        return int(
+            self._do(c.ChangePolicy, vault_id=vault_id, vm_name=vm_name, policy=policy, now=self._runtime.clock.now())
+        )
 
     @strict
     def stop_protection(self, vault_id: str, vm_name: str, delete_data: bool = False) -> str:
-        """Stop backups of a VM, keeping its recovery points, or deleting them (`delete_data`)."""
-        return str(self._do(c.StopProtection, vault_id=vault_id, vm_name=vm_name, delete_data=delete_data))
+        """Stop backups of a VM, keeping its recovery points, or deleting them (`delete_data`): soft
+        deleted, kept for the vault's soft-delete window, unless the vault's soft delete is disabled."""
+        return str(
+            self._do(
+                c.StopProtection,
+                vault_id=vault_id,
+                vm_name=vm_name,
+                delete_data=delete_data,
+                now=self._runtime.clock.now(),
+            )
+        )
+
+    @strict
+    def undelete(self, vault_id: str, vm_name: str) -> str:
+        """Bring a soft-deleted VM's backup data back, before its purge: protection stopped, data kept."""
+        return str(self._do(c.Undelete, vault_id=vault_id, vm_name=vm_name, now=self._runtime.clock.now()))
 
     @strict
     def precheck(self, vault_id: str, vm_name: str, stage: str = "backup") -> list[CheckResult]:
@@ -292,7 +373,9 @@ class Client(ReadModels):
         are a chain table cut short (`chain_truncated`) and stored rows that do not read back
         (`malformed`). Then, unless `chain_only`, every read model is replayed from the events up to
         its live position and compared (`read_model_mismatch`). `expect` is a (position, hash) kept
-        elsewhere from an earlier run. Changes nothing, and never runs the chain follower itself.
+        elsewhere from an earlier run. With the audit key, every event's seal is checked
+        (`unauthenticated`, `forged`); with the witness, its signed heads (`witness_mismatch`,
+        `rolled_back`, `witness_invalid`). Changes nothing, and never runs the chain follower itself.
 
         A client that runs the embedded services still has the chain follower running beside this,
         which chains whatever is appended to the history, forgeries included, before a later check
@@ -300,18 +383,32 @@ class Client(ReadModels):
         check from a process without services (`Client(start_services=False)`, as `backupctl audit
         verify` does)."""
         with store_errors("nothing was changed: retry"):
-            return chain.verify(self._runtime.app, self._runtime.store, expect, progress, read_models=not chain_only)
+            return chain.verify(
+                self._runtime.app,
+                self._runtime.store,
+                expect,
+                progress,
+                read_models=not chain_only,
+                witness=witness_of(self.settings),
+            )
 
     # Identities of the API service
 
     @strict
-    def create_identity(self, name: str, role: str, vault_id: str | None = None) -> str:
+    def create_identity(self, name: str, role: str, vault_id: str | None = None, guard: str | None = None) -> str:
         """An identity of the API service with `role` (reader, operator, contributor, owner), on every
-        vault or on `vault_id` only. Returns its API token, which is shown this once: only its hash
-        is stored. A revoked identity's name may be made again (with a new token)."""
+        vault or on `vault_id` only; or guard_admin, on every resource guard or on `guard` only (made
+        with local access only: the API service refuses it). Returns its API token, which is shown
+        this once: only its hash is stored. A revoked identity's name may be made again (with a new
+        token)."""
         secret = identity.new_secret()
         identity_id = self._do(
-            c.CreateIdentity, name=name, role=role, vault_id=vault_id, token_hash=identity.token_hash(secret)
+            c.CreateIdentity,
+            name=name,
+            role=role,
+            vault_id=vault_id,
+            guard=guard,
+            token_hash=identity.token_hash(secret),
         )
         return identity.token_for(identity_id, secret)
 
@@ -341,7 +438,12 @@ class Client(ReadModels):
         found = self._runtime.app.find(parsed[0], Identity, copy=False)
         if found is None or not found.accepts(parsed[1]):
             return None
-        return Caller(name=found.name, role=found.role, vault_id=str(found.vault_id) if found.vault_id else None)
+        return Caller(
+            name=found.name,
+            role=found.role,
+            vault_id=str(found.vault_id) if found.vault_id else None,
+            guard_id=str(found.guard_id) if found.guard_id else None,
+        )
 
     def vault_of(self, entity_id: str, field: str) -> str:
         """The vault of a job (`field` "job_id") or a recovery point ("recovery_point_id")."""

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Self
 
 from pydantic import AwareDatetime
 
+from orchestrator.domain import names
+from orchestrator.domain.guard import guard_id_for
 from orchestrator.domain.values import JobState, Operation
 from orchestrator.entry.edge import strict
 from orchestrator.errors import OrchestratorError
 from projections import dashboard_query, queries
 from projections.dashboard_query import Dashboard
-from projections.queries import ItemRow, JobRow, PolicyRow, RecoveryPointRow, VaultRow
+from projections.queries import ApprovalRow, GuardRow, ItemRow, JobRow, PolicyRow, RecoveryPointRow, VaultRow
 from projections.store import ReadStore
 
 if TYPE_CHECKING:
@@ -60,6 +62,16 @@ class ReadModels:
     @strict
     def policies(self, vault_id: str) -> list[PolicyRow]:
         return queries.policies(self._read_store(), str(vault_id))
+
+    def guards(self) -> list[GuardRow]:
+        """Every resource guard (which vaults each protects, `vaults()` says)."""
+        return queries.guards(self._read_store())
+
+    @strict
+    def approvals(self, guard: str, state: str | None = None) -> list[ApprovalRow]:
+        """A resource guard's approvals, newest first, each open, used or expired (or only `state`)."""
+        names.GUARD.check(guard)
+        return queries.approvals(self._read_store(), str(guard_id_for(guard)), state=state)
 
     @strict
     def dashboard(self, vault_id: str | None = None, now: AwareDatetime | None = None) -> Dashboard:

@@ -5,6 +5,7 @@ connection and fabric, and (embedded mode) starts the followers and workers as t
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import logging
 import os
@@ -34,6 +35,7 @@ from orchestrator.write.persistence import PydanticMapper
 from projections.follower import FollowerThread
 from projections.runner import ensure_schemas, projection_thread
 from projections.store import ReadStore
+from projections.witness import Witness
 from workers.context import WorkerContext
 from workers.embedded import WorkerThread
 from workers.keys import KeyProtector
@@ -84,7 +86,7 @@ class Runtime:
         return SchedulerThread(Scheduler(self.app, self.store, self.clock), self.settings.scheduler_interval)
 
     def projections_thread(self) -> FollowerThread:
-        return projection_thread(self.app, self.store, self.settings.poll_interval)
+        return projection_thread(self.app, self.store, self.settings.poll_interval, witness_of(self.settings))
 
     def start_services(self) -> None:
         """Followers (and, on the embedded queue, workers) as threads of this process."""
@@ -196,6 +198,13 @@ def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = T
     app = _opening(settings, lambda: Orchestrator(env=env))
     _check_cipher(app)
     return app
+
+
+def witness_of(settings: Settings) -> Witness | None:
+    """The audit witness the settings name (BACKUP_AUDIT_WITNESS, signed with BACKUP_AUDIT_KEY)."""
+    if settings.audit_witness is None or settings.audit_key is None:
+        return None
+    return Witness(settings.audit_witness, base64.b64decode(settings.audit_key.get_secret_value()))
 
 
 def app_env(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> dict[str, str]:

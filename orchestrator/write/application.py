@@ -3,6 +3,7 @@ the handlers themselves live in orchestrator/write/handlers/, one module per nou
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import time
@@ -11,7 +12,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProjectorFunction, project_aggregate
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 from eventsourcing.utils import get_topic
 
 from orchestrator.domain import BackupPolicy, Discovery, Job, Vault, VirtualMachine
@@ -49,6 +50,15 @@ class Orchestrator(Application[UUID]):
         BackupPolicy: SNAPSHOT_INTERVAL,
         VirtualMachine: SNAPSHOT_INTERVAL,
     }
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """The library's mapper (ours, by MAPPER_TOPIC), sealing events with the audit key when the
+        settings give one (AUDIT_KEY in the application's environment: see Settings.eventsourcing_env)."""
+        mapper = super().construct_mapper()
+        key = self.env.get("AUDIT_KEY")
+        if key:
+            cast(PydanticMapper, mapper).audit_key = base64.b64decode(key)
+        return mapper
 
     def take_snapshot(
         self,
@@ -97,16 +107,19 @@ class Orchestrator(Application[UUID]):
             raise NotFoundError(f"{cls.__name__}NotFound", f"no {cls.__name__.lower()} with id {aggregate_id}")
         return aggregate
 
-    def find(self, aggregate_id: UUID, cls: type[A], *, copy: bool = True) -> A | None:
+    def find(self, aggregate_id: UUID, cls: type[A], *, copy: bool = True, deleted_too: bool = False) -> A | None:
         """The aggregate, or None if there is none with that id (one read: `in repository` is a
         whole `get` of its own). `copy=False`: the process's cached aggregate itself, for a reader
-        that changes nothing (a discovery's thousands of VMs are not copied to be looked at)."""
+        that changes nothing (a discovery's thousands of VMs are not copied to be looked at). A
+        deleted vault is none, but to `deleted_too` (its name stays taken)."""
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id, deepcopy_from_cache=copy)
         except AggregateNotFoundError:
             return None
         if not isinstance(aggregate, cls):
             raise NotFoundError(f"{cls.__name__}NotFound", f"{aggregate_id} is not a {cls.__name__}")
+        if isinstance(aggregate, Vault) and aggregate.deleted and not deleted_too:
+            return None
         return aggregate
 
     def vault_created(self, vault_id: UUID) -> Vault.Created:

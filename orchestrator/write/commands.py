@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator.domain import names
+from orchestrator.domain.guard import CriticalOperation
 from orchestrator.domain.identity import Role
 from orchestrator.domain.names import (
     KeyVaultName,
@@ -29,7 +30,17 @@ from orchestrator.domain.names import (
 )
 from orchestrator.domain.recovery_point import DiskInfo
 from orchestrator.domain.schedule import Retention, Schedule
-from orchestrator.domain.values import CheckResult, Consistency, EncryptionKeys, Finding, Replication, VaultKind, VmRef
+from orchestrator.domain.values import (
+    CheckResult,
+    Consistency,
+    EncryptionKeys,
+    Finding,
+    Immutability,
+    Replication,
+    SoftDelete,
+    VaultKind,
+    VmRef,
+)
 from orchestrator.errors import DomainError, OrchestratorError
 
 OPERATOR, WORKER, SYSTEM = "operator", "worker", "system"
@@ -101,6 +112,7 @@ class UpdatePolicy(OperatorCommand):
     schedule: Schedule
     retention: Retention
     timezone: TimeZoneName = "UTC"
+    now: datetime
 
 
 class ProtectVms(OperatorCommand):
@@ -113,12 +125,68 @@ class ChangePolicy(OperatorCommand):
     vault_id: UUID
     vm_name: VmReference
     policy: PolicyName
+    now: datetime
 
 
 class StopProtection(OperatorCommand):
     vault_id: UUID
     vm_name: VmReference
     delete_data: bool = False
+    now: datetime  # deleting data: the soft-delete window starts here
+
+
+class Undelete(OperatorCommand):
+    vault_id: UUID
+    vm_name: VmReference
+    now: datetime
+
+
+class DeleteVault(OperatorCommand):
+    vault_id: UUID
+
+
+class SetSoftDelete(OperatorCommand):
+    vault_id: UUID
+    state: SoftDelete
+    retention_days: int = 14
+    now: datetime  # a guarded vault's approvals are checked at this time
+
+
+class SetImmutability(OperatorCommand):
+    vault_id: UUID
+    state: Immutability
+    now: datetime
+
+
+class CreateGuard(OperatorCommand):
+    name: names.GuardName
+
+
+class AttachGuard(OperatorCommand):
+    vault_id: UUID
+    guard: names.GuardName
+
+
+class DetachGuard(OperatorCommand):
+    vault_id: UUID
+    now: datetime
+
+
+class ApproveOperation(OperatorCommand):
+    """A guard admin's approval of one critical operation on one vault, for `minutes`."""
+
+    guard: names.GuardName
+    vault_id: UUID
+    operation: CriticalOperation
+    minutes: int = 60
+    now: datetime
+
+
+class ExpireApprovals(SystemCommand):
+    """Sent by the scheduler for a guard with open approvals past their time."""
+
+    guard_id: UUID
+    now: datetime
 
 
 class BackupNow(OperatorCommand):
@@ -148,6 +216,7 @@ class CreateIdentity(OperatorCommand):
     name: names.IdentityName
     role: Role
     vault_id: UUID | None = None
+    guard: names.GuardName | None = None  # a guard admin's guard (None: every guard)
     token_hash: str
 
 
@@ -169,6 +238,14 @@ class RestoreKeys(OperatorCommand):
 
 
 # Commands workers send back when they report on a job.
+
+
+class PurgeSoftDeleted(WorkerReport):
+    """The retention job's items whose soft-delete window ended at `now`: their points expire."""
+
+    job_id: UUID
+    item_ids: list[UUID]
+    now: datetime
 
 
 class CompleteJob(WorkerReport):

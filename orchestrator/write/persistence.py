@@ -16,6 +16,8 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
+from orchestrator.write import sealing
+
 Decode = Callable[[str, bytes], DomainEventProtocol[Any]]
 _TOPICS: dict[str, Any] = {}  # stored topic -> event class: resolving one costs more than decoding an event
 
@@ -42,7 +44,10 @@ def upcast(cls: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 
 class PydanticMapper(Mapper[UUID]):
-    """Stores `model_dump(mode="json")`; pydantic re-validates the state on the way back."""
+    """Stores `model_dump(mode="json")`; pydantic re-validates the state on the way back. With an
+    audit key (`audit_key`, set by the application) every event is sealed (orchestrator/write/sealing.py)."""
+
+    audit_key: bytes | None = None
 
     def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
         state = cast(BaseModel, domain_event).model_dump(mode="json")
@@ -50,6 +55,11 @@ class PydanticMapper(Mapper[UUID]):
         if class_version > 1:
             state["class_version"] = class_version
         data = self.transcoder.encode(state)
+        topic = get_topic(type(domain_event))
+        if self.audit_key is not None:
+            data = sealing.seal(
+                self.audit_key, domain_event.originator_id, domain_event.originator_version, topic, data
+            )
         if self.compressor:
             data = self.compressor.compress(data)
         if self.cipher:
@@ -57,7 +67,7 @@ class PydanticMapper(Mapper[UUID]):
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
-            topic=get_topic(type(domain_event)),
+            topic=topic,
             state=data,
         )
 
@@ -67,11 +77,24 @@ class PydanticMapper(Mapper[UUID]):
     def decode(self, topic: str, data: bytes) -> DomainEventProtocol[Any]:
         """The event stored as `data` under `topic` (the state holds every field, the originator's
         id and version too, so a reader needs no more of the stored row)."""
+        return _decode_plain(self.transcoder, event_class(topic), sealing.unsealed(self.plain(data)))
+
+    def plain(self, data: bytes) -> bytes:
+        """A stored state decrypted and decompressed: its JSON, sealed or not."""
         if self.cipher:
             data = self.cipher.decrypt(data)
         if self.compressor:
             data = self.compressor.decompress(data)
-        return _decode_plain(self.transcoder, event_class(topic), data)
+        return data
+
+    def seal_of(self, originator_id: UUID | str, version: int, topic: str, data: bytes) -> sealing.Seal:
+        """Whether a stored state carries this event's seal by the audit key (which must be set)."""
+        assert self.audit_key is not None
+        try:
+            plain = self.plain(data)
+        except Exception:  # not our cipher's, or not compressed: no seal of ours either
+            return sealing.Seal.MISSING
+        return sealing.check(self.audit_key, originator_id, version, topic, plain)
 
     def decoder(self) -> Decode:
         """`decode` for reading many events: with plain JSON state (no cipher, no compressor), an
@@ -81,7 +104,7 @@ class PydanticMapper(Mapper[UUID]):
         transcoder = self.transcoder
 
         def decode(topic: str, data: bytes) -> DomainEventProtocol[Any]:
-            return _decode_plain(transcoder, event_class(topic), data)
+            return _decode_plain(transcoder, event_class(topic), sealing.unsealed(data))
 
         return decode
 

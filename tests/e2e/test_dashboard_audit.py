@@ -89,6 +89,7 @@ def test_the_dashboard_per_vault_and_overall(client: Client, vaults: tuple[str, 
 
     [small] = client.recovery_points(east, "small")
     before = client.dashboard(east).vaults[0]
+    client.set_soft_delete(east, "disabled")
     client.wait(client.stop_protection(east, "small", delete_data=True))
     client.wait(client.run_retention(east))
     after = client.dashboard(east).vaults[0]

@@ -85,8 +85,9 @@ def test_each_read_model_is_rebuilt_up_to_its_own_stop(client: Client) -> None:
 
 
 def overwrite_runs(client: Client) -> None:
-    """Runs of the other two declared overwrites on one aggregate: a job's progress reported three
-    times, a point's retention changed twice (through the aggregates, as their commands would)."""
+    """Runs of the other declared overwrites on one aggregate: a job's progress reported three times,
+    a point's retention changed twice (through the aggregates, as their commands would), a vault's
+    soft delete and its immutability set twice each (through the client)."""
     app = client._runtime.app
     head = app.recorder.max_notification_id() or 0
     created = {n.topic: n.originator_id for section in replay.sections(app, head) for n in section}
@@ -97,6 +98,11 @@ def overwrite_runs(client: Client) -> None:
     for days in (30, 60):
         point.change_retention([Tier.DAILY], point.expires_at + timedelta(days=days), "policy edited")
     app.save(job, point)
+    vault = client.vaults()[0].vault_id
+    for days in (30, 60):
+        client.set_soft_delete(vault, "enabled", days)
+    for state in ("enabled", "disabled"):
+        client.set_immutability(vault, state)
 
 
 def test_compaction_skips_only_what_a_later_event_overwrites_and_leaves_the_same_rows(client: Client) -> None:
@@ -118,6 +124,8 @@ def test_compaction_skips_only_what_a_later_event_overwrites_and_leaves_the_same
         == {
             "backup.policy.updated",
             "backup.vault.replication_changed",
+            "backup.vault.soft_delete_changed",
+            "backup.vault.immutability_changed",
             "backup.job.progressed",
             "backup.recovery_point.retention_changed",
         }

@@ -5,13 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
-
-import pytest
 
 from orchestrator import Client
 from orchestrator.clock import ManualClock
@@ -19,21 +15,10 @@ from orchestrator.domain import Job, RecoveryPoint, VirtualMachine
 from orchestrator.domain.item import item_id_for
 from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
 from orchestrator.write import commands as c
-from tests.helpers import topics
+from tests.helpers import CLOCK_START, topics
 from workers import work as jobs
 
-START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def world(tmp_path: Path, fabric: Path) -> Iterator[tuple[Client, ManualClock, str]]:
-    clock = ManualClock(START)
-    with Client(data_dir=tmp_path / "data", fabric=fabric, clock=clock, scheduler_interval=3600) as client:
-        vault = client.create_vault("vault-east", "japaneast", "rg")
-        client.wait(client.discover(vault))
-        client.wait_all(client.register(vault, ["vm01", "vm02"]))
-        client.wait_all(client.protect(vault, ["vm01", "vm02"]))
-        yield client, clock, vault
+START = CLOCK_START
 
 
 def _change_disk(client: Client, vm: str) -> None:
@@ -121,6 +106,7 @@ def test_changing_a_vms_policy_is_its_own_command(world: tuple[Client, ManualClo
 
 def test_stopping_protection_keeps_or_deletes_the_data(world: tuple[Client, ManualClock, str]) -> None:
     client, clock, vault = world
+    client.set_soft_delete(vault, "disabled")  # deleted data goes at once (soft delete: test_deletion_protection)
     client.wait(client.backup_now(vault, "vm01"))
     client.wait(client.backup_now(vault, "vm02"))
     keep = client.wait(client.stop_protection(vault, "vm01"))

@@ -166,6 +166,7 @@ def test_finding_18_collection_with_leftover_temporary_files_keeps_the_dashboard
         vault = protected(client, ["vm01", "vm02"])
         for vm in ("vm01", "vm02"):
             client.wait(client.backup_now(vault, vm, retain_until=clock.now() + timedelta(days=1)))
+        client.set_soft_delete(vault, "disabled")
         client.wait(client.stop_protection(vault, "vm02", delete_data=True))  # its block goes at collection
         store = tmp_path / "data" / "vaultstore" / vault
         block_dir = next((store / "blocks").iterdir())
@@ -208,6 +209,7 @@ def test_finding_9_vault_store_every_directory_it_makes_is_0700_and_every_file_0
         with Client(data_dir=tmp_path / "data", fabric=fabric, vault_store=root) as client:
             vault = protected(client, ["vm01", "vm02"])
             client.wait_all([client.backup_now(vault, vm) for vm in ("vm01", "vm02")])
+            client.set_soft_delete(vault, "disabled")
             client.wait(client.stop_protection(vault, "vm02", delete_data=True))
             assert client.wait(client.run_retention(vault)).result["blocks_removed"] == 1
     finally:

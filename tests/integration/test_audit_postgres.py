@@ -11,29 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 import projections.chain
-from orchestrator import Client
 from orchestrator.audit import replay
 from orchestrator.audit import verify as chain
 from orchestrator.entry.cli.main import app
-from tests.helpers import PG_DB, PG_HOST, PG_USER
+from tests.helpers import PG_DB, PG_HOST, PG_USER, pg_client
 from tests.tampering import KINDS, MALFORMED_POSTGRES, append_forged, small_history, tamper
 
 pytestmark = pytest.mark.integration
-
-
-def pg_client(tmp_path: Path, fabric: Path, schema: str, **extra: Any) -> Client:
-    """The embedded queue on the real PostgreSQL, in a schema of the test's own."""
-    return Client(
-        data_dir=tmp_path / "data",
-        fabric=fabric,
-        event_store="postgres",
-        postgres_host=PG_HOST,
-        postgres_user=PG_USER,
-        postgres_dbname=PG_DB,
-        postgres_schema=schema,
-        principal="alice",
-        **extra,
-    )
 
 
 def sql(statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

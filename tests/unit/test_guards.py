@@ -5,18 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from orchestrator.domain import BackupPolicy, Discovery, Job, RecoveryPoint, Vault, VirtualMachine
-from orchestrator.domain.schedule import DailyRetention, Retention, default_retention, default_schedule
+from orchestrator.domain.schedule import (
+    DailyRetention,
+    Retention,
+    default_retention,
+    default_schedule,
+    retention_shortened,
+)
 from orchestrator.domain.values import (
     DeploymentModel,
     EncryptionKeys,
+    Immutability,
     ItemStatus,
     Operation,
     Replication,
+    SoftDelete,
     VaultKind,
     VmRef,
 )
@@ -298,3 +307,42 @@ def test_a_policy_name_is_taken_once_per_vault() -> None:
         vault_id=v.id, name="Nightly", schedule=default_schedule(), retention=default_retention(), timezone="UTC"
     )
     assert refused(lambda: BackupPolicy.check_name_free(v.name, "nightly", existing)) == "PolicyNameTaken"
+
+
+def test_retention_is_shortened_by_a_dropped_tier_a_lower_count_or_fewer_selected_days() -> None:
+    def r(**tiers: Any) -> Retention:
+        return Retention.model_validate(tiers)
+
+    base = r(
+        daily={"days": 30},
+        weekly={"weekdays": ["sunday", "monday"], "weeks": 12},
+        yearly={"months_of_year": [1, 7], "on": {"days": [1]}, "years": 5},
+    )
+    cases = {
+        "the daily tier keeps 29 days instead of 30": r(**{**base.model_dump(), "daily": {"days": 29}}),
+        "the weekly tier is dropped": r(**{**base.model_dump(), "weekly": None}),
+        "the weekly tier keeps fewer weekdays": r(
+            **{**base.model_dump(), "weekly": {"weekdays": ["sunday"], "weeks": 12}}
+        ),
+        "the yearly tier keeps fewer months": r(
+            **{**base.model_dump(), "yearly": {"months_of_year": [1], "on": {"days": [1]}, "years": 5}}
+        ),
+    }
+    for described, shorter in cases.items():
+        assert retention_shortened(base, shorter) == described
+    longer = r(**{**base.model_dump(), "daily": {"days": 60}, "monthly": {"on": {"days": ["last"]}, "months": 3}})
+    assert retention_shortened(base, longer) == "" and retention_shortened(base, base) == ""
+
+
+def test_soft_delete_and_immutability_move_only_the_allowed_ways() -> None:
+    v = vault()
+    assert v.check_soft_delete_change(SoftDelete.ENABLED, 14) is False  # the default already
+    assert refused(lambda: v.check_soft_delete_change(SoftDelete.ENABLED, 181)) == "SoftDeleteRetentionInvalid"
+    v.change_soft_delete(SoftDelete.ALWAYS_ON, 30)
+    assert refused(lambda: v.check_soft_delete_change(SoftDelete.DISABLED, 30)) == "SoftDeleteAlwaysOn"
+    assert v.soft_delete_purge_at(NOW) == NOW + timedelta(days=30)
+    assert refused(lambda: v.check_immutability_change(Immutability.LOCKED)) == "ImmutabilityNotEnabled"
+    v.change_immutability(Immutability.ENABLED)
+    assert refused(lambda: v.check_mutable("deleting", "delete_data")) == "VaultImmutable"
+    v.change_immutability(Immutability.LOCKED)
+    assert refused(lambda: v.check_immutability_change(Immutability.ENABLED)) == "ImmutabilityLocked"

@@ -42,6 +42,7 @@ def test_membership_and_protected_data_are_read_from_the_items(client: Client, d
     with pytest.raises(OrchestratorError) as caught:
         client.set_replication(discovered_vault, "geo")
     assert caught.value.code == "ReplicationLocked" and "3 item(s)" in caught.value.message
+    client.set_soft_delete(discovered_vault, "disabled")  # soft-deleted data would still lock it
     for vm in ("vm01", "vm02", "vm03"):  # stopped with data deleted, every one: changeable again
         client.wait(client.stop_protection(discovered_vault, vm, delete_data=True))
     client.set_replication(discovered_vault, "geo")

@@ -32,6 +32,7 @@ class Scope(str, Enum):
     FILTER = "filter"  # an optional `vault_id` filter: an identity on one vault sees that vault only
     ROWS = "rows"  # a list of rows with their `vault_id`: an identity on one vault gets that vault's only
     RESULT = "result"  # the result names the vault (`vault_id`): checked once it is known
+    GUARD = "guard"  # the `guard` argument: a guard admin on one guard acts on that guard only
     GLOBAL = "global"  # no one vault: only an identity on every vault
 
 
@@ -84,7 +85,7 @@ def _holds_time(annotation: Any) -> bool:
     return annotation in (datetime, AwareDatetime) or any(_holds_time(a) for a in typing.get_args(annotation))
 
 
-R, OP, C, W = Role.READER, Role.OPERATOR, Role.CONTRIBUTOR, Role.OWNER
+R, OP, C, W, GA = Role.READER, Role.OPERATOR, Role.CONTRIBUTOR, Role.OWNER, Role.GUARD_ADMIN
 S = Scope
 _CLIENT = {
     # reading
@@ -103,6 +104,7 @@ _CLIENT = {
     "health": (R, S.GLOBAL),
     "audit_verify": (R, S.GLOBAL),
     "audit_replay": (R, S.GLOBAL),
+    "guards": (R, S.GLOBAL),
     # operating
     "discover": (OP, S.VAULT),
     "register": (OP, S.VAULT),
@@ -111,9 +113,12 @@ _CLIENT = {
     "backup_now": (OP, S.VAULT),
     "restore": (OP, S.RECOVERY_POINT),
     "restore_keys": (OP, S.RECOVERY_POINT),
+    "undelete": (OP, S.VAULT),
     # contributing
     "create_vault": (C, S.GLOBAL),
     "set_replication": (C, S.VAULT),
+    "set_soft_delete": (C, S.VAULT),
+    "set_immutability": (C, S.VAULT),
     "create_policy": (C, S.VAULT),
     "update_policy": (C, S.VAULT),
     "change_policy": (C, S.VAULT),
@@ -121,10 +126,17 @@ _CLIENT = {
     "unregister": (C, S.VAULT),
     "run_retention": (C, S.VAULT),
     "run_scheduler": (C, S.GLOBAL),
+    "attach_guard": (C, S.VAULT),
+    "detach_guard": (C, S.VAULT),
     # owning
     "create_identity": (W, S.FILTER),
     "revoke_identity": (W, S.GLOBAL),
     "identities": (W, S.GLOBAL),
+    "create_guard": (W, S.GLOBAL),
+    "delete_vault": (W, S.VAULT),
+    # approving (guard_admin, which no other role holds)
+    "approve_operation": (GA, S.GUARD),
+    "approvals": (GA, S.GUARD),
 }
 # The read models at a past instant (`Client.as_of(when).<query>`): the queries' own roles and scopes.
 _AS_OF = ("vaults", "jobs", "protected_items", "recovery_points", "policies", "dashboard")

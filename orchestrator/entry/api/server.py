@@ -21,8 +21,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.domain.identity import Caller
+from orchestrator.domain.guard import guard_id_for
+from orchestrator.domain.identity import Caller, Role
 from orchestrator.entry.api.contract import OPERATIONS, Operation, Scope
 from orchestrator.entry.client import Client
 from orchestrator.errors import (
@@ -42,7 +44,19 @@ STATUS: tuple[tuple[type[OrchestratorError], int], ...] = (
     (DomainError, 409),
     (SettingsError, 500),
 )
-CODE_STATUS = {"Unauthenticated": 401, "NotAuthorized": 403, "CommandInvalid": 422, "WaitTimeout": 504}
+CODE_STATUS = {
+    "Unauthenticated": 401,
+    "NotAuthorized": 403,
+    "MultiUserAuthorizationRequired": 403,
+    "CommandInvalid": 422,
+    "WaitTimeout": 504,
+}
+
+
+HTTP_CODES = {
+    404: ("OperationNotFound", "no operation at this path: every operation is POST /v1/<method> (see /openapi.json)"),
+    405: ("MethodNotAllowed", "every operation is called with POST (see /openapi.json)"),
+}
 
 
 class ErrorBody(BaseModel):
@@ -88,6 +102,16 @@ class Authorizer:
         arguments, a one-vault identity's filter set to its vault."""
         if not caller.role.holds(operation.role):
             raise self._refusal(caller, operation, f"needs the {operation.role.value} role")
+        if operation.name == "create_identity" and args.get("role") == Role.GUARD_ADMIN.value:
+            raise OrchestratorError(
+                "NotAuthorized",
+                "the API service makes no guard admin: guard_admin identities are made with local access to the "
+                "data dir (`backupctl identity create` on the server's machine, without BACKUP_URL), so that no "
+                "identity of the service can make the second identity a critical operation needs",
+                field="role",
+            )
+        if operation.scope is Scope.GUARD:
+            return self._check_guard(caller, operation, args)
         if caller.vault_id is None or operation.scope in (Scope.RESULT, Scope.ROWS):
             return args
         mine = caller.vault_id
@@ -100,6 +124,17 @@ class Authorizer:
         other = next((vault for vault in self._vaults_of(operation.scope, args) if vault != mine), None)
         if other is not None:
             raise self._refusal(caller, operation, f"acts on vault {other}")
+        return args
+
+    def _check_guard(self, caller: Caller, operation: Operation, args: dict[str, Any]) -> dict[str, Any]:
+        """A guard admin on one guard acts on that guard only (which vaults it guards, the guard says)."""
+        if caller.guard_id is not None and str(guard_id_for(str(args["guard"]))) != caller.guard_id:
+            raise OrchestratorError(
+                "NotAuthorized",
+                f"{operation.name} acts on resource guard {args['guard']!r}: identity {caller.name!r} is guard_admin "
+                f"on another guard; guard_admin on that guard (or on every guard) would do",
+                details=[{"needed_role": operation.role.value, "role": caller.role.value}],
+            )
         return args
 
     def narrow(self, caller: Caller, operation: Operation, result: Any) -> Any:
@@ -167,6 +202,13 @@ def create_app(client: Client) -> FastAPI:
                 ],
             )
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_refused(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The framework's own refusals (no such path, another method than POST) in our error body."""
+        code, message = HTTP_CODES.get(exc.status_code, ("RequestInvalid", str(exc.detail)))
+        body = ErrorBody(code=code, message=message, kind="OrchestratorError")
+        return JSONResponse(body.model_dump(mode="json"), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     def failed(_: Request, exc: Exception) -> JSONResponse:

@@ -93,6 +93,13 @@ def _print_verified(report: Report) -> None:
         if not report.read_models_skipped
         else f"read models not compared: {report.read_models_skipped}"
     )
+    if report.authenticated_from or report.authenticated:
+        out.print(
+            f"{report.authenticated} events sealed with the audit key "
+            f"(sealed from notification {report.authenticated_from})"
+        )
+    if report.witness_heads:
+        out.print(f"{report.witness_heads} signed heads in the witness, the newest at {report.witness_position}")
     out.print(f"head {report.head_position}:{report.head_hash}")
     for finding in report.findings:
         out.print(f"[red]{escape(finding.describe())}[/red]")

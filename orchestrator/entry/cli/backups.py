@@ -203,8 +203,15 @@ def stop_protection(
     subscription: Subscription = "default",
     as_json: Json = False,
 ) -> None:
-    """Stop backing up a VM, keeping its recovery points (or deleting them)."""
+    """Stop backing up a VM, keeping its recovery points (or deleting them: soft deleted first, as the
+    vault's soft delete says)."""
     run(lambda c: _jobs(c, [c.stop_protection(vault_ref(c, vault, subscription), vm_name, delete_data)], True, as_json))
+
+
+@app.command("undelete")
+def undelete(vm_name: str, vault: Vault, subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Bring a soft-deleted VM's backup data back (protection stopped, data kept)."""
+    run(lambda c: _jobs(c, [c.undelete(vault_ref(c, vault, subscription), vm_name)], True, as_json))
 
 
 @app.command("backup-now")

@@ -60,7 +60,9 @@ def vault_list(
     read(
         as_of,
         lambda c, v: emit(
-            v.vaults(subscription), as_json, ("name", "subscription", "region", "kind", "replication", "vault_id")
+            v.vaults(subscription),
+            as_json,
+            ("name", "subscription", "region", "kind", "replication", "soft_delete", "immutability", "vault_id"),
         ),
     )
 
@@ -69,6 +71,33 @@ def vault_list(
 def vault_set_replication(vault: str, replication: str, subscription: Subscription = "default") -> None:
     """Set storage replication (geo or local); allowed until the first item is protected."""
     run(lambda c: c.set_replication(vault_ref(c, vault, subscription), replication))
+
+
+@vault_app.command("delete")
+def vault_delete(vault: str, subscription: Subscription = "default") -> None:
+    """Delete an empty vault (an owner's); its history stays and its name is not made again."""
+    run(lambda c: c.delete_vault(vault_ref(c, vault, subscription)))
+
+
+@vault_app.command("set-soft-delete")
+def vault_set_soft_delete(
+    vault: str,
+    state: Annotated[str, typer.Argument(help="enabled, disabled or always_on (cannot be turned off again).")],
+    retention_days: Annotated[int, typer.Option(help="How long deleted backup data is kept (14-180).")] = 14,
+    subscription: Subscription = "default",
+) -> None:
+    """Set soft delete: deleted backup data is kept for its window before the purge."""
+    run(lambda c: c.set_soft_delete(vault_ref(c, vault, subscription), state, retention_days))
+
+
+@vault_app.command("set-immutability")
+def vault_set_immutability(
+    vault: str,
+    state: Annotated[str, typer.Argument(help="disabled, enabled or locked (cannot be undone).")],
+    subscription: Subscription = "default",
+) -> None:
+    """Set immutability: no deleting or shortening of backup data while enabled or locked."""
+    run(lambda c: c.set_immutability(vault_ref(c, vault, subscription), state))
 
 
 @vault_app.command("check")
@@ -153,7 +182,7 @@ def items(vault: str, subscription: Subscription = "default", as_json: Json = Fa
         lambda c, v: emit(
             v.protected_items(vault_ref(c, vault, subscription)),
             as_json,
-            ("vm_name", "status", "region", "deployment_model", "extension_version"),
+            ("vm_name", "status", "region", "deployment_model", "extension_version", "purge_at"),
         ),
     )
 

@@ -29,6 +29,7 @@ def load_all() -> None:
     from orchestrator.write.handlers import (  # noqa: F401
         audit,
         backups,
+        guards,
         identities,
         policies,
         protection,

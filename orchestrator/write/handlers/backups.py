@@ -139,6 +139,8 @@ def expire_recovery_points(app: Orchestrator, cmd: c.ExpireRecoveryPoints) -> li
         if not rp.is_due(job.vault_id, cmd.now):
             continue
         item = app.get(rp.item_id, VirtualMachine)
+        if item.soft_deleted:
+            continue  # only the purge deletes soft-deleted data
         outcome = rp.expire_or_hold(item.actively_protected and item.latest_recovery_point == rp.id)
         changed += [rp] if outcome else []
         expired += [rp.id] if outcome == "expired" else []
@@ -146,9 +148,38 @@ def expire_recovery_points(app: Orchestrator, cmd: c.ExpireRecoveryPoints) -> li
     return expired
 
 
+@handles(c.PurgeSoftDeleted)
+def purge_soft_deleted(app: Orchestrator, cmd: c.PurgeSoftDeleted) -> list[UUID]:
+    """Expire the points of the job's vault's items whose soft-delete window ended, and the items
+    forget them. An immutable vault keeps each point to the expiry it had: its item is purged once
+    none is left. Returns the points expired."""
+    job = app.open_job(cmd.job_id)
+    if job is None:
+        return []
+    vault = app.get(job.vault_id, Vault)
+    changed: list[Aggregate] = []
+    expired: list[UUID] = []
+    for item_id in dict.fromkeys(cmd.item_ids):
+        item = app.get(item_id, VirtualMachine)
+        if item.vault_id != vault.id or not item.purge_due(cmd.now):
+            continue
+        live = [rp for rp in (app.get(i, RecoveryPoint) for i in item.recovery_point_ids) if not rp.expired]
+        purgeable = [rp for rp in live if not vault.immutable or rp.expires_at <= cmd.now]
+        for rp in purgeable:
+            rp.expire(f"soft-delete window ended at {item.purge_at.isoformat() if item.purge_at else '?'}")
+        if len(purgeable) == len(live):
+            item.purged(job.id)
+            changed.append(item)
+        changed += purgeable
+        expired += [rp.id for rp in purgeable]
+    app.save(*changed)
+    return expired
+
+
 def _live_point(app: Orchestrator, rp_id: UUID) -> RecoveryPoint:
     rp = app.get(rp_id, RecoveryPoint)
     rp.check_live()
+    app.get(rp.item_id, VirtualMachine).check_not_soft_deleted("recovery_point_id")
     return rp
 
 

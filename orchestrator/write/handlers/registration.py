@@ -35,7 +35,7 @@ def register(app: Orchestrator, cmd: c.RegisterVms) -> list[UUID]:
         assert discovery is not None  # for_each_vm resolves no name of an empty list
         vm = discovery.resolve(vault, name)
         item = app.item_of(vm.key)
-        if item is not None:
+        if item is not None and app.find(item.vault_id, Vault) is not None:  # a deleted vault holds no VM
             item.check_can_register(vault.id)
         return vm, item
 
