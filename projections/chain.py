@@ -56,8 +56,7 @@ class ChainFollower(Follower):
         self.authenticated_from = 0  # the first sealed event chained (0: none yet, as far as known)
         self.head: tuple[int, str] | None = None  # the chain's newest position and hash, once known
         if witness is not None:
-            witness.resume()
-            newest = witness.read().newest
+            newest = witness.resume()
             self.authenticated_from = newest.authenticated_from if newest else 0
         ensure_table(store)
 

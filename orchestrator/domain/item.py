@@ -265,14 +265,16 @@ class VirtualMachine(Aggregate):
                 f"VM {self.vm.display_name} is soft deleted until {_iso(self.purge_at)}; undelete it first",
                 field="vm_names",
             )
-        if self.status in ACTIVE or self.status is ItemStatus.PROTECTION_STOPPED:
+        if self.status in ACTIVE:
             raise DomainError(
                 "VmAlreadyProtected",
                 f"VM {self.vm.display_name} is already protected ({self.status.value}) with policy "
                 f"{self.policy_name!r}; change its policy with change-policy",
                 field="vm_names",
             )
-        if self.status is not ItemStatus.REGISTERED or self.policy_id is not None:
+        # Registered, or stopped with its data kept: protecting it (again) resumes its backups, its
+        # kept points as they are.
+        if self.status not in (ItemStatus.REGISTERED, ItemStatus.PROTECTION_STOPPED) or self.policy_id is not None:
             raise DomainError(
                 "ProtectionInProgress",
                 f"VM {self.vm.display_name} is {self.status.value}; wait for its current job to end",

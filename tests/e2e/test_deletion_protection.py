@@ -91,6 +91,10 @@ def test_soft_deleted_data_is_kept_undeleted_and_restored_byte_for_byte(
     [restored] = [p for p in (target / "copy").iterdir() if p.is_file()]
     assert _sha(restored) == backed_up
 
+    assert {j.status for j in client.wait_all(client.protect(vault, ["vm01"]))} == {"completed"}  # resumed
+    client.wait(client.backup_now(vault, "vm01"))
+    assert len(client.recovery_points(vault, "vm01")) == 2 and _item(client, vault, "vm01").status == "protected"
+
 
 def test_the_purge_deletes_soft_deleted_data_after_the_window_in_force_at_deletion(
     world: tuple[Client, ManualClock, str],

@@ -215,7 +215,7 @@ def test_protection_needs_a_registered_vm_not_protected_yet() -> None:
     assert refused(lambda: item(v).check_can_protect(uuid4())) == "VmNotRegistered"
     assert refused(lambda: item(v, ItemStatus.REGISTERING).check_can_protect(v.id)) == "ProtectionInProgress"
     assert refused(lambda: item(v, ItemStatus.PROTECTED).check_can_protect(v.id)) == "VmAlreadyProtected"
-    assert refused(lambda: item(v, ItemStatus.PROTECTION_STOPPED).check_can_protect(v.id)) == "VmAlreadyProtected"
+    item(v, ItemStatus.PROTECTION_STOPPED).check_can_protect(v.id)  # protecting it again resumes its backups
     requested = item(v)
     requested.request_protection(uuid4(), "DefaultPolicy", uuid4())
     assert refused(lambda: requested.check_can_protect(v.id)) == "ProtectionInProgress"
