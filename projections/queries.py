@@ -144,8 +144,9 @@ def jobs(
     start: datetime | None = None,
     end: datetime | None = None,
     vault_id: str | None = None,
+    limit: int | None = None,
 ) -> list[JobRow]:
-    """Jobs started in [start, end), newest first."""
+    """Jobs started in [start, end), newest first (the newest `limit` only, when given)."""
     where: list[str] = []
     params: list[Any] = []
     for column, value in (("status", status), ("operation", operation), ("vault_id", vault_id)):
@@ -158,7 +159,7 @@ def jobs(
     if end is not None:
         where.append("started_at < ?")
         params.append(_utc(end))
-    return _job_rows(store, where, params)
+    return _job_rows(store, where, params, limit)
 
 
 JOB_STATES_CHUNK = 500  # job ids per query (both databases cap the parameters of one statement)
@@ -182,9 +183,14 @@ def job(store: ReadStore, job_id: str) -> JobRow | None:
     return rows[0] if rows else None
 
 
-def _job_rows(store: ReadStore, where: list[str], params: list[Any]) -> list[JobRow]:
+def _job_rows(store: ReadStore, where: list[str], params: list[Any], limit: int | None = None) -> list[JobRow]:
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    rows = store.fetch(f"SELECT * FROM {store.t('jobs')}{clause} ORDER BY started_at DESC, job_id", tuple(params))
+    if limit is not None:
+        params = [*params, limit]
+    rows = store.fetch(
+        f"SELECT * FROM {store.t('jobs')}{clause} ORDER BY started_at DESC, job_id" + (" LIMIT ?" if limit else ""),
+        tuple(params),
+    )
     return [
         JobRow(
             **{

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from projections.audit_index import AuditIndexFollower
 from projections.base import Projection, ProjectionGroup
 from projections.chain import ChainFollower
 from projections.dashboard import DashboardProjection
@@ -46,5 +47,6 @@ def projection_thread(
     followers: list[Follower] = [
         ProjectionGroup(app, store, build_projections(app, store)),
         ChainFollower(app, store, witness),
+        AuditIndexFollower(app, store),
     ]
     return FollowerThread(followers, poll_interval, name="projections")

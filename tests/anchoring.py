@@ -130,11 +130,13 @@ def rebuilt_over(d: Deployment, kind: str) -> tuple[list[int], Report]:
     the events again, and only the seals and the witness can tell."""
     head = built(d)
     expected = tamper(kind, d.events, d.events_table, d.id_column, head // 2)
-    d.read(f"DELETE FROM {d.chain_table}", ())
-    d.read(f"DELETE FROM {d.positions_table} WHERE follower = 'audit_chain'", ())
+    index_table = d.chain_table.replace("audit_chain", "audit_index")
+    for table in (d.chain_table, index_table, index_table.replace("audit_index", "audit_owners")):
+        d.read(f"DELETE FROM {table}", ())  # the audit index too, which would name the change otherwise
+    d.read(f"DELETE FROM {d.positions_table} WHERE follower IN ('audit_chain', 'audit_index')", ())
     with d.client() as rebuilder:  # no audit key, no witness
         end = rebuilder._runtime.app.recorder.max_notification_id() or 0
-        assert rebuilder._runtime.store.wait(["audit_chain"], end, 60)
+        assert rebuilder._runtime.store.wait(["audit_chain", "audit_index"], end, 60)
         assert rebuilder.audit_verify(chain_only=True).clean  # the chain alone sees nothing wrong
     return expected, verified(d)
 

@@ -46,6 +46,8 @@ from orchestrator.audit import replay
 from orchestrator.domain import AuditCheckpoint
 from orchestrator.domain.base import AggregateSnapshot
 from orchestrator.write.sealing import Seal
+from projections.audit_index import AuditIndexFollower, index_row, stated_owner
+from projections.audit_index import ensure_tables as ensure_index
 from projections.chain import GENESIS, ChainFollower, chain_hash, ensure_table
 from projections.follower import BATCH
 from projections.store import ReadStore
@@ -70,7 +72,7 @@ def notifications(
 class Finding:
     # modified | deleted | inserted | reordered | chain_truncated | chain_altered | checkpoint_mismatch
     # | head_mismatch | malformed | snapshot_mismatch | read_model_mismatch | unauthenticated | forged
-    # | witness_mismatch | rolled_back | witness_invalid
+    # | witness_mismatch | rolled_back | witness_invalid | index_mismatch
     kind: str
     notification_id: int  # 0: not about one event (a snapshot, a read model); the first of a range
     originator_id: str = ""
@@ -127,6 +129,7 @@ class _Scan:
     checkpoints: list[tuple[int, Any]] = field(default_factory=list)  # (notification id, decoded event)
     malformed: set[str] = field(default_factory=set)  # originators with a malformed row
     seals: list[tuple[_Row, Seal]] = field(default_factory=list)  # with the audit key: each row's seal
+    index: IndexCheck | None = None  # the audit index against what the events give
 
 
 def verify(
@@ -159,7 +162,8 @@ def verify(
     ]
     report = Report(chained=len(recorded))
     seen = witness.read() if witness is not None else None
-    scan = _scan(app, total, report, progress)
+    index = IndexCheck(store)
+    scan = _scan(app, total, report, progress, index)
     recomputed = _recompute(scan.rows)
     report.reach, reached_by = _reach(position, scan, seen)
     findings, report.unchained = _compare(recorded, scan.rows, recomputed, report.reach, reached_by)
@@ -170,6 +174,8 @@ def verify(
     report.head_position, report.head_hash = (head, recomputed.get(head, GENESIS)) if recorded else (0, GENESIS)
     report.findings += _checkpoint_checks(scan, recomputed, report)
     report.findings += _snapshot_checks(app, scan, report)
+    if not report.findings:  # a changed history changes its index too: that is the history's finding
+        report.findings += index.findings()
     report.findings += _seal_checks(scan, report, seen)
     if seen is not None:
         report.findings += _witness_checks(seen, scan, recomputed, report)
@@ -185,9 +191,11 @@ def verify(
     return report
 
 
-def _scan(app: Any, total: int, report: Report, progress: Callable[[int, int], None] | None) -> _Scan:
+def _scan(
+    app: Any, total: int, report: Report, progress: Callable[[int, int], None] | None, index: IndexCheck
+) -> _Scan:
     inspector = Inspector(app)
-    scan = _Scan()
+    scan = _Scan(index=index)
     checkpoint_topic = get_topic(AuditCheckpoint.Created)
     sealed = getattr(app.mapper, "audit_key", None) is not None
     for row in stored_rows(app, total):
@@ -203,13 +211,81 @@ def _scan(app: Any, total: int, report: Report, progress: Callable[[int, int], N
             report.findings.append(
                 Finding("malformed", row.notification_id, originator, version, topic, "; ".join(problems))
             )
-        elif topic == checkpoint_topic:
-            scan.checkpoints.append((row.notification_id, event))
+        else:
+            index.add(row.notification_id, event)
+            if topic == checkpoint_topic:
+                scan.checkpoints.append((row.notification_id, event))
         if progress and report.checked % BATCH == 0:
             progress(report.checked, total)
     if progress:
         progress(report.checked, total)
     return scan
+
+
+class IndexCheck:
+    """The audit index (projections/audit_index.py) up to its position, against the rows the events
+    give, compared page by page as the scan goes: an index row deleted, changed or added would hide
+    an event from the audit log, or show one that is not there (`index_mismatch`)."""
+
+    PAGE = 2000
+
+    def __init__(self, store: ReadStore) -> None:
+        ensure_index(store)
+        self.store = store
+        self.position = store.position(AuditIndexFollower.name)
+        self.owners: dict[str, tuple[str, str]] = {}
+        self.pending: list[tuple[Any, ...]] = []
+        self.after = 0  # every index row up to here is compared
+        self.differing: list[tuple[int, str]] = []  # (notification id, how)
+        self.count = 0
+
+    def add(self, notification_id: int, event: Any) -> None:
+        entity = str(event.originator_id)
+        owner = self.owners[entity] = stated_owner(event, self.owners.get(entity, ("", "")))
+        if notification_id <= self.position:
+            self.pending.append(index_row(notification_id, event, owner))
+            if len(self.pending) >= self.PAGE:
+                self._compare(self.pending[-1][0])
+
+    def _compare(self, upto: int) -> None:
+        stored = {
+            int(r["notification_id"]): tuple(r.values())
+            for r in self.store.fetch(
+                f"SELECT * FROM {self.store.t('audit_index')} WHERE notification_id > ? AND notification_id <= ? "
+                "ORDER BY notification_id",
+                (self.after, upto),
+            )
+        }
+        expected = {row[0]: row for row in self.pending}
+        for n in sorted(stored.keys() | expected.keys()):
+            if n not in stored:
+                self._differ(n, "the event is not in the index: the audit log would not show it")
+            elif n not in expected:
+                self._differ(n, "the index names an event that is not stored")
+            elif tuple(str(v) for v in stored[n]) != tuple(str(v) for v in expected[n]):
+                self._differ(n, "its index row differs from what its event gives")
+        self.pending, self.after = [], upto
+
+    def _differ(self, notification_id: int, how: str) -> None:
+        self.count += 1
+        if len(self.differing) < SHOWN_KEYS:
+            self.differing.append((notification_id, how))
+
+    def findings(self) -> list[Finding]:
+        self._compare(self.position)
+        if not self.count:
+            return []
+        shown = "; ".join(f"notification {n}: {how}" for n, how in self.differing)
+        first = self.differing[0][0]
+        return [
+            Finding(
+                "index_mismatch",
+                first,
+                table="audit_index",
+                detail=f"{self.count} rows differ from what the events give ({shown}): it was changed outside its "
+                "follower; `audit log` reads through it",
+            )
+        ]
 
 
 def _reach(position: int, scan: _Scan, seen: Read | None) -> tuple[int, str]:

@@ -620,6 +620,7 @@ class Client(ReadModels):
         return list(
             audit_history.history(
                 self._runtime.app,
+                self._runtime.store,
                 entity_id=_uuid(entity_id, "entity_id") if entity_id else None,
                 vault_id=_uuid(vault_id, "vault_id") if vault_id else None,
                 vm_name=vm_name,

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from orchestrator.audit.replay import ScratchStore
 
 
+MAX_LIMIT = 1_000_000
+
+
 class ReadModels:
     def _read_store(self) -> ReadStore:
         raise NotImplementedError
@@ -35,12 +38,22 @@ class ReadModels:
         start: datetime | None = None,
         end: datetime | None = None,
         vault_id: str | None = None,
+        limit: int | None = None,
     ) -> list[JobRow]:
-        """Job rows, newest first, filtered by status, operation, start-time window and vault."""
+        """Job rows, newest first, filtered by status, operation, start-time window and vault; the
+        newest `limit` (1 to 1,000,000) only, when given."""
         check_choice("status", status, JobState)
         check_choice("operation", operation, Operation)
+        if limit is not None and not 1 <= limit <= MAX_LIMIT:
+            raise OrchestratorError("CommandInvalid", f"limit must be 1 to {MAX_LIMIT:,}, not {limit}", field="limit")
         return queries.jobs(
-            self._read_store(), status=status, operation=operation, start=start, end=end, vault_id=vault_id
+            self._read_store(),
+            status=status,
+            operation=operation,
+            start=start,
+            end=end,
+            vault_id=vault_id,
+            limit=limit,
         )
 
     @strict

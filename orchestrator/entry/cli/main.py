@@ -19,6 +19,7 @@ from orchestrator.entry.cli.common import (
     Wait,
     app,
     emit,
+    err,
     fabric_app,
     out,
     read,
@@ -29,6 +30,7 @@ from orchestrator.entry.cli.common import (
     vault_ref,
 )
 from orchestrator.entry.client import Client
+from orchestrator.entry.queries import ReadModels
 from orchestrator.errors import OrchestratorError
 
 
@@ -146,6 +148,9 @@ def unregister(
     run(lambda c: emit(c.job(c.unregister(vault_ref(c, vault, subscription), vm_name)), as_json, JOB_COLUMNS))
 
 
+JOBS_SHOWN = 100  # `backupctl jobs` without --limit or --all
+
+
 @app.command()
 def jobs(
     status: Annotated[str | None, typer.Option(help="in_progress, completed, completed_with_warnings, failed")] = None,
@@ -153,19 +158,23 @@ def jobs(
     start: Annotated[datetime | None, typer.Option(help="Jobs started at or after (UTC).")] = None,
     end: Annotated[datetime | None, typer.Option(help="Jobs started before (UTC).")] = None,
     vault: Annotated[str | None, typer.Option("--vault", "-v")] = None,
+    limit: Annotated[int, typer.Option(help="Show the newest this many.", min=1, max=100_000)] = JOBS_SHOWN,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every job that matches.")] = False,
     subscription: Subscription = "default",
     as_json: Json = False,
     as_of: AsOfTime = None,
 ) -> None:
-    """List jobs, newest first."""
-    read(
-        as_of,
-        lambda c, v: emit(
-            v.jobs(status, operation, start, end, vault_ref(c, vault, subscription) if vault else None),
-            as_json,
-            JOB_COLUMNS,
-        ),
-    )
+    """List jobs, newest first (the newest 100 unless --limit or --all)."""
+
+    def show(c: Client, v: ReadModels) -> None:
+        vault_id = vault_ref(c, vault, subscription) if vault else None
+        rows = v.jobs(status, operation, start, end, vault_id, None if show_all else limit + 1)
+        more = not show_all and len(rows) > limit
+        emit(rows[:limit] if more else rows, as_json, JOB_COLUMNS)
+        if more and not as_json:
+            err.print(f"the newest {limit} jobs shown; more match: --limit N or --all")
+
+    read(as_of, show)
 
 
 @app.command()
