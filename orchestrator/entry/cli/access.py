@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.entry.cli.common import Json, Subscription, app, emit, out, refuse, run, vault_ref
-from orchestrator.entry.client import Client
 from orchestrator.errors import OrchestratorError
+
+if TYPE_CHECKING:
+    from orchestrator.entry.client import Client
 
 identity_app = typer.Typer(no_args_is_help=True, help="Identities of the API service, their roles and tokens.")
 app.add_typer(identity_app, name="identity")
@@ -31,6 +33,8 @@ def server(
     from orchestrator.entry.api.server import serve
 
     try:
+        from orchestrator.entry.client import Client
+
         with Client() as client:
             if client.settings.url is not None:
                 raise OrchestratorError(

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
@@ -17,7 +17,6 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.audit.verify import Report
 from orchestrator.entry.cli.common import (
     AsOfTime,
     Json,
@@ -31,10 +30,13 @@ from orchestrator.entry.cli.common import (
     run,
     vault_ref,
 )
-from orchestrator.entry.client import Client
-from orchestrator.entry.queries import ReadModels
 from orchestrator.errors import OrchestratorError
-from projections.dashboard_query import Dashboard, VaultDashboard
+
+if TYPE_CHECKING:
+    from orchestrator.audit.verify import Report
+    from orchestrator.entry.client import Client
+    from orchestrator.entry.queries import ReadModels
+    from projections.dashboard_query import Dashboard, VaultDashboard
 
 audit_app = typer.Typer(no_args_is_help=True, help="Audit: history, replay, tamper evidence.")
 app.add_typer(audit_app, name="audit")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -24,8 +24,10 @@ from orchestrator.entry.cli.common import (
     run,
     vault_ref,
 )
-from orchestrator.entry.client import Client
 from orchestrator.errors import OrchestratorError
+
+if TYPE_CHECKING:
+    from orchestrator.entry.client import Client
 
 policy_app = typer.Typer(no_args_is_help=True, help="Backup policies: schedule and retention.")
 retention_app = typer.Typer(no_args_is_help=True, help="Retention of recovery points.")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import typer
@@ -20,10 +21,12 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from orchestrator import safefs
-from orchestrator.entry.client import Client
-from orchestrator.entry.queries import ReadModels
 from orchestrator.errors import OrchestratorError
 from projections.queries import JobRow
+
+if TYPE_CHECKING:
+    from orchestrator.entry.client import Client
+    from orchestrator.entry.queries import ReadModels
 
 
 class CodedGroup(TyperGroup):
@@ -101,7 +104,10 @@ JOB_COLUMNS = ("job_id", "operation", "status", "vm_name", "started_at", "durati
 
 def make_client(start_services: bool | None = None) -> Client:
     """The client a command runs with: with the embedded services when the queue is embedded,
-    unless `start_services` says otherwise."""
+    unless `start_services` says otherwise. (Imported here: `--help` and a refused argument need no
+    client, and importing it is most of the CLI's start-up.)"""
+    from orchestrator.entry.client import Client
+
     return Client(start_services=start_services)
 
 
@@ -110,7 +116,11 @@ def emit(rows: Sequence[BaseModel] | BaseModel | dict[str, Any], as_json: bool, 
     if isinstance(rows, BaseModel):
         rows = [rows]
     if as_json:
-        out.print_json(data=rows if isinstance(rows, dict) else [r.model_dump(mode="json") for r in rows], default=str)
+        data = rows if isinstance(rows, dict) else [r.model_dump(mode="json") for r in rows]
+        if out.is_terminal:  # for a person: highlighted
+            out.print_json(data=data, default=str)
+        else:  # to a file or a pipe: plain, without rich's highlighter (half the time of a big listing)
+            out.out(json.dumps(data, indent=2, default=str), highlight=False)
         return
     if isinstance(rows, dict):
         for key, value in rows.items():

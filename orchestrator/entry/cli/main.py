@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,9 +29,11 @@ from orchestrator.entry.cli.common import (
     vault_app,
     vault_ref,
 )
-from orchestrator.entry.client import Client
-from orchestrator.entry.queries import ReadModels
 from orchestrator.errors import OrchestratorError
+
+if TYPE_CHECKING:
+    from orchestrator.entry.client import Client
+    from orchestrator.entry.queries import ReadModels
 
 
 @vault_app.command("create")
@@ -200,6 +202,8 @@ def items(vault: str, subscription: Subscription = "default", as_json: Json = Fa
 def health(as_json: Json = False) -> None:
     """Check the event store, the queue and the read models; exit 1 when one is not healthy."""
     try:
+        from orchestrator.entry.client import Client
+
         with Client(start_services=False) as client:
             report = client.health()
     except OrchestratorError as exc:

@@ -1,0 +1,78 @@
+"""The CLI's start-up: `backupctl --help` and a read command (`backupctl jobs --json`), whole
+processes, against the interpreter's own start and against importing the client, in the same run.
+
+    python bench/cli_start.py [--rounds 7]
+
+Baselines, each a new process:
+  python      `python -c pass`: the floor no command goes under
+  client      `python -c "import orchestrator.entry.client"`: what every command paid before the CLI
+              imported the client only when a command needs one
+Ours: `backupctl --help`, and `backupctl jobs --json` on a small embedded data set (which needs the
+client, the stores and the read models). Each is run `--rounds` times, in rotating order; prints the
+median and range of each and the ratio of each baseline to ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import workdir
+from orchestrator import Client
+from tests.helpers import fabric_with
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    workdir.add_options(parser)
+    args = parser.parse_args()
+    with workdir.work_dir("bench-cli-start-", args) as work:
+        fabric = fabric_with(work, healthy=4)
+        with Client(data_dir=work / "data", fabric=fabric, scheduler_interval=3600) as client:
+            vault = client.create_vault("vault-east", "japaneast", "rg")
+            client.wait(client.discover(vault))
+            client.wait_all(client.register(vault, ["vm01", "vm02", "vm03", "vm04"]))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")},
+            "BACKUP_DATA_DIR": str(work / "data"),
+            "BACKUP_FABRIC": str(fabric),
+            "BACKUP_SCHEDULER_INTERVAL": "3600",
+            "PYTHONPATH": str(ROOT),
+        }
+        commands = {
+            "python": [sys.executable, "-c", "pass"],
+            "client": [sys.executable, "-c", "import orchestrator.entry.client"],
+            "--help": [sys.executable, "-m", "orchestrator", "--help"],
+            "jobs --json": [sys.executable, "-m", "orchestrator", "jobs", "--json"],
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        names = list(commands)
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                times[name].append(timed(commands[name], env))
+    print(f"{os.cpu_count()} CPUs, {args.rounds} rounds, order rotated")
+    for name, measured in times.items():
+        print(f"  {name:12} median {statistics.median(measured):5.2f} s  range {min(measured):.2f}-{max(measured):.2f}")
+    client_import, floor = statistics.median(times["client"]), statistics.median(times["python"])
+    for ours in ("--help", "jobs --json"):
+        mine = statistics.median(times[ours])
+        print(f"  ratio client-import/{ours}: {client_import / mine:.2f}   (python alone: {floor:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
