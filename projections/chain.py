@@ -76,7 +76,7 @@ class ChainFollower(Follower):
             position = self.store.position(self.name)
         if not self._continues(last[0] if last else None, reached, position):
             return 0
-        batch = self._authenticated(read_rows(self.app, position + 1, head, BATCH))
+        batch = self._authenticated(position, read_rows(self.app, position + 1, head, BATCH))
         if not batch:
             return 0
         end = batch[-1].notification_id
@@ -102,15 +102,20 @@ class ChainFollower(Follower):
         self._checkpoint(position, end, previous)
         return len(batch)
 
-    def _authenticated(self, batch: list[StoredRow]) -> list[StoredRow]:
+    def _authenticated(self, position: int, batch: list[StoredRow]) -> list[StoredRow]:
         """The batch up to the first event the audit key did not seal (that event stops the chain):
         a forged seal always, a missing one once a sealed event was chained (the history from before
-        the key was set is not sealed)."""
+        the key was set is not sealed). Without a witness to say where sealing began, a restarted
+        follower takes a sealed last chained event (at `position`) to say it began."""
         if not self.sealed:
             return batch
+        if not self.authenticated_from and position > 0:
+            last = read_rows(self.app, position, position, 1)
+            if last and self._seal(last[0]) is Seal.VALID:
+                self.authenticated_from = position
         for index, row in enumerate(batch):
-            originator, version, topic = identity(row)
-            seal = self.mapper.seal_of(originator, version, topic, row.state[1])
+            seal = self._seal(row)
+            topic = identity(row)[2]
             if seal is Seal.VALID:
                 self.authenticated_from = self.authenticated_from or row.notification_id
             elif seal is Seal.FORGED or self.authenticated_from:
@@ -119,6 +124,10 @@ class ChainFollower(Follower):
                 )
                 return batch[:index]
         return batch
+
+    def _seal(self, row: StoredRow) -> Seal:
+        originator, version, topic = identity(row)
+        return self.mapper.seal_of(originator, version, topic, row.state[1])  # type: ignore[no-any-return]
 
     def _witnessed(self, pending: list[tuple[int, str]]) -> int:
         assert self.witness is not None

@@ -105,23 +105,29 @@ def chain_truncated(d: Deployment) -> tuple[int, Report]:
     return kept, verified(d)
 
 
-def forged_appended(d: Deployment, sealed_as: str) -> tuple[int, Report]:
-    """An event appended by SQL: another event's state under a new originator, with no seal
-    (`sealed_as` "none") or with a seal copied from the event it imitates ("copied")."""
-    head = built(d)
-    [(topic, state)] = d.events(f"SELECT topic, state FROM {d.events_table} WHERE {d.id_column} = ?", (head // 2,))
+def insert_unsealed(d: Deployment, topic: str, state: bytes, copy_seal: bool = False) -> int:
+    """Store `state`'s event again under a new originator (version 1), as SQL can: without a seal, or
+    with the seal of the event it copies. Returns its notification id."""
     new = uuid4()
-    data = json.loads(sealing.unsealed(bytes(state)))
+    data = json.loads(sealing.unsealed(state))
     data.update(originator_id=str(new), originator_version=1)
     forged = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-    if sealed_as == "copied":
-        forged = bytes(state)[: sealing.HEADER] + forged
+    if copy_seal:
+        forged = state[: sealing.HEADER] + forged
     d.events(
         f"INSERT INTO {d.events_table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
         (stored_id(new, d.id_column), 1, topic, forged),
     )
     [(last,)] = d.events(f"SELECT MAX({d.id_column}) FROM {d.events_table}", ())
-    return int(last), verified(d)
+    return int(last)
+
+
+def forged_appended(d: Deployment, sealed_as: str) -> tuple[int, Report]:
+    """An event appended by SQL: another event's state under a new originator, with no seal
+    (`sealed_as` "none") or with a seal copied from the event it imitates ("copied")."""
+    head = built(d)
+    [(topic, state)] = d.events(f"SELECT topic, state FROM {d.events_table} WHERE {d.id_column} = ?", (head // 2,))
+    return insert_unsealed(d, topic, bytes(state), copy_seal=sealed_as == "copied"), verified(d)
 
 
 def rebuilt_over(d: Deployment, kind: str) -> tuple[list[int], Report]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,18 @@ def test_a_witness_emptied_or_not_the_one_written_is_named(deployment: Deploymen
         head.unlink()
     report = anchoring.verified(deployment)
     assert kinds(report) == [("witness_invalid", 0)] and "holds no head" in report.findings[0].detail
+
+
+def test_the_chain_follower_never_chains_an_event_without_its_seal(deployment: Deployment) -> None:
+    """Even restarted with the key and no witness: the last event it chained was sealed, so sealing
+    had begun, and a forged event after it stops the chain rather than being chained (and so anchored)."""
+    with deployment.client(audit_key=deployment.key) as client:
+        head = anchoring.history(client, vms=3)
+    [(topic, state)] = deployment.events("SELECT topic, state FROM stored_events WHERE rowid = ?", (head,))
+    forged_id = anchoring.insert_unsealed(deployment, topic, bytes(state))
+    with deployment.client(audit_key=deployment.key) as client:
+        time.sleep(1.0)  # the follower's passes: it reads the forged event and stops there
+        chained = deployment.read("SELECT MAX(notification_id) FROM rm_audit_chain", ())
+        report = client.audit_verify(chain_only=True)
+    assert chained == [(head,)]
+    assert [(f.kind, f.notification_id) for f in report.findings] == [("unauthenticated", forged_id)]
