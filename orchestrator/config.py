@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     poll_interval: float = Field(0.1, gt=0, le=10)
     reconcile_interval: float = Field(5.0, gt=0, le=300)
     scheduler_interval: float = Field(30.0, gt=0, le=3600)
+    verify_interval_days: int = Field(0, ge=0, le=365)  # a scheduled verify per vault every N days; 0: none
     job_timeout: int = Field(600, ge=10, le=86400)
     aggregate_cache_size: int = Field(10000, ge=0, le=10_000_000)
     key_protection_key: SecretStr | None = None

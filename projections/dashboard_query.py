@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,6 +74,10 @@ def dashboard(store: ReadStore, now: datetime, vault_id: str | None = None) -> D
         f"SELECT vault_id, SUM(logical_bytes) AS n FROM {store.t('dash_points')} WHERE expired = 0 GROUP BY vault_id"
     )
     stored = _stored(store)
+    failed = store.fetch(
+        f"SELECT vault_id, vm_name, recovery_point_id, verify_problem FROM {store.t('recovery_points')} "
+        "WHERE verify_status = 'failed' AND expired = 0 ORDER BY vm_name, recovery_point_id"
+    )
     per_vault = [
         _vault(
             vid,
@@ -83,6 +88,7 @@ def dashboard(store: ReadStore, now: datetime, vault_id: str | None = None) -> D
             stored.get(vid, 0),
             now,
             since,
+            failed_points=_of(failed, {vid}),
         )
         for vid in sorted(vaults, key=vaults.__getitem__)
         if vault_id is None or vid == vault_id
@@ -98,6 +104,7 @@ def dashboard(store: ReadStore, now: datetime, vault_id: str | None = None) -> D
         now,
         since,
         vault_names=vaults,
+        failed_points=_of(failed, in_scope),
     )
     return Dashboard(at=now, overall=overall, vaults=per_vault)
 
@@ -134,6 +141,7 @@ def _vault(
     now: datetime,
     since: str,
     vault_names: dict[str, str] | None = None,
+    failed_points: Sequence[dict[str, Any]] = (),
 ) -> VaultDashboard:
     protected = [i for i in items if i["status"] in ACTIVE]
     names = vault_names or {vault_id: name}
@@ -145,12 +153,23 @@ def _vault(
         initial_backup_pending=sum(i["status"] == "protected_initial_backup_pending" for i in items),
         jobs_last_24h=dict(sorted(Counter(j["status"] for j in jobs if j["started_at"] >= since).items())),
         jobs_in_progress=sum(j["status"] == "in_progress" for j in jobs),
-        alerts=[a for i in items for a in _alerts(i, names.get(i["vault_id"], ""), now)],
+        alerts=[a for i in items for a in _alerts(i, names.get(i["vault_id"], ""), now)]
+        + [_verify_failed(p, names.get(p["vault_id"], "")) for p in failed_points],
         storage_logical_bytes=logical,
         storage_stored_bytes=stored,
         protected_instances_by_size=dict(
             Counter(size_band(int(i["instance_bytes"] or 0)) for i in protected if i["instance_bytes"])
         ),
+    )
+
+
+def _verify_failed(point: dict[str, Any], vault_name: str) -> Alert:
+    return Alert(
+        code="VerifyFailed",
+        vault_name=vault_name,
+        vm_name=point["vm_name"],
+        message=f"recovery point {point['recovery_point_id']} of {point['vm_name']} failed its last verify: "
+        f"{point['verify_problem']}",
     )
 
 

@@ -79,6 +79,9 @@ class RecoveryPointRow(Row):
     held_reason: str
     expiry_reason: str
     key_vault: str  # an encrypted VM's key vault ("" when not encrypted); its keys are kept with the point
+    last_verified_at: datetime | None  # its last verify (None: never verified)
+    verify_status: str  # "ok", "failed" or "" (never verified)
+    verify_problem: str  # what the last failed verify found, and in which block
 
 
 class PolicyRow(Row):
@@ -254,7 +257,17 @@ def recovery_points(
         f"SELECT * FROM {store.t('recovery_points')} WHERE {' AND '.join(where)} ORDER BY taken_at DESC",
         tuple(params),
     )
-    return [RecoveryPointRow(**{**r, "tiers": json.loads(r["tiers"]), "expired": bool(r["expired"])}) for r in rows]
+    return [
+        RecoveryPointRow(
+            **{
+                **r,
+                "tiers": json.loads(r["tiers"]),
+                "expired": bool(r["expired"]),
+                "last_verified_at": r["last_verified_at"] or None,
+            }
+        )
+        for r in rows
+    ]
 
 
 def policies(store: ReadStore, vault_id: str) -> list[PolicyRow]:

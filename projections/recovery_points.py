@@ -15,12 +15,12 @@ from projections.store import Tx
 
 class RecoveryPointsProjection(Projection):
     name = "recovery_points"
-    topics = tuple(get_topic(cls) for cls in (RP.Created, RP.RetentionChanged, RP.Held, RP.Expired))
+    topics = tuple(get_topic(cls) for cls in (RP.Created, RP.RetentionChanged, RP.Held, RP.Expired, RP.Verified))
     row_table, row_key, stamps_rows = "recovery_points", "recovery_point_id", False
     owned = ("recovery_points",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own
     overwrites = (RP.RetentionChanged,)
-    version = 2  # 2: key_vault
+    version = 3  # 2: key_vault; 3: the last verify
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}recovery_points (recovery_point_id TEXT PRIMARY KEY, "
@@ -28,7 +28,8 @@ class RecoveryPointsProjection(Projection):
             "taken_at TEXT NOT NULL, consistency TEXT NOT NULL, tiers TEXT NOT NULL, expires_at TEXT NOT NULL, "
             "logical_bytes BIGINT NOT NULL, stored_bytes BIGINT NOT NULL, expired INTEGER NOT NULL DEFAULT 0, "
             "held_reason TEXT NOT NULL DEFAULT '', expiry_reason TEXT NOT NULL DEFAULT '', "
-            "key_vault TEXT NOT NULL DEFAULT '')"
+            "key_vault TEXT NOT NULL DEFAULT '', last_verified_at TEXT NOT NULL DEFAULT '', "
+            "verify_status TEXT NOT NULL DEFAULT '', verify_problem TEXT NOT NULL DEFAULT '')"
         ),
         "CREATE INDEX IF NOT EXISTS {i}recovery_points_vault ON {t}recovery_points (vault_id, vm_name)",
     )
@@ -76,3 +77,14 @@ class RecoveryPointsProjection(Projection):
     @apply.register
     def _(self, event: RP.Expired, tx: Tx) -> None:
         self.update_row(tx, event, "expired = 1, held_reason = '', expiry_reason = ?", event.reason)
+
+    @apply.register
+    def _(self, event: RP.Verified, tx: Tx) -> None:
+        self.update_row(
+            tx,
+            event,
+            "last_verified_at = ?, verify_status = ?, verify_problem = ?",
+            ts(event.verified_at),
+            "ok" if event.ok else "failed",
+            "" if event.ok else f"{event.problem} ({event.block})",
+        )

@@ -50,6 +50,7 @@ TASKS: dict[Operation, str] = {
     Operation.RESTORE: "workers.tasks.restore",
     Operation.RESTORE_KEYS: "workers.tasks.restore_keys",
     Operation.RETENTION: "workers.tasks.retention",
+    Operation.VERIFY: "workers.tasks.verify",
 }
 OPERATION_OF_TASK = {task: operation for operation, task in TASKS.items()}
 SERIALIZER = JSONSerializer

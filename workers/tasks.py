@@ -189,3 +189,8 @@ def restore_keys(ctx: WorkerContext, job_id: str) -> str:
 def retention(ctx: WorkerContext, job_id: str) -> str:
     """Expire recovery points past their retention, drop their manifests, collect unused blocks."""
     return _run(ctx, job_id, jobs.run_retention)
+
+
+def verify(ctx: WorkerContext, job_id: str) -> str:
+    """Read recovery points back and check every block."""
+    return _run(ctx, job_id, jobs.run_verify)

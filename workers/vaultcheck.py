@@ -23,7 +23,7 @@ def check(store: VaultStore) -> dict[str, Any]:
     for rp_id, manifest in references.manifests.items():
         for digest in sorted(manifest.block_digests):
             if digest not in verdicts:
-                verdicts[digest] = _verdict(store, digest)
+                verdicts[digest] = block_verdict(store, digest)
             if verdicts[digest] != "ok":
                 (missing if verdicts[digest] == "missing" else corrupt).append(
                     {"recovery_point": rp_id, "block": digest}
@@ -42,7 +42,8 @@ def check(store: VaultStore) -> dict[str, Any]:
     }
 
 
-def _verdict(store: VaultStore, digest: str) -> str:
+def block_verdict(store: VaultStore, digest: str) -> str:
+    """ "ok", "missing" or "corrupt": the block read whole and hashed."""
     if not store.has_block(digest):
         return "missing"
     try:

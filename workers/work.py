@@ -14,6 +14,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.fabric.inventory import FabricVm, PowerState
 from orchestrator.write import commands as c
 from projections import queries
+from workers import vaultcheck
 from workers.consistency import frozen
 from workers.context import WorkerContext
 from workers.prechecks import Stage, blocking, describe, evaluate, warnings_of
@@ -231,3 +232,53 @@ def _dead(ctx: WorkerContext, store: VaultStore, rp_id: str) -> bool:
         if rp is None:
             return True
     return rp.expired
+
+
+def run_verify(ctx: WorkerContext, job: Job) -> str:
+    """Read the job's points back from the vault store: each live point of the vault (or of the
+    job's VM, or the one point), its manifest against its recorded digest and every block it names
+    there and hashing right. A block shared by many points is read once. Which points are live, the
+    event store says (as for retention)."""
+    store = ctx.vault_store(job.vault_id)
+    wanted = job.parameters.get("recovery_point_id") or ""
+    vm_key = job.parameters.get("vm_key") or ""
+    listed = {UUID(r.recovery_point_id) for r in queries.recovery_points(ctx.read_store, str(job.vault_id))}
+    candidates = [UUID(wanted)] if wanted else sorted({*store.recovery_point_ids(), *listed})
+    points = [ctx.app.find(rp_id, RecoveryPoint) for rp_id in candidates]
+    live = [
+        rp
+        for rp in points
+        if rp is not None and rp.vault_id == job.vault_id and not rp.expired and (not vm_key or rp.vm_key == vm_key)
+    ]
+    verdicts: dict[str, str] = {}
+    results = [_verify_point(store, rp, verdicts) for rp in live]
+    ctx.report(
+        c.RecordVerification(job_id=job.id, verdicts=results, blocks_read=len(verdicts), verified_at=ctx.clock.now())
+    )
+    failed = sum(not r.ok for r in results)
+    return f"{len(results)} points verified, {failed} failed"
+
+
+def _verify_point(store: VaultStore, rp: RecoveryPoint, verdicts: dict[str, str]) -> c.PointVerdict:
+    try:
+        manifest = store.read_manifest(str(rp.id), rp.manifest_digest)
+    except FileNotFoundError:
+        return c.PointVerdict(recovery_point_id=rp.id, ok=False, problem="manifest missing", block=f"{rp.id}.json")
+    except (OSError, ValueError) as exc:
+        return c.PointVerdict(
+            recovery_point_id=rp.id, ok=False, problem=f"manifest unreadable: {str(exc)[:200]}", block=f"{rp.id}.json"
+        )
+    for disk in manifest.disks:
+        for digest in disk.blocks:
+            if digest is None:
+                continue
+            if digest not in verdicts:
+                verdicts[digest] = vaultcheck.block_verdict(store, digest)
+            if verdicts[digest] != "ok":
+                return c.PointVerdict(
+                    recovery_point_id=rp.id,
+                    ok=False,
+                    problem=f"block {verdicts[digest]} in disk {disk.name}",
+                    block=digest,
+                )
+    return c.PointVerdict(recovery_point_id=rp.id, ok=True)

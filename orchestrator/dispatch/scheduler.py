@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -21,15 +21,19 @@ from projections.store import ReadStore
 
 log = logging.getLogger(__name__)
 PRINCIPAL = "system:scheduler"
-LOOKBACK = timedelta(days=8)  # every daily or weekly schedule has a slot in any 8 days
+LOOKBACK = timedelta(days=8)
+EPOCH = date(1970, 1, 1)  # every daily or weekly schedule has a slot in any 8 days
 
 
 class Scheduler:
-    def __init__(self, app: Orchestrator, store: ReadStore, clock: Clock, retention_hour: int = 2) -> None:
+    def __init__(
+        self, app: Orchestrator, store: ReadStore, clock: Clock, retention_hour: int = 2, verify_days: int = 0
+    ) -> None:
         self.app = app
         self.store = store
         self.clock = clock
         self.retention_hour = retention_hour
+        self.verify_days = verify_days  # BACKUP_VERIFY_INTERVAL_DAYS (0: no scheduled verify)
 
     def tick(self, now: datetime | None = None) -> list[UUID]:
         """Trigger every due slot; returns the backup jobs created.
@@ -52,6 +56,7 @@ class Scheduler:
             if job is not None:
                 created.append(job)
         self._retention(now)
+        self._verify(now)
         self._expire_approvals(now)
         return created
 
@@ -70,6 +75,16 @@ class Scheduler:
         for vault in queries.vaults(self.store):
             key = f"retention/{vault.vault_id}/{now.date().isoformat()}"
             self.app.handle(c.RunRetention(vault_id=UUID(vault.vault_id), key=key), PRINCIPAL)
+
+    def _verify(self, now: datetime) -> None:
+        """One verify job per vault every `verify_days` days (the periods counted from 1970-01-01
+        UTC, so every scheduler agrees), after `retention_hour` UTC as retention."""
+        if not self.verify_days or now.hour < self.retention_hour:
+            return
+        period = (now.date() - EPOCH).days // self.verify_days
+        for vault in queries.vaults(self.store):
+            key = f"verify/{vault.vault_id}/{self.verify_days}/{period}"
+            self.app.handle(c.VerifyPoints(vault_id=UUID(vault.vault_id), key=key), PRINCIPAL)
 
     def _expire_approvals(self, now: datetime) -> None:
         """Record the end of resource guards' approvals past their time (each guard decides which)."""

@@ -61,6 +61,17 @@ class RecoveryPoint(Aggregate):
         TOPIC = "backup.recovery_point.expired"
         reason: str
 
+    class Verified(Aggregate.Event):
+        """A verify job read the point back: every block there and hashing right (`ok`), or the
+        first problem found and the block (or the manifest) it is in."""
+
+        TOPIC = "backup.recovery_point.verified"
+        job_id: UUID
+        ok: bool
+        problem: str
+        block: str
+        verified_at: datetime
+
     @staticmethod
     def create_id(job_id: UUID) -> UUID:
         return recovery_point_id_for(job_id)
@@ -99,6 +110,8 @@ class RecoveryPoint(Aggregate):
         self.provisioned_gb = provisioned_gb
         self.expired = False
         self.held_reason = ""
+        self.verified_at: datetime | None = None
+        self.verify_ok: bool | None = None
 
     @property
     def on_demand(self) -> bool:
@@ -147,3 +160,16 @@ class RecoveryPoint(Aggregate):
     @event(Expired)
     def expire(self, reason: str) -> None:
         self.expired = True
+
+    def check_in_vault(self, vault_id: UUID) -> None:
+        if self.vault_id != vault_id:
+            raise DomainError(
+                "RecoveryPointNotFound",
+                f"recovery point {self.id} is not one of this vault's",
+                field="recovery_point_id",
+            )
+
+    @event(Verified)
+    def record_verification(self, job_id: UUID, ok: bool, problem: str, block: str, verified_at: datetime) -> None:
+        self.verified_at = verified_at
+        self.verify_ok = ok

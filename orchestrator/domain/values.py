@@ -48,6 +48,7 @@ class Operation(str, Enum):
     RESTORE_KEYS = "restore_keys"
     RETENTION = "retention"
     UNREGISTER = "unregister"
+    VERIFY = "verify"
 
 
 class JobState(str, Enum):

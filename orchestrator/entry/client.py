@@ -24,7 +24,6 @@ from orchestrator.audit import verify as chain
 from orchestrator.audit.history import HistoryEntry
 from orchestrator.clock import Clock
 from orchestrator.config import Settings, load_settings
-from orchestrator.dispatch.scheduler import Scheduler
 from orchestrator.domain import Identity, Job, RecoveryPoint, Vault, identity, names
 from orchestrator.domain.identity import Caller, IdentityRow
 from orchestrator.domain.policy import policy_id_for
@@ -341,6 +340,20 @@ class Client(ReadModels):
         return str(self._do(c.RestoreKeys, recovery_point_id=recovery_point_id, key_vault=key_vault or ""))
 
     @strict
+    def verify(self, vault_id: str, vm_name: str | None = None, recovery_point_id: str | None = None) -> str:
+        """A verify job: the vault's live recovery points (one VM's, or one point) read back from the
+        vault store, every block checked; each point's result is recorded on it (the recovery points'
+        `last_verified_at`, `verify_status`, `verify_problem`) and a failed one is a dashboard alert."""
+        return str(
+            self._do(
+                c.VerifyPoints,
+                vault_id=vault_id,
+                vm_name=vm_name,
+                recovery_point_id=_uuid(recovery_point_id, "recovery_point_id") if recovery_point_id else None,
+            )
+        )
+
+    @strict
     def run_retention(self, vault_id: str) -> str:
         """Expire the vault's recovery points past retention and collect their unused data now."""
         return str(self._do(c.RunRetention, vault_id=vault_id))
@@ -359,7 +372,7 @@ class Client(ReadModels):
     def run_scheduler(self, now: AwareDatetime | None = None) -> list[str]:
         """One scheduler pass (the scheduler service does this every BACKUP_SCHEDULER_INTERVAL)."""
         self._catch_up()
-        scheduler = Scheduler(self._runtime.app, self._runtime.store, self._runtime.clock)
+        scheduler = self._runtime.scheduler()
         return [str(j) for j in scheduler.tick(now)]
 
     # Audit

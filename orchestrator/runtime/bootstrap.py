@@ -83,7 +83,10 @@ class Runtime:
         )
 
     def scheduler_thread(self) -> SchedulerThread:
-        return SchedulerThread(Scheduler(self.app, self.store, self.clock), self.settings.scheduler_interval)
+        return SchedulerThread(self.scheduler(), self.settings.scheduler_interval)
+
+    def scheduler(self) -> Scheduler:
+        return Scheduler(self.app, self.store, self.clock, verify_days=self.settings.verify_interval_days)
 
     def projections_thread(self) -> FollowerThread:
         return projection_thread(self.app, self.store, self.settings.poll_interval, witness_of(self.settings))

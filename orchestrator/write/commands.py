@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator.domain import names
+from orchestrator.domain.base import Value
 from orchestrator.domain.guard import CriticalOperation
 from orchestrator.domain.identity import Role
 from orchestrator.domain.names import (
@@ -209,6 +210,16 @@ class RunRetention(OperatorCommand):
     key: str = ""  # the scheduler's daily key: one retention job per vault and day
 
 
+class VerifyPoints(OperatorCommand):
+    """A verify job over the vault's live recovery points (one VM's, or one point)."""
+
+    senders = frozenset({OPERATOR, SYSTEM})  # on demand, and the scheduler's periodic verify
+    vault_id: UUID
+    vm_name: VmReference | None = None
+    recovery_point_id: UUID | None = None
+    key: str = ""  # the scheduler's period key: one scheduled verify per vault and period
+
+
 class CreateIdentity(OperatorCommand):
     """An identity of the API service (a revoked one's name is made again, with a new token); the
     token's hash only: its secret is the caller's to show once."""
@@ -238,6 +249,20 @@ class RestoreKeys(OperatorCommand):
 
 
 # Commands workers send back when they report on a job.
+
+
+class PointVerdict(Value):
+    recovery_point_id: UUID
+    ok: bool
+    problem: str = ""  # e.g. "block missing", "block corrupt", "manifest unreadable: ..."
+    block: str = ""  # the block's digest (or the manifest's file) the problem is in
+
+
+class RecordVerification(WorkerReport):
+    job_id: UUID
+    verdicts: list[PointVerdict]
+    blocks_read: int
+    verified_at: datetime
 
 
 class PurgeSoftDeleted(WorkerReport):

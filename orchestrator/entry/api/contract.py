@@ -114,6 +114,7 @@ _CLIENT = {
     "restore": (OP, S.RECOVERY_POINT),
     "restore_keys": (OP, S.RECOVERY_POINT),
     "undelete": (OP, S.VAULT),
+    "verify": (OP, S.VAULT),
     # contributing
     "create_vault": (C, S.GLOBAL),
     "set_replication": (C, S.VAULT),

@@ -210,6 +210,26 @@ def stop_protection(
     run(lambda c: _jobs(c, [c.stop_protection(vault_ref(c, vault, subscription), vm_name, delete_data)], True, as_json))
 
 
+@app.command("verify")
+def verify(
+    vault: Annotated[str | None, typer.Argument(help="The vault (default: every vault).")] = None,
+    vm: Annotated[str | None, typer.Option("--vm", help="This VM's points only.")] = None,
+    point: Annotated[str | None, typer.Option("--point", help="This recovery point only.")] = None,
+    subscription: Subscription = "default",
+    wait: Wait = True,
+    as_json: Json = False,
+) -> None:
+    """Read recovery points back from the vault store and check every block (a job per vault)."""
+
+    def start(c: Client) -> None:
+        if vault is None and (vm or point):
+            raise OrchestratorError("CommandInvalid", "--vm and --point need the vault", field="vault")
+        vaults = [vault_ref(c, vault, subscription)] if vault else [v.vault_id for v in c.vaults(subscription)]
+        _jobs(c, [c.verify(v, vm, point) for v in vaults], wait, as_json)
+
+    run(start)
+
+
 @app.command("undelete")
 def undelete(vm_name: str, vault: Vault, subscription: Subscription = "default", as_json: Json = False) -> None:
     """Bring a soft-deleted VM's backup data back (protection stopped, data kept)."""

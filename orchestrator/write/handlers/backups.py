@@ -10,7 +10,7 @@ from orchestrator.domain import BackupPolicy, Job, RecoveryPoint, Vault, Virtual
 from orchestrator.domain.base import Aggregate
 from orchestrator.domain.item import item_id_for
 from orchestrator.domain.schedule import Tier, slots_between, tiers_for
-from orchestrator.domain.values import Operation
+from orchestrator.domain.values import Finding, Operation
 from orchestrator.write import commands as c
 from orchestrator.write.handlers import handles
 
@@ -219,3 +219,56 @@ def restore_keys(app: Orchestrator, cmd: c.RestoreKeys) -> UUID:
     job.set_parameters({"recovery_point_id": str(rp.id), "key_vault": cmd.key_vault or keys.key_vault})
     app.save(job)
     return job.id
+
+
+@handles(c.VerifyPoints)
+def verify_points(app: Orchestrator, cmd: c.VerifyPoints) -> UUID:
+    vault = app.get(cmd.vault_id, Vault)
+    vm_key, vm_name = "", ""
+    if cmd.vm_name is not None:
+        item = app.registered_item(vault, cmd.vm_name)
+        vm_key, vm_name = item.vm.key, item.vm.display_name
+    if cmd.recovery_point_id is not None:
+        rp = app.get(cmd.recovery_point_id, RecoveryPoint)
+        rp.check_in_vault(vault.id)
+        rp.check_live()
+        vm_key, vm_name = rp.vm_key, rp.vm_name
+    job = Job(operation=Operation.VERIFY, vault_id=vault.id, vm_key=vm_key, vm_name=vm_name, job_key=cmd.key)
+    if cmd.key and job.id in app.repository:
+        return job.id  # this period's verify is made already
+    job.set_parameters(
+        {
+            "recovery_point_id": str(cmd.recovery_point_id) if cmd.recovery_point_id else "",
+            "vm_key": vm_key,
+        }
+    )
+    app.save(job)
+    return job.id
+
+
+@handles(c.RecordVerification)
+def record_verification(app: Orchestrator, cmd: c.RecordVerification) -> None:
+    """Each point's verdict as an event of the point; the job completes, with a VerifyFailed warning
+    per point that failed (naming the block)."""
+    job = app.open_job(cmd.job_id)
+    if job is None:
+        return
+    changed: list[Aggregate] = [job]
+    warnings: list[Finding] = []
+    for verdict in cmd.verdicts:
+        rp = app.get(verdict.recovery_point_id, RecoveryPoint)
+        if rp.vault_id != job.vault_id:
+            continue
+        rp.record_verification(job.id, verdict.ok, verdict.problem, verdict.block, cmd.verified_at)
+        changed.append(rp)
+        if not verdict.ok:
+            warnings.append(
+                Finding(
+                    code="VerifyFailed",
+                    message=f"recovery point {rp.id} of {rp.vm_name}: {verdict.problem} ({verdict.block})",
+                )
+            )
+    job.complete(
+        result={"points": len(changed) - 1, "failed": len(warnings), "blocks_read": cmd.blocks_read}, warnings=warnings
+    )
+    app.save(*changed)
