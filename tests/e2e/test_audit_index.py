@@ -15,6 +15,7 @@ import pytest
 
 from orchestrator import Client
 from orchestrator.audit.history import scan
+from projections.runner import NAMES
 
 
 def _history(client: Client) -> str:
@@ -34,8 +35,9 @@ def _history(client: Client) -> str:
 
 
 def _caught_up(client: Client) -> None:
+    """Every follower of the client at the log's head: idle, none reads the log while a test counts."""
     head = client._runtime.app.recorder.max_notification_id() or 0
-    assert client._runtime.store.wait(["audit_index"], head, 30)
+    assert client._runtime.store.wait([*NAMES, "audit_index", "audit_chain"], head, 30)
 
 
 FILTERS: list[dict[str, Any]] = [
