@@ -17,23 +17,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import workdir
+from bench.processes import product_env, timed
 from orchestrator import Client
 from tests.helpers import fabric_with
-
-
-def timed(command: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -47,13 +40,7 @@ def main() -> None:
             vault = client.create_vault("vault-east", "japaneast", "rg")
             client.wait(client.discover(vault))
             client.wait_all(client.register(vault, ["vm01", "vm02", "vm03", "vm04"]))
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")},
-            "BACKUP_DATA_DIR": str(work / "data"),
-            "BACKUP_FABRIC": str(fabric),
-            "BACKUP_SCHEDULER_INTERVAL": "3600",
-            "PYTHONPATH": str(ROOT),
-        }
+        env = product_env(work / "data", fabric)
         commands = {
             "python": [sys.executable, "-c", "pass"],
             "client": [sys.executable, "-c", "import orchestrator.entry.client"],

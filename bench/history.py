@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import workdir
+from bench.processes import product_env, timed
 from bench.replay import build_history
 from orchestrator import Client
 from tests.helpers import fabric_with
@@ -47,12 +46,6 @@ with Client(start_services=False) as client:
 CASES = (("one VM", "vm_name", "vm03", "--vm"), ("every job event", "event_type", "job", "--type"))
 
 
-def timed(command: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
@@ -69,13 +62,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
         events = build_history(client, args.events)
         head = client._runtime.app.recorder.max_notification_id() or 0
         assert client._runtime.store.wait(["audit_index"], head, 600), "the audit index did not catch up"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")},
-        "BACKUP_DATA_DIR": str(work / "data"),
-        "BACKUP_FABRIC": str(fabric),
-        "BACKUP_SCHEDULER_INTERVAL": "3600",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = product_env(work / "data", fabric)
     print(f"{events} events, {os.cpu_count()} CPUs, {args.rounds} rounds, order alternated")
     for label, field, value, option in CASES:
         ours, baseline = [], []
