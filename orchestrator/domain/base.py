@@ -120,6 +120,9 @@ class Aggregate(LibraryAggregate):
     # The library's Aggregate names its dataclass snapshot here; ours is the pydantic one above.
     Snapshot = AggregateSnapshot  # type: ignore[assignment]
     snapshot_state: ClassVar[type[SnapshotState]]  # on the aggregates the application snapshots
+    # An aggregate that can be deleted (a vault) sets this on itself: a deleted one is found by no
+    # command (Orchestrator.find), though its history stays.
+    deleted: bool = False
 
     class Event(DomainEvent, CanMutateAggregate[UUID]):
         pass

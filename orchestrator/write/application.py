@@ -111,14 +111,14 @@ class Orchestrator(Application[UUID]):
         """The aggregate, or None if there is none with that id (one read: `in repository` is a
         whole `get` of its own). `copy=False`: the process's cached aggregate itself, for a reader
         that changes nothing (a discovery's thousands of VMs are not copied to be looked at). A
-        deleted vault is none, but to `deleted_too` (its name stays taken)."""
+        deleted aggregate (a vault) is none, but to `deleted_too` (its name stays taken)."""
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id, deepcopy_from_cache=copy)
         except AggregateNotFoundError:
             return None
         if not isinstance(aggregate, cls):
             raise NotFoundError(f"{cls.__name__}NotFound", f"{aggregate_id} is not a {cls.__name__}")
-        if isinstance(aggregate, Vault) and aggregate.deleted and not deleted_too:
+        if aggregate.deleted and not deleted_too:
             return None
         return aggregate
 
