@@ -176,16 +176,11 @@ def run_retention(ctx: WorkerContext, job: Job) -> str:
     stored so far) says whether it is due; the recovery-points read model adds points without one."""
     now = ctx.clock.now()
     store = ctx.vault_store(job.vault_id)
-    listed = {UUID(r.recovery_point_id) for r in queries.recovery_points(ctx.read_store, str(job.vault_id))}
-    points = [ctx.app.find(rp_id, RecoveryPoint) for rp_id in sorted({*store.recovery_point_ids(), *listed})]
-    due = [
-        rp.id
-        for rp in points
-        if rp is not None and rp.vault_id == job.vault_id and not rp.expired and rp.expires_at <= now
-    ]
+    points = _vault_points(ctx, store, job.vault_id)
+    due = [rp.id for rp in points if not rp.expired and rp.expires_at <= now]
     expired = ctx.report(c.ExpireRecoveryPoints(job_id=job.id, recovery_point_ids=due, now=now))
     soft_deleted = {
-        *(rp.item_id for rp in points if rp is not None and rp.vault_id == job.vault_id),
+        *(rp.item_id for rp in points),
         *(
             UUID(row.item_id)
             for row in queries.items(ctx.read_store, str(job.vault_id))
@@ -211,6 +206,15 @@ def run_retention(ctx: WorkerContext, job: Job) -> str:
         )
     )
     return f"{len(expired)} expired, {len(purged)} purged"
+
+
+def _vault_points(ctx: WorkerContext, store: VaultStore, vault_id: UUID) -> list[RecoveryPoint]:
+    """The vault's recovery points as the event store has them: one for every manifest in the vault
+    store, and the recovery-points read model's without one (the read model alone may lag, or have
+    lost rows)."""
+    listed = {UUID(r.recovery_point_id) for r in queries.recovery_points(ctx.read_store, str(vault_id))}
+    found = [ctx.app.find(rp_id, RecoveryPoint) for rp_id in sorted({*store.recovery_point_ids(), *listed})]
+    return [rp for rp in found if rp is not None and rp.vault_id == vault_id]
 
 
 def _dead(ctx: WorkerContext, store: VaultStore, rp_id: str) -> bool:
@@ -242,9 +246,7 @@ def run_verify(ctx: WorkerContext, job: Job) -> str:
     store = ctx.vault_store(job.vault_id)
     wanted = job.parameters.get("recovery_point_id") or ""
     vm_key = job.parameters.get("vm_key") or ""
-    listed = {UUID(r.recovery_point_id) for r in queries.recovery_points(ctx.read_store, str(job.vault_id))}
-    candidates = [UUID(wanted)] if wanted else sorted({*store.recovery_point_ids(), *listed})
-    points = [ctx.app.find(rp_id, RecoveryPoint) for rp_id in candidates]
+    points = [ctx.app.find(UUID(wanted), RecoveryPoint)] if wanted else _vault_points(ctx, store, job.vault_id)
     live = [
         rp
         for rp in points

@@ -15,7 +15,7 @@ from eventsourcing.persistence import Notification
 from pydantic import BaseModel
 
 from orchestrator.audit.verify import notifications
-from projections.audit_index import AuditIndexFollower, ensure_tables, entry_vault, stated_owner
+from projections.audit_index import AuditIndexFollower, ensure_tables, entry_vault, short_name, stated_owner
 from projections.base import ts
 from projections.follower import BATCH
 from projections.store import ReadStore
@@ -52,6 +52,27 @@ class Filters:
     start: datetime | None = None
     end: datetime | None = None
 
+    @classmethod
+    def of(
+        cls,
+        entity_id: UUID | str | None = None,
+        vault_id: UUID | str | None = None,
+        vm_name: str | None = None,
+        event_type: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Filters:
+        """The filters as `history` is given them (ids as UUIDs or text, a VM name in any case, an
+        event type as `audit log --type` takes it)."""
+        return cls(
+            str(entity_id) if entity_id else None,
+            str(vault_id) if vault_id else None,
+            vm_name.lower() if vm_name else None,
+            event_type_pattern(event_type) if event_type else None,
+            start,
+            end,
+        )
+
     def admit(self, n: Notification, event: Any, vault: str, vm_name: str) -> bool:
         return (
             (self.entity_id is None or str(n.originator_id) == self.entity_id)
@@ -65,8 +86,7 @@ class Filters:
 
 def _vm_names(name: str) -> tuple[str, str]:
     """A VM's name as an entry shows it, and without its resource group."""
-    lowered = name.lower()
-    return lowered, lowered.rsplit("/", 1)[-1]
+    return name.lower(), short_name(name)
 
 
 def _of_type(topic: str, pattern: str) -> bool:
@@ -117,14 +137,7 @@ def history(
 ) -> Iterator[HistoryEntry]:
     """Every stored event that matches all the filters given, oldest first (`start <= time < end`):
     those the audit index has reached found by it, the rest read one by one."""
-    filters = Filters(
-        str(entity_id) if entity_id is not None else None,
-        str(vault_id) if vault_id is not None else None,
-        vm_name.lower() if vm_name else None,
-        event_type_pattern(event_type) if event_type else None,
-        start,
-        end,
-    )
+    filters = Filters.of(entity_id, vault_id, vm_name, event_type, start, end)
     ensure_tables(store)
     indexed = store.position(AuditIndexFollower.name)
     found = _indexed(store, filters, indexed)
@@ -142,14 +155,7 @@ def history(
 def scan(app: Any, **filters: Any) -> Iterator[HistoryEntry]:
     """The same entries read from the whole history, with no index: what `history` did before the
     index (bench/history.py's baseline, and the tests' reference)."""
-    wanted = Filters(
-        str(filters["entity_id"]) if filters.get("entity_id") else None,
-        str(filters["vault_id"]) if filters.get("vault_id") else None,
-        filters["vm_name"].lower() if filters.get("vm_name") else None,
-        event_type_pattern(filters["event_type"]) if filters.get("event_type") else None,
-        filters.get("start"),
-        filters.get("end"),
-    )
+    wanted = Filters.of(**filters)
     owners = Owners()
     for n in notifications(app):
         event = app.mapper.to_domain_event(n)
