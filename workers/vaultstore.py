@@ -18,8 +18,6 @@ manifest references, if it can take that lock exclusively at once (otherwise col
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import fcntl
 import hashlib
 import logging
@@ -36,28 +34,12 @@ from orchestrator import safefs
 from orchestrator.errors import OrchestratorError
 from workers import collection, vaultcheck, vaultusage
 from workers.manifests import DiskManifest, Manifest, digest_named
+from workers.objects import sync_filesystem as _syncfs
 
 BLOCK_SIZE = 4 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
 TEMPORARY = safefs.TEMPORARY  # a file being written (a block, a manifest): never counted, removed by collection
 log = logging.getLogger(__name__)
-
-
-def _syncfs(path: Path) -> None:
-    """Flush the filesystem holding `path` (all blocks written so far) to stable storage."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _LIBC is not None and _LIBC.syncfs(fd) == 0:
-            return
-        os.sync()
-    finally:
-        os.close(fd)
-
-
-try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-except OSError:
-    _LIBC = None
 
 
 FLUSH_EVERY = 256 * 1024 * 1024
