@@ -7,6 +7,7 @@ import binascii
 import getpass
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -16,8 +17,24 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from orchestrator.domain.names import Principal
 from orchestrator.errors import SettingsError
 
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where the vault stores are on object storage (the BACKUP_S3_* settings): each vault's objects
+    under `<prefix>/<vault id>/` of the bucket (workers/objects.py)."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint: str = ""
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
+
+
 PREFIX = "BACKUP_"
-SECRET_SETTINGS = frozenset({"key_protection_key", "event_cipher_key", "token", "audit_key"})  # never echoed
+SECRET_SETTINGS = frozenset(
+    {"key_protection_key", "event_cipher_key", "token", "audit_key", "s3_secret_key"}
+)  # never echoed
 
 
 class Settings(BaseSettings):
@@ -41,6 +58,14 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     fabric: Path | None = None
     vault_store: Path | None = None
+    # The vault store on S3-compatible object storage (workers/objects.py) when a bucket is named:
+    # each vault's objects under <prefix>/<vault id>/ in it. Empty endpoint: AWS's for the region.
+    s3_bucket: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    s3_prefix: str = Field("", pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$")
+    s3_endpoint: str = Field("", pattern=r"^(https?://[^\s/]+)?$")
+    s3_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    s3_access_key: str = ""
+    s3_secret_key: SecretStr | None = None
     # Where the local fabric's disk images may be (os.pathsep-separated absolute directories); empty:
     # the inventory file's directory. The fabric's own state directory (restored VMs) is always one.
     fabric_image_roots: str = ""
@@ -104,6 +129,11 @@ class Settings(BaseSettings):
             raise ValueError("exists and is not a directory")
         return value
 
+    @field_validator("s3_bucket", mode="before")
+    @classmethod
+    def _bucket_set(cls, value: object) -> object:
+        return None if value == "" else value  # empty: the vault store is a directory
+
     @field_validator("audit_witness", mode="before")
     @classmethod
     def _witness_set(cls, value: object) -> object:
@@ -163,6 +193,20 @@ class Settings(BaseSettings):
     def vault_store_path(self) -> Path:
         """Backup data: BACKUP_VAULT_STORE (shared storage when distributed), else the data dir."""
         return self.vault_store or self.data_dir / "vaultstore"
+
+    @property
+    def s3_location(self) -> S3Location | None:
+        """The vault stores' object storage, when BACKUP_S3_BUCKET names a bucket."""
+        if self.s3_bucket is None:
+            return None
+        return S3Location(
+            bucket=self.s3_bucket,
+            prefix=self.s3_prefix,
+            endpoint=self.s3_endpoint,
+            region=self.s3_region,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key.get_secret_value() if self.s3_secret_key else "",
+        )
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The event store's settings in the eventsourcing library's terms."""

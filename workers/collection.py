@@ -32,7 +32,7 @@ def collect(store: VaultStore) -> dict[str, Any]:
 
 
 def _collect(store: VaultStore) -> dict[str, Any]:
-    references = read_references(store.manifests)
+    references = read_references(store.manifest_ids(), store.read_manifest_bytes)
     temporaries = store.temporary_files()
     for path in temporaries:
         path.unlink(missing_ok=True)
@@ -60,7 +60,7 @@ def remove_unclaimed(store: VaultStore, linked: set[str]) -> None:
         return
     try:
         with store.exclusively():
-            references = read_references(store.manifests)
+            references = read_references(store.manifest_ids(), store.read_manifest_bytes)
             if references.unreadable:
                 log.warning(
                     "%d block(s) left for collection in %s: %s",

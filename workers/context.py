@@ -11,12 +11,13 @@ from typing import Any
 from uuid import UUID
 
 from orchestrator.clock import Clock
+from orchestrator.config import S3Location
 from orchestrator.fabric import Fabric
 from orchestrator.write.application import Orchestrator
 from orchestrator.write.commands import Command
 from projections.store import ReadStore
 from workers.keys import KeyProtector
-from workers.vaultstore import VaultStore
+from workers.vaultstore import VaultStore, open_vault_store
 
 
 @dataclass
@@ -29,6 +30,7 @@ class WorkerContext:
     keys: KeyProtector
     open_read_store: Callable[[], ReadStore]
     own_dirs: tuple[Path, ...] = ()  # the deployment's own directories: never a restore's target
+    s3: S3Location | None = None  # the vault stores' object storage; None: directories under vault_store_root
     opened_read_store: ReadStore | None = field(default=None, init=False)
 
     @property
@@ -46,7 +48,7 @@ class WorkerContext:
         self.app.close()
 
     def vault_store(self, vault_id: UUID) -> VaultStore:
-        return VaultStore(self.vault_store_root / str(vault_id))
+        return open_vault_store(self.vault_store_root, self.s3, vault_id)
 
     def report(self, command: Command) -> Any:
         """Send a command through the same code path as an operator's."""

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -95,13 +93,16 @@ class References:
         return [b for b in self.bad if b.digests is None]
 
 
-def read_references(directory: Path) -> References:
-    """Every manifest in `directory` (`<recovery point id>.json`), read without following links."""
+def read_references(ids: list[str], read: Callable[[str], bytes]) -> References:
+    """Every manifest of a vault store (`ids`: each `<id>` of `manifests/<id>.json`; `read`: a
+    manifest's bytes by id, never through a link)."""
     found = References()
-    for path in sorted(directory.glob("*.json")) if directory.exists() else []:
-        outcome = read_one(path)
+    for manifest_id in sorted(ids):
+        outcome = read_one(manifest_id, read)
+        if outcome is None:
+            continue
         if isinstance(outcome, Manifest):
-            found.manifests[path.stem] = outcome
+            found.manifests[manifest_id] = outcome
             found.live |= outcome.block_digests
         else:
             found.bad.append(outcome)
@@ -109,14 +110,14 @@ def read_references(directory: Path) -> References:
     return found
 
 
-def read_one(path: Path) -> Manifest | BadManifest:
-    name = f"{path.parent.name}/{path.name}"
+def read_one(manifest_id: str, read: Callable[[str], bytes]) -> Manifest | BadManifest | None:
+    name = f"manifests/{manifest_id}.json"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            data = f.read()
+        data = read(manifest_id)
     except OSError as exc:
         return BadManifest(name, f"cannot be read ({exc.strerror or exc})", None)
+    except LookupError:
+        return None  # removed since it was listed: no manifest, no references
     try:
         parsed = json.loads(data)
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested beyond reason

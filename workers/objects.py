@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator import safefs
+from orchestrator.config import S3Location
 from orchestrator.errors import OrchestratorError
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
@@ -157,6 +158,18 @@ class S3Objects:
         self.where = f"s3://{bucket}/{self.prefix}"
 
     @classmethod
+    def at(cls, location: S3Location, vault_id: str) -> S3Objects:
+        """A vault's objects: under `<prefix>/<vault id>/` of the settings' bucket."""
+        return cls.connect(
+            endpoint=location.endpoint,
+            bucket=location.bucket,
+            prefix="/".join(filter(None, [location.prefix, vault_id])),
+            access_key=location.access_key,
+            secret_key=location.secret_key,
+            region=location.region,
+        )
+
+    @classmethod
     def connect(
         cls, *, endpoint: str, bucket: str, prefix: str, access_key: str, secret_key: str, region: str
     ) -> S3Objects:
@@ -250,5 +263,5 @@ def _unavailable(where: str, doing: str, name: str, exc: Exception) -> Orchestra
     return OrchestratorError(
         "VaultStoreUnavailable",
         f"the vault store {where} could not {doing} {name}: {first}; check BACKUP_S3_ENDPOINT, the bucket and "
-        "the credentials (the job is retried)",
+        "the credentials, then run the job again",
     )

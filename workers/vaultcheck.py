@@ -16,7 +16,7 @@ def check(store: VaultStore) -> dict[str, Any]:
     (`missing`) and hashing right (`corrupt`): `clean` when nothing of that is found. Also the blocks
     no manifest references (`orphans`), temporary files, the block files' measured size
     (`stored_bytes`) and the usage record as last written."""
-    references = read_references(store.manifests)
+    references = read_references(store.manifest_ids(), store.read_manifest_bytes)
     missing: list[dict[str, str]] = []
     corrupt: list[dict[str, str]] = []
     verdicts: dict[str, str] = {}  # each block read once, however many manifests list it

@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,9 +32,11 @@ from typing import Any
 from uuid import UUID
 
 from orchestrator import safefs
+from orchestrator.config import S3Location
 from orchestrator.errors import OrchestratorError
 from workers import collection, vaultcheck, vaultusage
 from workers.manifests import DiskManifest, Manifest, digest_named
+from workers.objects import LocalObjects, Objects, S3Objects
 from workers.objects import sync_filesystem as _syncfs
 
 BLOCK_SIZE = 4 * 1024 * 1024
@@ -46,8 +49,14 @@ FLUSH_EVERY = 256 * 1024 * 1024
 
 
 class VaultStore:
-    def __init__(self, root: Path) -> None:
+    """A vault's store on `objects` (default: the directory `root` itself). `root` is a local directory
+    of the vault's either way: with objects elsewhere (S3) it holds the vault's lock; the usage record
+    is kept there for a directory store only (an S3 store's usage is measured: `usage_report`)."""
+
+    def __init__(self, root: Path, objects: Objects | None = None) -> None:
         self.root = root
+        self.objects: Objects = objects or LocalObjects(root)
+        self.local = isinstance(self.objects, LocalObjects)
         self.blocks = root / "blocks"
         self.manifests = root / "manifests"
         self._unflushed = 0
@@ -60,11 +69,17 @@ class VaultStore:
         return self.blocks / digest[:2] / digest
 
     def has_block(self, digest: str) -> bool:
-        return os.path.lexists(self.block_path(digest))
+        return self.objects.exists(_block_name(digest))
 
     def put_block(self, digest: str, data: bytes) -> bool:
         """Store a block unless it is there already; True when this call stored it (one caller of
         all those storing the same block at once). `VaultStoreFull` when there is no room."""
+        if not self.local:
+            placed = self.objects.create(_block_name(digest), data)
+            if placed:
+                with self._linking:
+                    self._linked.add(digest)
+            return placed
         path = self.block_path(digest)
         if os.path.lexists(path):
             return False
@@ -113,7 +128,8 @@ class VaultStore:
             self._flushing.release()
 
     def get_block(self, digest: str) -> bytes:
-        data = self.block_path(digest).read_bytes()
+        """The block, checked against its digest (`ObjectMissing` when it is not there)."""
+        data = self.objects.read(_block_name(digest))
         if hashlib.sha256(data).hexdigest() != digest:
             raise ValueError(f"block {digest} is corrupt")
         return data
@@ -126,32 +142,45 @@ class VaultStore:
         already: two deliveries of one backup (a retry, and a work horse RQ gave up on that still runs)
         must not replace each other's manifest once it may be recorded. Returns the manifest in place
         and its SHA-256. `VaultStoreFull` when there is no room."""
+        data = manifest.model_dump_json().encode()
+        if not self.local:
+            placed = self.objects.create(_manifest_name(manifest.recovery_point_id), data)
+            return self._committed(manifest, data, placed)
         if self.blocks.exists():
             _syncfs(self.blocks)
         path = self.manifest_path(manifest.recovery_point_id)
-        data = manifest.model_dump_json().encode()
         try:
             self._directory(self.manifests)
             placed = safefs.write_new(path, data)
         except OSError as exc:
             raise self._full(exc, f"the manifest of recovery point {manifest.recovery_point_id}") from None
+        return self._committed(manifest, data, placed)
+
+    def _committed(self, manifest: Manifest, data: bytes, placed: bool) -> tuple[Manifest, str]:
         if placed:
             with self._linking:
                 self._linked.clear()  # every block this backup linked is in its manifest
             return manifest, hashlib.sha256(data).hexdigest()
         return self.read_manifest(manifest.recovery_point_id), self.manifest_digest(manifest.recovery_point_id)
 
+    def has_manifest(self, recovery_point_id: str) -> bool:
+        return self.objects.exists(_manifest_name(recovery_point_id))
+
     def manifest_digest(self, recovery_point_id: str) -> str:
-        return hashlib.sha256(self.manifest_path(recovery_point_id).read_bytes()).hexdigest()
+        return hashlib.sha256(self.objects.read(_manifest_name(recovery_point_id))).hexdigest()
 
     def read_manifest(self, recovery_point_id: str, expected_digest: str | None = None) -> Manifest:
-        data = self.manifest_path(recovery_point_id).read_bytes()
+        data = self.objects.read(_manifest_name(recovery_point_id))
         if expected_digest and hashlib.sha256(data).hexdigest() != expected_digest:
             raise ValueError(f"manifest of {recovery_point_id} does not match its recorded digest")
         return Manifest.model_validate_json(data)
 
     def manifest_ids(self) -> list[str]:
-        return sorted(p.stem for p in self.manifests.glob("*.json")) if self.manifests.exists() else []
+        names = (name.removeprefix("manifests/") for name in self.objects.sizes("manifests"))
+        return sorted(name.removesuffix(".json") for name in names if name.endswith(".json") and "/" not in name)
+
+    def read_manifest_bytes(self, recovery_point_id: str) -> bytes:
+        return self.objects.read(_manifest_name(recovery_point_id))
 
     def recovery_point_ids(self) -> list[UUID]:
         """The recovery points whose manifests are here (every manifest named by one)."""
@@ -161,15 +190,11 @@ class VaultStore:
         """The backup job a manifest says it is from; None when it cannot be read or says nothing."""
         try:
             return UUID(self.read_manifest(recovery_point_id).job_id)
-        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+        except (OSError, ValueError, LookupError):  # pydantic's ValidationError is a ValueError
             return None
 
     def delete_manifest(self, recovery_point_id: str) -> bool:
-        try:
-            self.manifest_path(recovery_point_id).unlink()
-        except FileNotFoundError:
-            return False
-        return True
+        return self.objects.delete(_manifest_name(recovery_point_id)) > 0
 
     @contextmanager
     def backup_lease(self) -> Iterator[None]:
@@ -196,6 +221,8 @@ class VaultStore:
 
     def remove_block(self, digest: str) -> int:
         """Remove a block and uncount it; the bytes it held. Only under `exclusively`."""
+        if not self.local:
+            return self.objects.delete(_block_name(digest))
         path = self.block_path(digest)
         try:
             size = os.lstat(path).st_size
@@ -211,6 +238,8 @@ class VaultStore:
 
     def remeasure(self) -> None:
         """Set the usage record to the block files' measured size. Only under `exclusively`."""
+        if not self.local:
+            return  # measured at every report
         with self._usage() as usage:
             usage.measured(self.stored_bytes())
 
@@ -220,7 +249,15 @@ class VaultStore:
 
     def usage_report(self) -> dict[str, Any] | None:
         """The usage record as job results carry it: vault id, sequence, bytes of block files (None
-        when it cannot be read or made: the next report will say)."""
+        when it cannot be read or made: the next report will say). On object storage, measured: the
+        sequence is when the listing began, so a later report never says less than it saw."""
+        if not self.local:
+            began = time.time_ns()
+            try:
+                return {"vault_id": self.root.name, "sequence": began, "bytes": self.stored_bytes()}
+            except OrchestratorError:
+                log.exception("the usage of %s could not be measured", self.objects.where)
+                return None
         try:
             with self._usage() as usage:
                 return {"vault_id": self.root.name, "sequence": usage.sequence, "bytes": usage.bytes}
@@ -231,16 +268,18 @@ class VaultStore:
     def block_files(self) -> dict[str, int]:
         """Every block file's size, by digest."""
         found: dict[str, int] = {}
-        for directory in _subdirectories(self.blocks):
-            for entry in _entries(directory):
-                if digest_named(entry.name):
-                    found[entry.name] = entry.stat(follow_symlinks=False).st_size
+        for name, size in self.objects.sizes("blocks").items():
+            parts = name.split("/")
+            if len(parts) == 3 and digest_named(parts[2]):
+                found[parts[2]] = size
         return found
 
     def temporary_files(self) -> dict[Path, int]:
         """Every temporary file's size, by path: blocks and manifests being written, or left by a
-        writer that was killed."""
+        writer that was killed. Object storage has none (a PUT is whole or nothing)."""
         found: dict[Path, int] = {}
+        if not self.local:
+            return found
         for directory in [*_subdirectories(self.blocks), self.manifests]:
             for entry in _entries(directory):
                 if entry.name.startswith(TEMPORARY):
@@ -289,6 +328,20 @@ class VaultStore:
     def check(self) -> dict[str, Any]:
         """The store's integrity report (workers/vaultcheck.py). Changes nothing."""
         return vaultcheck.check(self)
+
+
+def open_vault_store(root: Path, s3: S3Location | None, vault_id: UUID) -> VaultStore:
+    """The vault's store: the directory `root/<vault id>`, or its objects on S3 (then that directory
+    holds only the vault's lock)."""
+    return VaultStore(root / str(vault_id), None if s3 is None else S3Objects.at(s3, str(vault_id)))
+
+
+def _block_name(digest: str) -> str:
+    return f"blocks/{digest[:2]}/{digest}"
+
+
+def _manifest_name(recovery_point_id: str) -> str:
+    return f"manifests/{recovery_point_id}.json"
 
 
 def _subdirectories(path: Path) -> list[Path]:

@@ -66,7 +66,7 @@ def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
     store = ctx.vault_store(job.vault_id)
     rp_id = str(recovery_point_id_for(job.id))
     with store.backup_lease():
-        if store.manifest_path(rp_id).exists():  # committed by an earlier delivery that died before reporting
+        if store.has_manifest(rp_id):  # committed by an earlier delivery that died before reporting
             manifest, digest = store.read_manifest(rp_id), store.manifest_digest(rp_id)
         else:
             manifest, digest, found = _snapshot(ctx, job, vm, store, rp_id)

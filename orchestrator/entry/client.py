@@ -364,9 +364,10 @@ class Client(ReadModels):
         wrong) and its blocks there and hashing right (`missing`, `corrupt`); `clean` when none of
         those is found. Also lists orphan blocks and temporary files, and measures `stored_bytes` (the
         block files' sizes, what the dashboard's stored bytes count). Changes nothing."""
-        from workers.vaultstore import VaultStore
+        from workers.vaultstore import open_vault_store
 
-        return VaultStore(self.settings.vault_store_path / str(_uuid(vault_id, "vault_id"))).check()
+        vault = _uuid(vault_id, "vault_id")
+        return open_vault_store(self.settings.vault_store_path, self.settings.s3_location, vault).check()
 
     @strict
     def run_scheduler(self, now: AwareDatetime | None = None) -> list[str]:

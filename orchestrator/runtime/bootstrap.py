@@ -71,6 +71,7 @@ class Runtime:
             keys=KeyProtector(self.settings.key_protection_key),
             open_read_store=lambda: self.store,
             own_dirs=tuple(product_dirs(self.settings)),
+            s3=self.settings.s3_location,
         )
 
     def dispatcher_thread(self) -> DispatcherThread:
@@ -304,4 +305,5 @@ def worker_context(settings: Settings) -> WorkerContext:
         keys=KeyProtector(settings.key_protection_key),
         open_read_store=lambda: _opening(settings, lambda: _read_store(settings)),
         own_dirs=tuple(product_dirs(settings)),
+        s3=settings.s3_location,
     )

