@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator.domain.values import EncryptionKeys
+from workers.objects import ObjectMissing
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -114,10 +115,10 @@ def read_one(manifest_id: str, read: Callable[[str], bytes]) -> Manifest | BadMa
     name = f"manifests/{manifest_id}.json"
     try:
         data = read(manifest_id)
-    except OSError as exc:
-        return BadManifest(name, f"cannot be read ({exc.strerror or exc})", None)
-    except LookupError:
+    except ObjectMissing:
         return None  # removed since it was listed: no manifest, no references
+    except (OSError, ValueError) as exc:  # ValueError: a file whose name is no object name
+        return BadManifest(name, f"cannot be read ({getattr(exc, 'strerror', None) or exc})", None)
     try:
         parsed = json.loads(data)
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested beyond reason

@@ -49,8 +49,9 @@ except OSError:
     _LIBC = None
 
 
-class ObjectMissing(LookupError):
-    """No object of that name."""
+class ObjectMissing(FileNotFoundError):
+    """No object of that name: a FileNotFoundError, as a missing file of a directory store always was,
+    so every caller that handles a missing block or manifest handles it on either store."""
 
 
 def check_name(name: str) -> str:
