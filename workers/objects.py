@@ -88,7 +88,7 @@ class LocalObjects:
         path = self.path(name)
         if os.path.lexists(path):
             return False
-        staged = self._directory(path.parent) / f"{safefs.TEMPORARY}{path.name[:16]}-{secrets.token_hex(8)}"
+        staged = self.directory(path.parent) / f"{safefs.TEMPORARY}{path.name[:16]}-{secrets.token_hex(8)}"
         fd = safefs.create(staged)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -141,7 +141,8 @@ class LocalObjects:
         if self.root.exists():
             sync_filesystem(self.root)
 
-    def _directory(self, path: Path) -> Path:
+    def directory(self, path: Path) -> Path:
+        """`path` made (0700, as its missing parents) or tightened to 0700 once per store object."""
         if path not in self._made:
             safefs.make_dirs(path)
             safefs.tighten(path, safefs.DIR_MODE)

@@ -61,7 +61,8 @@ class VaultStore:
         self.manifests = root / "manifests"
         self._unflushed = 0
         self._flushing = threading.Lock()
-        self._made: set[Path] = set()  # directories known to be there, 0700
+        # The vault's local directory (the store itself, or beside an S3 store its lock): made 0700.
+        self._here = self.objects if isinstance(self.objects, LocalObjects) else LocalObjects(root)
         self._linked: set[str] = set()  # blocks this backup linked that no manifest of its own lists yet
         self._linking = threading.Lock()
 
@@ -305,12 +306,7 @@ class VaultStore:
             os.close(fd)  # and the lock with it
 
     def _directory(self, path: Path) -> Path:
-        """`path` made (0700, as its missing parents) or tightened to 0700 once per store object."""
-        if path not in self._made:
-            safefs.make_dirs(path)
-            safefs.tighten(path, safefs.DIR_MODE)
-            self._made.add(path)
-        return path
+        return self._here.directory(path)
 
     def _full(self, exc: OSError, what: str) -> Exception:
         """A full vault store (or quota) as the coded error a job fails with at once; anything else as is."""
