@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     scheduler_interval: float = Field(30.0, gt=0, le=3600)
     verify_interval_days: int = Field(0, ge=0, le=365)  # a scheduled verify per vault every N days; 0: none
     job_timeout: int = Field(600, ge=10, le=86400)
+    collection_wait: float = Field(60.0, ge=0, le=3600)  # seconds collection waits for backups running at its mark
     aggregate_cache_size: int = Field(10000, ge=0, le=10_000_000)
     key_protection_key: SecretStr | None = None
     event_cipher_key: SecretStr | None = None

@@ -31,6 +31,7 @@ class WorkerContext:
     open_read_store: Callable[[], ReadStore]
     own_dirs: tuple[Path, ...] = ()  # the deployment's own directories: never a restore's target
     s3: S3Location | None = None  # the vault stores' object storage; None: directories under vault_store_root
+    collection_wait: float = 60.0  # seconds a collection waits for the backups running at its mark
     opened_read_store: ReadStore | None = field(default=None, init=False)
 
     @property

@@ -21,7 +21,8 @@ import ctypes.util
 import os
 import re
 import secrets
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,16 +89,23 @@ class LocalObjects:
         path = self.path(name)
         if os.path.lexists(path):
             return False
-        staged = self.directory(path.parent) / f"{safefs.TEMPORARY}{path.name[:16]}-{secrets.token_hex(8)}"
-        fd = safefs.create(staged)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+        with self.staged(path, data) as staged:
             try:
                 os.link(staged, path, follow_symlinks=False)
             except FileExistsError:
                 return False
             return True
+
+    @contextmanager
+    def staged(self, path: Path, data: bytes) -> Iterator[Path]:
+        """`data` written whole under a temporary name beside `path`, to be linked into place; the
+        temporary name is removed on the way out."""
+        staged = self.directory(path.parent) / f"{safefs.TEMPORARY}{path.name[:16]}-{secrets.token_hex(8)}"
+        fd = safefs.create(staged)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            yield staged
         finally:
             staged.unlink(missing_ok=True)
 

@@ -80,6 +80,7 @@ def transfer_disks(
                 and mark
                 and before.fingerprint == mark
                 and all(map(store.has_block, filter(None, before.blocks)))
+                and store.counting_on([b for b in before.blocks if b])
             ):
                 manifest = before
                 stats.unchanged_disks += 1

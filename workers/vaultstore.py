@@ -10,34 +10,35 @@ of two backups storing the same new block at once exactly one link succeeds, and
 counts the block as stored by it. The vault's usage record (workers/vaultusage.py) changes with every
 link and removal, under its own lock.
 
-Concurrency with the collector: a backup holds a shared lock on the vault's `gc.lock` for its whole
-run and the collector an exclusive one, so the collector never removes a block that a running
-backup has written or is counting on. A backup that fails removes the blocks it linked that no
-manifest references, if it can take that lock exclusively at once (otherwise collection will).
+Concurrency with the collector, on any host: a backup holds a lease on the vault's block ledger
+until its manifest is committed (`lease`, a `workers.collection.BackupLease`), and counts on no
+block a marked collection may sweep without rescuing it first (workers/collection.py). A backup that fails leaves
+the blocks it stored to the next collection (its retry reuses them).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from orchestrator import safefs
 from orchestrator.config import S3Location
 from orchestrator.errors import OrchestratorError
-from workers import collection, vaultcheck, vaultusage
+from workers import vaultcheck, vaultusage
 from workers.manifests import DiskManifest, Manifest, digest_named
 from workers.objects import LocalObjects, Objects, S3Objects
 from workers.objects import sync_filesystem as _syncfs
+
+if TYPE_CHECKING:
+    from workers.collection import BackupLease
 
 BLOCK_SIZE = 4 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
@@ -49,9 +50,9 @@ FLUSH_EVERY = 256 * 1024 * 1024
 
 
 class VaultStore:
-    """A vault's store on `objects` (default: the directory `root` itself). `root` is a local directory
-    of the vault's either way: with objects elsewhere (S3) it holds the vault's lock; the usage record
-    is kept there for a directory store only (an S3 store's usage is measured: `usage_report`)."""
+    """A vault's store on `objects` (default: the directory `root` itself, which then also holds the
+    usage record). With objects elsewhere (S3) nothing is kept in `root` (its name is the vault's
+    id), and usage is measured (`usage_report`)."""
 
     def __init__(self, root: Path, objects: Objects | None = None) -> None:
         self.root = root
@@ -61,10 +62,9 @@ class VaultStore:
         self.manifests = root / "manifests"
         self._unflushed = 0
         self._flushing = threading.Lock()
-        # The vault's local directory (the store itself, or beside an S3 store its lock): made 0700.
+        # The directory store's maker of its directories (0700, made once): only a directory store has any.
         self._here = self.objects if isinstance(self.objects, LocalObjects) else LocalObjects(root)
-        self._linked: set[str] = set()  # blocks this backup linked that no manifest of its own lists yet
-        self._linking = threading.Lock()
+        self.lease: BackupLease | None = None  # the running backup's, while it holds it
 
     def block_path(self, digest: str) -> Path:
         return self.blocks / digest[:2] / digest
@@ -74,13 +74,13 @@ class VaultStore:
 
     def put_block(self, digest: str, data: bytes) -> bool:
         """Store a block unless it is there already; True when this call stored it (one caller of
-        all those storing the same block at once). `VaultStoreFull` when there is no room."""
+        all those storing the same block at once). `VaultStoreFull` when there is no room. A block
+        that a marked collection may sweep is rescued first (or, once its sweep has started, stored
+        after the sweep's end)."""
+        if self.lease is not None and not self.lease.counting_on([digest]):
+            self.lease.after_sweep()
         if not self.local:
-            placed = self.objects.create(_block_name(digest), data)
-            if placed:
-                with self._linking:
-                    self._linked.add(digest)
-            return placed
+            return self.objects.create(_block_name(digest), data)
         path = self.block_path(digest)
         if os.path.lexists(path):
             return False
@@ -90,8 +90,6 @@ class VaultStore:
             raise self._full(exc, f"block {digest}") from None
         if not placed:
             return False
-        with self._linking:
-            self._linked.add(digest)
         self._unflushed += len(data)
         if self._unflushed >= FLUSH_EVERY and self._flushing.acquire(blocking=False):
             # Start writing back what is there so far, while hashing goes on; the sync before the
@@ -103,24 +101,17 @@ class VaultStore:
     def _place(self, path: Path, digest: str, data: bytes) -> bool:
         """Write the block whole under a temporary name (made durable with the manifest, by one
         syncfs), then link it into place and count it, under the usage record's lock."""
-        staged = self._directory(path.parent) / f"{TEMPORARY}{digest[:16]}-{secrets.token_hex(8)}"
-        fd = safefs.create(staged)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            with self._usage() as usage:
-                if os.path.lexists(path):
-                    return False
-                usage.begin(len(data), digest)
-                try:
-                    os.link(staged, path, follow_symlinks=False)
-                except FileExistsError:  # linked by a writer that does not take the lock (an older version)
-                    return False
-                finally:
-                    usage.settle()
-                return True
-        finally:
-            staged.unlink(missing_ok=True)
+        with self._here.staged(path, data) as staged, self._usage() as usage:
+            if os.path.lexists(path):
+                return False
+            usage.begin(len(data), digest)
+            try:
+                os.link(staged, path, follow_symlinks=False)
+            except FileExistsError:  # linked by a writer that does not take the lock (an older version)
+                return False
+            finally:
+                usage.settle()
+            return True
 
     def _flush_in_background(self) -> None:
         try:
@@ -157,10 +148,13 @@ class VaultStore:
             raise self._full(exc, f"the manifest of recovery point {manifest.recovery_point_id}") from None
         return self._committed(manifest, data, placed)
 
+    def counting_on(self, digests: list[str]) -> bool:
+        """Whether the running backup may count on these stored blocks (rescued now if a marked
+        collection may sweep them); False once that collection's sweep has started."""
+        return self.lease is None or self.lease.counting_on(digests)
+
     def _committed(self, manifest: Manifest, data: bytes, placed: bool) -> tuple[Manifest, str]:
         if placed:
-            with self._linking:
-                self._linked.clear()  # every block this backup linked is in its manifest
             return manifest, hashlib.sha256(data).hexdigest()
         return self.read_manifest(manifest.recovery_point_id), self.manifest_digest(manifest.recovery_point_id)
 
@@ -197,31 +191,8 @@ class VaultStore:
     def delete_manifest(self, recovery_point_id: str) -> bool:
         return self.objects.delete(_manifest_name(recovery_point_id)) > 0
 
-    @contextmanager
-    def backup_lease(self) -> Iterator[None]:
-        """Held by a backup for its whole run. On the way out, the blocks it linked that no manifest
-        of its own lists (it failed, or another delivery's manifest was there first) are removed if
-        no manifest references them and no other backup runs (otherwise collection removes them)."""
-        try:
-            with self._lock(fcntl.LOCK_SH):
-                yield
-        finally:
-            with self._linking:
-                linked, self._linked = self._linked, set()
-            collection.remove_unclaimed(self, linked)
-
-    def collect_garbage(self) -> dict[str, Any]:
-        """Remove blocks no manifest references, and leftover temporary files (workers/collection.py)."""
-        return collection.collect(self)
-
-    @contextmanager
-    def exclusively(self) -> Iterator[None]:
-        """The vault's lock, exclusively, or BlockingIOError at once when a backup holds it."""
-        with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
-            yield
-
     def remove_block(self, digest: str) -> int:
-        """Remove a block and uncount it; the bytes it held. Only under `exclusively`."""
+        """Remove a block and uncount it; the bytes it held. Only by collection's sweep."""
         if not self.local:
             return self.objects.delete(_block_name(digest))
         path = self.block_path(digest)
@@ -238,7 +209,8 @@ class VaultStore:
         return size
 
     def remeasure(self) -> None:
-        """Set the usage record to the block files' measured size. Only under `exclusively`."""
+        """Set the usage record to the block files' measured size (under its lock, which every link
+        and removal takes)."""
         if not self.local:
             return  # measured at every report
         with self._usage() as usage:
@@ -292,18 +264,6 @@ class VaultStore:
         self._directory(self.root)
         with vaultusage.locked(self.root / "usage", self.has_block, self.stored_bytes) as usage:
             yield usage
-
-    @contextmanager
-    def _lock(self, mode: int) -> Iterator[None]:
-        self._directory(self.root)
-        fd = safefs.open_lock(self.root / "gc.lock")
-        try:
-            if os.fstat(fd).st_mode & 0o777 != safefs.FILE_MODE:  # made wider by an older version
-                os.fchmod(fd, safefs.FILE_MODE)
-            fcntl.flock(fd, mode)
-            yield
-        finally:
-            os.close(fd)  # and the lock with it
 
     def _directory(self, path: Path) -> Path:
         return self._here.directory(path)

@@ -15,6 +15,7 @@ from orchestrator.fabric.inventory import FabricVm, PowerState
 from orchestrator.write import commands as c
 from projections import queries
 from workers import vaultcheck
+from workers.collection import BackupLease, collect
 from workers.consistency import frozen
 from workers.context import WorkerContext
 from workers.prechecks import Stage, blocking, describe, evaluate, warnings_of
@@ -65,28 +66,31 @@ def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
         warnings = with_extension(ctx, vm, warnings)[1]
     store = ctx.vault_store(job.vault_id)
     rp_id = str(recovery_point_id_for(job.id))
-    with store.backup_lease():
+    # The lease covers the run up to the manifest, which then references every block the point needs
+    # (a sweep reads the manifests only once the lease is released): it goes before the point is
+    # reported, so nothing of the job is recorded after it has ended.
+    with BackupLease(ctx, job, store):
         if store.has_manifest(rp_id):  # committed by an earlier delivery that died before reporting
             manifest, digest = store.read_manifest(rp_id), store.manifest_digest(rp_id)
         else:
             manifest, digest, found = _snapshot(ctx, job, vm, store, rp_id)
             warnings += found
-        # The vault store's usage record goes with the point, for the dashboard.
-        ctx.report(
-            c.RecordBackupTaken(
-                job_id=job.id,
-                taken_at=manifest.taken_at,
-                consistency=manifest.consistency,
-                logical_bytes=manifest.logical_bytes,
-                stored_bytes=manifest.stored_bytes,
-                manifest_digest=digest,
-                disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
-                warnings=warnings,
-                encryption=manifest.encryption,
-                provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
-                usage=store.usage_report() or {},  # none when it cannot be read: the next report says
-            )
+    # The vault store's usage record goes with the point, for the dashboard.
+    ctx.report(
+        c.RecordBackupTaken(
+            job_id=job.id,
+            taken_at=manifest.taken_at,
+            consistency=manifest.consistency,
+            logical_bytes=manifest.logical_bytes,
+            stored_bytes=manifest.stored_bytes,
+            manifest_digest=digest,
+            disks=[DiskInfo(name=d.name, size=d.size, digest=d.digest) for d in manifest.disks],
+            warnings=warnings,
+            encryption=manifest.encryption,
+            provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
+            usage=store.usage_report() or {},  # none when it cannot be read: the next report says
         )
+    )
     return f"recovery point {rp_id}"
 
 
@@ -191,7 +195,7 @@ def run_retention(ctx: WorkerContext, job: Job) -> str:
     due_items = [item.id for item in items if item is not None and item.purge_due(now)]
     purged = ctx.report(c.PurgeSoftDeleted(job_id=job.id, item_ids=due_items, now=now)) if due_items else []
     deleted = sum(store.delete_manifest(rp_id) for rp_id in store.manifest_ids() if _dead(ctx, store, rp_id))
-    collected = store.collect_garbage()
+    collected = collect(ctx, job, store)
     ctx.report(
         c.CompleteJob(
             job_id=job.id,

@@ -370,6 +370,17 @@ class Client(ReadModels):
         return open_vault_store(self.settings.vault_store_path, self.settings.s3_location, vault).check()
 
     @strict
+    def collection(self, vault_id: str) -> dict[str, Any]:
+        """The vault's block ledger: the backups holding leases now, the collection under way (its
+        phase, candidates, the backups it waits for, the blocks rescued and how far its sweep has
+        come) and the last one finished. Changes nothing."""
+        from orchestrator.domain.ledger import BlockLedger, ledger_id_for
+
+        vault = self._runtime.app.get(_uuid(vault_id, "vault_id"), Vault)
+        ledger = self._runtime.app.find(ledger_id_for(vault.id), BlockLedger)
+        return (ledger or BlockLedger(vault_id=vault.id)).view()
+
+    @strict
     def run_scheduler(self, now: AwareDatetime | None = None) -> list[str]:
         """One scheduler pass (the scheduler service does this every BACKUP_SCHEDULER_INTERVAL)."""
         self._catch_up()

@@ -72,6 +72,7 @@ class Runtime:
             open_read_store=lambda: self.store,
             own_dirs=tuple(product_dirs(self.settings)),
             s3=self.settings.s3_location,
+            collection_wait=self.settings.collection_wait,
         )
 
     def dispatcher_thread(self) -> DispatcherThread:
@@ -306,4 +307,5 @@ def worker_context(settings: Settings) -> WorkerContext:
         open_read_store=lambda: _opening(settings, lambda: _read_store(settings)),
         own_dirs=tuple(product_dirs(settings)),
         s3=settings.s3_location,
+        collection_wait=settings.collection_wait,
     )

@@ -15,7 +15,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proje
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 from eventsourcing.utils import get_topic
 
-from orchestrator.domain import BackupPolicy, Discovery, Job, Vault, VirtualMachine
+from orchestrator.domain import BackupPolicy, BlockLedger, Discovery, Job, Vault, VirtualMachine
 from orchestrator.domain.base import Aggregate, DomainEvent, acting_as
 from orchestrator.domain.discovery import discovery_id_for
 from orchestrator.domain.item import item_id_for
@@ -49,6 +49,7 @@ class Orchestrator(Application[UUID]):
         Vault: SNAPSHOT_INTERVAL,
         BackupPolicy: SNAPSHOT_INTERVAL,
         VirtualMachine: SNAPSHOT_INTERVAL,
+        BlockLedger: SNAPSHOT_INTERVAL,  # two events a backup
     }
 
     def construct_mapper(self) -> Mapper[UUID]:

@@ -342,6 +342,59 @@ class FailJob(WorkerReport):
     error_message: str
 
 
+# The block ledger (orchestrator/domain/ledger.py): backups' leases, collection's mark and sweep.
+
+
+class TakeLease(WorkerReport):
+    """A backup job's lease on its vault's blocks, for its whole run; answers with the collection
+    marked then, if one is (`workers/collection.py` reads its candidates)."""
+
+    job_id: UUID
+
+
+class ReleaseLease(WorkerReport):
+    job_id: UUID
+
+
+class RescueBlocks(WorkerReport):
+    """Candidates of the marked collection that the backup `job_id` counts on; answers False when
+    the sweep has started."""
+
+    job_id: UUID
+    digests: list[str]
+
+
+class MarkCollection(WorkerReport):
+    job_id: UUID  # the retention job that collects
+    candidates: str
+    candidate_count: int
+    now: datetime
+
+
+class TakeOverCollection(WorkerReport):
+    """Go on with the vault's collection under way, whose job has ended; answers with it."""
+
+    job_id: UUID
+
+
+class StartSweep(WorkerReport):
+    """Answers with the backups still waited for: none, when the sweep has started."""
+
+    job_id: UUID
+
+
+class RecordSweepProgress(WorkerReport):
+    job_id: UUID
+    swept: int
+    removed: int
+    freed: int
+
+
+class FinishCollection(WorkerReport):
+    job_id: UUID
+    now: datetime
+
+
 C = TypeVar("C", bound=Command)
 
 

@@ -17,6 +17,7 @@ from orchestrator.domain.recovery_point import DiskInfo, recovery_point_id_for
 from orchestrator.write import commands as c
 from tests.helpers import CLOCK_START, topics
 from workers import work as jobs
+from workers.collection import BackupLease
 
 START = CLOCK_START
 
@@ -58,19 +59,6 @@ def test_a_point_not_yet_due_is_left_alone(world: tuple[Client, ManualClock, str
     job = client.wait(client.run_retention(vault))
     assert (job.result["expired"], job.result["blocks_removed"]) == (0, 0)
     assert len(client.recovery_points(vault, "vm01")) == 3
-
-
-def test_collection_is_skipped_while_a_backup_holds_the_vault(world: tuple[Client, ManualClock, str]) -> None:
-    client, clock, vault = world
-    _three_points(client, clock, vault)
-    clock.advance(timedelta(days=2))
-    store = client._runtime.worker_context().vault_store(client.vaults()[0].vault_id)  # type: ignore[arg-type]
-    with store.backup_lease():  # as a running backup does
-        job = client.wait(client.run_retention(vault))
-    assert job.result["skipped"] is True and job.result["blocks_removed"] == 0
-    assert client.check_vault(vault)["clean"]
-    later = client.wait(client.run_retention(vault))
-    assert later.result["blocks_removed"] == 2
 
 
 def test_editing_a_policy_reapplies_retention_as_events(world: tuple[Client, ManualClock, str]) -> None:
@@ -202,7 +190,7 @@ def test_finding_12_a_manifest_whose_point_is_recorded_while_retention_looks_is_
     vm = ctx.fabric.get_vm(job.vm_key)
     store = ctx.vault_store(job.vault_id)
     rp_id = str(recovery_point_id_for(job_id))
-    with store.backup_lease():
+    with BackupLease(ctx, job, store):
         manifest, digest, _ = jobs._snapshot(ctx, job, vm, store, rp_id)
     taken = c.RecordBackupTaken(
         job_id=job_id,

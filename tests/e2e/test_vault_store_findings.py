@@ -85,7 +85,7 @@ def stored_on_dashboard(client: Client, vault: str) -> int:
     return client.dashboard(vault).vaults[0].storage_stored_bytes
 
 
-def test_finding_17_a_full_vault_store_fails_the_backup_at_once_and_leaves_nothing(tmp_path: Path) -> None:
+def test_finding_17_a_full_vault_store_fails_the_backup_at_once_its_blocks_left_to_collection(tmp_path: Path) -> None:
     # Two disks, read one after the other: the first one's block fits, the second one's does not.
     fabric = inventory(tmp_path, ("vm01", [os.urandom(MIB), os.urandom(BLOCK)]))
     with (
@@ -98,16 +98,19 @@ def test_finding_17_a_full_vault_store_fails_the_backup_at_once_and_leaves_nothi
         assert (job.status, job.error_code, job.attempts) == ("failed", "VaultStoreFull", 1), job.error_message
         assert "full" in job.error_message and "BACKUP_VAULT_STORE" in job.error_message
         report = client.check_vault(vault)
-        # The attempt removed its own leftovers: the block it stored, and its temporary files.
-        assert (report["stored_bytes"], report["orphans"], report["temporary_files"]) == (0, [], [])
+        # The attempt removed its temporary files; the block it stored is left to collection.
+        assert (report["stored_bytes"], len(report["orphans"]), report["temporary_files"]) == (MIB, 1, [])
         assert client.recovery_points(vault, "vm01") == []
 
         filler.unlink()
+        collected = client.wait(client.run_retention(vault)).result
+        assert (collected["blocks_removed"], collected["bytes_freed"]) == (1, MIB)
+        assert client.check_vault(vault)["stored_bytes"] == 0
         assert client.wait(client.backup_now(vault, "vm01")).status == "completed"
         assert client.check_vault(vault)["clean"]
 
 
-def test_finding_17_a_vault_store_full_for_the_manifest_fails_the_backup_and_removes_its_blocks(tmp_path: Path) -> None:
+def test_finding_17_full_for_the_manifest_fails_the_backup_and_collection_takes_its_blocks(tmp_path: Path) -> None:
     fabric = inventory(tmp_path, ("vm01", [os.urandom(MIB)]))
     with (
         tmpfs(tmp_path / "vaults") as vaults,
@@ -120,9 +123,11 @@ def test_finding_17_a_vault_store_full_for_the_manifest_fails_the_backup_and_rem
         assert (job.status, job.error_code, job.attempts) == ("failed", "VaultStoreFull", 1), job.error_message
         assert "manifest" in job.error_message
         report = client.check_vault(vault)
-        assert (report["stored_bytes"], report["orphans"], report["temporary_files"]) == (0, [], [])
+        assert (report["stored_bytes"], len(report["orphans"]), report["temporary_files"]) == (MIB, 1, [])
         assert list((vaults / vault / "manifests").iterdir()) == []
         filler.unlink()
+        assert client.wait(client.run_retention(vault)).result["blocks_removed"] == 1
+        assert client.check_vault(vault)["stored_bytes"] == 0
 
 
 def test_finding_17_a_full_event_store_disk_is_event_store_unavailable(tmp_path: Path, fabric: Path) -> None:
@@ -216,7 +221,7 @@ def test_finding_9_vault_store_every_directory_it_makes_is_0700_and_every_file_0
         os.umask(old)
     made = [root, *root.rglob("*")]
     names = {p.name for p in made}
-    assert {"blocks", "manifests", "gc.lock", "usage"} <= names and any(n.endswith(".json") for n in names)
+    assert {"blocks", "manifests", "collections", "usage"} <= names and any(n.endswith(".json") for n in names)
     assert any(len(n) == 64 and set(n) <= set("0123456789abcdef") for n in names)  # a block
     modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode) for p in made}
     assert modes == {name: 0o700 if (tmp_path / name).is_dir() else 0o600 for name in modes}

@@ -8,6 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tests.collecting import Playing, playing
 from workers.vaultstore import BLOCK_SIZE, DiskManifest, Manifest, VaultStore
 
 
@@ -75,27 +76,33 @@ def test_finding_15_a_bad_manifest_is_a_named_finding_in_the_check(tmp_path: Pat
 
 
 def test_finding_15_collection_keeps_every_block_an_invalid_manifest_mentions(tmp_path: Path) -> None:
-    store = VaultStore(tmp_path)
+    with playing(tmp_path) as vault:
+        _keeps_every_block_an_invalid_manifest_mentions(vault)
+
+
+def _keeps_every_block_an_invalid_manifest_mentions(vault: Playing) -> None:
+    store = vault.store
     (listed, a), (mentioned, b), (orphan, c) = _block(1), _block(2), _block(3)
     for digest, data in ((listed, a), (mentioned, b), (orphan, c)):
         store.put_block(digest, data)
     good = _manifest("2026-11-22T00:00:00+00:00", listed).model_copy(update={"recovery_point_id": "rp1"})
     store.commit_manifest(good)
     _plant(store, "rp2.json", json.dumps({"recovery_point_id": "rp2", "disks": [{"blocks": [mentioned]}]}).encode())
-    result = store.collect_garbage()
+    result = vault.collect()
     assert (result["skipped"], result["blocks_removed"], result["bytes_freed"]) == (False, 1, len(c))
     assert store.has_block(listed) and store.has_block(mentioned) and not store.has_block(orphan)
 
 
 def test_finding_15_an_unreadable_manifest_holds_collection_back_with_the_reason(tmp_path: Path) -> None:
-    store = VaultStore(tmp_path)
-    orphan, data = _block(3)
-    store.put_block(orphan, data)
-    _plant(store, "rp9.json", b'{"recovery_point_id": "rp9", "disks": [')  # cut short
-    result = store.collect_garbage()
-    assert result["skipped"] is True and result["blocks_removed"] == 0
-    assert "manifests/rp9.json" in result["reason"] and "is not JSON" in result["reason"]
-    assert store.has_block(orphan)
+    with playing(tmp_path) as vault:
+        store = vault.store
+        orphan, data = _block(3)
+        store.put_block(orphan, data)
+        _plant(store, "rp9.json", b'{"recovery_point_id": "rp9", "disks": [')  # cut short
+        result = vault.collect()
+        assert result["skipped"] is True and result["blocks_removed"] == 0
+        assert "manifests/rp9.json" in result["reason"] and "is not JSON" in result["reason"]
+        assert store.has_block(orphan) and vault.ledger()["collection"] is None  # nothing was marked
 
 
 def test_finding_18_of_writers_storing_one_new_block_at_once_exactly_one_counts_it(tmp_path: Path) -> None:
@@ -117,16 +124,17 @@ def test_finding_18_of_writers_storing_one_new_block_at_once_exactly_one_counts_
 
 
 def test_finding_18_collection_reports_temporary_files_apart_from_the_bytes_it_freed(tmp_path: Path) -> None:
-    store = VaultStore(tmp_path)
-    orphan, data = _block(3)
-    store.put_block(orphan, data)
-    leftover = store.block_path(orphan).parent / ".tmp-left-by-a-killed-writer"
-    leftover.write_bytes(b"x" * 1000)
-    assert store.stored_bytes() == len(data)  # a temporary file is not a block
-    result = store.collect_garbage()
-    assert (result["blocks_removed"], result["bytes_freed"]) == (1, len(data))
-    assert (result["temporary_files_removed"], result["temporary_bytes_removed"]) == (1, 1000)
-    assert not leftover.exists() and store.stored_bytes() == 0 == store.usage_report()["bytes"]
+    with playing(tmp_path) as vault:
+        store = vault.store
+        orphan, data = _block(3)
+        store.put_block(orphan, data)
+        leftover = store.block_path(orphan).parent / ".tmp-left-by-a-killed-writer"
+        leftover.write_bytes(b"x" * 1000)
+        assert store.stored_bytes() == len(data)  # a temporary file is not a block
+        result = vault.collect()
+        assert (result["blocks_removed"], result["bytes_freed"]) == (1, len(data))
+        assert (result["temporary_files_removed"], result["temporary_bytes_removed"]) == (1, 1000)
+        assert not leftover.exists() and store.stored_bytes() == 0 == store.usage_report()["bytes"]
 
 
 def test_finding_18_a_change_to_the_usage_record_a_killed_process_left_is_settled_by_the_next(tmp_path: Path) -> None:
@@ -150,25 +158,29 @@ def test_finding_18_a_change_to_the_usage_record_a_killed_process_left_is_settle
 def test_finding_9_vault_store_every_directory_is_0700_and_every_file_0600(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
-        store = VaultStore(tmp_path / "vaults" / "v1")
-        digest, data = _block(1)
-        with store.backup_lease():
-            store.put_block(digest, data)
-            store.commit_manifest(_manifest("2026-11-22T00:00:00+00:00", digest))
-        store.collect_garbage()
+        with playing(tmp_path) as vault:
+            store = vault.store
+            digest, data = _block(1)
+            orphan, more = _block(2)
+            with vault.lease():  # a backup running at the mark: the candidates stay listed
+                store.put_block(digest, data)
+                store.put_block(orphan, more)
+                store.commit_manifest(_manifest("2026-11-22T00:00:00+00:00", digest))
+                assert vault.collect()["skipped"] is True
+                made = [tmp_path / "vaults", *(tmp_path / "vaults").rglob("*")]
+            assert vault.collect()["blocks_removed"] == 1
     finally:
         os.umask(old)
-    made = [tmp_path / "vaults", *(tmp_path / "vaults").rglob("*")]
     assert {p.name for p in made} >= {
         "vaults",
-        "v1",
+        store.root.name,
         "blocks",
         digest[:2],
         digest,
         "manifests",
         "rp1.json",
-        "gc.lock",
+        "collections",
         "usage",
     }
-    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode) for p in made}
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode) for p in made if p.exists()}
     assert modes == {name: 0o700 if (tmp_path / name).is_dir() else 0o600 for name in modes}

@@ -101,6 +101,7 @@ _CLIENT = {
     "dashboard": (R, S.FILTER),
     "history": (R, S.FILTER),
     "check_vault": (R, S.VAULT),
+    "collection": (R, S.VAULT),
     "health": (R, S.GLOBAL),
     "audit_verify": (R, S.GLOBAL),
     "audit_replay": (R, S.GLOBAL),

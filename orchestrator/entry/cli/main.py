@@ -110,6 +110,12 @@ def vault_check(vault: str, subscription: Subscription = "default", as_json: Jso
     cli_backups.vault_check(vault, subscription, as_json)
 
 
+@vault_app.command("collection")
+def vault_collection(vault: str, subscription: Subscription = "default", as_json: Json = False) -> None:
+    """Show the vault's block collection: backups holding leases, the one under way, the last."""
+    run(lambda c: emit(c.collection(vault_ref(c, vault, subscription)), as_json))
+
+
 @app.command()
 def discover(vault: str, subscription: Subscription = "default", as_json: Json = False) -> None:
     """Discover the VMs of the vault's region that are not registered anywhere."""

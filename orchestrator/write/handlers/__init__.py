@@ -31,6 +31,7 @@ def load_all() -> None:
         backups,
         guards,
         identities,
+        ledger,
         policies,
         protection,
         registration,
