@@ -33,7 +33,7 @@ class S3Location:
 
 PREFIX = "BACKUP_"
 SECRET_SETTINGS = frozenset(
-    {"key_protection_key", "event_cipher_key", "token", "audit_key", "s3_secret_key"}
+    {"key_protection_key", "event_cipher_key", "token", "audit_key", "s3_secret_key", "vault_key", "vault_key_previous"}
 )  # never echoed
 
 
@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(10000, ge=0, le=10_000_000)
     key_protection_key: SecretStr | None = None
     event_cipher_key: SecretStr | None = None
+    # The key-encryption key of the vault stores' data keys (workers/vaultcrypto.py); unset in the
+    # embedded mode: one made in the data dir. The previous one, while `backupctl key rewrap` runs.
+    vault_key: SecretStr | None = None
+    vault_key_previous: SecretStr | None = None
     # The API service: a client given `url` talks to it (orchestrator/entry/api), with `token`.
     url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
     token: SecretStr | None = None
@@ -91,7 +95,7 @@ class Settings(BaseSettings):
     audit_key: SecretStr | None = None
     audit_witness: Path | None = None
 
-    @field_validator("key_protection_key", "event_cipher_key", "audit_key")
+    @field_validator("key_protection_key", "event_cipher_key", "audit_key", "vault_key", "vault_key_previous")
     @classmethod
     def _aes_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():

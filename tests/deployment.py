@@ -3,6 +3,7 @@ real PostgreSQL and Redis, each test in a PostgreSQL schema and Redis database o
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -51,6 +52,7 @@ class Deployment:
             "BACKUP_PRINCIPAL": "ops@example.com",
             "BACKUP_RECONCILE_INTERVAL": "1",
             "BACKUP_POLL_INTERVAL": "0.05",
+            "BACKUP_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),  # every process of it holds it
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -31,6 +31,7 @@ class WorkerContext:
     open_read_store: Callable[[], ReadStore]
     own_dirs: tuple[Path, ...] = ()  # the deployment's own directories: never a restore's target
     s3: S3Location | None = None  # the vault stores' object storage; None: directories under vault_store_root
+    vault_kek: bytes = b""  # the vault stores' key-encryption key (workers/vaultcrypto.py: vault_kek)
     collection_wait: float = 60.0  # seconds a collection waits for the backups running at its mark
     opened_read_store: ReadStore | None = field(default=None, init=False)
 
@@ -49,7 +50,7 @@ class WorkerContext:
         self.app.close()
 
     def vault_store(self, vault_id: UUID) -> VaultStore:
-        return open_vault_store(self.vault_store_root, self.s3, vault_id)
+        return open_vault_store(self.vault_store_root, self.s3, vault_id, self.vault_kek)
 
     def report(self, command: Command) -> Any:
         """Send a command through the same code path as an operator's."""

@@ -1,5 +1,7 @@
-"""Restoring a recovery point: its disks rebuilt byte for byte from the vault store, verified block by
-block, into a folder of their own (`<target dir>/<target VM>/`, or the fabric's folder of a new VM).
+"""Restoring a recovery point: its disks rebuilt byte for byte from the vault store, every block
+fetched, authenticated and checked against its name as it is read (IN_FLIGHT at once, each written
+at its offset; zero blocks left as holes), into a folder of their own (`<target dir>/<target VM>/`,
+or the fabric's folder of a new VM).
 
 Everything a restore job writes is its own: it claims the folder (a claim file naming the job,
 created O_EXCL) or refuses with `RestoreTargetExists` when the folder holds anything it did not
@@ -13,11 +15,11 @@ removes what it wrote (and the folder, when it made it); a corrupt block fails t
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import stat
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from uuid import UUID
@@ -34,6 +36,7 @@ from workers.prechecks import evaluate
 from workers.vaultstore import BLOCK_SIZE, DiskManifest, Manifest, VaultStore
 
 CLAIM = ".restore-claim"
+IN_FLIGHT = 8  # blocks fetched, opened and written at once (each at most 4 MiB held)
 TEMPORARY = ".restoring-"
 
 
@@ -248,13 +251,10 @@ def _write_disk(store: VaultStore, disk: DiskManifest, fd: int, job_id: str) -> 
     out = safefs.create_at(fd, tmp, readable=True)
     try:
         os.ftruncate(out, disk.size)  # zero blocks stay holes: they read back as zeros
-        for index, digest in enumerate(disk.blocks):
-            if digest is None:
-                continue
-            offset = index * BLOCK_SIZE
-            os.pwrite(out, _block(store, disk, index, digest), offset)
+        _write_blocks(store, disk, out)
         os.fsync(out)
-        _verify(out, disk)
+        if os.fstat(out).st_size != disk.size:
+            raise RestoreVerificationError(f"disk {disk.name}: size {os.fstat(out).st_size} != {disk.size}")
     finally:
         os.close(out)
     try:
@@ -266,6 +266,34 @@ def _write_disk(store: VaultStore, disk: DiskManifest, fd: int, job_id: str) -> 
     finally:
         os.unlink(tmp, dir_fd=fd)
     return final
+
+
+def _write_blocks(store: VaultStore, disk: DiskManifest, out: int) -> None:
+    """Every stored block of the disk fetched, opened (authenticated, decompressed, its name checked
+    against its content) and written at its offset, IN_FLIGHT at a time on as many threads (bounded
+    memory: at most IN_FLIGHT blocks held); the first failure stops the rest and is raised."""
+    stored = [(index, digest) for index, digest in enumerate(disk.blocks) if digest is not None]
+
+    def one(index: int, digest: str) -> None:
+        data = _block(store, disk, index, digest)
+        if os.pwrite(out, data, index * BLOCK_SIZE) != len(data):
+            raise OSError(errno.EIO, f"short write of disk {disk.name} block {index}")
+
+    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="restore") as pool:
+        pending: set[Future[None]] = set()
+        try:
+            for index, digest in stored:
+                if len(pending) >= IN_FLIGHT:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()
+                pending.add(pool.submit(one, index, digest))
+            for future in as_completed(pending):
+                future.result()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def _block(store: VaultStore, disk: DiskManifest, index: int, digest: str) -> bytes:
@@ -282,21 +310,6 @@ def _block(store: VaultStore, disk: DiskManifest, index: int, digest: str) -> by
         raise RestoreVerificationError(
             f"{where} does not match the manifest: the vault store's copy is corrupt"
         ) from None
-
-
-def _verify(fd: int, disk: DiskManifest) -> None:
-    """Read the restored disk back and check every block against the manifest's hash."""
-    size = os.fstat(fd).st_size
-    if size != disk.size:
-        raise RestoreVerificationError(f"disk {disk.name}: size {size} != {disk.size}")
-    for index, expected in enumerate(disk.blocks):
-        offset = index * BLOCK_SIZE
-        data = os.pread(fd, BLOCK_SIZE, offset)
-        actual = None if data == bytes(len(data)) else hashlib.sha256(data).hexdigest()
-        if actual != expected:
-            raise RestoreVerificationError(
-                f"disk {disk.name} block {index} (offset {offset}) does not match the manifest once written"
-            )
 
 
 def _target_error(path: Path, exc: OSError) -> OrchestratorError:

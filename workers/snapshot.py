@@ -1,7 +1,7 @@
 """Reading a VM's disks into the vault store: 4 MiB blocks, hashed, zero blocks skipped, new blocks
 stored once. Progress is reported in bytes through a callback.
 
-Hashing and storing run on a thread pool (hashlib and file writes release the GIL). Blocks are not
+Naming, sealing and storing run on a thread pool (HMAC, zstd, AES-GCM and file writes release the GIL). Blocks are not
 fsynced one by one: the caller syncs the store's filesystem once, before it commits the manifest.
 
 A disk whose size, inode and modification time are those recorded in the VM's previous manifest
@@ -11,7 +11,6 @@ block list is reused without reading it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections import deque
@@ -130,5 +129,5 @@ def _store(store: VaultStore, block: bytes) -> tuple[str | None, int]:
     """The block's digest (None for zeros) and how many bytes storing it added."""
     if block == (ZERO_BLOCK if len(block) == BLOCK_SIZE else bytes(len(block))):
         return None, 0
-    digest = hashlib.sha256(block).hexdigest()
-    return digest, len(block) if store.put_block(digest, block) else 0
+    digest = store.block_name(block)
+    return digest, store.put_block(digest, block)

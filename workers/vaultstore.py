@@ -1,8 +1,9 @@
 """The vault store: backup data as content-addressed blocks plus one manifest per recovery point.
 
-Disks are cut into 4 MiB blocks; a block is stored once under its SHA-256 (zero blocks are not
-stored at all). A recovery point's manifest lists each disk's blocks and is written last (complete,
-synced, then linked into place), so a recovery point is either wholly there or not at all.
+Disks are cut into 4 MiB blocks; a block is stored once under its name, a keyed hash of its content,
+compressed and sealed under the vault's data key (workers/vaultcrypto.py); zero blocks are not
+stored at all. A recovery point's manifest, sealed too, lists each disk's blocks and is written last
+(complete, synced, then linked into place), so a recovery point is either wholly there or not at all.
 
 Every file is written through `orchestrator.safefs` (0600, in 0700 directories, never through a link,
 never over an existing file). A block is written whole under a temporary name and linked into place:
@@ -36,6 +37,7 @@ from workers import vaultcheck, vaultusage
 from workers.manifests import DiskManifest, Manifest, digest_named
 from workers.objects import LocalObjects, Objects, S3Objects
 from workers.objects import sync_filesystem as _syncfs
+from workers.vaultcrypto import VaultCipher, VaultKeys
 
 if TYPE_CHECKING:
     from workers.collection import BackupLease
@@ -54,9 +56,10 @@ class VaultStore:
     usage record). With objects elsewhere (S3) nothing is kept in `root` (its name is the vault's
     id), and usage is measured (`usage_report`)."""
 
-    def __init__(self, root: Path, objects: Objects | None = None) -> None:
+    def __init__(self, root: Path, kek: bytes, objects: Objects | None = None) -> None:
         self.root = root
         self.objects: Objects = objects or LocalObjects(root)
+        self.keys = VaultKeys(self.objects, kek, root.name)  # the vault's data key, under `kek`
         self.local = isinstance(self.objects, LocalObjects)
         self.blocks = root / "blocks"
         self.manifests = root / "manifests"
@@ -72,31 +75,40 @@ class VaultStore:
     def has_block(self, digest: str) -> bool:
         return self.objects.exists(_block_name(digest))
 
-    def put_block(self, digest: str, data: bytes) -> bool:
-        """Store a block unless it is there already; True when this call stored it (one caller of
-        all those storing the same block at once). `VaultStoreFull` when there is no room. A block
-        that a marked collection may sweep is rescued first (or, once its sweep has started, stored
-        after the sweep's end)."""
+    def block_name(self, data: bytes) -> str:
+        """The name a block with this content has in this vault (a keyed hash: workers/vaultcrypto.py)."""
+        return self._cipher().name(data)
+
+    def put_block(self, digest: str, data: bytes) -> int:
+        """Store a block (`digest`: its `block_name`), compressed and sealed, unless it is there
+        already; the bytes this call stored (0: there already, or stored by another of those storing
+        the same block at once). `VaultStoreFull` when there is no room. A block that a marked
+        collection may sweep is rescued first (or, once its sweep has started, stored after the
+        sweep's end)."""
         if self.lease is not None and not self.lease.counting_on([digest]):
             self.lease.after_sweep()
         if not self.local:
-            return self.objects.create(_block_name(digest), data)
+            if self.objects.exists(_block_name(digest)):
+                return 0
+            sealed = self._cipher().seal_block(digest, data)
+            return len(sealed) if self.objects.create(_block_name(digest), sealed) else 0
         path = self.block_path(digest)
         if os.path.lexists(path):
-            return False
+            return 0
+        sealed = self._cipher().seal_block(digest, data)
         try:
-            placed = self._place(path, digest, data)
+            placed = self._place(path, digest, sealed)
         except OSError as exc:
             raise self._full(exc, f"block {digest}") from None
         if not placed:
-            return False
-        self._unflushed += len(data)
+            return 0
+        self._unflushed += len(sealed)
         if self._unflushed >= FLUSH_EVERY and self._flushing.acquire(blocking=False):
             # Start writing back what is there so far, while hashing goes on; the sync before the
             # manifest then has little left to do.
             self._unflushed = 0
             threading.Thread(target=self._flush_in_background, daemon=True).start()
-        return True
+        return len(sealed)
 
     def _place(self, path: Path, digest: str, data: bytes) -> bool:
         """Write the block whole under a temporary name (made durable with the manifest, by one
@@ -120,11 +132,18 @@ class VaultStore:
             self._flushing.release()
 
     def get_block(self, digest: str) -> bytes:
-        """The block, checked against its digest (`ObjectMissing` when it is not there)."""
-        data = self.objects.read(_block_name(digest))
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise ValueError(f"block {digest} is corrupt")
-        return data
+        """The block's content, authenticated and checked against its name (`ObjectMissing` when it
+        is not there, ValueError when it is not the block of that name, unchanged)."""
+        sealed = self.objects.read(_block_name(digest))
+        return self._cipher(reading=_block_name(digest)).open_block(digest, sealed)
+
+    def _cipher(self, reading: str = "") -> VaultCipher:
+        """The vault's cipher; made with its data key on the first write. Reading `reading` from a
+        vault without a data key: ValueError (the object was not written by this store)."""
+        cipher = self.keys.cipher(create=not reading)
+        if cipher is None:
+            raise ValueError(f"{reading} is not sealed under this vault's data key (the vault has none)")
+        return cipher
 
     def manifest_path(self, recovery_point_id: str) -> Path:
         return self.manifests / f"{recovery_point_id}.json"
@@ -133,8 +152,8 @@ class VaultStore:
         """Make every block durable, then write the manifest last and atomically, unless one is there
         already: two deliveries of one backup (a retry, and a work horse RQ gave up on that still runs)
         must not replace each other's manifest once it may be recorded. Returns the manifest in place
-        and its SHA-256. `VaultStoreFull` when there is no room."""
-        data = manifest.model_dump_json().encode()
+        and the SHA-256 of its stored (sealed) bytes. `VaultStoreFull` when there is no room."""
+        data = self._cipher().seal_manifest(manifest.recovery_point_id, manifest.model_dump_json().encode())
         if not self.local:
             placed = self.objects.create(_manifest_name(manifest.recovery_point_id), data)
             return self._committed(manifest, data, placed)
@@ -165,17 +184,22 @@ class VaultStore:
         return hashlib.sha256(self.objects.read(_manifest_name(recovery_point_id))).hexdigest()
 
     def read_manifest(self, recovery_point_id: str, expected_digest: str | None = None) -> Manifest:
-        data = self.objects.read(_manifest_name(recovery_point_id))
-        if expected_digest and hashlib.sha256(data).hexdigest() != expected_digest:
+        sealed = self.objects.read(_manifest_name(recovery_point_id))
+        if expected_digest and hashlib.sha256(sealed).hexdigest() != expected_digest:
             raise ValueError(f"manifest of {recovery_point_id} does not match its recorded digest")
-        return Manifest.model_validate_json(data)
+        return Manifest.model_validate_json(self._open_manifest(recovery_point_id, sealed))
+
+    def _open_manifest(self, recovery_point_id: str, sealed: bytes) -> bytes:
+        cipher = self._cipher(reading=_manifest_name(recovery_point_id))
+        return cipher.open_manifest(recovery_point_id, sealed)
 
     def manifest_ids(self) -> list[str]:
         names = (name.removeprefix("manifests/") for name in self.objects.sizes("manifests"))
         return sorted(name.removesuffix(".json") for name in names if name.endswith(".json") and "/" not in name)
 
     def read_manifest_bytes(self, recovery_point_id: str) -> bytes:
-        return self.objects.read(_manifest_name(recovery_point_id))
+        """The manifest's JSON, opened (ValueError when it does not authenticate)."""
+        return self._open_manifest(recovery_point_id, self.objects.read(_manifest_name(recovery_point_id)))
 
     def recovery_point_ids(self) -> list[UUID]:
         """The recovery points whose manifests are here (every manifest named by one)."""
@@ -286,10 +310,12 @@ class VaultStore:
         return vaultcheck.check(self)
 
 
-def open_vault_store(root: Path, s3: S3Location | None, vault_id: UUID) -> VaultStore:
-    """The vault's store: the directory `root/<vault id>`, or its objects on S3 (then that directory
-    holds only the vault's lock)."""
-    return VaultStore(root / str(vault_id), None if s3 is None else S3Objects.at(s3, str(vault_id)))
+def open_vault_store(root: Path, s3: S3Location | None, vault_id: UUID, kek: bytes) -> VaultStore:
+    """The vault's store: the directory `root/<vault id>`, or its objects on S3, its data key opened
+    with `kek` now (`VaultKeyWrong` before anything is read or written, when it does not open)."""
+    store = VaultStore(root / str(vault_id), kek, None if s3 is None else S3Objects.at(s3, str(vault_id)))
+    store.keys.cipher(create=False)
+    return store
 
 
 def _block_name(digest: str) -> str:

@@ -364,10 +364,33 @@ class Client(ReadModels):
         wrong) and its blocks there and hashing right (`missing`, `corrupt`); `clean` when none of
         those is found. Also lists orphan blocks and temporary files, and measures `stored_bytes` (the
         block files' sizes, what the dashboard's stored bytes count). Changes nothing."""
+        from workers.vaultcrypto import vault_kek
         from workers.vaultstore import open_vault_store
 
         vault = _uuid(vault_id, "vault_id")
-        return open_vault_store(self.settings.vault_store_path, self.settings.s3_location, vault).check()
+        kek = vault_kek(self.settings)
+        return open_vault_store(self.settings.vault_store_path, self.settings.s3_location, vault, kek).check()
+
+    @strict
+    def rewrap_vault_keys(self) -> dict[str, str]:
+        """Rotate the vault stores' key-encryption key: each vault's data key, opened with
+        BACKUP_VAULT_KEY_PREVIOUS, is wrapped under BACKUP_VAULT_KEY and its old wrapping removed; no
+        block or manifest is rewritten. By vault id: `rewrapped`, `unchanged` (wrapped under the new
+        key already, or nothing written yet). Run it again after a failure: it goes on where it
+        stopped. `VaultKeyWrong` for a vault wrapped under neither key (nothing of it changed)."""
+        from workers.objects import LocalObjects, S3Objects
+        from workers.vaultcrypto import VaultKeys, previous_kek, vault_kek
+
+        old, new = previous_kek(self.settings), vault_kek(self.settings)
+        root, s3 = self.settings.vault_store_path, self.settings.s3_location
+        ids = {row.vault_id for row in self.vaults()}
+        if s3 is None and root.is_dir():
+            ids |= {p.name for p in root.iterdir() if p.is_dir() and _is_id(p.name)}
+        outcome: dict[str, str] = {}
+        for vault_id in sorted(ids):
+            objects = LocalObjects(root / vault_id) if s3 is None else S3Objects.at(s3, vault_id)
+            outcome[vault_id] = "rewrapped" if VaultKeys(objects, old, vault_id).rewrap(new) else "unchanged"
+        return outcome
 
     @strict
     def collection(self, vault_id: str) -> dict[str, Any]:
@@ -710,3 +733,10 @@ def _uuid(value: str, field: str) -> UUID:
         return UUID(str(value))
     except ValueError:
         raise OrchestratorError("CommandInvalid", f"{field} {value!r} is not an id", field=field) from None
+
+
+def _is_id(name: str) -> bool:
+    try:
+        return str(UUID(name)) == name
+    except ValueError:
+        return False

@@ -40,6 +40,7 @@ from workers.context import WorkerContext
 from workers.embedded import WorkerThread
 from workers.keys import KeyProtector
 from workers.queues import QUEUES
+from workers.vaultcrypto import vault_kek
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,6 +74,7 @@ class Runtime:
             own_dirs=tuple(product_dirs(self.settings)),
             s3=self.settings.s3_location,
             collection_wait=self.settings.collection_wait,
+            vault_kek=vault_kek(self.settings),
         )
 
     def dispatcher_thread(self) -> DispatcherThread:
@@ -295,7 +297,8 @@ def worker_context(settings: Settings) -> WorkerContext:
     """What an `rq worker` process hands its tasks, built once when it starts: the application (its
     event store's missing tables made, as a worker may start before every other service), the
     fabric, and the read store, opened on first use. ServiceUnavailableError while the event store
-    does not answer."""
+    does not answer; `VaultKeyMissing` without the vault key (before anything is opened)."""
+    kek = vault_kek(settings)
     app = build_app(settings)
     return WorkerContext(
         app=app,
@@ -308,4 +311,5 @@ def worker_context(settings: Settings) -> WorkerContext:
         own_dirs=tuple(product_dirs(settings)),
         s3=settings.s3_location,
         collection_wait=settings.collection_wait,
+        vault_kek=kek,
     )

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 import yaml
@@ -348,10 +349,9 @@ def test_a_point_kept_under_another_key_does_not_open(
     client: Client, backed_up: str, fabric: Path, tmp_path: Path
 ) -> None:
     from workers.keys import KeyProtector
-    from workers.vaultstore import VaultStore
 
     vault_id = client.vaults()[0].vault_id
-    manifest = VaultStore(client.settings.vault_store_path / vault_id).read_manifest(backed_up)
+    manifest = client._runtime.worker_context().vault_store(UUID(vault_id)).read_manifest(backed_up)
     assert manifest.sealed_keys
     with pytest.raises(OrchestratorError) as wrong:
         KeyProtector(SecretStr(_material())).open(manifest.sealed_keys)
@@ -380,6 +380,8 @@ def test_no_key_material_in_events_logs_read_models_vault_store_or_cli_output(
         assert _restore_disks(c, rp, tmp_path / "x").error_code == "KeyOrSecretNotFound"
         assert c.wait(c.restore_keys(rp)).status == "completed"
         assert _restore_disks(c, rp, tmp_path / "y").status == "completed_with_warnings"
+        store = c._runtime.worker_context().vault_store(UUID(vault_id))
+        manifests = [store.read_manifest(m) for m in store.manifest_ids()]  # opened: sealed at rest
     env = {
         "BACKUP_DATA_DIR": str(data),
         "BACKUP_FABRIC": str(fabric),
@@ -406,9 +408,7 @@ def test_no_key_material_in_events_logs_read_models_vault_store_or_cli_output(
     for secret in key_bytes:
         needles |= {secret, base64.b64encode(secret), secret.hex().encode(), json.dumps(list(secret)).encode()}
     stored = [p.read_bytes() for p in data.rglob("*") if p.is_file()]
-    sealed = [
-        base64.b64decode(json.loads(p.read_bytes()).get("sealed_keys") or "") for p in data.rglob("manifests/*.json")
-    ]
+    sealed = [base64.b64decode(m.sealed_keys or "") for m in manifests]
     assert sum(bool(s) for s in sealed) == 3  # three encrypted VMs' points keep their keys, sealed
     assert any(b"backup.recovery_point.created" in blob for blob in stored)  # the event store is in the scan
     logs = "\n".join(r.getMessage() for r in caplog.records).encode()

@@ -7,6 +7,8 @@ import hashlib
 import os
 import signal
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 from uuid import UUID
@@ -203,7 +205,9 @@ def test_finding_13_a_restore_killed_mid_way_completes_when_retried(tmp_path: Pa
         if pid == 0:  # the first attempt, in a process of its own (its own connections), killed half-way
             try:
                 ctx = worker_context(client.settings)
-                ctx.vault_store = lambda vault_id: _DiesOnSecondDisk(ctx.vault_store_root / str(vault_id))  # type: ignore[method-assign]
+                ctx.vault_store = lambda vault_id: _DiesOnSecondDisk(
+                    ctx.vault_store_root / str(vault_id), ctx.vault_kek
+                )  # type: ignore[method-assign]
                 tasks.restore(ctx, job_id)
             finally:
                 os._exit(0)  # not reached: the process is killed before
@@ -242,3 +246,40 @@ def test_finding_14_a_corrupt_block_fails_the_restore_at_once_and_leaves_nothing
     vm = client.wait(client.restore(rp, "vm05-copy"))
     assert (vm.status, vm.error_code) == ("failed", "RestoreVerificationFailed")
     assert client._runtime.fabric.find_vm("default", "vm05-copy") is None
+
+
+def test_a_restore_fetches_eight_blocks_at_once_and_no_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import restore as restoring
+    from workers.vaultstore import BLOCK_SIZE
+
+    disk = os.urandom(20 * BLOCK_SIZE) + bytes(3 * BLOCK_SIZE) + os.urandom(BLOCK_SIZE // 2)
+    inventory = write_fabric(tmp_path / "fabric", {"default": [vm_entry("big", "japaneast")]})
+    (tmp_path / "fabric" / "disks" / "default-rg-japaneast-big-os.img").write_bytes(disk)
+    with Client(data_dir=tmp_path / "data", fabric=inventory) as client:
+        vault = client.create_vault("vault-east", "japaneast", "rg")
+        client.wait(client.discover(vault))
+        client.wait_all(client.register(vault, ["big"]))
+        client.wait_all(client.protect(vault, ["big"]))
+        assert client.wait(client.backup_now(vault, "big")).status == "completed"
+        [rp] = client.recovery_points(vault, "big")
+        reading, most, lock = [0], [0], threading.Lock()
+        fetch = VaultStore.get_block
+
+        def slow_fetch(store: VaultStore, digest: str) -> bytes:
+            with lock:
+                reading[0] += 1
+                most[0] = max(most[0], reading[0])
+            try:
+                time.sleep(0.05)  # a store far away: the fetches overlap
+                return fetch(store, digest)
+            finally:
+                with lock:
+                    reading[0] -= 1
+
+        monkeypatch.setattr(VaultStore, "get_block", slow_fetch)
+        out = tmp_path / "out"
+        job = client.wait(client.restore(rp.recovery_point_id, "big-r", mode="disks", target_dir=str(out)))
+        assert job.status == "completed", job.error_message
+        restored = out / "big-r" / "big-os.img"
+        assert restored.read_bytes() == disk and most[0] == restoring.IN_FLIGHT == 8
+        assert restored.stat().st_blocks * 512 <= len(disk) - 3 * BLOCK_SIZE + BLOCK_SIZE  # the zeros are holes

@@ -228,8 +228,10 @@ def test_finding_15_a_bad_manifest_stops_neither_expiry_nor_collection_elsewhere
     # Named by recovery points that do not exist: JSON but no manifest (it names a block of its
     # own), and a file cut short.
     invalid, cut = manifests / f"{uuid4()}.json", manifests / f"{uuid4()}.json"
-    invalid.write_text(f'{{"disks": [{{"blocks": ["{"f" * 64}"]}}]}}')
-    cut.write_bytes(b'{"recovery_point_id": ')
+    cipher = client._runtime.worker_context().vault_store(UUID(vault)).keys.cipher(create=True)
+    assert cipher is not None  # sealed as a writer holding the vault's key would, with bad content
+    invalid.write_bytes(cipher.seal_manifest(invalid.stem, f'{{"disks": [{{"blocks": ["{"f" * 64}"]}}]}}'.encode()))
+    cut.write_bytes(cipher.seal_manifest(cut.stem, b'{"recovery_point_id": '))
     job = client.wait(client.run_retention(vault))
     assert job.status == "completed", job.error_message
     assert (job.result["expired"], job.result["held"], job.result["manifests_deleted"]) == (2, 1, 2)

@@ -19,6 +19,7 @@ from orchestrator import Client, OrchestratorError
 from orchestrator.clock import ManualClock
 from orchestrator.fabric.sample import vm_entry, write_fabric
 from tests.helpers import need
+from workers.vaultcrypto import SEAL_OVERHEAD
 
 MIB = 1024 * 1024
 BLOCK = 4 * MIB
@@ -99,12 +100,16 @@ def test_finding_17_a_full_vault_store_fails_the_backup_at_once_its_blocks_left_
         assert "full" in job.error_message and "BACKUP_VAULT_STORE" in job.error_message
         report = client.check_vault(vault)
         # The attempt removed its temporary files; the block it stored is left to collection.
-        assert (report["stored_bytes"], len(report["orphans"]), report["temporary_files"]) == (MIB, 1, [])
+        assert (report["stored_bytes"], len(report["orphans"]), report["temporary_files"]) == (
+            MIB + SEAL_OVERHEAD,
+            1,
+            [],
+        )
         assert client.recovery_points(vault, "vm01") == []
 
         filler.unlink()
         collected = client.wait(client.run_retention(vault)).result
-        assert (collected["blocks_removed"], collected["bytes_freed"]) == (1, MIB)
+        assert (collected["blocks_removed"], collected["bytes_freed"]) == (1, MIB + SEAL_OVERHEAD)
         assert client.check_vault(vault)["stored_bytes"] == 0
         assert client.wait(client.backup_now(vault, "vm01")).status == "completed"
         assert client.check_vault(vault)["clean"]
@@ -118,12 +123,16 @@ def test_finding_17_full_for_the_manifest_fails_the_backup_and_collection_takes_
     ):
         vault = protected(client, ["vm01"])
         client.wait(client.run_retention(vault))  # the vault's directory, lock and usage record are there
-        filler = fill(vaults, leave=MIB)  # room for the block, not for the manifest
+        filler = fill(vaults, leave=MIB + 8192)  # room for the data key and the block (sealed), not the manifest
         job = client.wait(client.backup_now(vault, "vm01"))
         assert (job.status, job.error_code, job.attempts) == ("failed", "VaultStoreFull", 1), job.error_message
         assert "manifest" in job.error_message
         report = client.check_vault(vault)
-        assert (report["stored_bytes"], len(report["orphans"]), report["temporary_files"]) == (MIB, 1, [])
+        assert (report["stored_bytes"], len(report["orphans"]), report["temporary_files"]) == (
+            MIB + SEAL_OVERHEAD,
+            1,
+            [],
+        )
         assert list((vaults / vault / "manifests").iterdir()) == []
         filler.unlink()
         assert client.wait(client.run_retention(vault)).result["blocks_removed"] == 1
@@ -159,9 +168,10 @@ def test_finding_18_concurrent_backups_sharing_blocks_count_each_block_once(tmp_
         vault = protected(client, list(orders))
         jobs = client.wait_all([client.backup_now(vault, vm) for vm in orders])
         assert {j.status for j in jobs} == {"completed"}
-        assert sum(j.result["stored_bytes"] for j in jobs) == 3 * BLOCK  # each block counted by one backup
+        sealed = 3 * (BLOCK + SEAL_OVERHEAD)  # random data: stored as it is, sealed
+        assert sum(j.result["stored_bytes"] for j in jobs) == sealed  # each block counted by one backup
         measured = client.check_vault(vault)["stored_bytes"]
-        assert stored_on_dashboard(client, vault) == measured == 3 * BLOCK
+        assert stored_on_dashboard(client, vault) == measured == sealed
 
 
 def test_finding_18_collection_with_leftover_temporary_files_keeps_the_dashboard_exact(tmp_path: Path) -> None:
@@ -178,11 +188,11 @@ def test_finding_18_collection_with_leftover_temporary_files_keeps_the_dashboard
         (block_dir / ".tmp-left-by-a-killed-backup").write_bytes(os.urandom(300_000))
         (store / "manifests" / ".tmp-left-too").write_bytes(b"{")
         job = client.wait(client.run_retention(vault))
-        assert (job.result["blocks_removed"], job.result["bytes_freed"]) == (1, MIB)
+        assert (job.result["blocks_removed"], job.result["bytes_freed"]) == (1, MIB + SEAL_OVERHEAD)
         assert (job.result["temporary_files_removed"], job.result["temporary_bytes_removed"]) == (2, 300_001)
         report = client.check_vault(vault)
         assert report["clean"] and report["temporary_files"] == []
-        assert stored_on_dashboard(client, vault) == report["stored_bytes"] == MIB
+        assert stored_on_dashboard(client, vault) == report["stored_bytes"] == MIB + SEAL_OVERHEAD
 
 
 def test_finding_15_vault_check_names_a_bad_manifest(tmp_path: Path, fabric: Path) -> None:
@@ -202,7 +212,7 @@ def test_finding_15_vault_check_names_a_bad_manifest(tmp_path: Path, fabric: Pat
     checked = CliRunner().invoke(app, ["vault", "check", "vault-east"], env=env)
     assert checked.exit_code == 2, checked.output
     assert "VaultStoreDamaged" in checked.output and "00000000-0000-0000-0000-000000000000.json" in checked.output
-    assert "is not JSON" in checked.output
+    assert "is not a sealed manifest" in checked.output
     assert checked.exception is None or isinstance(checked.exception, SystemExit)  # no traceback
 
 

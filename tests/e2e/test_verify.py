@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from typer.testing import CliRunner
@@ -36,8 +37,9 @@ def test_verify_reads_each_block_once_and_records_each_point(client: Client, tmp
     vault = _protected(client)
     job = client.wait(client.verify(vault))
     assert job.status == "completed" and job.result["points"] == 4 and job.result["failed"] == 0
-    manifests = (tmp_path / "data" / "vaultstore" / vault / "manifests").glob("*.json")
-    named = [b for m in manifests for disk in json.loads(m.read_text())["disks"] for b in disk["blocks"] if b]
+    store = client._runtime.worker_context().vault_store(UUID(vault))
+    manifests = [store.read_manifest(m) for m in store.manifest_ids()]
+    named = [b for m in manifests for disk in m.disks for b in disk.blocks if b]
     assert job.result["blocks_read"] == len(set(named)) < len(named)  # a block shared by points: read once
     points = client.recovery_points(vault)
     assert {p.verify_status for p in points} == {"ok"} and all(p.last_verified_at for p in points)
@@ -51,10 +53,9 @@ def test_verify_reads_each_block_once_and_records_each_point(client: Client, tmp
 def test_a_corrupt_block_fails_the_points_that_use_it_and_raises_an_alert(client: Client, tmp_path: Path) -> None:
     vault = _protected(client)
     points = client.recovery_points(vault, "vm01")
-    manifest = json.loads(
-        (tmp_path / "data" / "vaultstore" / vault / "manifests" / f"{points[0].recovery_point_id}.json").read_text()
-    )
-    digest = next(b for disk in manifest["disks"] for b in disk["blocks"] if b)
+    store = client._runtime.worker_context().vault_store(UUID(vault))
+    manifest = store.read_manifest(points[0].recovery_point_id)
+    digest = next(b for disk in manifest.disks for b in disk.blocks if b)
     block = _block_file(tmp_path, vault, digest)
     block.chmod(0o600)
     block.write_bytes(b"rot" + block.read_bytes()[3:])

@@ -10,6 +10,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -59,11 +60,11 @@ def _fabric(tmp: Path) -> tuple[Path, Path, Path]:
     return inventory, waiting, release
 
 
-def _first_block(image: Path) -> tuple[str, bytes]:
+def _first_block(image: Path) -> bytes:
     with image.open("rb") as f:
         while block := f.read(BLOCK_SIZE):
             if block.strip(b"\0"):
-                return hashlib.sha256(block).hexdigest(), block
+                return block
     raise AssertionError(f"{image} is all zeros")
 
 
@@ -87,13 +88,14 @@ def test_collection_with_backups_running_in_other_processes_on_s3(
         location = client.settings.s3_location
         assert location is not None
         objects = S3Objects.at(location, vault)
+        store = client._runtime.worker_context().vault_store(UUID(vault))  # with the deployment's key
         # Two unreferenced blocks, as an expired point leaves: one that web's disk also holds.
         [(_, web_image)] = client._runtime.fabric.disk_paths("default/rg-japaneast/web")
-        shared, shared_data = _first_block(web_image)
+        shared_data = _first_block(web_image)
         lost = os.urandom(65536)
-        lost_digest = hashlib.sha256(lost).hexdigest()
+        shared, lost_digest = store.block_name(shared_data), store.block_name(lost)
         for digest, data in ((shared, shared_data), (lost_digest, lost)):
-            assert objects.create(f"blocks/{digest[:2]}/{digest}", data)
+            assert store.put_block(digest, data) > 0
 
         db_job = client.backup_now(vault, "db")  # every block stored, then it waits: no manifest yet
         wait_for(waiting.exists, 60, "db's backup to reach its post-snapshot script")

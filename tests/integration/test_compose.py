@@ -3,6 +3,7 @@ exists and starts, with the settings compose gives it (addresses pointed at this
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -38,9 +39,14 @@ READY = {
 }
 
 
+# What an operator's shell (or the .env file beside compose.yaml) gives compose: the vault key.
+SHELL = {"BACKUP_VAULT_KEY": base64.b64encode(os.urandom(32)).decode()}
+
+
 def _interpolated(value: str) -> str:
     """`${NAME:-default}` as compose fills it in from the environment."""
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    shell = {**os.environ, **SHELL}
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: shell.get(m.group(1), m.group(2) or ""), value)
 
 
 def _local(env: dict[str, str], schema: str, tmp: Path, fabric: Path) -> dict[str, str]:

@@ -61,7 +61,18 @@ def test_backups_restore_byte_for_byte_from_object_storage(
     blocks = [n for n in objects if n.startswith("blocks/")]
     assert blocks and sum(1 for n in objects if n.startswith("manifests/")) == 2
     local = client.settings.vault_store_path / vault
-    assert not (local / "blocks").exists() and not (local / "manifests").exists()
+    assert not local.exists()  # nothing of an S3 vault on the worker's disk
+    # Every byte the bucket holds: no 4 MiB block of either VM's disks (sealed), no name in clear.
+    held = S3Objects.at(location, vault)
+    everything = b"".join(held.read(n) for n in objects)
+    assert b"vm01" not in everything and {n.split("/")[0] for n in objects} == {"blocks", "manifests", "keys"}
+    for vm in ("vm01", "vm02"):
+        vm_key = f"default/rg-japaneast/{vm}"
+        for _, path in client._runtime.fabric.disk_paths(vm_key):
+            disk = path.read_bytes()
+            for offset in range(0, len(disk), 4 * 1024 * 1024):
+                block = disk[offset : offset + 4 * 1024 * 1024]
+                assert not block.strip(b"\0") or block not in everything
 
     [rp] = client.recovery_points(vault, "vm01")
     job = client.wait(

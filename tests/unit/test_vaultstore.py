@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -10,6 +9,8 @@ from pathlib import Path
 
 from tests.collecting import Playing, playing
 from workers.vaultstore import BLOCK_SIZE, DiskManifest, Manifest, VaultStore
+
+KEK = bytes(range(32))  # a test's key-encryption key
 
 
 def _manifest(taken_at: str, block: str) -> Manifest:
@@ -27,7 +28,7 @@ def _manifest(taken_at: str, block: str) -> Manifest:
 
 
 def test_the_first_manifest_committed_stays_and_a_second_writer_gets_it(tmp_path: Path) -> None:
-    store = VaultStore(tmp_path)
+    store = VaultStore(tmp_path, KEK)
     first, digest = store.commit_manifest(_manifest("2026-11-22T00:00:00+00:00", "a" * 64))
     second, again = store.commit_manifest(_manifest("2026-11-22T00:05:00+00:00", "b" * 64))  # a late duplicate
     assert second == first and again == digest
@@ -36,10 +37,10 @@ def test_the_first_manifest_committed_stays_and_a_second_writer_gets_it(tmp_path
 
 
 def test_a_block_is_stored_once_and_a_corrupt_one_is_reported(tmp_path: Path) -> None:
-    store = VaultStore(tmp_path)
+    store = VaultStore(tmp_path, KEK)
     data = os.urandom(BLOCK_SIZE)
-    digest = hashlib.sha256(data).hexdigest()
-    assert store.put_block(digest, data) is True and store.put_block(digest, data) is False
+    digest = store.block_name(data)
+    assert store.put_block(digest, data) > 0 and store.put_block(digest, data) == 0
     store.commit_manifest(_manifest("2026-11-22T00:00:00+00:00", digest))
     assert store.check()["clean"]
     store.block_path(digest).write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # always a different first byte
@@ -47,19 +48,22 @@ def test_a_block_is_stored_once_and_a_corrupt_one_is_reported(tmp_path: Path) ->
     assert not report["clean"] and report["corrupt"] == [{"recovery_point": "rp1", "block": digest}]
 
 
-def _block(fill: int, size: int = 64 * 1024) -> tuple[str, bytes]:
+def _block(store: VaultStore, fill: int, size: int = 64 * 1024) -> tuple[str, bytes]:
     data = bytes([fill]) * size
-    return hashlib.sha256(data).hexdigest(), data
+    return store.block_name(data), data
 
 
 def _plant(store: VaultStore, name: str, data: bytes) -> None:
+    """A manifest file as a writer with the vault's key made it (sealed), holding `data`."""
     store.manifests.mkdir(parents=True, exist_ok=True)
-    (store.manifests / name).write_bytes(data)
+    cipher = store.keys.cipher(create=True)
+    assert cipher is not None
+    (store.manifests / name).write_bytes(cipher.seal_manifest(name.removesuffix(".json"), data))
 
 
 def test_finding_15_a_bad_manifest_is_a_named_finding_in_the_check(tmp_path: Path) -> None:
-    store = VaultStore(tmp_path)
-    kept, data = _block(1)
+    store = VaultStore(tmp_path, KEK)
+    kept, data = _block(store, 1)
     store.put_block(kept, data)
     _plant(store, "not-json.json", b"\x00\xffnot json")
     _plant(store, "not-a-manifest.json", json.dumps({"disks": [{"blocks": [kept]}]}).encode())
@@ -82,21 +86,20 @@ def test_finding_15_collection_keeps_every_block_an_invalid_manifest_mentions(tm
 
 def _keeps_every_block_an_invalid_manifest_mentions(vault: Playing) -> None:
     store = vault.store
-    (listed, a), (mentioned, b), (orphan, c) = _block(1), _block(2), _block(3)
-    for digest, data in ((listed, a), (mentioned, b), (orphan, c)):
-        store.put_block(digest, data)
+    (listed, a), (mentioned, b), (orphan, c) = _block(store, 1), _block(store, 2), _block(store, 3)
+    stored = {digest: store.put_block(digest, data) for digest, data in ((listed, a), (mentioned, b), (orphan, c))}
     good = _manifest("2026-11-22T00:00:00+00:00", listed).model_copy(update={"recovery_point_id": "rp1"})
     store.commit_manifest(good)
     _plant(store, "rp2.json", json.dumps({"recovery_point_id": "rp2", "disks": [{"blocks": [mentioned]}]}).encode())
     result = vault.collect()
-    assert (result["skipped"], result["blocks_removed"], result["bytes_freed"]) == (False, 1, len(c))
+    assert (result["skipped"], result["blocks_removed"], result["bytes_freed"]) == (False, 1, stored[orphan])
     assert store.has_block(listed) and store.has_block(mentioned) and not store.has_block(orphan)
 
 
 def test_finding_15_an_unreadable_manifest_holds_collection_back_with_the_reason(tmp_path: Path) -> None:
     with playing(tmp_path) as vault:
         store = vault.store
-        orphan, data = _block(3)
+        orphan, data = _block(store, 3)
         store.put_block(orphan, data)
         _plant(store, "rp9.json", b'{"recovery_point_id": "rp9", "disks": [')  # cut short
         result = vault.collect()
@@ -106,33 +109,35 @@ def test_finding_15_an_unreadable_manifest_holds_collection_back_with_the_reason
 
 
 def test_finding_18_of_writers_storing_one_new_block_at_once_exactly_one_counts_it(tmp_path: Path) -> None:
-    store = VaultStore(tmp_path)
+    store = VaultStore(tmp_path, KEK)
     start = threading.Barrier(8)
 
-    def put(digest: str, data: bytes) -> bool:
-        mine = VaultStore(tmp_path)  # each backup has its own
+    def put(digest: str, data: bytes) -> int:
+        mine = VaultStore(tmp_path, KEK)  # each backup has its own
         start.wait()
         return mine.put_block(digest, data)
 
+    stored = 0
     for _ in range(4):  # four new blocks, each stored by eight writers at once
         data = os.urandom(BLOCK_SIZE)
-        digest = hashlib.sha256(data).hexdigest()
+        digest = store.block_name(data)
         with ThreadPoolExecutor(8) as pool:
             outcomes = list(pool.map(put, [digest] * 8, [data] * 8))
-        assert outcomes.count(True) == 1
-    assert store.stored_bytes() == 4 * BLOCK_SIZE == store.usage_report()["bytes"]
+        assert len([n for n in outcomes if n > 0]) == 1
+        stored += sum(outcomes)
+    assert store.stored_bytes() == stored == store.usage_report()["bytes"]
 
 
 def test_finding_18_collection_reports_temporary_files_apart_from_the_bytes_it_freed(tmp_path: Path) -> None:
     with playing(tmp_path) as vault:
         store = vault.store
-        orphan, data = _block(3)
-        store.put_block(orphan, data)
+        orphan, data = _block(store, 3)
+        size = store.put_block(orphan, data)
         leftover = store.block_path(orphan).parent / ".tmp-left-by-a-killed-writer"
         leftover.write_bytes(b"x" * 1000)
-        assert store.stored_bytes() == len(data)  # a temporary file is not a block
+        assert store.stored_bytes() == size  # a temporary file is not a block
         result = vault.collect()
-        assert (result["blocks_removed"], result["bytes_freed"]) == (1, len(data))
+        assert (result["blocks_removed"], result["bytes_freed"]) == (1, size)
         assert (result["temporary_files_removed"], result["temporary_bytes_removed"]) == (1, 1000)
         assert not leftover.exists() and store.stored_bytes() == 0 == store.usage_report()["bytes"]
 
@@ -140,18 +145,18 @@ def test_finding_18_collection_reports_temporary_files_apart_from_the_bytes_it_f
 def test_finding_18_a_change_to_the_usage_record_a_killed_process_left_is_settled_by_the_next(tmp_path: Path) -> None:
     from workers import vaultusage
 
-    store = VaultStore(tmp_path)
-    first, a = _block(1)
-    store.put_block(first, a)
+    store = VaultStore(tmp_path, KEK)
+    first, a = _block(store, 1)
+    size = store.put_block(first, a)
     before = store.usage_report()
-    second, b = _block(2, 1000)
+    second, b = _block(store, 2, 1000)
     path = store.block_path(second)
     path.parent.mkdir(parents=True, exist_ok=True)
     with vaultusage.locked(tmp_path / "usage", store.has_block, store.stored_bytes) as usage:
         usage.begin(len(b), second)
         path.write_bytes(b)  # linked, and then the process is killed before it settles
     after = store.usage_report()
-    assert after["bytes"] == len(a) + len(b) == store.stored_bytes()
+    assert after["bytes"] == size + len(b) == store.stored_bytes()
     assert after["sequence"] > before["sequence"]
 
 
@@ -160,8 +165,8 @@ def test_finding_9_vault_store_every_directory_is_0700_and_every_file_0600(tmp_p
     try:
         with playing(tmp_path) as vault:
             store = vault.store
-            digest, data = _block(1)
-            orphan, more = _block(2)
+            digest, data = _block(store, 1)
+            orphan, more = _block(store, 2)
             with vault.lease():  # a backup running at the mark: the candidates stay listed
                 store.put_block(digest, data)
                 store.put_block(orphan, more)

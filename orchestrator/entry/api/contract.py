@@ -136,6 +136,7 @@ _CLIENT = {
     "identities": (W, S.GLOBAL),
     "create_guard": (W, S.GLOBAL),
     "delete_vault": (W, S.VAULT),
+    "rewrap_vault_keys": (W, S.GLOBAL),
     # approving (guard_admin, which no other role holds)
     "approve_operation": (GA, S.GUARD),
     "approvals": (GA, S.GUARD),

@@ -310,10 +310,16 @@ def restore_keys(
 
 @key_app.command("generate")
 def key_generate() -> None:
-    """Print a new random key for BACKUP_KEY_PROTECTION_KEY (keep it outside the data dir)."""
+    """Print a new random key (BACKUP_VAULT_KEY, BACKUP_KEY_PROTECTION_KEY...; keep it outside the data)."""
     from eventsourcing.cryptography import AESCipher
 
     typer.echo(AESCipher.create_key(32))
+
+
+@key_app.command("rewrap")
+def key_rewrap(as_json: Json = False) -> None:
+    """Rotate BACKUP_VAULT_KEY: rewrap every vault's data key from BACKUP_VAULT_KEY_PREVIOUS (no block is rewritten)."""
+    run(lambda c: emit(c.rewrap_vault_keys(), as_json))
 
 
 @retention_app.command("run")
