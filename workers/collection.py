@@ -4,7 +4,7 @@ and rescues recorded in the event store instead of a lock on a file system.
 
 The collector (a retention job):
 1. lists the store's blocks (and its temporary files), then reads its manifests: the blocks none
-   references are the candidates, written to `collections/<job id>.json` in the store; then records
+   references are the candidates, written to `collections/<job id>-<random>.json` in the store; then records
    the mark (`MarkCollection`), which notes the leases held at that instant;
 2. waits (at most BACKUP_COLLECTION_WAIT seconds) for every backup that held one to end; if one
    still runs, the job ends with the mark left in place, and the next collection takes it over;
@@ -31,7 +31,7 @@ import threading
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from orchestrator.domain import Job
 from orchestrator.domain.ledger import BlockLedger, Collection, Phase, ledger_id_for
@@ -94,10 +94,10 @@ def _mark(ctx: WorkerContext, job: Job, store: VaultStore) -> bool | str | None:
     candidates = sorted(set(blocks) - references.live)
     if not candidates and not temporaries:
         return None
-    name = candidates_name(job.id)
+    name = candidates_name(job.id)  # this attempt's own: another delivery of the job writes its own
     listed = {"blocks": candidates, "temporaries": {str(p.relative_to(store.root)): n for p, n in temporaries.items()}}
-    store.objects.delete(name)  # left by an earlier delivery of this job that died before its mark
     store.objects.create(name, json.dumps(listed).encode())
+    store.objects.durable()  # whole on disk before the mark names it
     try:
         ctx.report(
             c.MarkCollection(job_id=job.id, candidates=name, candidate_count=len(candidates), now=ctx.clock.now())
@@ -123,11 +123,12 @@ def _sweep(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str, Any]:
     ledger = ledger_of(ctx, job.vault_id)  # as of the sweep's start: no rescue is accepted after it
     assert ledger is not None and ledger.collection is not None
     collection = ledger.collection
-    try:
-        listed = json.loads(store.objects.read(collection.candidates))
-    except FileNotFoundError:
+    listed = read_candidates(store, collection.candidates)
+    if listed is None:
         listed = {"blocks": [], "temporaries": {}}
-        log.warning("the candidates %s of collection %s are gone: nothing is swept", collection.candidates, job.id)
+        log.warning(
+            "the candidates %s of collection %s cannot be read: nothing is swept", collection.candidates, job.id
+        )
     references = read_references(store.manifest_ids(), store.read_manifest_bytes)
     kept = references.live | set(collection.rescued)
     candidates: list[str] = listed["blocks"]
@@ -167,7 +168,20 @@ def _sweep(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str, Any]:
 
 
 def candidates_name(job_id: UUID) -> str:
-    return f"collections/{job_id}.json"
+    return f"collections/{job_id}-{uuid4().hex[:12]}.json"
+
+
+def read_candidates(store: VaultStore, name: str) -> dict[str, Any] | None:
+    """A mark's candidates as its collector wrote them; None when they are gone or not readable as
+    written (the collector and the backups read the same object, so they agree on it)."""
+    try:
+        listed = json.loads(store.objects.read(name))
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(listed, dict) or not isinstance(listed.get("blocks"), list):
+        return None
+    listed.setdefault("temporaries", {})
+    return listed
 
 
 def _skipped(reason: str) -> dict[str, Any]:
@@ -192,6 +206,7 @@ class BackupLease:
 
     def __init__(self, ctx: WorkerContext, job: Job, store: VaultStore) -> None:
         self.ctx, self.job, self.store = ctx, job, store
+        self.lease_id = uuid4()  # this delivery's: another delivery of the job holds its own
         self.candidates: frozenset[str] = frozenset()
         self.collection: str = ""  # the candidates' object of the marked collection, if any
         self.collector: UUID | None = None
@@ -199,14 +214,13 @@ class BackupLease:
         self._rescuing = threading.Lock()
 
     def __enter__(self) -> BackupLease:
-        marked = self.ctx.report(c.TakeLease(job_id=self.job.id))
+        marked = self.ctx.report(c.TakeLease(job_id=self.job.id, lease_id=self.lease_id))
         if marked is not None:
             collection = Collection.model_validate(marked)
             self.collection, self.collector = collection.candidates, collection.job_id
-            try:
-                self.candidates = frozenset(json.loads(self.store.objects.read(collection.candidates))["blocks"])
-            except FileNotFoundError:  # the collection finished meanwhile
-                self.candidates = frozenset()
+            # None: the collection finished meanwhile, or its sweep cannot read them either (it sweeps nothing).
+            listed = read_candidates(self.store, collection.candidates)
+            self.candidates = frozenset(listed["blocks"] if listed else ())
             self.rescued = set(collection.rescued)
         self.store.lease = self
         return self
@@ -216,7 +230,7 @@ class BackupLease:
     ) -> None:
         self.store.lease = None
         try:
-            self.ctx.report(c.ReleaseLease(job_id=self.job.id))
+            self.ctx.report(c.ReleaseLease(job_id=self.job.id, lease_id=self.lease_id))
         except (OrchestratorError, *OUTAGES):
             # Not released: the collector finds the job ended instead (StartSweep releases it then).
             log.exception("the lease of backup job %s could not be released", self.job.id)

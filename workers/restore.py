@@ -275,9 +275,11 @@ def _write_blocks(store: VaultStore, disk: DiskManifest, out: int) -> None:
     stored = [(index, digest) for index, digest in enumerate(disk.blocks) if digest is not None]
 
     def one(index: int, digest: str) -> None:
-        data = _block(store, disk, index, digest)
-        if os.pwrite(out, data, index * BLOCK_SIZE) != len(data):
-            raise OSError(errno.EIO, f"short write of disk {disk.name} block {index}")
+        data = memoryview(_block(store, disk, index, digest))
+        offset = index * BLOCK_SIZE
+        while data:  # a short write goes on: a full target then says so itself (ENOSPC)
+            written = os.pwrite(out, data, offset)
+            data, offset = data[written:], offset + written
 
     with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="restore") as pool:
         pending: set[Future[None]] = set()

@@ -78,8 +78,9 @@ def transfer_disks(
                 before is not None
                 and mark
                 and before.fingerprint == mark
-                and all(map(store.has_block, filter(None, before.blocks)))
+                # Rescued first, then looked for: a sweep under way cannot take one between the two.
                 and store.counting_on([b for b in before.blocks if b])
+                and all(map(store.has_block, filter(None, before.blocks)))
             ):
                 manifest = before
                 stats.unchanged_disks += 1

@@ -90,7 +90,9 @@ class VaultCipher:
     def open_manifest(self, recovery_point_id: str, sealed: bytes) -> bytes:
         if sealed[:2] != _MANIFEST:
             raise ValueError(f"the manifest of {recovery_point_id} is not a sealed manifest")
-        return self._open(sealed[2:], b"manifest:" + recovery_point_id.encode(), _MANIFEST, "its manifest")
+        return self._open(
+            sealed[2:], b"manifest:" + recovery_point_id.encode(), _MANIFEST, f"the manifest of {recovery_point_id}"
+        )
 
     def _seal(self, header: bytes, context: bytes, data: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
@@ -145,7 +147,10 @@ class VaultKeys:
             return unwrap(self.kek, self.vault_id, self.objects.read(name))
         except ObjectMissing:
             pass
-        others = [n for n in self.objects.sizes("keys") if n.endswith(".json")]
+        listed = [n for n in self.objects.sizes("keys") if n.endswith(".json")]
+        if name in listed:  # made by another writer's first write since the read above
+            return unwrap(self.kek, self.vault_id, self.objects.read(name))
+        others = [n for n in listed if n != name]
         if others:
             raise OrchestratorError(
                 "VaultKeyWrong",
@@ -161,11 +166,18 @@ class VaultKeys:
         if found is not None:
             return found
         data_key = os.urandom(32)
-        if self.objects.create(f"{KEYS}{key_id(self.kek)}.json", wrap(self.kek, self.vault_id, data_key)):
-            return data_key
-        made = self._read()  # another writer's first write made it at the same time
-        assert made is not None
-        return made
+        mine = f"{KEYS}{key_id(self.kek)}.json"
+        if not self.objects.create(mine, wrap(self.kek, self.vault_id, data_key)):
+            made = self._read()  # another writer's first write made it at the same time
+            assert made is not None
+            return made
+        self.objects.durable()
+        if [n for n in self.objects.sizes("keys") if n.endswith(".json") and n != mine]:
+            # A writer under another key-encryption key made one at the same time: neither is used
+            # (nothing is sealed under them yet); this one is refused with VaultKeyWrong.
+            self.objects.delete(mine)
+            self._read()
+        return data_key
 
     def rewrap(self, new_kek: bytes) -> bool:
         """Wrap the data key under `new_kek` too, then remove the old wrapping; False when the vault
@@ -180,6 +192,7 @@ class VaultKeys:
             self._read()  # VaultKeyWrong when wrapped by a third key; None: nothing written yet
             return False
         self.objects.create(f"{KEYS}{key_id(new_kek)}.json", wrap(new_kek, self.vault_id, data_key))
+        self.objects.durable()  # the new wrapping on disk before the old one goes
         if unwrap(new_kek, self.vault_id, self.objects.read(f"{KEYS}{key_id(new_kek)}.json")) != data_key:
             raise OrchestratorError(
                 "VaultKeyWrong", f"vault {self.vault_id} holds another data key under the new key: nothing was changed"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
@@ -50,7 +50,7 @@ class Collection(Value):
     candidates: str  # the object of the vault store that lists them (workers/collection.py)
     candidate_count: int
     marked_at: datetime
-    waiting_for: list[UUID]  # the backups whose leases were held at the mark and are still held
+    waiting_for: list[UUID]  # the leases held at the mark and still held
     rescued: list[str] = Field(default_factory=list)  # candidates a backup that started after the mark counts on
     swept: int = 0  # candidates handled by the sweep so far (in the candidates' order)
     removed: int = 0
@@ -70,6 +70,7 @@ class CollectionSummary(Value):
 class BlockLedgerState(SnapshotState):
     vault_id: UUID
     leases: list[UUID]
+    lease_jobs: dict[UUID, UUID] = Field(default_factory=dict)  # each lease's backup job (a lease with none: its own)
     collection: Collection | None
     last_collection: CollectionSummary | None
     collections: int
@@ -86,13 +87,26 @@ class BlockLedger(Aggregate):
         vault_id: UUID
 
     class LeaseTaken(Aggregate.Event):
+        """One delivery's lease: two deliveries of one backup job hold one each."""
+
         TOPIC = "backup.block_ledger.lease_taken"
+        class_version: ClassVar[int] = 2
         job_id: UUID
+        lease_id: UUID
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["lease_id"] = state["job_id"]  # version 1 leased by job id
 
     class LeasesReleased(Aggregate.Event):
         TOPIC = "backup.block_ledger.leases_released"
-        job_ids: list[UUID]
+        class_version: ClassVar[int] = 2
+        lease_ids: list[UUID]
         reason: str  # "released" by the backup itself, or "job ended" when the collector found it so
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["lease_ids"] = state.pop("job_ids")
 
     class CollectionMarked(Aggregate.Event):
         TOPIC = "backup.block_ledger.collection_marked"
@@ -136,38 +150,44 @@ class BlockLedger(Aggregate):
     def __init__(self, vault_id: UUID) -> None:
         self.vault_id = vault_id
         self.leases: list[UUID] = []
+        self.lease_jobs: dict[UUID, UUID] = {}
         self.collection: Collection | None = None
         self.last_collection: CollectionSummary | None = None
         self.collections = 0
 
     # Backups
 
-    def take_lease(self, job_id: UUID) -> None:
-        """Held from now until released (a second delivery of the same backup holds the same one)."""
-        if job_id not in self.leases:
-            self._lease_taken(job_id)
+    def take_lease(self, job_id: UUID, lease_id: UUID) -> None:
+        """Held from now until released, by one delivery of the backup `job_id`."""
+        if lease_id not in self.leases:
+            self._lease_taken(job_id, lease_id)
 
     @event(LeaseTaken)
-    def _lease_taken(self, job_id: UUID) -> None:
-        self.leases = [*self.leases, job_id]
+    def _lease_taken(self, job_id: UUID, lease_id: UUID) -> None:
+        self.leases = [*self.leases, lease_id]
+        self.lease_jobs = {**self.lease_jobs, lease_id: job_id}
 
-    def release_leases(self, job_ids: list[UUID], reason: str) -> None:
-        held = [j for j in job_ids if j in self.leases]
+    def job_of(self, lease_id: UUID) -> UUID:
+        return self.lease_jobs.get(lease_id, lease_id)
+
+    def release_leases(self, lease_ids: list[UUID], reason: str) -> None:
+        held = [lease for lease in lease_ids if lease in self.leases]
         if held:
             self._released(held, reason)
 
     @event(LeasesReleased)
-    def _released(self, job_ids: list[UUID], reason: str) -> None:
-        self.leases = [j for j in self.leases if j not in job_ids]
+    def _released(self, lease_ids: list[UUID], reason: str) -> None:
+        self.leases = [lease for lease in self.leases if lease not in lease_ids]
+        self.lease_jobs = {k: v for k, v in self.lease_jobs.items() if k not in lease_ids}
         if self.collection is not None:
-            waiting = [j for j in self.collection.waiting_for if j not in job_ids]
+            waiting = [lease for lease in self.collection.waiting_for if lease not in lease_ids]
             self.collection = self.collection.model_copy(update={"waiting_for": waiting})
 
     def rescue(self, job_id: UUID, digests: list[str]) -> bool:
         """Keep candidates that the backup `job_id` counts on from this collection's sweep: True
         when they are kept (or nothing is marked, or none is a candidate the backup may not know
         is rescued), False when the sweep has started (the backup must wait for its end)."""
-        if job_id not in self.leases:
+        if job_id not in {self.job_of(lease) for lease in self.leases}:
             raise DomainError(
                 "LeaseNotHeld", f"backup job {job_id} holds no lease on this vault's blocks", field="job_id"
             )
@@ -239,11 +259,11 @@ class BlockLedger(Aggregate):
         current = self._running(job_id)
         if current.phase is Phase.SWEEPING:
             return []
-        self.release_leases([j for j in current.waiting_for if j in ended], "job ended")
+        self.release_leases([lease for lease in current.waiting_for if self.job_of(lease) in ended], "job ended")
         waiting = self._current().waiting_for
         if not waiting:
             self._sweep_started(job_id)
-        return list(waiting)
+        return [self.job_of(lease) for lease in waiting]
 
     @event(SweepStarted)
     def _sweep_started(self, job_id: UUID) -> None:
@@ -302,8 +322,13 @@ class BlockLedger(Aggregate):
         """What `backupctl vault collection` shows."""
         return {
             "vault_id": str(self.vault_id),
-            "leases": [str(j) for j in self.leases],
-            "collection": None if self.collection is None else self.collection.model_dump(mode="json"),
+            "leases": [str(self.job_of(lease)) for lease in self.leases],  # by the backup job holding each
+            "collection": None if self.collection is None else self._shown(self.collection),
             "last_collection": None if self.last_collection is None else self.last_collection.model_dump(mode="json"),
             "collections": self.collections,
         }
+
+    def _shown(self, collection: Collection) -> dict[str, Any]:
+        shown = collection.model_dump(mode="json")
+        shown["waiting_for"] = [str(self.job_of(lease)) for lease in collection.waiting_for]  # the backup jobs
+        return shown

@@ -89,7 +89,7 @@ class ReadModels:
     @strict
     def dashboard(self, vault_id: str | None = None, now: AwareDatetime | None = None) -> Dashboard:
         """Protected VMs, items by status, the last 24 hours' jobs, initial backups pending, alerts,
-        storage (logical and after deduplication) and protected instances by size band: for each
+        storage (logical, and stored after deduplication and compression) and protected instances by size band: for each
         vault and overall (or one vault), as of `now` (default: the view's own time)."""
         return dashboard_query.dashboard(self._read_store(), now or self._now(), vault_id)
 

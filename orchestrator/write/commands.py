@@ -347,13 +347,16 @@ class FailJob(WorkerReport):
 
 class TakeLease(WorkerReport):
     """A backup job's lease on its vault's blocks, for its whole run; answers with the collection
-    marked then, if one is (`workers/collection.py` reads its candidates)."""
+    marked then, if one is (`workers/collection.py` reads its candidates). `lease_id`: this
+    delivery's (each delivery of a job holds its own)."""
 
     job_id: UUID
+    lease_id: UUID
 
 
 class ReleaseLease(WorkerReport):
     job_id: UUID
+    lease_id: UUID
 
 
 class RescueBlocks(WorkerReport):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
@@ -160,7 +161,7 @@ def test_a_lease_is_only_for_a_running_backup_job(tmp_path: Path) -> None:
     with playing(tmp_path) as vault:
         retention = vault.retention_job()
         with pytest.raises(OrchestratorError) as refused:
-            vault.ctx.report(c.TakeLease(job_id=retention.id))
+            vault.ctx.report(c.TakeLease(job_id=retention.id, lease_id=uuid4()))
         assert refused.value.code == "JobNotRunning"
         lease = vault.lease()
         vault.ended(lease.job)
@@ -184,3 +185,20 @@ def test_the_cli_shows_the_collection_under_way(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     marked = json.loads(shown.stdout)["collection"]  # stdout only: a log line on stderr is not the document
     assert (marked["phase"], marked["candidate_count"], marked["waiting_for"], marked["swept"]) == ("marked", 2, [], 0)
+
+
+def test_two_deliveries_of_one_backup_hold_a_lease_each(tmp_path: Path) -> None:
+    from workers.collection import BackupLease
+
+    with playing(tmp_path) as vault:
+        _orphans(vault, 1)
+        first = vault.lease()
+        second = BackupLease(vault.ctx, first.job, vault.ctx.vault_store(first.job.vault_id))  # RQ's retry
+        first.__enter__()
+        second.__enter__()  # while a work horse RQ gave up on still runs
+        assert vault.collect()["skipped"] is True
+        first.__exit__(None, None, None)  # the first ends: the second still counts on the blocks
+        result = vault.collect()
+        assert result["skipped"] is True and str(first.job.id) in result["reason"]
+        second.__exit__(None, None, None)
+        assert vault.collect()["blocks_removed"] == 1

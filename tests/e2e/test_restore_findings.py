@@ -41,7 +41,7 @@ def points(client: Client, discovered_vault: str) -> dict[str, str]:
     client.wait_all(client.register(discovered_vault, vms))
     client.wait_all(client.protect(discovered_vault, vms))
     jobs = client.wait_all([client.backup_now(discovered_vault, vm) for vm in vms])
-    assert {j.status for j in jobs} == {"completed"}
+    assert {j.status for j in jobs} == {"completed"}, [(j.error_code, j.error_message) for j in jobs]
     return {vm: client.recovery_points(discovered_vault, vm)[0].recovery_point_id for vm in vms}
 
 

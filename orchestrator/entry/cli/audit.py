@@ -193,7 +193,8 @@ def _panel(v: VaultDashboard) -> Panel:
     )
     figures.add_row(
         "storage",
-        f"{_size(v.storage_logical_bytes)} logical, {_size(v.storage_stored_bytes)} stored after deduplication",
+        f"{_size(v.storage_logical_bytes)} logical, "
+        f"{_size(v.storage_stored_bytes)} stored after deduplication and compression",
     )
     figures.add_row(
         "instances by size", ", ".join(f"{k}: {n}" for k, n in v.protected_instances_by_size.items()) or "-"

@@ -41,7 +41,7 @@ def _collection(ledger: BlockLedger) -> dict[str, Any] | None:
 def take_lease(app: Orchestrator, cmd: c.TakeLease) -> dict[str, Any] | None:
     job = _running(app, cmd.job_id, Operation.BACKUP)
     ledger = _ledger(app, job.vault_id)
-    ledger.take_lease(job.id)
+    ledger.take_lease(job.id, cmd.lease_id)
     app.save(ledger)
     return _collection(ledger)
 
@@ -50,8 +50,8 @@ def take_lease(app: Orchestrator, cmd: c.TakeLease) -> dict[str, Any] | None:
 def release_lease(app: Orchestrator, cmd: c.ReleaseLease) -> None:
     job = app.get(cmd.job_id, Job)
     ledger = app.find(ledger_id_for(job.vault_id), BlockLedger)
-    if ledger is not None and job.id in ledger.leases:
-        ledger.release_leases([job.id], "released")
+    if ledger is not None and cmd.lease_id in ledger.leases:
+        ledger.release_leases([cmd.lease_id], "released")
         app.save(ledger)
 
 
@@ -88,8 +88,8 @@ def take_over_collection(app: Orchestrator, cmd: c.TakeOverCollection) -> dict[s
 def start_sweep(app: Orchestrator, cmd: c.StartSweep) -> list[str]:
     job = _running(app, cmd.job_id, Operation.RETENTION)
     ledger = _ledger(app, job.vault_id)
-    waited = ledger.collection.waiting_for if ledger.collection is not None else []
-    ended = [j for j in waited if (backup := app.find(j, Job)) is None or backup.state.is_terminal]
+    waited = {ledger.job_of(lease) for lease in ledger.collection.waiting_for} if ledger.collection else set()
+    ended = [j for j in sorted(waited) if (backup := app.find(j, Job)) is None or backup.state.is_terminal]
     waiting = ledger.start_sweep(job.id, ended)
     app.save(ledger)
     return [str(j) for j in waiting]
