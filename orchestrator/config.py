@@ -32,6 +32,7 @@ class S3Location:
 
 
 PREFIX = "BACKUP_"
+DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024  # BACKUP_BLOCK_SIZE unset (bench/README.md says why)
 SECRET_SETTINGS = frozenset(
     {"key_protection_key", "event_cipher_key", "token", "audit_key", "s3_secret_key", "vault_key", "vault_key_previous"}
 )  # never echoed
@@ -77,6 +78,9 @@ class Settings(BaseSettings):
     verify_interval_days: int = Field(0, ge=0, le=365)  # a scheduled verify per vault every N days; 0: none
     job_timeout: int = Field(600, ge=10, le=86400)
     collection_wait: float = Field(60.0, ge=0, le=3600)  # seconds collection waits for backups running at its mark
+    # The size backups cut disks into (workers/snapshot.py), recorded in each manifest: a power of two,
+    # 64 KiB to 4 MiB. Chosen by measurement (bench/README.md, bench/backup.py).
+    block_size: int = Field(DEFAULT_BLOCK_SIZE, ge=64 * 1024, le=4 * 1024 * 1024)
     aggregate_cache_size: int = Field(10000, ge=0, le=10_000_000)
     key_protection_key: SecretStr | None = None
     event_cipher_key: SecretStr | None = None
@@ -106,6 +110,13 @@ class Settings(BaseSettings):
             raise ValueError("must be base64 (make one with `backupctl key generate`)") from None
         if size not in (16, 24, 32):
             raise ValueError(f"must decode to 16, 24 or 32 bytes, not {size}")
+        return value
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two (65536, 131072, ... 4194304)")
         return value
 
     @field_validator("redis_url")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.domain.values import EncryptionKeys
 from workers.objects import ObjectMissing
@@ -29,6 +29,9 @@ class DiskManifest(BaseModel):
     size: int
     blocks: list[str | None]  # None: a zero block, not stored
     fingerprint: str = ""  # size, device, inode and mtime of the image read (see snapshot.py)
+    # What the disk was cut into (BACKUP_BLOCK_SIZE when it was read); block i is at i * block_size.
+    # A manifest without one was written when every block was 4 MiB.
+    block_size: int = Field(4 * 1024 * 1024, ge=4096, le=64 * 1024 * 1024)
 
     @property
     def digest(self) -> str:

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import ExitStack, contextmanager, suppress
@@ -33,10 +34,11 @@ from orchestrator.fabric.inventory import FabricVm, VmSpec
 from orchestrator.write import commands as c
 from workers.context import WorkerContext
 from workers.prechecks import evaluate
-from workers.vaultstore import BLOCK_SIZE, DiskManifest, Manifest, VaultStore
+from workers.vaultstore import DiskManifest, Manifest, VaultStore
 
 CLAIM = ".restore-claim"
 IN_FLIGHT = 8  # blocks fetched, opened and written at once (each at most 4 MiB held)
+WRITEBACK_EVERY = 128 * 1024 * 1024  # bytes written between two writebacks started (_Writeback)
 TEMPORARY = ".restoring-"
 
 
@@ -276,12 +278,13 @@ def _write_blocks(store: VaultStore, disk: DiskManifest, out: int) -> None:
 
     def one(index: int, digest: str) -> None:
         data = memoryview(_block(store, disk, index, digest))
-        offset = index * BLOCK_SIZE
+        offset = index * disk.block_size
         while data:  # a short write goes on: a full target then says so itself (ENOSPC)
             written = os.pwrite(out, data, offset)
             data, offset = data[written:], offset + written
+            writeback.wrote(written)
 
-    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="restore") as pool:
+    with _Writeback(out) as writeback, ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="restore") as pool:
         pending: set[Future[None]] = set()
         try:
             for index, digest in stored:
@@ -298,8 +301,41 @@ def _write_blocks(store: VaultStore, disk: DiskManifest, out: int) -> None:
             raise
 
 
+class _Writeback:
+    """Written data sent to the disk while more is fetched: every WRITEBACK_EVERY bytes an fdatasync
+    on a thread of its own (one at a time), so the fsync that ends the disk has little left to do
+    and the disk's writes overlap the fetching and opening. Waited for on exit (the descriptor stays
+    open until then)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = 0
+        self.lock = threading.Lock()
+        self.flusher: threading.Thread | None = None
+
+    def __enter__(self) -> _Writeback:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.flusher is not None:
+            self.flusher.join()
+
+    def wrote(self, size: int) -> None:
+        with self.lock:
+            self.pending += size
+            if self.pending < WRITEBACK_EVERY or (self.flusher is not None and self.flusher.is_alive()):
+                return
+            self.pending = 0
+            self.flusher = threading.Thread(target=self._flush, name="restore-writeback", daemon=True)
+            self.flusher.start()
+
+    def _flush(self) -> None:
+        with suppress(OSError):  # a failing disk fails the final fsync too, which is what reports it
+            os.fdatasync(self.fd)
+
+
 def _block(store: VaultStore, disk: DiskManifest, index: int, digest: str) -> bytes:
-    where = f"disk {disk.name} block {index} (offset {index * BLOCK_SIZE}, {digest[:16]}...)"
+    where = f"disk {disk.name} block {index} (offset {index * disk.block_size}, {digest[:16]}...)"
     try:
         return store.get_block(digest)  # checks the block's hash
     except FileNotFoundError:

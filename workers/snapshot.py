@@ -1,4 +1,4 @@
-"""Reading a VM's disks into the vault store: 4 MiB blocks, hashed, zero blocks skipped, new blocks
+"""Reading a VM's disks into the vault store: blocks of BACKUP_BLOCK_SIZE, hashed, zero blocks skipped, new blocks
 stored once. Progress is reported in bytes through a callback.
 
 Naming, sealing and storing run on a thread pool (HMAC, zstd, AES-GCM and file writes release the GIL). Blocks are not
@@ -19,7 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from workers.vaultstore import BLOCK_SIZE, ZERO_BLOCK, DiskManifest, VaultStore
+from workers.vaultcrypto import Block
+from workers.vaultstore import BLOCK_SIZE, DiskManifest, VaultStore
 
 Progress = Callable[[int, int], None]
 
@@ -63,9 +64,11 @@ def transfer_disks(
     progress: Progress | None = None,
     threads: int = 2,
     previous: dict[str, DiskManifest] | None = None,
+    block_size: int = BLOCK_SIZE,
 ) -> tuple[list[DiskManifest], TransferStats]:
-    """Copy the disks' blocks the store does not have yet; returns their manifests. `previous`:
-    the disks of the VM's last recovery point, by name, for the unchanged-disk check."""
+    """Copy the disks' blocks the store does not have yet, cut into `block_size` blocks; returns
+    their manifests. `previous`: the disks of the VM's last recovery point, by name, for the
+    unchanged-disk check (an unchanged disk keeps the block size it was read with)."""
     stats = TransferStats()
     total = sum(size_of(d.image) for d in disks)
     done = 0
@@ -86,7 +89,7 @@ def transfer_disks(
                 stats.unchanged_disks += 1
                 stats.reused_blocks += sum(1 for b in before.blocks if b)
             else:
-                manifest = _read_disk(store, disk, mark, pool, threads, stats)
+                manifest = _read_disk(store, disk, mark, pool, threads, stats, block_size)
             manifests.append(manifest)
             stats.logical_bytes += manifest.size
             done += manifest.size
@@ -96,22 +99,50 @@ def transfer_disks(
 
 
 def _read_disk(
-    store: VaultStore, disk: DiskSource, mark: str, pool: ThreadPoolExecutor, threads: int, stats: TransferStats
+    store: VaultStore,
+    disk: DiskSource,
+    mark: str,
+    pool: ThreadPoolExecutor,
+    threads: int,
+    stats: TransferStats,
+    block_size: int,
 ) -> DiskManifest:
     """Read on this thread while the pool hashes and stores, at most 2 blocks per thread in flight
     (bounded memory); results are taken in block order."""
     blocks: list[str | None] = []
     size = 0
     inflight: deque[Future[tuple[str | None, int]]] = deque()
-    while data := disk.image.read(BLOCK_SIZE):
-        size += len(data)
-        inflight.append(pool.submit(_store, store, data))
+    zeros = bytes(block_size)
+    # Each in-flight block read into a buffer of its own, reused once its block is done (a new
+    # allocation per block costs more in page faults than the read itself).
+    free = [bytearray(block_size) for _ in range(threads * 2)]
+    held: deque[bytearray] = deque()
+    fd = disk.image.fileno()
+    while True:
+        buffer = free.pop()
+        length = _read_into(fd, buffer, size)
+        if not length:
+            break
+        size += length
+        held.append(buffer)
+        data = memoryview(buffer)[:length] if length < block_size else buffer
+        inflight.append(pool.submit(_store, store, data, zeros))
         del data
-        if len(inflight) >= threads * 2:
+        if not free:
             blocks.append(_count(inflight.popleft().result(), stats))
+            free.append(held.popleft())
     while inflight:
         blocks.append(_count(inflight.popleft().result(), stats))
-    return DiskManifest(name=disk.name, size=size, blocks=blocks, fingerprint=mark)
+    return DiskManifest(name=disk.name, size=size, blocks=blocks, fingerprint=mark, block_size=block_size)
+
+
+def _read_into(fd: int, buffer: bytearray, offset: int) -> int:
+    """Fill `buffer` from the image open at `fd`, from `offset` (a short read goes on); how much
+    was read (0 at the end)."""
+    view, got = memoryview(buffer), 0
+    while got < len(buffer) and (n := os.preadv(fd, [view[got:]], offset + got)):
+        got += n
+    return got
 
 
 def _count(outcome: tuple[str | None, int], stats: TransferStats) -> str | None:
@@ -126,9 +157,9 @@ def _count(outcome: tuple[str | None, int], stats: TransferStats) -> str | None:
     return digest
 
 
-def _store(store: VaultStore, block: bytes) -> tuple[str | None, int]:
+def _store(store: VaultStore, block: Block, zeros: bytes) -> tuple[str | None, int]:
     """The block's digest (None for zeros) and how many bytes storing it added."""
-    if block == (ZERO_BLOCK if len(block) == BLOCK_SIZE else bytes(len(block))):
+    if block == (zeros if len(block) == len(zeros) else bytes(len(block))):
         return None, 0
     digest = store.block_name(block)
     return digest, store.put_block(digest, block)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from orchestrator.config import Settings
 
 KEYS = "keys/"
+Block = bytes | bytearray | memoryview  # a block's content, as read (a reused buffer) or stored
 _BLOCK, _MANIFEST = b"B1", b"M1"  # the formats of a sealed block and a sealed manifest
 _RAW, _ZSTD = 0, 1
 _NONCE = 12
@@ -64,10 +65,10 @@ class VaultCipher:
         self._sealing = AESGCM(_derive(data_key, b"sealing"))
         self._local = threading.local()
 
-    def name(self, data: bytes) -> str:
+    def name(self, data: Block) -> str:
         return hmac.digest(self._naming, data, "sha256").hex()
 
-    def seal_block(self, name: str, data: bytes) -> bytes:
+    def seal_block(self, name: str, data: Block) -> bytes:
         packed = self._compressor().compress(data)
         kind = _ZSTD if len(packed) < len(data) else _RAW
         return self._seal(_BLOCK + bytes([kind]), b"block:" + name.encode(), packed if kind == _ZSTD else data)
@@ -94,7 +95,7 @@ class VaultCipher:
             sealed[2:], b"manifest:" + recovery_point_id.encode(), _MANIFEST, f"the manifest of {recovery_point_id}"
         )
 
-    def _seal(self, header: bytes, context: bytes, data: bytes) -> bytes:
+    def _seal(self, header: bytes, context: bytes, data: Block) -> bytes:
         nonce = os.urandom(_NONCE)
         return header + nonce + self._sealing.encrypt(nonce, data, header + context)
 

@@ -1,9 +1,10 @@
 """The vault store: backup data as content-addressed blocks plus one manifest per recovery point.
 
-Disks are cut into 4 MiB blocks; a block is stored once under its name, a keyed hash of its content,
-compressed and sealed under the vault's data key (workers/vaultcrypto.py); zero blocks are not
-stored at all. A recovery point's manifest, sealed too, lists each disk's blocks and is written last
-(complete, synced, then linked into place), so a recovery point is either wholly there or not at all.
+Disks are cut into blocks (of BACKUP_BLOCK_SIZE, recorded per disk in the manifest); a block is
+stored once under its name, a keyed hash of its content, compressed and sealed under the vault's
+data key (workers/vaultcrypto.py); zero blocks are not stored at all. A recovery point's manifest,
+sealed too, lists each disk's blocks and is written last (complete, synced, then linked into
+place), so a recovery point is either wholly there or not at all.
 
 Every file is written through `orchestrator.safefs` (0600, in 0700 directories, never through a link,
 never over an existing file). A block is written whole under a temporary name and linked into place:
@@ -31,19 +32,18 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from orchestrator import safefs
-from orchestrator.config import S3Location
+from orchestrator.config import DEFAULT_BLOCK_SIZE, S3Location
 from orchestrator.errors import OrchestratorError
 from workers import vaultcheck, vaultusage
 from workers.manifests import DiskManifest, Manifest, digest_named
 from workers.objects import LocalObjects, Objects, S3Objects
 from workers.objects import sync_filesystem as _syncfs
-from workers.vaultcrypto import VaultCipher, VaultKeys
+from workers.vaultcrypto import Block, VaultCipher, VaultKeys
 
 if TYPE_CHECKING:
     from workers.collection import BackupLease
 
-BLOCK_SIZE = 4 * 1024 * 1024
-ZERO_BLOCK = bytes(BLOCK_SIZE)
+BLOCK_SIZE = DEFAULT_BLOCK_SIZE  # what disks are cut into unless BACKUP_BLOCK_SIZE says otherwise
 TEMPORARY = safefs.TEMPORARY  # a file being written (a block, a manifest): never counted, removed by collection
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,11 @@ class VaultStore:
     def has_block(self, digest: str) -> bool:
         return self.objects.exists(_block_name(digest))
 
-    def block_name(self, data: bytes) -> str:
+    def block_name(self, data: Block) -> str:
         """The name a block with this content has in this vault (a keyed hash: workers/vaultcrypto.py)."""
         return self._cipher().name(data)
 
-    def put_block(self, digest: str, data: bytes) -> int:
+    def put_block(self, digest: str, data: Block) -> int:
         """Store a block (`digest`: its `block_name`), compressed and sealed, unless it is there
         already; the bytes this call stored (0: there already, or stored by another of those storing
         the same block at once). `VaultStoreFull` when there is no room. A block that a marked
@@ -345,7 +345,6 @@ def _is_uuid(name: str) -> bool:
 
 __all__ = [
     "BLOCK_SIZE",
-    "ZERO_BLOCK",
     "DiskManifest",
     "Manifest",
     "VaultStore",

@@ -109,7 +109,9 @@ def _snapshot(
     with ExitStack() as images, frozen(ctx.fabric, vm) as freeze:
         disks = [DiskSource(disk.name, images.enter_context(ctx.fabric.open_disk(vm, disk))) for disk in vm.spec.disks]
         taken_at = ctx.clock.now()
-        disk_manifests, stats = transfer_disks(store, disks, progress, previous=_previous_disks(ctx, job, store))
+        disk_manifests, stats = transfer_disks(
+            store, disks, progress, previous=_previous_disks(ctx, job, store), block_size=ctx.block_size
+        )
     manifest = Manifest(
         recovery_point_id=rp_id,
         job_id=str(job.id),

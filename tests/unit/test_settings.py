@@ -35,6 +35,9 @@ def test_postgres_settings_become_eventsourcing_settings() -> None:
         ("BACKUP_POSTGRES_PORT", "70000", "less than or equal to 65535"),
         ("BACKUP_POSTGRES_SCHEMA", "Bad-Schema", "pattern"),
         ("BACKUP_POLL_INTERVAL", "-1", "greater than 0"),
+        ("BACKUP_BLOCK_SIZE", "1000000", "power of two"),
+        ("BACKUP_BLOCK_SIZE", "32768", "greater than or equal to 65536"),
+        ("BACKUP_BLOCK_SIZE", "8388608", "less than or equal to 4194304"),
     ],
 )
 def test_a_bad_setting_names_the_variable_and_the_rule(variable: str, value: str, words: str) -> None:
