@@ -20,7 +20,7 @@ import os
 import stat
 import threading
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from uuid import UUID
@@ -271,30 +271,36 @@ def _write_disk(store: VaultStore, disk: DiskManifest, fd: int, job_id: str) -> 
 
 
 def _write_blocks(store: VaultStore, disk: DiskManifest, out: int) -> None:
-    """Every stored block of the disk fetched, opened (authenticated, decompressed, its name checked
-    against its content) and written at its offset, IN_FLIGHT at a time on as many threads (bounded
-    memory: at most IN_FLIGHT blocks held); the first failure stops the rest and is raised."""
+    """Every stored block of the disk fetched and opened (authenticated, decompressed, its name
+    checked against its content) IN_FLIGHT at a time on as many threads, and written at its offset
+    by this thread as each arrives (one writer: parallel writes to one file only queue on it).
+    Bounded memory: at most IN_FLIGHT blocks held. The first failure stops the rest and is raised."""
     stored = [(index, digest) for index, digest in enumerate(disk.blocks) if digest is not None]
 
-    def one(index: int, digest: str) -> None:
-        data = memoryview(_block(store, disk, index, digest))
-        offset = index * disk.block_size
+    def fetch(index: int, digest: str) -> tuple[int, bytes]:
+        return index, _block(store, disk, index, digest)
+
+    def write(fetched: Future[tuple[int, bytes]]) -> None:
+        index, block = fetched.result()
+        data, offset = memoryview(block), index * disk.block_size
         while data:  # a short write goes on: a full target then says so itself (ENOSPC)
             written = os.pwrite(out, data, offset)
             data, offset = data[written:], offset + written
             writeback.wrote(written)
 
     with _Writeback(out) as writeback, ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="restore") as pool:
-        pending: set[Future[None]] = set()
+        pending: set[Future[tuple[int, bytes]]] = set()
         try:
             for index, digest in stored:
                 if len(pending) >= IN_FLIGHT:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        future.result()
-                pending.add(pool.submit(one, index, digest))
-            for future in as_completed(pending):
-                future.result()
+                        write(future)
+                pending.add(pool.submit(fetch, index, digest))
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    write(future)
         except BaseException:
             for future in pending:
                 future.cancel()

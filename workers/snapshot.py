@@ -1,8 +1,10 @@
-"""Reading a VM's disks into the vault store: blocks of BACKUP_BLOCK_SIZE, hashed, zero blocks skipped, new blocks
-stored once. Progress is reported in bytes through a callback.
+"""Reading a VM's disks into the vault store: blocks of BACKUP_BLOCK_SIZE, hashed, zero blocks
+skipped, new blocks stored once. Progress is reported in bytes through a callback.
 
-Naming, sealing and storing run on a thread pool (HMAC, zstd, AES-GCM and file writes release the GIL). Blocks are not
-fsynced one by one: the caller syncs the store's filesystem once, before it commits the manifest.
+Reading, naming, sealing and storing run on a thread pool, a run of consecutive blocks per task
+(preadv, HMAC, zstd, AES-GCM and file writes release the GIL); each thread reads into a buffer of
+its own. Blocks are not fsynced one by one: the caller syncs the store's filesystem once, before it
+commits the manifest.
 
 A disk whose size, inode and modification time are those recorded in the VM's previous manifest
 has not changed since (the local fabric's changed-block tracking, as restic does for files): its
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +26,7 @@ from workers.vaultcrypto import Block
 from workers.vaultstore import BLOCK_SIZE, DiskManifest, VaultStore
 
 Progress = Callable[[int, int], None]
+RUN = 4 * 1024 * 1024  # bytes of blocks a pool thread reads, hashes and stores as one task
 
 
 @dataclass
@@ -107,33 +111,56 @@ def _read_disk(
     stats: TransferStats,
     block_size: int,
 ) -> DiskManifest:
-    """Read on this thread while the pool hashes and stores, at most 2 blocks per thread in flight
-    (bounded memory); results are taken in block order."""
-    blocks: list[str | None] = []
-    size = 0
-    inflight: deque[Future[tuple[str | None, int]]] = deque()
-    zeros = bytes(block_size)
-    # Each in-flight block read into a buffer of its own, reused once its block is done (a new
-    # allocation per block costs more in page faults than the read itself).
-    free = [bytearray(block_size) for _ in range(threads * 2)]
-    held: deque[bytearray] = deque()
+    """The pool's threads read, hash and store runs of blocks (about RUN bytes each, at most 2 runs
+    per thread in flight); this thread takes their results in block order."""
     fd = disk.image.fileno()
-    while True:
-        buffer = free.pop()
-        length = _read_into(fd, buffer, size)
+    size = size_of(disk.image)
+    per_run = max(1, RUN // block_size)
+    zeros = bytes(block_size)
+    local = threading.local()  # each pool thread's buffer, reused for every block it reads
+    blocks: list[str | None] = []
+    read = 0
+    inflight: deque[Future[list[tuple[str | None, int, int]]]] = deque()
+    short = False  # a run ended before its last block: the disk ended there (later runs find nothing)
+
+    def take() -> None:
+        nonlocal read, short
+        outcomes = inflight.popleft().result()
+        if short:
+            return
+        for digest, stored, length in outcomes:
+            blocks.append(_count((digest, stored), stats))
+            read += length
+        short = len(outcomes) < per_run or (bool(outcomes) and outcomes[-1][2] < block_size)
+
+    for first in range(0, -(-size // block_size), per_run):
+        inflight.append(pool.submit(_store_run, store, fd, first, per_run, block_size, zeros, local))
+        if len(inflight) >= threads * 2:
+            take()
+    while inflight:
+        take()
+    return DiskManifest(name=disk.name, size=read, blocks=blocks, fingerprint=mark, block_size=block_size)
+
+
+def _store_run(
+    store: VaultStore, fd: int, first: int, count: int, block_size: int, zeros: bytes, local: threading.local
+) -> list[tuple[str | None, int, int]]:
+    """Blocks `first` to `first + count` (fewer at the end of the disk) read into this thread's
+    buffer (a new allocation per block costs more in page faults than the read itself): each
+    one's digest, the bytes storing it added and its length."""
+    buffer = getattr(local, "buffer", None)
+    if buffer is None:
+        buffer = local.buffer = bytearray(block_size)
+    outcomes = []
+    for index in range(first, first + count):
+        length = _read_into(fd, buffer, index * block_size)
         if not length:
             break
-        size += length
-        held.append(buffer)
-        data = memoryview(buffer)[:length] if length < block_size else buffer
-        inflight.append(pool.submit(_store, store, data, zeros))
-        del data
-        if not free:
-            blocks.append(_count(inflight.popleft().result(), stats))
-            free.append(held.popleft())
-    while inflight:
-        blocks.append(_count(inflight.popleft().result(), stats))
-    return DiskManifest(name=disk.name, size=size, blocks=blocks, fingerprint=mark, block_size=block_size)
+        block = memoryview(buffer)[:length] if length < block_size else buffer
+        outcomes.append((*_store(store, block, zeros), length))
+        if length < block_size:
+            break
+    return outcomes
 
 
 def _read_into(fd: int, buffer: bytearray, offset: int) -> int:
