@@ -51,7 +51,9 @@ def _nothing_half_written(client: Client, vault: str) -> None:
     assert client.audit_verify().clean
 
 
-def test_postgres_restarted_mid_run(tmp_path: Path, fabric: Path, private_pg: PrivatePostgres) -> None:
+def test_postgres_restarted_mid_run(
+    tmp_path: Path, fabric: Path, private_pg: PrivatePostgres, vault_store: dict[str, str]
+) -> None:
     need(redis_available(), "Redis is not answering")
     from tests.helpers import REDIS_URL
 
@@ -60,6 +62,7 @@ def test_postgres_restarted_mid_run(tmp_path: Path, fabric: Path, private_pg: Pr
             BACKUP_POSTGRES_PORT=str(private_pg.port),
             BACKUP_POSTGRES_DBNAME="postgres",
             BACKUP_POSTGRES_USER="postgres",
+            **vault_store,
         )
         deployment.start_all(workers=2)
         with deployment.client() as client:
@@ -89,8 +92,11 @@ def test_postgres_restarted_mid_run(tmp_path: Path, fabric: Path, private_pg: Pr
             _nothing_half_written(client, vault)
 
 
-def test_redis_restarted_mid_run(tmp_path: Path, fabric: Path, pg_schema: str, private_redis: PrivateRedis) -> None:
+def test_redis_restarted_mid_run(
+    tmp_path: Path, fabric: Path, pg_schema: str, private_redis: PrivateRedis, vault_store: dict[str, str]
+) -> None:
     with contextmanager(deployment_fixture)(tmp_path, fabric, pg_schema, private_redis.url) as deployment:
+        deployment.env.update(vault_store)
         deployment.start_all(workers=2)
         with deployment.client() as client:
             vault = _protected(client)

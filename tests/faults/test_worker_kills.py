@@ -24,7 +24,9 @@ KILLING_FOR = 21.0  # seconds of kills, then the run finishes undisturbed
 LEASE = 150.0  # seconds: a dead worker's job is retried or failed within this (README, "A job whose worker dies")
 
 
-def test_two_hundred_backups_while_workers_are_killed(bulk: Path, deployment: Deployment) -> None:
+def test_two_hundred_backups_while_workers_are_killed(
+    bulk: Path, deployment: Deployment, vault_store: dict[str, str]
+) -> None:
     vms = [f"vm{i:03d}" for i in range(BACKUPS)]
     # Ten subscriptions of twenty VMs, a vault each, as a platform team would split them (it also keeps
     # each vault's recorded inventory small: see the issue note on bulk operations).
@@ -34,7 +36,7 @@ def test_two_hundred_backups_while_workers_are_killed(bulk: Path, deployment: De
         {f"sub{v}": [vm_entry(vm, "japaneast") for vm in vms if subscription[vm] == f"sub{v}"] for v in range(VAULTS)},
         disk_mib=1,
     )
-    deployment.env.update(BACKUP_FABRIC=str(inventory), BACKUP_VAULT_STORE=str(bulk / "vaultstore"))
+    deployment.env.update(BACKUP_FABRIC=str(inventory), BACKUP_VAULT_STORE=str(bulk / "vaultstore"), **vault_store)
     deployment.start_all(workers=WORKERS)
     rng = random.Random(6)
     with deployment.client() as client:
