@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,7 @@ class Run:
     seconds: float
     peak: int  # bytes, the process's peak RSS
     sync: float = 0.0  # seconds of the `sync` after a restore that is not durable by itself
+    job: float = 0.0  # ours: the job's own seconds (started to ended), the rest being the process's
 
 
 @dataclass
@@ -259,14 +261,23 @@ class Ours(Tool):
         if job["status"] != "completed":
             raise SystemExit(f"ours: backup {job['status']}: {job.get('error_message')}")
         self.point = job["result"]["recovery_point_id"]
+        run.job = job_seconds(job)
         return run
 
     def restore(self, target: Path) -> Run:
         self.restores += 1
-        run, _ = timed(
-            [self.backupctl, "restore", self.point, "--target", f"restored{self.restores}", "--disks-to", str(target)],
+        run, out = timed(
+            [
+                *(self.backupctl, "restore", self.point, "--target", f"restored{self.restores}"),
+                *("--disks-to", str(target), "--json"),
+            ],
             self.env,
         )
+        job = json.loads(out)
+        job = job[0] if isinstance(job, list) else job
+        if job["status"] != "completed":
+            raise SystemExit(f"ours: restore {job['status']}: {job.get('error_message')}")
+        run.job = job_seconds(job)
         return run
 
     def stored(self) -> int:
@@ -373,6 +384,11 @@ def s3_bytes(s3: dict[str, str], bucket: str) -> int:
 # -- the run -----------------------------------------------------------------------------------
 
 
+def job_seconds(job: dict[str, str]) -> float:
+    started, ended = (datetime.fromisoformat(job[k].replace("Z", "+00:00")) for k in ("started_at", "ended_at"))
+    return (ended - started).total_seconds()
+
+
 def size_label(size: int) -> str:
     return f"{size // MIB} MiB" if size >= MIB else f"{size // 1024} KiB"
 
@@ -398,7 +414,7 @@ def repetition(
     paths, nonzero = generate(images, total)
     os.sync()  # no tool pays for writing back the generated data
     limits.append(measure_limits(paths, nonzero, rep))
-    print(f"repetition {number}: limits {limits[-1]}", flush=True)
+    print(f"repetition {number}: limits {limits[-1]}")
     for tool in tools:
         tool.prepare(rep)
 
@@ -410,7 +426,7 @@ def repetition(
             row.runs.append(run)
             if growth:
                 row.growth.append(tool.stored() - before)
-            print(f"  {name:<8} {tool.name:<12} {run.seconds:7.2f} s (+sync {run.sync:.2f})", flush=True)
+            print(f"  {name:<8} {tool.name:<12} {run.seconds:7.2f} s (+sync {run.sync:.2f}, job {run.job:.2f})")
 
     step("initial", lambda t: t.backup(images), growth=True)
     scatter(paths)
@@ -441,13 +457,14 @@ def report(rows: dict[tuple[str, str], Row], tools: list[Tool], limits: list[Lim
     print("\nmedian (range) over repetitions; ratio = peer seconds / ours (restores: peer + its sync)")
     for name in ("initial", "change", "restore"):
         print(f"\n{name}:")
-        print(f"  {'tool':<12} {'seconds':>22} {'peak MiB':>14} {'growth MiB':>20}", end="")
+        print(f"  {'tool':<12} {'seconds':>22} {'job s':>20} {'peak MiB':>14} {'growth MiB':>20}", end="")
         print("".join(f" {'vs ' + p:>22}" for p in peers), f"{'ours/limit':>22}")
         for tool in ours + peers:
             row = rows[(tool, name)]
             seconds = [r.seconds + r.sync for r in row.runs]
+            jobs = median_range([r.job for r in row.runs]) if tool in ours else "-"
             print(
-                f"  {tool:<12} {median_range(seconds):>22} "
+                f"  {tool:<12} {median_range(seconds):>22} {jobs:>20} "
                 f"{median_range([r.peak / MIB for r in row.runs], '{:.0f}'):>14}",
                 end="",
             )

@@ -32,7 +32,9 @@ class S3Location:
 
 
 PREFIX = "BACKUP_"
-DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024  # BACKUP_BLOCK_SIZE unset (bench/README.md says why)
+# BACKUP_BLOCK_SIZE unset: 256 KiB on a directory vault store, 1 MiB on S3 (measured: bench/README.md).
+DIRECTORY_BLOCK_SIZE = 256 * 1024
+S3_BLOCK_SIZE = 1024 * 1024
 SECRET_SETTINGS = frozenset(
     {"key_protection_key", "event_cipher_key", "token", "audit_key", "s3_secret_key", "vault_key", "vault_key_previous"}
 )  # never echoed
@@ -79,8 +81,8 @@ class Settings(BaseSettings):
     job_timeout: int = Field(600, ge=10, le=86400)
     collection_wait: float = Field(60.0, ge=0, le=3600)  # seconds collection waits for backups running at its mark
     # The size backups cut disks into (workers/snapshot.py), recorded in each manifest: a power of two,
-    # 64 KiB to 4 MiB. Chosen by measurement (bench/README.md, bench/backup.py).
-    block_size: int = Field(DEFAULT_BLOCK_SIZE, ge=64 * 1024, le=4 * 1024 * 1024)
+    # 64 KiB to 4 MiB; unset, `backup_block_size` says (chosen by measurement: bench/README.md).
+    block_size: int | None = Field(None, ge=64 * 1024, le=4 * 1024 * 1024)
     aggregate_cache_size: int = Field(10000, ge=0, le=10_000_000)
     key_protection_key: SecretStr | None = None
     event_cipher_key: SecretStr | None = None
@@ -112,10 +114,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must decode to 16, 24 or 32 bytes, not {size}")
         return value
 
+    @field_validator("block_size", mode="before")
+    @classmethod
+    def _block_size_set(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("block_size")
     @classmethod
-    def _power_of_two(cls, value: int) -> int:
-        if value & (value - 1):
+    def _power_of_two(cls, value: int | None) -> int | None:
+        if value is not None and value & (value - 1):
             raise ValueError("must be a power of two (65536, 131072, ... 4194304)")
         return value
 
@@ -204,6 +211,13 @@ class Settings(BaseSettings):
     def fabric_path(self) -> Path:
         """The inventory file: BACKUP_FABRIC, else the one `backupctl fabric init` writes."""
         return self.fabric or self.data_dir / "fabric" / "inventory.yaml"
+
+    @property
+    def backup_block_size(self) -> int:
+        """What backups cut disks into: BACKUP_BLOCK_SIZE, else the measured default of the store."""
+        if self.block_size is not None:
+            return self.block_size
+        return S3_BLOCK_SIZE if self.s3_bucket is not None else DIRECTORY_BLOCK_SIZE
 
     @property
     def vault_store_path(self) -> Path:

@@ -78,13 +78,55 @@ def seaweedfs(parent: Path | None = None, timeout: float = 60.0) -> Iterator[S3S
         )
     )
     data = root / "data"
-    data.mkdir()
+    log = (root / "weed.log").open("wb")
+    process: subprocess.Popen[bytes] | None = None
+    used: list[int] = []  # every port given, for the sockets weed leaves named by them
+    try:
+        # Now and then weed exits as it starts (its S3 gateway finding no signing key while the filer
+        # is not up yet, on a loaded machine): started again, on new ports, a few times.
+        for attempt in range(STARTS):
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir()
+            command, ports = _command(root, data, identities)
+            used.extend(ports.values())
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            server = S3Server(
+                f"http://127.0.0.1:{ports['s3']}", access_key, secret_key, f"http://127.0.0.1:{ports['filer']}"
+            )
+            try:
+                _wait_ready(server, process, root, timeout)
+                break
+            except _ExitedEarly:
+                process.wait()
+                if attempt == STARTS - 1:
+                    raise
+        yield server
+    finally:
+        if process is not None:
+            _stop(process)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+        # The unix sockets weed makes beside its TCP ports, named by them, in the temporary directory.
+        for port in used:
+            for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
+
+
+STARTS = 3
+
+
+class _ExitedEarly(RuntimeError):
+    pass
+
+
+def _command(root: Path, data: Path, identities: Path) -> tuple[list[str], dict[str, int]]:
     ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: _free_port() for name in ports}
     # Every port given (and each's gRPC port, +10000 by default, left free), so that two servers
     # (parallel tests) never collide.
     command = [
         "weed",
+        f"-logdir={root}",  # its log files in its own directory, not the system's temporary one
         "server",
         f"-dir={data}",
         "-ip=127.0.0.1",
@@ -101,31 +143,22 @@ def seaweedfs(parent: Path | None = None, timeout: float = 60.0) -> Iterator[S3S
         "-s3",
         f"-s3.port={ports['s3']}",
         f"-s3.port.grpc={grpc['s3']}",
+        "-s3.port.iceberg=0",  # its Iceberg and Lance listeners, on fixed ports by default: off, so
+        "-s3.port.lance=0",  # that two servers at once (a session's and a module's) never collide
         f"-s3.config={identities}",
     ]
-    log = (root / "weed.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return command, {**ports, **{f"{k}-grpc": v for k, v in grpc.items()}}
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     try:
-        server = S3Server(
-            f"http://127.0.0.1:{ports['s3']}", access_key, secret_key, f"http://127.0.0.1:{ports['filer']}"
-        )
-        _wait_ready(server, process, root, timeout)
-        yield server
-    finally:
+        process.wait(timeout=3)  # its data goes with it: no need to wait for a clean stop
+    except subprocess.TimeoutExpired:
         with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=3)  # its data goes with it: no need to wait for a clean stop
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
-        # The unix sockets weed makes beside its TCP ports, named by them, in the temporary directory.
-        for port in [*ports.values(), *grpc.values()]:
-            for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
-                sock.unlink(missing_ok=True)
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _wait_ready(server: S3Server, process: subprocess.Popen[bytes], root: Path, timeout: float) -> None:
@@ -135,7 +168,7 @@ def _wait_ready(server: S3Server, process: subprocess.Popen[bytes], root: Path, 
     port = int(server.endpoint.rsplit(":", 1)[1])
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"weed server exited {process.returncode}: {(root / 'weed.log').read_text()[-2000:]}")
+            raise _ExitedEarly(f"weed server exited {process.returncode}: {(root / 'weed.log').read_text()[-2000:]}")
         if _answers(port):
             try:
                 make_bucket(server, "readiness")
@@ -146,8 +179,16 @@ def _wait_ready(server: S3Server, process: subprocess.Popen[bytes], root: Path, 
     raise RuntimeError(f"weed server not ready in {timeout} s: {(root / 'weed.log').read_text()[-2000:]}")
 
 
-def make_bucket(server: S3Server, bucket: str) -> None:
-    """A bucket: in SeaweedFS, a directory under the filer's /buckets (its filer HTTP API)."""
+def make_bucket(server: S3Server, bucket: str, attempts: int = 5) -> None:
+    """A bucket: in SeaweedFS, a directory under the filer's /buckets (its filer HTTP API). A
+    connection the filer resets (it does, now and then, just after it started) is tried again."""
     request = urllib.request.Request(f"{server.filer}/buckets/{bucket}/?op=mkdir", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+            return
+        except ConnectionResetError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)

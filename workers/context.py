@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from orchestrator.clock import Clock
-from orchestrator.config import DEFAULT_BLOCK_SIZE, S3Location
+from orchestrator.config import DIRECTORY_BLOCK_SIZE, S3Location
 from orchestrator.fabric import Fabric
 from orchestrator.write.application import Orchestrator
 from orchestrator.write.commands import Command
@@ -33,7 +33,7 @@ class WorkerContext:
     s3: S3Location | None = None  # the vault stores' object storage; None: directories under vault_store_root
     vault_kek: bytes = b""  # the vault stores' key-encryption key (workers/vaultcrypto.py: vault_kek)
     collection_wait: float = 60.0  # seconds a collection waits for the backups running at its mark
-    block_size: int = DEFAULT_BLOCK_SIZE  # what backups cut disks into (BACKUP_BLOCK_SIZE)
+    block_size: int = DIRECTORY_BLOCK_SIZE  # what backups cut disks into (BACKUP_BLOCK_SIZE)
     opened_read_store: ReadStore | None = field(default=None, init=False)
 
     @property

@@ -114,8 +114,8 @@ class LocalObjects:
             fd = os.open(self.path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ObjectMissing(name) from None
-        with os.fdopen(fd, "rb") as f:
-            return f.read()
+        with open(fd, "rb", buffering=0) as f:  # unbuffered: one read of the size fstat says
+            return f.readall()
 
     def exists(self, name: str) -> bool:
         return os.path.lexists(self.path(name))

@@ -27,6 +27,7 @@ from workers.vaultstore import BLOCK_SIZE, DiskManifest, VaultStore
 
 Progress = Callable[[int, int], None]
 RUN = 4 * 1024 * 1024  # bytes of blocks a pool thread reads, hashes and stores as one task
+LOCAL_THREADS, S3_THREADS = 2, 8  # the pool's threads for a directory store and for an S3 store
 
 
 @dataclass
@@ -66,7 +67,7 @@ def transfer_disks(
     store: VaultStore,
     disks: list[DiskSource],
     progress: Progress | None = None,
-    threads: int = 2,
+    threads: int | None = None,
     previous: dict[str, DiskManifest] | None = None,
     block_size: int = BLOCK_SIZE,
 ) -> tuple[list[DiskManifest], TransferStats]:
@@ -77,6 +78,9 @@ def transfer_disks(
     total = sum(size_of(d.image) for d in disks)
     done = 0
     manifests = []
+    # A directory store's work is the CPU's (two threads keep two cores busy); an S3 store's waits
+    # on the network, so more of its PUTs are kept in flight.
+    threads = threads or (LOCAL_THREADS if store.local else S3_THREADS)
     with ThreadPoolExecutor(threads) as pool:
         for disk in disks:
             mark = fingerprint(disk.image)

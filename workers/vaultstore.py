@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from orchestrator import safefs
-from orchestrator.config import DEFAULT_BLOCK_SIZE, S3Location
+from orchestrator.config import DIRECTORY_BLOCK_SIZE, S3Location
 from orchestrator.errors import OrchestratorError
 from workers import vaultcheck, vaultusage
 from workers.manifests import DiskManifest, Manifest, digest_named
@@ -43,7 +43,7 @@ from workers.vaultcrypto import Block, VaultCipher, VaultKeys
 if TYPE_CHECKING:
     from workers.collection import BackupLease
 
-BLOCK_SIZE = DEFAULT_BLOCK_SIZE  # what disks are cut into unless BACKUP_BLOCK_SIZE says otherwise
+BLOCK_SIZE = DIRECTORY_BLOCK_SIZE  # what disks are cut into unless BACKUP_BLOCK_SIZE says otherwise
 TEMPORARY = safefs.TEMPORARY  # a file being written (a block, a manifest): never counted, removed by collection
 log = logging.getLogger(__name__)
 

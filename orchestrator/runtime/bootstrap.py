@@ -74,7 +74,7 @@ class Runtime:
             own_dirs=tuple(product_dirs(self.settings)),
             s3=self.settings.s3_location,
             collection_wait=self.settings.collection_wait,
-            block_size=self.settings.block_size,
+            block_size=self.settings.backup_block_size,
             vault_kek=vault_kek(self.settings),
         )
 
@@ -312,6 +312,6 @@ def worker_context(settings: Settings) -> WorkerContext:
         own_dirs=tuple(product_dirs(settings)),
         s3=settings.s3_location,
         collection_wait=settings.collection_wait,
-        block_size=settings.block_size,
+        block_size=settings.backup_block_size,
         vault_kek=kek,
     )

@@ -26,6 +26,13 @@ BLOCK = 4 * MIB
 R = "japaneast"
 
 
+@pytest.fixture(autouse=True)
+def _four_mib_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These findings count blocks and bytes as 4 MiB blocks make them (tests/e2e/test_block_size.py
+    covers the block size itself)."""
+    monkeypatch.setenv("BACKUP_BLOCK_SIZE", str(BLOCK))
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str = "8m") -> Iterator[Path]:
     """A small filesystem of the test's own at `path`, unmounted at the end whatever happens."""

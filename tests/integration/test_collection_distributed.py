@@ -19,7 +19,6 @@ from tests.deployment import Deployment, wait_for
 from tests.helpers import need
 from tests.seaweed import S3Server, make_bucket, seaweedfs, weed_available
 from workers.objects import S3Objects
-from workers.vaultstore import BLOCK_SIZE
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +59,9 @@ def _fabric(tmp: Path) -> tuple[Path, Path, Path]:
     return inventory, waiting, release
 
 
-def _first_block(image: Path) -> bytes:
+def _first_block(image: Path, block_size: int) -> bytes:
     with image.open("rb") as f:
-        while block := f.read(BLOCK_SIZE):
+        while block := f.read(block_size):
             if block.strip(b"\0"):
                 return block
     raise AssertionError(f"{image} is all zeros")
@@ -91,7 +90,7 @@ def test_collection_with_backups_running_in_other_processes_on_s3(
         store = client._runtime.worker_context().vault_store(UUID(vault))  # with the deployment's key
         # Two unreferenced blocks, as an expired point leaves: one that web's disk also holds.
         [(_, web_image)] = client._runtime.fabric.disk_paths("default/rg-japaneast/web")
-        shared_data = _first_block(web_image)
+        shared_data = _first_block(web_image, client.settings.backup_block_size)  # S3's: 1 MiB
         lost = os.urandom(65536)
         shared, lost_digest = store.block_name(shared_data), store.block_name(lost)
         for digest, data in ((shared, shared_data), (lost_digest, lost)):

@@ -151,7 +151,8 @@ def test_the_seaweedfs_services_serve_the_bucket_the_vault_store_settings_name(t
         f"-s3.config={spec['configs'][0]['target']}": f"-s3.config={config}",
     }
     assert set(moved) <= set(spec["command"]), spec["command"]
-    argv = ["weed", *(moved.get(a, a) for a in spec["command"])]
+    # Its log files in the test's directory (not the system's temporary one, glog's default).
+    argv = ["weed", f"-logdir={tmp_path}", *(moved.get(a, a) for a in spec["command"])]
     argv += [
         f"-master.port={ports['master']}",
         f"-master.port.grpc={ports['mg']}",

@@ -104,3 +104,10 @@ def test_an_unknown_override_names_the_variable_it_would_be() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({}, workerz=3)
     assert (caught.value.code, caught.value.field) == ("SettingInvalid", "BACKUP_WORKERZ")
+
+
+def test_the_block_size_is_the_measured_default_of_the_store_unless_set() -> None:
+    assert load_settings({}).backup_block_size == 256 * 1024
+    assert load_settings({"BACKUP_BLOCK_SIZE": ""}).backup_block_size == 256 * 1024
+    assert load_settings({"BACKUP_S3_BUCKET": "vaults"}).backup_block_size == 1024 * 1024
+    assert load_settings({"BACKUP_S3_BUCKET": "vaults", "BACKUP_BLOCK_SIZE": "65536"}).backup_block_size == 65536
