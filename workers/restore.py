@@ -38,7 +38,7 @@ from workers.vaultstore import DiskManifest, Manifest, VaultStore
 
 CLAIM = ".restore-claim"
 IN_FLIGHT = 8  # blocks fetched, opened and written at once (each at most 4 MiB held)
-WRITEBACK_EVERY = 128 * 1024 * 1024  # bytes written between two writebacks started (_Writeback)
+WRITEBACK_EVERY = 128 * 1024 * 1024  # bytes written between two writebacks started (Writeback)
 TEMPORARY = ".restoring-"
 
 
@@ -288,7 +288,7 @@ def _write_blocks(store: VaultStore, disk: DiskManifest, out: int) -> None:
             data, offset = data[written:], offset + written
             writeback.wrote(written)
 
-    with _Writeback(out) as writeback, ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="restore") as pool:
+    with Writeback(out) as writeback, ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="restore") as pool:
         pending: set[Future[tuple[int, bytes]]] = set()
         try:
             for index, digest in stored:
@@ -307,24 +307,28 @@ def _write_blocks(store: VaultStore, disk: DiskManifest, out: int) -> None:
             raise
 
 
-class _Writeback:
+class Writeback:
     """Written data sent to the disk while more is fetched: every WRITEBACK_EVERY bytes an fdatasync
     on a thread of its own (one at a time), so the fsync that ends the disk has little left to do
     and the disk's writes overlap the fetching and opening. Waited for on exit (the descriptor stays
-    open until then)."""
+    open until then), which raises the error a writeback met: the kernel reports a write-back error
+    once per open file, so the final fsync would not see it again."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.pending = 0
         self.lock = threading.Lock()
         self.flusher: threading.Thread | None = None
+        self.error: OSError | None = None
 
-    def __enter__(self) -> _Writeback:
+    def __enter__(self) -> Writeback:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         if self.flusher is not None:
             self.flusher.join()
+        if self.error is not None and kind is None:
+            raise self.error
 
     def wrote(self, size: int) -> None:
         with self.lock:
@@ -336,8 +340,10 @@ class _Writeback:
             self.flusher.start()
 
     def _flush(self) -> None:
-        with suppress(OSError):  # a failing disk fails the final fsync too, which is what reports it
+        try:
             os.fdatasync(self.fd)
+        except OSError as exc:
+            self.error = self.error or exc
 
 
 def _block(store: VaultStore, disk: DiskManifest, index: int, digest: str) -> bytes:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -283,3 +284,20 @@ def test_a_restore_fetches_eight_blocks_at_once_and_no_more(tmp_path: Path, monk
         restored = out / "big-r" / "big-os.img"
         assert restored.read_bytes() == disk and most[0] == restoring.IN_FLIGHT == 8
         assert restored.stat().st_blocks * 512 <= len(disk) - 3 * BLOCK_SIZE + BLOCK_SIZE  # the zeros are holes
+
+
+def test_a_writeback_error_fails_the_disk_even_though_the_final_fsync_would_not_see_it() -> None:
+    """Linux reports a write-back error once per open file: the background fdatasync that meets it
+    keeps it, and the disk's end raises it (here: a pipe, which cannot be synced)."""
+    from workers.restore import WRITEBACK_EVERY, Writeback
+
+    read, write = os.pipe()
+    try:
+        with pytest.raises(OSError) as caught, Writeback(write) as writeback:
+            writeback.wrote(WRITEBACK_EVERY)  # starts a writeback, which fails
+        assert caught.value.errno == errno.EINVAL
+        with Writeback(write) as quiet:
+            quiet.wrote(WRITEBACK_EVERY - 1)  # no writeback started: nothing to raise
+    finally:
+        os.close(read)
+        os.close(write)
