@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import re
 import secrets
@@ -34,12 +35,18 @@ _NAME = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
 def sync_filesystem(path: Path) -> None:
-    """Flush the filesystem holding `path` (every file written there so far) to stable storage."""
+    """Flush the filesystem holding `path` (every file written there so far) to stable storage;
+    the OSError syncfs reports (a write-back error: the data may not be on disk). Where there is
+    no syncfs, sync(2), which reports nothing."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        if _LIBC is not None and _LIBC.syncfs(fd) == 0:
-            return
-        os.sync()
+        if _LIBC is None:
+            os.sync()
+        elif _LIBC.syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            if code != errno.ENOSYS:
+                raise OSError(code, f"syncfs: {os.strerror(code)}", str(path))
+            os.sync()
     finally:
         os.close(fd)
 

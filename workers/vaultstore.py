@@ -65,6 +65,7 @@ class VaultStore:
         self.manifests = root / "manifests"
         self._unflushed = 0
         self._flushing = threading.Lock()
+        self._flush_error: OSError | None = None  # what a background flush met (syncfs reports it once)
         # The directory store's maker of its directories (0700, made once): only a directory store has any.
         self._here = self.objects if isinstance(self.objects, LocalObjects) else LocalObjects(root)
         self.lease: BackupLease | None = None  # the running backup's, while it holds it
@@ -128,6 +129,8 @@ class VaultStore:
     def _flush_in_background(self) -> None:
         try:
             _syncfs(self.blocks)
+        except OSError as exc:  # reported to this flush's descriptor only: kept for the commit
+            self._flush_error = self._flush_error or exc
         finally:
             self._flushing.release()
 
@@ -157,6 +160,9 @@ class VaultStore:
         if not self.local:
             placed = self.objects.create(_manifest_name(manifest.recovery_point_id), data)
             return self._committed(manifest, data, placed)
+        with self._flushing:  # a writeback under way ends first; the error it met fails the commit
+            if self._flush_error is not None:
+                raise self._flush_error
         if self.blocks.exists():
             _syncfs(self.blocks)
         path = self.manifest_path(manifest.recovery_point_id)

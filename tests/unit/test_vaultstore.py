@@ -7,6 +7,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from tests.collecting import Playing, playing
 from workers.vaultstore import BLOCK_SIZE, DiskManifest, Manifest, VaultStore
 
@@ -189,3 +191,48 @@ def test_finding_9_vault_store_every_directory_is_0700_and_every_file_0600(tmp_p
     }
     modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.lstat().st_mode) for p in made if p.exists()}
     assert modes == {name: 0o700 if (tmp_path / name).is_dir() else 0o600 for name in modes}
+
+
+def test_a_write_back_error_met_in_the_background_fails_the_manifest_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syncfs reports a write-back error once, to the descriptor it was called on: the error a
+    background flush met is kept, and the commit refuses to write a manifest over blocks that may
+    not be on disk (the next syncfs, on a new descriptor, would say nothing)."""
+    import errno
+
+    from workers import vaultstore
+
+    calls: list[Path] = []
+
+    def failing_once(path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "syncfs: Input/output error", str(path))
+
+    monkeypatch.setattr(vaultstore, "_syncfs", failing_once)
+    monkeypatch.setattr(vaultstore, "FLUSH_EVERY", 1)  # every stored block starts a background flush
+    store = VaultStore(tmp_path, KEK)
+    digest, data = _block(store, 7)
+    assert store.put_block(digest, data) > 0
+    with pytest.raises(OSError) as caught:
+        store.commit_manifest(_manifest("2026-11-22T00:00:00+00:00", digest))
+    assert caught.value.errno == errno.EIO and calls
+    assert store.manifest_ids() == []  # no manifest over blocks that may be lost
+
+
+def test_a_syncfs_error_is_raised_not_swallowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+    import errno
+
+    from workers import objects
+
+    class Failing:
+        def syncfs(self, fd: int) -> int:
+            ctypes.set_errno(errno.EIO)
+            return -1
+
+    monkeypatch.setattr(objects, "_LIBC", Failing())
+    with pytest.raises(OSError) as caught:
+        objects.sync_filesystem(tmp_path)
+    assert caught.value.errno == errno.EIO
