@@ -1,7 +1,7 @@
 """Backup and restore, whole process against whole process: `backupctl` against restic and borg on
 the same data, in the same run, with the machine's limits measured beside them.
 
-    python bench/backup.py [--gib 1.5] [--reps 3] [--block-sizes 4M,1M,256K] [--peers restic,borg]
+    python bench/backup.py [--gib 1.5] [--reps 3] [--block-sizes 256K,1M,4M] [--peers restic,borg]
                            [--s3] [--dir DIR] [--keep]
 
 The anchor data set: two disk images (1.5 GiB in all), 60% of their 4 MiB regions random, the rest
@@ -495,7 +495,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.5)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--block-sizes", default="4M", help="ours' BACKUP_BLOCK_SIZE values, comma-separated")
+    parser.add_argument(
+        "--block-sizes",
+        default="256K",
+        help="ours' BACKUP_BLOCK_SIZE values, comma-separated (give 1M with --s3: the S3 default)",
+    )
     parser.add_argument("--peers", default="restic,borg")
     parser.add_argument("--s3", action="store_true", help="repositories on a SeaweedFS S3 server (ours and restic)")
     workdir.add_options(parser)
