@@ -22,7 +22,8 @@ import errno
 import os
 import re
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +50,43 @@ def sync_filesystem(path: Path) -> None:
             os.sync()
     finally:
         os.close(fd)
+
+
+class Writeback:
+    """Written data sent to stable storage while more is written: every `every` bytes reported by
+    `wrote` (from any thread), `flush` (an fsync, a syncfs) runs on a thread of its own, one at a
+    time, so the sync that ends the work has little left to do and overlaps nothing. `wait` waits
+    for the flush under way and raises the first error a flush met: the kernel reports a write-back
+    error once, to the descriptor that asked, so the final sync would not see it again."""
+
+    def __init__(self, flush: Callable[[], None], every: int) -> None:
+        self.flush = flush
+        self.every = every
+        self.pending = 0
+        self.lock = threading.Lock()
+        self.flusher: threading.Thread | None = None
+        self.error: OSError | None = None
+
+    def wrote(self, size: int) -> None:
+        with self.lock:
+            self.pending += size
+            if self.pending < self.every or (self.flusher is not None and self.flusher.is_alive()):
+                return
+            self.pending = 0
+            self.flusher = threading.Thread(target=self._run, name="writeback", daemon=True)
+            self.flusher.start()
+
+    def wait(self) -> None:
+        if self.flusher is not None:
+            self.flusher.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            self.flush()
+        except OSError as exc:
+            self.error = self.error or exc
 
 
 try:

@@ -18,7 +18,6 @@ import errno
 import json
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager, suppress
@@ -33,6 +32,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.fabric.inventory import FabricVm, VmSpec
 from orchestrator.write import commands as c
 from workers.context import WorkerContext
+from workers.objects import Writeback
 from workers.prechecks import evaluate
 from workers.vaultstore import DiskManifest, Manifest, VaultStore
 
@@ -288,7 +288,8 @@ def _write_blocks(store: VaultStore, disk: DiskManifest, out: int) -> None:
             data, offset = data[written:], offset + written
             writeback.wrote(written)
 
-    with Writeback(out) as writeback, ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="restore") as pool:
+    writeback = Writeback(lambda: os.fdatasync(out), WRITEBACK_EVERY)  # an error it met is raised below
+    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="restore") as pool:
         pending: set[Future[tuple[int, bytes]]] = set()
         try:
             for index, digest in stored:
@@ -304,46 +305,10 @@ def _write_blocks(store: VaultStore, disk: DiskManifest, out: int) -> None:
         except BaseException:
             for future in pending:
                 future.cancel()
+            with suppress(OSError):
+                writeback.wait()  # the descriptor stays open until the writeback under way is done
             raise
-
-
-class Writeback:
-    """Written data sent to the disk while more is fetched: every WRITEBACK_EVERY bytes an fdatasync
-    on a thread of its own (one at a time), so the fsync that ends the disk has little left to do
-    and the disk's writes overlap the fetching and opening. Waited for on exit (the descriptor stays
-    open until then), which raises the error a writeback met: the kernel reports a write-back error
-    once per open file, so the final fsync would not see it again."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.pending = 0
-        self.lock = threading.Lock()
-        self.flusher: threading.Thread | None = None
-        self.error: OSError | None = None
-
-    def __enter__(self) -> Writeback:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        if self.flusher is not None:
-            self.flusher.join()
-        if self.error is not None and kind is None:
-            raise self.error
-
-    def wrote(self, size: int) -> None:
-        with self.lock:
-            self.pending += size
-            if self.pending < WRITEBACK_EVERY or (self.flusher is not None and self.flusher.is_alive()):
-                return
-            self.pending = 0
-            self.flusher = threading.Thread(target=self._flush, name="restore-writeback", daemon=True)
-            self.flusher.start()
-
-    def _flush(self) -> None:
-        try:
-            os.fdatasync(self.fd)
-        except OSError as exc:
-            self.error = self.error or exc
+    writeback.wait()
 
 
 def _block(store: VaultStore, disk: DiskManifest, index: int, digest: str) -> bytes:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -36,7 +35,7 @@ from orchestrator.config import DIRECTORY_BLOCK_SIZE, S3Location
 from orchestrator.errors import OrchestratorError
 from workers import vaultcheck, vaultusage
 from workers.manifests import DiskManifest, Manifest, digest_named
-from workers.objects import LocalObjects, Objects, S3Objects
+from workers.objects import LocalObjects, Objects, S3Objects, Writeback
 from workers.objects import sync_filesystem as _syncfs
 from workers.vaultcrypto import Block, VaultCipher, VaultKeys
 
@@ -63,9 +62,9 @@ class VaultStore:
         self.local = isinstance(self.objects, LocalObjects)
         self.blocks = root / "blocks"
         self.manifests = root / "manifests"
-        self._unflushed = 0
-        self._flushing = threading.Lock()
-        self._flush_error: OSError | None = None  # what a background flush met (syncfs reports it once)
+        # Blocks written back while a backup goes on (every FLUSH_EVERY bytes stored); the sync before
+        # the manifest then has little left to do, and an error a writeback met fails the commit.
+        self._writeback = Writeback(lambda: _syncfs(self.blocks), FLUSH_EVERY)
         # The directory store's maker of its directories (0700, made once): only a directory store has any.
         self._here = self.objects if isinstance(self.objects, LocalObjects) else LocalObjects(root)
         self.lease: BackupLease | None = None  # the running backup's, while it holds it
@@ -103,12 +102,7 @@ class VaultStore:
             raise self._full(exc, f"block {digest}") from None
         if not placed:
             return 0
-        self._unflushed += len(sealed)
-        if self._unflushed >= FLUSH_EVERY and self._flushing.acquire(blocking=False):
-            # Start writing back what is there so far, while hashing goes on; the sync before the
-            # manifest then has little left to do.
-            self._unflushed = 0
-            threading.Thread(target=self._flush_in_background, daemon=True).start()
+        self._writeback.wrote(len(sealed))
         return len(sealed)
 
     def _place(self, path: Path, digest: str, data: bytes) -> bool:
@@ -125,14 +119,6 @@ class VaultStore:
             finally:
                 usage.settle()
             return True
-
-    def _flush_in_background(self) -> None:
-        try:
-            _syncfs(self.blocks)
-        except OSError as exc:  # reported to this flush's descriptor only: kept for the commit
-            self._flush_error = self._flush_error or exc
-        finally:
-            self._flushing.release()
 
     def get_block(self, digest: str) -> bytes:
         """The block's content, authenticated and checked against its name (`ObjectMissing` when it
@@ -160,9 +146,7 @@ class VaultStore:
         if not self.local:
             placed = self.objects.create(_manifest_name(manifest.recovery_point_id), data)
             return self._committed(manifest, data, placed)
-        with self._flushing:  # a writeback under way ends first; the error it met fails the commit
-            if self._flush_error is not None:
-                raise self._flush_error
+        self._writeback.wait()  # a writeback under way ends first; the error one met fails the commit
         if self.blocks.exists():
             _syncfs(self.blocks)
         path = self.manifest_path(manifest.recovery_point_id)

@@ -287,17 +287,22 @@ def test_a_restore_fetches_eight_blocks_at_once_and_no_more(tmp_path: Path, monk
 
 
 def test_a_writeback_error_fails_the_disk_even_though_the_final_fsync_would_not_see_it() -> None:
-    """Linux reports a write-back error once per open file: the background fdatasync that meets it
-    keeps it, and the disk's end raises it (here: a pipe, which cannot be synced)."""
-    from workers.restore import WRITEBACK_EVERY, Writeback
+    """Linux reports a write-back error once per open file: the background fdatasync a restore
+    starts every WRITEBACK_EVERY bytes keeps the error it meets, and the disk's end raises it (here:
+    a pipe, which cannot be synced)."""
+    from workers.objects import Writeback
+    from workers.restore import WRITEBACK_EVERY
 
     read, write = os.pipe()
     try:
-        with pytest.raises(OSError) as caught, Writeback(write) as writeback:
-            writeback.wrote(WRITEBACK_EVERY)  # starts a writeback, which fails
+        writeback = Writeback(lambda: os.fdatasync(write), WRITEBACK_EVERY)
+        writeback.wrote(WRITEBACK_EVERY)  # starts a writeback, which fails
+        with pytest.raises(OSError) as caught:
+            writeback.wait()
         assert caught.value.errno == errno.EINVAL
-        with Writeback(write) as quiet:
-            quiet.wrote(WRITEBACK_EVERY - 1)  # no writeback started: nothing to raise
+        quiet = Writeback(lambda: os.fdatasync(write), WRITEBACK_EVERY)
+        quiet.wrote(WRITEBACK_EVERY - 1)  # no writeback started: nothing to raise
+        quiet.wait()
     finally:
         os.close(read)
         os.close(write)
