@@ -179,6 +179,13 @@ def _wait_ready(server: S3Server, process: subprocess.Popen[bytes], root: Path, 
     raise RuntimeError(f"weed server not ready in {timeout} s: {(root / 'weed.log').read_text()[-2000:]}")
 
 
+def new_bucket(server: S3Server, prefix: str = "vaults") -> str:
+    """A bucket of a new random name (`<prefix>-<8 hex digits>`), made; its name."""
+    bucket = f"{prefix}-{secrets.token_hex(4)}"
+    make_bucket(server, bucket)
+    return bucket
+
+
 def make_bucket(server: S3Server, bucket: str, attempts: int = 5) -> None:
     """A bucket: in SeaweedFS, a directory under the filer's /buckets (its filer HTTP API). A
     connection the filer resets (it does, now and then, just after it started) is tried again."""

@@ -4,14 +4,13 @@ directory; a bucket of its own on one SeaweedFS S3 server for the whole suite)."
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
 
 from tests.helpers import PrivatePostgres, need
 from tests.integration.conftest import deployment, pg_schema, private_redis  # noqa: F401  (fixtures)
-from tests.seaweed import S3Server, make_bucket, seaweedfs, weed_available
+from tests.seaweed import S3Server, new_bucket, seaweedfs, weed_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -40,6 +39,5 @@ def vault_store(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "directory":
         return {}
     server: S3Server = request.getfixturevalue("seaweed")
-    bucket = f"faults-{secrets.token_hex(4)}"
-    make_bucket(server, bucket)
+    bucket = new_bucket(server, "faults")
     return server.settings(bucket)

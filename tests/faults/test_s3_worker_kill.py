@@ -6,7 +6,6 @@ reused or left to collection, never referenced while missing."""
 from __future__ import annotations
 
 import hashlib
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from orchestrator.fabric.sample import vm_entry, write_fabric
 from tests.deployment import Deployment, wait_for
-from tests.seaweed import S3Server, make_bucket
+from tests.seaweed import S3Server, new_bucket
 from workers.objects import S3Objects
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -29,8 +28,7 @@ def _sha(path: Path) -> str:
 def test_a_worker_killed_mid_upload_leaves_no_point_without_its_blocks(
     tmp_path: Path, deployment: Deployment, seaweed: S3Server
 ) -> None:
-    bucket = f"vaults-{secrets.token_hex(4)}"
-    make_bucket(seaweed, bucket)
+    bucket = new_bucket(seaweed)
     inventory = write_fabric(tmp_path / "fabric", {"default": [vm_entry("big", "japaneast")]}, disk_mib=48)
     # 64 KiB blocks: hundreds of PUTs per disk, so that the kill lands in the middle of them.
     deployment.env.update({**seaweed.settings(bucket), "BACKUP_FABRIC": str(inventory), "BACKUP_BLOCK_SIZE": "65536"})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -17,7 +16,7 @@ import pytest
 from orchestrator.fabric.sample import vm_entry, write_fabric
 from tests.deployment import Deployment, wait_for
 from tests.helpers import need
-from tests.seaweed import S3Server, make_bucket, seaweedfs, weed_available
+from tests.seaweed import S3Server, new_bucket, seaweedfs, weed_available
 from workers.objects import S3Objects
 
 pytestmark = pytest.mark.integration
@@ -74,8 +73,7 @@ def _sha(path: Path) -> str:
 def test_collection_with_backups_running_in_other_processes_on_s3(
     tmp_path: Path, deployment: Deployment, s3: S3Server
 ) -> None:
-    bucket = f"vaults-{secrets.token_hex(4)}"
-    make_bucket(s3, bucket)
+    bucket = new_bucket(s3)
     inventory, waiting, release = _fabric(tmp_path)
     deployment.env.update({**s3.settings(bucket), "BACKUP_FABRIC": str(inventory), "BACKUP_COLLECTION_WAIT": "1"})
     deployment.start_all(workers=2)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from orchestrator import Client
 from orchestrator.clock import ManualClock
 from orchestrator.config import S3Location
 from tests.helpers import CLOCK_START, need
-from tests.seaweed import S3Server, make_bucket, seaweedfs, weed_available
+from tests.seaweed import S3Server, new_bucket, seaweedfs, weed_available
 from workers.objects import S3Objects
 
 
@@ -30,8 +29,7 @@ def s3() -> Iterator[S3Server]:
 
 @pytest.fixture
 def on_s3(s3: S3Server, tmp_path: Path, fabric: Path) -> Iterator[tuple[Client, ManualClock, S3Location]]:
-    bucket = f"vaults-{secrets.token_hex(4)}"
-    make_bucket(s3, bucket)
+    bucket = new_bucket(s3)
     clock = ManualClock(CLOCK_START)
     settings = {k.removeprefix("BACKUP_").lower(): v for k, v in s3.settings(bucket).items()}
     with Client(
