@@ -55,7 +55,7 @@ def sync_filesystem(path: Path) -> None:
 class Writeback:
     """Written data sent to stable storage while more is written: every `every` bytes reported by
     `wrote` (from any thread), `flush` (an fsync, a syncfs) runs on a thread of its own, one at a
-    time, so the sync that ends the work has little left to do and overlaps nothing. `wait` waits
+    time, so the disk writes overlap the work and the sync that ends it has little left. `wait` waits
     for the flush under way and raises the first error a flush met: the kernel reports a write-back
     error once, to the descriptor that asked, so the final sync would not see it again."""
 

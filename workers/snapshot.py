@@ -133,7 +133,7 @@ def _read_disk(
         if short:
             return
         for digest, stored, length in outcomes:
-            blocks.append(_count((digest, stored), stats))
+            blocks.append(_count(digest, stored, stats))
             read += length
         short = len(outcomes) < per_run or (bool(outcomes) and outcomes[-1][2] < block_size)
 
@@ -176,8 +176,7 @@ def _read_into(fd: int, buffer: bytearray, offset: int) -> int:
     return got
 
 
-def _count(outcome: tuple[str | None, int], stats: TransferStats) -> str | None:
-    digest, stored = outcome
+def _count(digest: str | None, stored: int, stats: TransferStats) -> str | None:
     if digest is None:
         stats.zero_blocks += 1
     elif stored:
