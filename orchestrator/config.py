@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from orchestrator.domain.names import Principal
 from orchestrator.errors import SettingsError
 
+APP_NAME = "Orchestrator"  # the event store's application: the library names its tables and reads its settings by it
+
 
 @dataclass(frozen=True)
 class S3Location:

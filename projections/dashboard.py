@@ -17,6 +17,7 @@ from orchestrator.domain import RecoveryPoint as RP
 from orchestrator.domain import VirtualMachine as VM
 from orchestrator.domain.values import Operation
 from projections.base import Projection, on_event, ts
+from projections.names import VERSIONS
 from projections.store import Tx
 
 GIB = 1024**3
@@ -26,7 +27,7 @@ class DashboardProjection(Projection):
     name = "dashboard"
     topics = tuple(get_topic(cls) for cls in (VM.Protected, RP.Created, RP.Expired, Job.Created, Job.Completed))
     owned = ("dash_items", "dash_points", "dash_storage", "dash_retention_jobs", "dash_usage")
-    version = 2  # dash_usage: the vault stores' usage reports
+    version = VERSIONS["dashboard"]
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}dash_items (item_id TEXT PRIMARY KEY, "

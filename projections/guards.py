@@ -9,6 +9,7 @@ from eventsourcing.utils import get_topic
 
 from orchestrator.domain.guard import ResourceGuard as Guard
 from projections.base import Projection, on_event, ts
+from projections.names import VERSIONS
 from projections.store import Tx
 
 _EVENTS = (Guard.Created, Guard.ApprovalGranted, Guard.ApprovalUsed, Guard.ApprovalExpired)
@@ -16,6 +17,7 @@ _EVENTS = (Guard.Created, Guard.ApprovalGranted, Guard.ApprovalUsed, Guard.Appro
 
 class GuardsProjection(Projection):
     name = "guards"
+    version = VERSIONS["guards"]
     topics = tuple(get_topic(cls) for cls in _EVENTS)
     owned = ("guards", "guard_approvals")
     tables = (

@@ -9,6 +9,7 @@ from eventsourcing.utils import get_topic
 
 from orchestrator.domain import VirtualMachine as VM
 from projections.base import Projection, dumps, on_event, ts
+from projections.names import VERSIONS
 from projections.store import Tx
 
 _EVENTS = (
@@ -35,7 +36,7 @@ _EVENTS = (
 class ItemsProjection(Projection):
     name = "items"
     topics = tuple(get_topic(cls) for cls in _EVENTS)
-    version = 4  # 2: protection and backup columns; 3: check results; 4: soft delete's purge time
+    version = VERSIONS["items"]
     row_table, row_key, stamps_rows = "items", "item_id", True
     owned = ("items",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own

@@ -8,6 +8,7 @@ from eventsourcing.utils import get_topic
 
 from orchestrator.domain import Job
 from projections.base import Projection, dumps, on_event, ts
+from projections.names import VERSIONS
 from projections.store import Tx
 
 
@@ -17,7 +18,7 @@ class JobsProjection(Projection):
         get_topic(cls)
         for cls in (Job.Created, Job.Started, Job.Progressed, Job.ChecksRecorded, Job.Completed, Job.Failed)
     )
-    version = 4  # 2: created_seq; 3: progress in bytes; 4: check results
+    version = VERSIONS["jobs"]
     row_table, row_key, stamps_rows = "jobs", "job_id", False
     owned = ("jobs",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own

@@ -10,6 +10,7 @@ from eventsourcing.utils import get_topic
 
 from orchestrator.domain import BackupPolicy as P
 from projections.base import Projection, json_of, on_event, ts
+from projections.names import VERSIONS
 from projections.store import Tx
 
 
@@ -22,7 +23,7 @@ class PoliciesProjection(Projection):
     overwrites = (P.Updated,)
     # 2: schedule and retention as pydantic writes their JSON (four times faster than json.dumps);
     # 3: no item count (the policies no longer list their items)
-    version = 3
+    version = VERSIONS["policies"]
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}policies (policy_id TEXT PRIMARY KEY, vault_id TEXT NOT NULL, "

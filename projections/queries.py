@@ -294,6 +294,11 @@ def vaults(store: ReadStore, subscription: str | None = None) -> list[VaultRow]:
     return [VaultRow(**r) for r in rows]
 
 
+def vault(store: ReadStore, vault_id: str) -> VaultRow | None:
+    rows = store.fetch(f"SELECT * FROM {store.t('vaults')} WHERE vault_id = ?", (vault_id,))
+    return VaultRow(**rows[0]) if rows else None
+
+
 def guards(store: ReadStore) -> list[GuardRow]:
     return [GuardRow(**r) for r in store.fetch(f"SELECT * FROM {store.t('guards')} ORDER BY name")]
 

@@ -10,6 +10,7 @@ from eventsourcing.utils import get_topic
 
 from orchestrator.domain import RecoveryPoint as RP
 from projections.base import Projection, on_event, ts
+from projections.names import VERSIONS
 from projections.store import Tx
 
 
@@ -20,7 +21,7 @@ class RecoveryPointsProjection(Projection):
     owned = ("recovery_points",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own
     overwrites = (RP.RetentionChanged,)
-    version = 3  # 2: key_vault; 3: the last verify
+    version = VERSIONS["recovery_points"]
     tables = (
         (
             "CREATE TABLE IF NOT EXISTS {t}recovery_points (recovery_point_id TEXT PRIMARY KEY, "

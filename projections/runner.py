@@ -27,7 +27,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     DashboardProjection,
     GuardsProjection,
 )
-NAMES = [p.name for p in PROJECTIONS]
+NAMES = [p.name for p in PROJECTIONS]  # as projections/names.py lists them (a test holds the two together)
 
 
 def ensure_schemas(store: ReadStore) -> None:

@@ -220,6 +220,12 @@ class ReadStore:
         )
         return {r["follower"]: int(r["notification_id"]) for r in rows}
 
+    def versions(self, views: list[str]) -> dict[str, int]:
+        """The stored table version of each view (`ensure_version`), in one query (a view never made is absent)."""
+        marks = ", ".join("?" for _ in views)
+        rows = self.fetch(f"SELECT view, version FROM {self.t('view_versions')} WHERE view IN ({marks})", tuple(views))
+        return {r["view"]: int(r["version"]) for r in rows}
+
     def advance(self, tx: Tx, follower: str, notification_id: int) -> bool:
         """Move `follower` to `notification_id` inside `tx`; False if it was already there."""
         table = self.t("follower_positions")

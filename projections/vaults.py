@@ -8,6 +8,7 @@ from eventsourcing.utils import get_topic
 
 from orchestrator.domain import Vault
 from projections.base import Projection, key_of, on_event, ts
+from projections.names import VERSIONS
 from projections.store import Tx
 
 
@@ -25,7 +26,7 @@ class VaultsProjection(Projection):
             Vault.Deleted,
         )
     )
-    version = 2  # 2: deletion protection and the resource guard
+    version = VERSIONS["vaults"]
     owned = ("vaults",)
     by_aggregate = True  # rows keyed by the aggregate, each event writing its own
     overwrites = (Vault.ReplicationChanged, Vault.SoftDeleteChanged, Vault.ImmutabilityChanged)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import Enum
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import event
 
 from orchestrator.domain.base import Aggregate, Value
+from orchestrator.domain.names import guard_id_for
 from orchestrator.errors import DomainError
 
 APPROVAL_MINUTES = range(1, 24 * 60 + 1)  # an approval lasts 1 minute to 24 hours
@@ -41,11 +42,6 @@ class Approval(Value):
     expires_at: datetime
     state: ApprovalState = ApprovalState.OPEN
     used_by: str = ""
-
-
-def guard_id_for(name: str) -> UUID:
-    """Guard names are unique, case-insensitively, so the id derives from the name."""
-    return uuid5(NAMESPACE_URL, f"/resource-guards/{name.lower()}")
 
 
 class ResourceGuard(Aggregate):

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Annotated, Any
+from uuid import NAMESPACE_URL, UUID, uuid5
 from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import AfterValidator, StrictStr
@@ -304,3 +305,13 @@ def _zone(value: str) -> str:
 
 
 TimeZoneName = Annotated[StrictStr, AfterValidator(_zone)]
+
+
+def vault_id_for(subscription: str, name: str) -> UUID:
+    """Vault names are unique per subscription, case-insensitively, so the id derives from both."""
+    return uuid5(NAMESPACE_URL, f"/subscriptions/{subscription.lower()}/vaults/{name.lower()}")
+
+
+def guard_id_for(name: str) -> UUID:
+    """Guard names are unique, case-insensitively, so the id derives from the name."""
+    return uuid5(NAMESPACE_URL, f"/resource-guards/{name.lower()}")

@@ -9,22 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import event
 
 from orchestrator.domain.base import Aggregate, SnapshotState
+from orchestrator.domain.names import vault_id_for
 from orchestrator.domain.values import DeploymentModel, Immutability, Replication, SoftDelete, VaultKind, VmRef
 from orchestrator.errors import DomainError
 
 if TYPE_CHECKING:
     from orchestrator.domain.discovery import Discovery
     from orchestrator.domain.item import VirtualMachine
-
-
-def vault_id_for(subscription: str, name: str) -> UUID:
-    """Vault names are unique per subscription, case-insensitively, so the id derives from both."""
-    return uuid5(NAMESPACE_URL, f"/subscriptions/{subscription.lower()}/vaults/{name.lower()}")
 
 
 class VaultState(SnapshotState):

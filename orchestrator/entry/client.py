@@ -26,10 +26,10 @@ from orchestrator.clock import Clock
 from orchestrator.config import Settings, load_settings
 from orchestrator.domain import Identity, Job, RecoveryPoint, Vault, identity, names
 from orchestrator.domain.identity import Caller, IdentityRow
+from orchestrator.domain.names import vault_id_for
 from orchestrator.domain.policy import policy_id_for
 from orchestrator.domain.schedule import Retention, Schedule
 from orchestrator.domain.values import CheckResult, JobState
-from orchestrator.domain.vault import vault_id_for
 from orchestrator.entry.edge import strict
 from orchestrator.entry.queries import AsOf, ReadModels
 from orchestrator.errors import NotFoundError, OrchestratorError, ServiceUnavailableError

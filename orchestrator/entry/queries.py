@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Self
 from pydantic import AwareDatetime
 
 from orchestrator.domain import names
-from orchestrator.domain.guard import guard_id_for
+from orchestrator.domain.names import guard_id_for
 from orchestrator.domain.values import JobState, Operation
 from orchestrator.entry.edge import strict
 from orchestrator.errors import OrchestratorError

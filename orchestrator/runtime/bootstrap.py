@@ -6,29 +6,21 @@ connection and fabric, and (embedded mode) starts the followers and workers as t
 from __future__ import annotations
 
 import base64
-import fcntl
-import logging
 import os
-import shutil
-import sqlite3
 import threading
-import time
-from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
-from eventsourcing.persistence import IntegrityError, InternalError, PersistenceError, ProgrammingError
 from redis import Redis
 
-from orchestrator import safefs
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Settings
 from orchestrator.dispatch.dispatcher import Dispatcher, DispatcherThread, Reconciler
 from orchestrator.dispatch.scheduler import Scheduler, SchedulerThread
-from orchestrator.errors import OrchestratorError, ServiceUnavailableError, SettingsError
+from orchestrator.errors import SettingsError
 from orchestrator.fabric.local import LocalFabric
+from orchestrator.runtime.stores import open_data_dir, open_read_store, opening, take_data_dir
 from orchestrator.targets import product_dirs
 from orchestrator.write.application import Orchestrator
 from orchestrator.write.persistence import PydanticMapper
@@ -42,11 +34,7 @@ from workers.keys import KeyProtector
 from workers.queues import QUEUES
 from workers.vaultcrypto import vault_kek
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-SQLITE_FILES = ("events.sqlite", "readmodels.sqlite")
 CIPHER_SAMPLE = 5  # stored rows the cipher check tries
-FULL_BELOW = 64 * 1024  # free bytes under which a store that fails to open is said to be on a full disk
 
 
 @dataclass
@@ -136,9 +124,9 @@ def bootstrap(settings: Settings) -> Runtime:
             undo.callback(os.close, lock)
         app = build_app(settings)
         undo.callback(app.close)
-        store = _opening(settings, lambda: _read_store(settings))
+        store = opening(settings, lambda: open_read_store(settings))
         undo.callback(store.close)
-        _opening(settings, lambda: ensure_schemas(store))
+        opening(settings, lambda: ensure_schemas(store))
         undo.pop_all()
     fake_server = None
     if settings.redis_url is None:
@@ -159,51 +147,14 @@ def bootstrap(settings: Settings) -> Runtime:
     )
 
 
-def open_data_dir(settings: Settings) -> Path:
-    """The data dir, made private (0700; an older version made it 0755) with its SQLite files 0600
-    before the library opens them (SQLite gives its journal and WAL files the database file's mode)."""
-    directory = safefs.make_dirs(settings.data_dir, link_ok=True)
-    safefs.tighten(directory, safefs.DIR_MODE)
-    if settings.event_store == "sqlite":
-        for name in SQLITE_FILES:
-            path = directory / name
-            try:
-                os.close(safefs.create(path))
-            except FileExistsError:
-                safefs.tighten(path, safefs.FILE_MODE)
-    return directory
-
-
-def take_data_dir(settings: Settings) -> int:
-    """The data dir's lock, held until the runtime closes; DataDirInUse when another process holds it."""
-    directory = _opening(settings, lambda: open_data_dir(settings))
-    fd = safefs.open_lock(directory / "runtime.lock")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise OrchestratorError(
-            "DataDirInUse",
-            f"another process runs the embedded orchestrator on {settings.data_dir}; "
-            "stop it, or use another BACKUP_DATA_DIR",
-            field="BACKUP_DATA_DIR",
-        ) from None
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())  # for an operator who wants to know which process
-    except OSError as exc:
-        log.warning("the data dir's lock holds no process id: %s", exc)
-    return fd
-
-
 def build_app(settings: Settings, create_tables: bool = True, pre_ping: bool = True) -> Orchestrator:
     """The application on the configured event store. `pre_ping=False` for a process that lives
     for one short task: a pooled PostgreSQL connection is not pinged before each use (a long-lived
     process's may have been dropped while idle; the library retries a statement that fails on a
     dropped connection with a new one either way)."""
-    _opening(settings, lambda: open_data_dir(settings))
+    opening(settings, lambda: open_data_dir(settings))
     env = app_env(settings, create_tables, pre_ping)
-    app = _opening(settings, lambda: Orchestrator(env=env))
+    app = opening(settings, lambda: Orchestrator(env=env))
     _check_cipher(app)
     return app
 
@@ -253,47 +204,6 @@ def _check_cipher(app: Orchestrator) -> None:
     )
 
 
-def _opening(settings: Settings, open_: Callable[[], T]) -> T:
-    for attempt in range(3):
-        try:
-            return open_()
-        except (IntegrityError, ProgrammingError, InternalError):
-            # Processes starting together race to create the same tables; the loser retries.
-            if attempt == 2:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-        except (PersistenceError, OSError, sqlite3.Error) as exc:
-            raise ServiceUnavailableError(
-                "EventStoreUnavailable",
-                f"cannot open the {settings.event_store} event store: {_why(settings, exc)}",
-                field="BACKUP_EVENT_STORE",
-            ) from None
-    raise AssertionError("unreachable")
-
-
-def _why(settings: Settings, exc: BaseException) -> str:
-    """What went wrong opening a store; a full disk under the data dir said as such (SQLite reports
-    one as a disk I/O error when it cannot even create its journal)."""
-    full = isinstance(exc, OSError) and safefs.is_full(exc)
-    if not full and settings.event_store == "sqlite":
-        with suppress(OSError):
-            full = shutil.disk_usage(settings.data_dir).free < FULL_BELOW
-    return f"its disk is full ({exc}): free space in {settings.data_dir}" if full else str(exc)
-
-
-def _read_store(settings: Settings) -> ReadStore:
-    if settings.event_store == "sqlite":
-        return ReadStore.sqlite(settings.data_dir / "readmodels.sqlite")
-    return ReadStore.postgres(
-        dbname=settings.postgres_dbname,
-        host=settings.postgres_host,
-        port=settings.postgres_port,
-        user=settings.postgres_user,
-        password=settings.postgres_password,
-        schema=settings.postgres_schema,
-    )
-
-
 def worker_context(settings: Settings) -> WorkerContext:
     """What an `rq worker` process hands its tasks, built once when it starts: the application (its
     event store's missing tables made, as a worker may start before every other service), the
@@ -308,7 +218,7 @@ def worker_context(settings: Settings) -> WorkerContext:
         vault_store_root=settings.vault_store_path,
         clock=SystemClock(),
         keys=KeyProtector(settings.key_protection_key),
-        open_read_store=lambda: _opening(settings, lambda: _read_store(settings)),
+        open_read_store=lambda: opening(settings, lambda: open_read_store(settings)),
         own_dirs=tuple(product_dirs(settings)),
         s3=settings.s3_location,
         collection_wait=settings.collection_wait,

@@ -15,6 +15,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proje
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 from eventsourcing.utils import get_topic
 
+from orchestrator.config import APP_NAME
 from orchestrator.domain import BackupPolicy, BlockLedger, Discovery, Job, Vault, VirtualMachine
 from orchestrator.domain.base import Aggregate, DomainEvent, acting_as
 from orchestrator.domain.discovery import discovery_id_for
@@ -40,7 +41,7 @@ load_all()  # registers every handler before any thread can ask for one
 
 
 class Orchestrator(Application[UUID]):
-    name = "Orchestrator"
+    name = APP_NAME
     env: ClassVar[dict[str, str]] = {
         "TRANSCODER_TOPIC": get_topic(JsonTranscoder),
         "MAPPER_TOPIC": get_topic(PydanticMapper),

@@ -16,13 +16,25 @@ ALLOWED_OURS = {"orchestrator", "orchestrator.errors"}  # and orchestrator.domai
 
 
 def test_importing_the_domain_loads_no_queue_store_worker_or_read_model_module() -> None:
-    code = "import json, sys\nimport orchestrator.domain\nprint(json.dumps(sorted(sys.modules)))"
+    code = (
+        "import json, sys\nimport orchestrator.domain as d\n[getattr(d, name) for name in d.__all__]\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     loaded = json.loads(done.stdout)
     assert "orchestrator.domain.vault" in loaded  # it did import the domain
     assert sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN) == []
     ours = {m for m in loaded if m.split(".")[0] == "orchestrator"}
     assert sorted(m for m in ours - ALLOWED_OURS if not m.startswith("orchestrator.domain")) == []
+
+
+def test_the_naming_rules_load_no_aggregate() -> None:
+    """The aggregates load when first asked for: the settings and a read command need the names and
+    ids alone (orchestrator/config.py, orchestrator/entry/reader.py), not every event class."""
+    code = "import json, sys\nimport orchestrator.domain.names\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = json.loads(done.stdout)
+    assert sorted(m for m in loaded if m.startswith("orchestrator.domain.") and m != "orchestrator.domain.names") == []
 
 
 def test_the_domains_modules_import_only_the_domain_its_errors_and_the_two_libraries() -> None:

@@ -23,8 +23,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.domain.guard import guard_id_for
 from orchestrator.domain.identity import Caller, Role
+from orchestrator.domain.names import guard_id_for
 from orchestrator.entry.api.contract import OPERATIONS, Operation, Scope
 from orchestrator.entry.client import Client
 from orchestrator.errors import (

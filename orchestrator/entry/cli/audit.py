@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from orchestrator.audit.verify import Report
     from orchestrator.entry.client import Client
     from orchestrator.entry.queries import ReadModels
+    from orchestrator.entry.reader import Reader
     from projections.dashboard_query import Dashboard, VaultDashboard
 
 audit_app = typer.Typer(no_args_is_help=True, help="Audit: history, replay, tamper evidence.")
@@ -231,7 +232,7 @@ def dashboard(
     if watch and (as_json or as_of):
         raise typer.BadParameter("--watch shows the live dashboard in the terminal; drop --json / --as-of")
 
-    def show(c: Client, view: ReadModels) -> None:
+    def show(c: Client | Reader, view: ReadModels) -> None:
         vault_id = vault_ref(c, vault, subscription) if vault else None
         if as_json:
             out.print_json(view.dashboard(vault_id).model_dump_json())
@@ -247,4 +248,4 @@ def dashboard(
                     time.sleep(interval)
                     live.update(render_dashboard(view.dashboard(vault_id)), refresh=True)
 
-    read(as_of, show)
+    read(as_of, show, quick=not watch)  # watching: the client's followers keep the board moving

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.entry.cli.common import (
@@ -60,6 +59,8 @@ class PolicyFile(BaseModel):
 
 def _read_policy_file(file: Path, tz: str) -> dict[str, Any]:
     """The policy in `file` (JSON by its suffix, else YAML), or `CommandInvalid` saying what is wrong."""
+    import yaml  # here: only a policy file needs it
+
     try:
         text = file.read_text(encoding="utf-8")
         spec = PolicyFile.model_validate(json.loads(text) if file.suffix == ".json" else yaml.safe_load(text))

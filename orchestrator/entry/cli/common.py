@@ -22,11 +22,12 @@ from typer.exceptions import TyperException
 
 from orchestrator import safefs
 from orchestrator.errors import OrchestratorError
-from projections.queries import JobRow
 
 if TYPE_CHECKING:
     from orchestrator.entry.client import Client
     from orchestrator.entry.queries import ReadModels
+    from orchestrator.entry.reader import Reader
+    from projections.queries import JobRow
 
 
 class CodedGroup(TyperGroup):
@@ -157,6 +158,8 @@ def export(path: Path, lines: Iterable[str]) -> int:
 def cell(row: BaseModel, column: str) -> str:
     """A compact table cell: an id's first hex digits, a time to the second (UTC), a job's progress
     and duration (`--json` has every value whole)."""
+    from projections.queries import JobRow  # here: `--help` and a refusal need no row type
+
     value = getattr(row, column, None)
     if isinstance(value, datetime):
         return value.strftime(TABLE_TIME)
@@ -187,7 +190,7 @@ def _job_duration(job: JobRow) -> str:
     return "running" if seconds is None else f"{seconds:.1f}s"
 
 
-def vault_ref(client: Client, vault: str, subscription: str) -> str:
+def vault_ref(client: Client | Reader, vault: str, subscription: str) -> str:
     try:
         return str(UUID(vault))
     except ValueError:
@@ -199,8 +202,16 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def read(as_of: datetime | None, action: Callable[[Client, ReadModels], None]) -> None:
-    """Run a read command on the live read models, or on those rebuilt as of `as_of` (UTC if naive)."""
+def read(as_of: datetime | None, action: Callable[[Client | Reader, ReadModels], None], quick: bool = True) -> None:
+    """Run a read command on the live read models, or on those rebuilt as of `as_of` (UTC if naive).
+    Live and `quick`, it reads them without starting anything when they are current
+    (orchestrator/entry/reader.py), and asks the client, which catches them up, when they are not."""
+    if as_of is None and quick:
+        try:
+            if _read_current(action):
+                return
+        except OrchestratorError as exc:
+            raise typer.Exit(refuse(exc)) from None
 
     def go(client: Client) -> None:
         if as_of is None:
@@ -210,6 +221,21 @@ def read(as_of: datetime | None, action: Callable[[Client, ReadModels], None]) -
             action(client, view)
 
     run(go)
+
+
+def _read_current(action: Callable[[Client | Reader, ReadModels], None]) -> bool:
+    """Whether `action` ran on the read models as they stand (False: they trail, or cannot tell)."""
+    from orchestrator.entry.reader import Stale, open_reader
+
+    reader = open_reader()
+    if reader is None:
+        return False
+    with reader:
+        try:
+            action(reader, reader)
+        except Stale:
+            return False
+    return True
 
 
 def run(action: Callable[[Client], None], *, services: bool = True) -> None:

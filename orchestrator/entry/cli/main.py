@@ -34,6 +34,7 @@ from orchestrator.errors import OrchestratorError
 if TYPE_CHECKING:
     from orchestrator.entry.client import Client
     from orchestrator.entry.queries import ReadModels
+    from orchestrator.entry.reader import Reader
 
 
 @vault_app.command("create")
@@ -174,7 +175,7 @@ def jobs(
 ) -> None:
     """List jobs, newest first (the newest 100 unless --limit or --all)."""
 
-    def show(c: Client, v: ReadModels) -> None:
+    def show(c: Client | Reader, v: ReadModels) -> None:
         vault_id = vault_ref(c, vault, subscription) if vault else None
         rows = v.jobs(status, operation, start, end, vault_id, None if show_all else limit + 1)
         more = not show_all and len(rows) > limit

@@ -9,8 +9,9 @@ from uuid import UUID, uuid4
 
 from orchestrator.domain import Identity, Vault
 from orchestrator.domain.base import Aggregate, current_principal
-from orchestrator.domain.guard import CriticalOperation, ResourceGuard, guard_id_for
+from orchestrator.domain.guard import CriticalOperation, ResourceGuard
 from orchestrator.domain.identity import identity_id_for
+from orchestrator.domain.names import guard_id_for
 from orchestrator.errors import NotFoundError
 from orchestrator.write import commands as c
 from orchestrator.write.handlers import handles

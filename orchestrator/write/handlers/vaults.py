@@ -5,10 +5,10 @@ from uuid import UUID
 
 from orchestrator.domain import BackupPolicy, Vault
 from orchestrator.domain.guard import CriticalOperation
+from orchestrator.domain.names import vault_id_for
 from orchestrator.domain.policy import DEFAULT_POLICY
 from orchestrator.domain.schedule import default_retention, default_schedule
 from orchestrator.domain.values import Immutability, VaultKind
-from orchestrator.domain.vault import vault_id_for
 from orchestrator.write import commands as c
 from orchestrator.write.handlers import handles
 from orchestrator.write.handlers.guards import critical
