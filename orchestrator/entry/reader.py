@@ -33,8 +33,7 @@ class Stale(Exception):
 
 
 class Reader(ReadModels):
-    def __init__(self, settings: Settings, store: ReadStore, lock: int | None) -> None:
-        self.settings = settings
+    def __init__(self, store: ReadStore, lock: int | None) -> None:
         self._store = store
         self._lock = lock
 
@@ -84,7 +83,7 @@ def open_reader(settings: Settings | None = None) -> Reader | None:
         except UNOPENED:
             return None  # the client opens the stores, and says with its code what it cannot open
         undo.pop_all()
-        return Reader(settings, store, lock)
+        return Reader(store, lock)
 
 
 def _current(settings: Settings, store: ReadStore) -> bool:
