@@ -103,7 +103,7 @@ def seaweedfs(parent: Path | None = None, timeout: float = 60.0) -> Iterator[S3S
         yield server
     finally:
         if process is not None:
-            _stop(process)
+            stop(process)
         log.close()
         shutil.rmtree(root, ignore_errors=True)
         # The unix sockets weed makes beside its TCP ports, named by them, in the temporary directory.
@@ -150,7 +150,8 @@ def _command(root: Path, data: Path, identities: Path) -> tuple[list[str], dict[
     return command, {**ports, **{f"{k}-grpc": v for k, v in grpc.items()}}
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """A weed server's process group stopped (one that already exited included), and waited for."""
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:

