@@ -104,6 +104,20 @@ def drop_pg_schema(schema: str) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+def pg_env(tmp_path: Path, fabric: Path, schema: str) -> dict[str, str]:
+    """The BACKUP_* settings of a process on the real PostgreSQL, in a schema of the test's own (as
+    `pg_client` has them)."""
+    return {
+        "BACKUP_DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_FABRIC": str(fabric),
+        "BACKUP_EVENT_STORE": "postgres",
+        "BACKUP_POSTGRES_HOST": PG_HOST,
+        "BACKUP_POSTGRES_USER": PG_USER,
+        "BACKUP_POSTGRES_DBNAME": PG_DB,
+        "BACKUP_POSTGRES_SCHEMA": schema,
+    }
+
+
 def pg_client(tmp_path: Path, fabric: Path, schema: str, **extra: Any) -> Any:
     """The embedded queue on the real PostgreSQL, in a schema of the test's own."""
     from orchestrator import Client

@@ -14,7 +14,7 @@ import projections.chain
 from orchestrator.audit import replay
 from orchestrator.audit import verify as chain
 from orchestrator.entry.cli.main import app
-from tests.helpers import PG_DB, PG_HOST, PG_USER, pg_client
+from tests.helpers import PG_DB, PG_HOST, PG_USER, pg_client, pg_env
 from tests.tampering import KINDS, MALFORMED_POSTGRES, append_forged, small_history, tamper
 
 pytestmark = pytest.mark.integration
@@ -69,16 +69,7 @@ def test_finding_10_verify_does_not_chain_forged_events_appended_at_the_end_on_p
 ) -> None:
     head = _history(tmp_path, fabric, pg_schema)
     forged = append_forged(sql, f"{pg_schema}.orchestrator_events", "notification_id", head // 2)
-    env = {
-        "BACKUP_DATA_DIR": str(tmp_path / "data"),
-        "BACKUP_FABRIC": str(fabric),
-        "BACKUP_EVENT_STORE": "postgres",
-        "BACKUP_POSTGRES_HOST": PG_HOST,
-        "BACKUP_POSTGRES_USER": PG_USER,
-        "BACKUP_POSTGRES_DBNAME": PG_DB,
-        "BACKUP_POSTGRES_SCHEMA": pg_schema,
-        "COLUMNS": "250",
-    }
+    env = {**pg_env(tmp_path, fabric, pg_schema), "COLUMNS": "250"}
     result = CliRunner().invoke(app, ["audit", "verify", "--json"], env=env)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PG_DB, PG_HOST, PG_USER, pg_client
+from tests.helpers import pg_client, pg_env
 from tests.unit.test_cli_reader import backupctl
 
 pytestmark = pytest.mark.integration
@@ -17,15 +17,7 @@ pytestmark = pytest.mark.integration
 def test_a_read_on_current_postgres_read_models_loads_no_write_side(
     tmp_path: Path, fabric: Path, pg_schema: str
 ) -> None:
-    env = {
-        "BACKUP_DATA_DIR": str(tmp_path / "data"),
-        "BACKUP_FABRIC": str(fabric),
-        "BACKUP_EVENT_STORE": "postgres",
-        "BACKUP_POSTGRES_HOST": PG_HOST,
-        "BACKUP_POSTGRES_USER": PG_USER,
-        "BACKUP_POSTGRES_DBNAME": PG_DB,
-        "BACKUP_POSTGRES_SCHEMA": pg_schema,
-    }
+    env = pg_env(tmp_path, fabric, pg_schema)
     with pg_client(tmp_path, fabric, pg_schema, start_services=False) as client:  # the read models behind
         vault_id = client.create_vault("vault-east", "japaneast", "rg")
     behind = backupctl(env, "vault", "list", "--json")

@@ -10,7 +10,7 @@ import fakeredis
 import psycopg
 
 from orchestrator.runtime.worker import ProcessWorker
-from tests.helpers import PG_DB, PG_HOST, PG_USER
+from tests.helpers import PG_DB, PG_HOST, PG_USER, pg_env
 
 
 def tables(schema: str) -> set[str]:
@@ -21,15 +21,7 @@ def tables(schema: str) -> set[str]:
 
 def worker_env(monkeypatch: Any, tmp_path: Path, fabric: Path, schema: str) -> None:
     """The BACKUP_* settings of an rq worker on the test's PostgreSQL schema."""
-    for name, value in {
-        "BACKUP_DATA_DIR": str(tmp_path / "data"),
-        "BACKUP_FABRIC": str(fabric),
-        "BACKUP_EVENT_STORE": "postgres",
-        "BACKUP_POSTGRES_HOST": PG_HOST,
-        "BACKUP_POSTGRES_USER": PG_USER,
-        "BACKUP_POSTGRES_DBNAME": PG_DB,
-        "BACKUP_POSTGRES_SCHEMA": schema,
-    }.items():
+    for name, value in pg_env(tmp_path, fabric, schema).items():
         monkeypatch.setenv(name, value)
 
 
