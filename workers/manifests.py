@@ -53,6 +53,8 @@ class Manifest(BaseModel):
     logical_bytes: int
     stored_bytes: int
     disks: list[DiskManifest]
+    read_bytes: int = 0  # what the backup read of the disks (change tracking reads fewer than logical_bytes)
+    tracking: dict[str, str] = {}  # per disk: how the backup read it (whole, incrementally since a point, ...)
     encryption: EncryptionKeys | None = None  # an encrypted VM's key names
     sealed_keys: str | None = None  # its BEK (and KEK), encrypted under BACKUP_KEY_PROTECTION_KEY (workers/keys.py)
 

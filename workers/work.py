@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
 from uuid import UUID
 
 from orchestrator.domain import Job, RecoveryPoint, VirtualMachine
@@ -16,11 +15,10 @@ from orchestrator.write import commands as c
 from projections import queries
 from workers import vaultcheck
 from workers.collection import BackupLease, collect
-from workers.consistency import frozen
 from workers.context import WorkerContext
 from workers.prechecks import Stage, blocking, describe, evaluate, warnings_of
 from workers.restore import point_of
-from workers.snapshot import DiskSource, transfer_disks
+from workers.snapshot import transfer_disks
 from workers.vaultstore import DiskManifest, Manifest, VaultStore
 
 PROGRESS_STEPS = 4  # progress is reported at 25%, 50% and 75%; 100% goes with the recovery point
@@ -89,6 +87,8 @@ def run_backup(ctx: WorkerContext, job: Job, warnings: list[Finding]) -> str:
             encryption=manifest.encryption,
             provisioned_gb=sum(d.size_gb for d in vm.spec.disks),
             usage=store.usage_report() or {},  # none when it cannot be read: the next report says
+            read_bytes=manifest.read_bytes,
+            tracking=manifest.tracking,
         )
     )
     return f"recovery point {rp_id}"
@@ -106,27 +106,30 @@ def _snapshot(
             ctx.report(c.RecordProgress(job_id=job.id, bytes_done=done, bytes_total=total))
 
     encryption, sealed_keys = _kept_keys(ctx, vm)
-    with ExitStack() as images, frozen(ctx.fabric, vm) as freeze:
-        disks = [DiskSource(disk.name, images.enter_context(ctx.fabric.open_disk(vm, disk))) for disk in vm.spec.disks]
+    base_point, previous = _previous_disks(ctx, job, store)
+    with ctx.fabric.capture(vm, base_point, rp_id) as capture:
         taken_at = ctx.clock.now()
         disk_manifests, stats = transfer_disks(
-            store, disks, progress, previous=_previous_disks(ctx, job, store), block_size=ctx.block_size
+            store, capture.disks, progress, previous=previous, block_size=ctx.block_size
         )
-    manifest = Manifest(
-        recovery_point_id=rp_id,
-        job_id=str(job.id),
-        vm_key=job.vm_key,
-        vm_spec=json.loads(vm.spec.model_dump_json()),
-        taken_at=taken_at.isoformat(),
-        consistency=freeze.consistency.value,
-        logical_bytes=stats.logical_bytes,
-        stored_bytes=stats.stored_bytes,
-        disks=disk_manifests,
-        encryption=encryption,
-        sealed_keys=sealed_keys,
-    )
-    manifest, digest = store.commit_manifest(manifest)
-    return manifest, digest, freeze.warnings
+        manifest = Manifest(
+            recovery_point_id=rp_id,
+            job_id=str(job.id),
+            vm_key=job.vm_key,
+            vm_spec=json.loads(vm.spec.model_dump_json()),
+            taken_at=taken_at.isoformat(),
+            consistency=capture.consistency.value,
+            logical_bytes=stats.logical_bytes,
+            stored_bytes=stats.stored_bytes,
+            read_bytes=stats.read_bytes,
+            disks=disk_manifests,
+            tracking=stats.tracking,
+            encryption=encryption,
+            sealed_keys=sealed_keys,
+        )
+        # Committed inside the capture: the capture ends confirming the point only once it is stored.
+        manifest, digest = store.commit_manifest(manifest)
+    return manifest, digest, capture.warnings
 
 
 def _kept_keys(ctx: WorkerContext, vm: FabricVm) -> tuple[EncryptionKeys | None, str | None]:
@@ -139,15 +142,16 @@ def _kept_keys(ctx: WorkerContext, vm: FabricVm) -> tuple[EncryptionKeys | None,
     return names, ctx.keys.seal(names, ctx.fabric.backup_key_material(vm))
 
 
-def _previous_disks(ctx: WorkerContext, job: Job, store: VaultStore) -> dict[str, DiskManifest]:
-    """The disks of the VM's latest recovery point, for the unchanged-disk check."""
+def _previous_disks(ctx: WorkerContext, job: Job, store: VaultStore) -> tuple[str | None, dict[str, DiskManifest]]:
+    """The VM's latest recovery point and its disks, for the unchanged-disk check and change tracking."""
     item = ctx.app.get(item_id_for(job.vm_key), VirtualMachine)
     if item.latest_recovery_point is None:
-        return {}
+        return None, {}
+    point = str(item.latest_recovery_point)
     try:
-        return {d.name: d for d in store.read_manifest(str(item.latest_recovery_point)).disks}
+        return point, {d.name: d for d in store.read_manifest(point).disks}
     except (OSError, ValueError):  # gone, or unreadable (`vault check` names it): every disk is read
-        return {}
+        return point, {}
 
 
 def run_restore_keys(ctx: WorkerContext, job: Job) -> str:

@@ -1,13 +1,46 @@
-"""The fabric port: how workers see and act on VMs. `LocalFabric` is the first implementation."""
+"""The fabric port: how workers see and act on VMs. `LocalFabric` (an inventory of image files) is
+the first implementation, `QemuFabric` (running QEMU/KVM VMs over QMP) the second; `Fabrics` routes
+each subscription to the one its inventory entry names."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from orchestrator.domain.values import Consistency, Finding
 from orchestrator.fabric.inventory import DiskSpec, FabricVm, KeyVaultSpec, VmSpec
 
 BACKUP_SERVICE = "Backup Management Service"  # the principal key vault access policies name
+
+
+class DiskReader(Protocol):
+    def read_into(self, buffer: memoryview, offset: int) -> int:
+        """Fill `buffer` with the disk's bytes from `offset`; how many (fewer at the end, 0 past it).
+        Called from several threads at once."""
+        ...
+
+
+@dataclass
+class CapturedDisk:
+    """A disk of a point-in-time capture: its frozen content, and what is known of its changes."""
+
+    name: str
+    size: int
+    reader: DiskReader
+    fingerprint: str = ""  # what says the image is as the last point read it ("": never the same)
+    # Byte ranges changed since the capture's base point (changed-block tracking); None: not known,
+    # every block is read. `tracking` says which, in words, for the job's result.
+    changed: list[tuple[int, int]] | None = None
+    tracking: str = ""
+
+
+@dataclass
+class Capture:
+    consistency: Consistency
+    warnings: list[Finding] = field(default_factory=list)  # the capture's findings, some added as it ends
+    disks: list[CapturedDisk] = field(default_factory=list)
 
 
 class Fabric(Protocol):
@@ -34,6 +67,14 @@ class Fabric(Protocol):
     def open_disk(self, vm: FabricVm, disk: DiskSpec) -> BinaryIO:
         """A disk's image opened for reading, checked as it was opened (not only by its path, which
         may change in between): `InventoryInvalid` when it is not a disk image this fabric may read."""
+        ...
+
+    def capture(self, vm: FabricVm, base_point: str | None, point: str) -> AbstractContextManager[Capture]:
+        """The VM's disks as of one instant, for as long as the block runs: quiesced as the VM
+        allows, each disk with its changes since `base_point` (the VM's last recovery point) when the
+        fabric tracks them. `point`: the recovery point being taken. The capture's resources are
+        released when the block ends; a block that ends without an error confirms the point (change
+        tracking moves on to it)."""
         ...
 
     def run_script(self, vm: FabricVm, script: Path, timeout: float) -> tuple[bool, str]:

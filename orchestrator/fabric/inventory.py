@@ -232,14 +232,67 @@ class VmSpec(Spec):
         return self
 
 
+class QemuVmSpec(Spec):
+    """A VM of the QEMU fabric: who it is for the backup service, and where its monitor listens.
+    Its disks, their formats and sizes, and its power state are read from QEMU itself."""
+
+    name: VmName
+    qmp: Path = Field(description="the VM's QMP socket (QEMU's -qmp unix:PATH,server=on,wait=off)")
+    resource_group: ResourceGroupName
+    region: RegionName
+    os: OsSpec = OsSpec(type="linux", version="Linux")
+    os_disk: DiskName | None = Field(None, description="the QEMU drive id of the OS disk; default: the first")
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+
+
+class QmpDirSpec(Spec):
+    """A host directory of QMP sockets: every `<name>.qmp` in it is a VM named `<name>`."""
+
+    path: Path
+    resource_group: ResourceGroupName
+    region: RegionName
+    os: OsSpec = OsSpec(type="linux", version="Linux")
+
+
 class SubscriptionSpec(Spec):
     name: SubscriptionName
+    fabric: Literal["local", "qemu"] = "local"
     vms: list[VmSpec] = []
+    qemu_vms: list[QemuVmSpec] = []  # fabric: qemu
+    qmp_dirs: list[QmpDirSpec] = []  # fabric: qemu
     key_vaults: list[KeyVaultSpec] = []
+
+    @model_validator(mode="after")
+    def _vms_of_its_fabric(self) -> SubscriptionSpec:
+        if self.fabric == "local" and (self.qemu_vms or self.qmp_dirs):
+            raise ValueError("qemu_vms and qmp_dirs need fabric: qemu")
+        if self.fabric == "qemu" and self.vms:
+            raise ValueError("vms: a subscription with fabric: qemu lists its VMs as qemu_vms or qmp_dirs")
+        return self
 
 
 class Inventory(Spec):
     subscriptions: list[SubscriptionSpec] = Field(min_length=1)
+
+
+class QemuDisk(BaseModel):
+    """A disk as QEMU has it: the drive's id, its top block node and that node's format."""
+
+    model_config = ConfigDict(frozen=True)
+    device: str
+    node: str
+    format: str
+    size: int  # bytes (QEMU's virtual size)
+
+
+class QemuLink(BaseModel):
+    """How the QEMU fabric reaches a VM: its monitor, and its disks by name (as QEMU named them when
+    it last answered)."""
+
+    model_config = ConfigDict(frozen=True)
+    qmp: Path
+    status: str  # QEMU's run state ("running", "paused", ...); "off" when no QEMU answers
+    disks: dict[str, QemuDisk]
 
 
 class FabricVm(BaseModel):
@@ -249,6 +302,7 @@ class FabricVm(BaseModel):
     subscription: str
     spec: VmSpec
     base_dir: Path
+    qemu: QemuLink | None = None  # a VM of the QEMU fabric
 
     @property
     def ref(self) -> VmRef:

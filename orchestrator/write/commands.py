@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.domain import names
 from orchestrator.domain.base import Value
@@ -309,6 +309,8 @@ class RecordBackupTaken(WorkerReport):
     encryption: EncryptionKeys | None = None
     provisioned_gb: int = 0
     usage: dict[str, Any] = {}  # the vault store's usage record after the backup (workers/vaultusage.py)
+    read_bytes: int | None = Field(None, ge=0)  # what the backup read of the disks; None: not told
+    tracking: dict[str, str] = {}  # per disk: how the backup read it (whole, or the changes since a point)
 
 
 class ExpireRecoveryPoints(WorkerReport):

@@ -99,6 +99,8 @@ def record_backup_taken(app: Orchestrator, cmd: c.RecordBackupTaken) -> UUID | N
             "expires_at": expires_at.isoformat(),
             "tiers": [t.value for t in tiers],
             **({"vault_usage": cmd.usage} if cmd.usage else {}),
+            **({"read_bytes": cmd.read_bytes} if cmd.read_bytes is not None else {}),
+            **({"tracking": cmd.tracking} if cmd.tracking else {}),
         },
         warnings=cmd.warnings,
     )
