@@ -250,9 +250,20 @@ CATALOGUE: tuple[Rule, ...] = (
         "VmAgentNotInstalled",
         "error",
         AGENT_STAGES,
-        lambda t: _agent_needed(t) and not t.vm.spec.agent.installed,
+        lambda t: _agent_needed(t) and not t.vm.spec.agent.installed and t.vm.qemu is None,
         lambda t: f"the VM agent is not installed on VM {_name(t)}",
         "install the Azure VM agent (Windows: the agent MSI; Linux: the walinuxagent package), then retry",
+    ),
+    Rule(  # a QEMU VM is backed up without its agent, crash-consistent (fabric/qemu.py)
+        "VmAgentNotInstalled",
+        "warning",
+        ("register", "protect", "backup"),
+        lambda t: _running(t) and not t.vm.spec.agent.installed and t.vm.qemu is not None,
+        lambda t: (
+            f"VM {_name(t)} has no qemu-guest-agent channel: its backups are crash-consistent (the disks as at a "
+            "power loss), as the guest is not asked to freeze its file systems"
+        ),
+        "add a virtio-serial channel named org.qemu.guest_agent.0 to the VM and install qemu-guest-agent in the guest",
     ),
     Rule(
         "VmAgentVersionTooOld",

@@ -7,10 +7,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from orchestrator.domain.values import Consistency, Finding
-from orchestrator.fabric.inventory import DiskSpec, FabricVm, KeyVaultSpec, VmSpec
+from orchestrator.fabric.inventory import FabricVm, KeyVaultSpec, VmSpec
 
 BACKUP_SERVICE = "Backup Management Service"  # the principal key vault access policies name
 
@@ -62,11 +62,6 @@ class Fabric(Protocol):
 
     def disk_paths(self, vm_key: str) -> list[tuple[str, Path]]:
         """Each disk's name and a readable image of its current content."""
-        ...
-
-    def open_disk(self, vm: FabricVm, disk: DiskSpec) -> BinaryIO:
-        """A disk's image opened for reading, checked as it was opened (not only by its path, which
-        may change in between): `InventoryInvalid` when it is not a disk image this fabric may read."""
         ...
 
     def capture(self, vm: FabricVm, base_point: str | None, point: str) -> AbstractContextManager[Capture]:

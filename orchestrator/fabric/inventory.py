@@ -283,6 +283,7 @@ class QemuDisk(BaseModel):
     node: str
     format: str
     size: int  # bytes (QEMU's virtual size)
+    image: str = ""  # the image file QEMU opened (read offline when QEMU is not running)
 
 
 class QemuLink(BaseModel):
@@ -373,6 +374,11 @@ def inventory_vms(path: Path) -> dict[str, FabricVm]:
     index = {vm.ref.key.lower(): vm for vm in vms}
     _indexed[path] = (inventory, index)
     return index
+
+
+def inventory_subscriptions(path: Path) -> list[SubscriptionSpec]:
+    """The inventory's subscriptions, checked (disk images not)."""
+    return list(_validated(path).subscriptions)
 
 
 def load_key_vaults(path: Path) -> dict[tuple[str, str], KeyVaultSpec]:

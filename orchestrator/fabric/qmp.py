@@ -31,7 +31,7 @@ class Monitor:
     def __enter__(self) -> Monitor:
         try:
             self._run(self._client.connect(str(self.socket)))
-        except (OSError, QMPError, TimeoutError) as exc:
+        except (OSError, EOFError, QMPError, TimeoutError) as exc:
             self._loop.close()
             raise QemuError(
                 "QemuUnreachable", f"QEMU's monitor at {self.socket} does not answer ({_why(exc)})"
@@ -41,7 +41,7 @@ class Monitor:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
             self._run(self._client.disconnect())
-        except (OSError, QMPError, TimeoutError):
+        except (OSError, EOFError, QMPError, TimeoutError):
             pass  # the session ends either way; QEMU drops a client whose socket closes
         finally:
             self._loop.close()
@@ -52,7 +52,7 @@ class Monitor:
             return self._run(self._client.execute(command, dict(arguments or {})))
         except ExecuteError as exc:
             raise QemuError("QemuCommandFailed", f"QEMU at {self.socket} refused {command}: {exc}") from None
-        except (OSError, QMPError, TimeoutError) as exc:
+        except (OSError, EOFError, QMPError, TimeoutError) as exc:
             raise QemuError(
                 "QemuUnreachable", f"QEMU's monitor at {self.socket} stopped answering {command} ({_why(exc)})"
             ) from None

@@ -19,7 +19,7 @@ from orchestrator.config import Settings
 from orchestrator.dispatch.dispatcher import Dispatcher, DispatcherThread, Reconciler
 from orchestrator.dispatch.scheduler import Scheduler, SchedulerThread
 from orchestrator.errors import SettingsError
-from orchestrator.fabric.local import LocalFabric
+from orchestrator.fabric.routing import Fabrics
 from orchestrator.runtime.stores import open_data_dir, open_read_store, opening, take_data_dir
 from orchestrator.targets import product_dirs
 from orchestrator.write.application import Orchestrator
@@ -42,7 +42,7 @@ class Runtime:
     settings: Settings
     app: Orchestrator
     store: ReadStore
-    fabric: LocalFabric
+    fabric: Fabrics
     redis: Redis
     fake_server: Any = None
     clock: Clock = field(default_factory=SystemClock)
@@ -140,7 +140,7 @@ def bootstrap(settings: Settings) -> Runtime:
         settings,
         app,
         store,
-        LocalFabric(settings.fabric_path, settings.image_roots_for()),
+        Fabrics.at(settings.fabric_path, settings.image_roots_for()),
         redis,
         fake_server,
         _lock=lock,
@@ -213,7 +213,7 @@ def worker_context(settings: Settings) -> WorkerContext:
     app = build_app(settings)
     return WorkerContext(
         app=app,
-        fabric=LocalFabric(settings.fabric_path, settings.image_roots_for()),
+        fabric=Fabrics.at(settings.fabric_path, settings.image_roots_for()),
         principal=f"worker:{settings.principal}",
         vault_store_root=settings.vault_store_path,
         clock=SystemClock(),

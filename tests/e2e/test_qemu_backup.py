@@ -1,0 +1,249 @@
+"""Running QEMU VMs backed up through the client on the embedded default: point-in-time copies over
+NBD, dirty-bitmap incrementals and their fallbacks, offline reads of a stopped VM, restores of each
+point as disks equal to the disks as they stood at the point."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator import Client, OrchestratorError
+from orchestrator.fabric.qemu import QemuFabric
+from tests.qemu import MIB, Disk, QemuVm, need_qemu, qemu_inventory
+
+OS = {"type": "linux", "version": "Debian 12"}
+
+
+@pytest.fixture
+def vm(bulk: Path) -> Iterator[QemuVm]:
+    need_qemu()
+    machine = QemuVm(bulk, [Disk("os0", "qcow2", 64), Disk("data0", "raw", 32)]).start()
+    machine.write("os0", 0, b"\x11" * MIB)
+    machine.write("data0", 3 * MIB, b"\x22" * (2 * MIB))
+    yield machine
+    machine.close()
+
+
+@pytest.fixture
+def qclient(tmp_path: Path, vm: QemuVm) -> Iterator[tuple[Client, str]]:
+    inventory = qemu_inventory(tmp_path / "fabric", {"qvm1": vm}, os=OS)
+    with Client(data_dir=tmp_path / "data", fabric=inventory) as client:
+        vault = client.create_vault("vault-q", "japaneast", "rg")
+        assert client.wait(client.discover(vault)).result["new_vms"] == ["qvm1"]
+        assert {j.status for j in client.wait_all(client.register(vault, ["qvm1"]))} == {"completed_with_warnings"}
+        assert {j.status for j in client.wait_all(client.protect(vault, ["qvm1"]))} == {"completed_with_warnings"}
+        yield client, vault
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _state(vm: QemuVm) -> dict[str, str]:
+    return {d.name: _sha(vm.content(d.name)) for d in vm.disks}
+
+
+def _backup(client: Client, vault: str) -> dict[str, object]:
+    job = client.wait(client.backup_now(vault, "qvm1"))
+    assert job.status == "completed_with_warnings", job.error_message
+    assert "VmAgentNotInstalled" in {w["code"] for w in job.warnings}
+    return job.result
+
+
+def _restored(client: Client, rp_id: str, out: Path, name: str) -> dict[str, str]:
+    job = client.wait(client.restore(rp_id, name, mode="disks", target_dir=out))
+    assert job.status == "completed", job.error_message
+    return {disk: _sha(Path(path).read_bytes()) for disk, path in job.result["disks"].items()}
+
+
+def test_a_running_vm_is_read_incrementally_after_one_percent_changes(
+    qclient: tuple[Client, str], vm: QemuVm, bulk: Path
+) -> None:
+    client, vault = qclient
+    first_state = _state(vm)
+    first = _backup(client, vault)
+    assert first["consistency"] == "crash"
+    assert first["read_bytes"] == first["logical_bytes"] == 96 * MIB
+    # 1% of the VM's 96 MiB, scattered over both disks (qcow2 and raw)
+    for offset in (5 * MIB, 20 * MIB + 4096, 40 * MIB):
+        vm.write("os0", offset, b"\x33" * (192 * 1024))
+    vm.write("data0", 30 * MIB, b"\x44" * (400 * 1024))
+    second_state = _state(vm)
+    second = _backup(client, vault)
+    changed = 3 * 192 * 1024 + 400 * 1024
+    assert changed <= second["read_bytes"] <= 2 * changed + 8 * 256 * 1024  # the blocks the writes touch
+    assert second["read_bytes"] < 0.03 * second["logical_bytes"]
+    assert all("dirty bitmap" in how for how in second["tracking"].values()), second["tracking"]
+
+    out = bulk / "out"
+    assert _restored(client, first["recovery_point_id"], out, "first") == first_state
+    assert _restored(client, second["recovery_point_id"], out, "second") == second_state
+    # the bitmaps left: one per disk, the newest point's, recording
+    bitmaps = vm.bitmaps()
+    assert {d: [b["name"] for b in bm] for d, bm in bitmaps.items()} == {
+        d: [f"orch-{second['recovery_point_id']}"] for d in ("os0", "data0")
+    }
+
+
+def test_the_copy_is_of_one_instant_while_the_guest_writes(tmp_path: Path, vm: QemuVm) -> None:
+    fabric = QemuFabric(qemu_inventory(tmp_path / "fabric", {"qvm1": vm}, os=OS))
+    [machine] = fabric.list_vms("default")
+    before = vm.content("os0")
+    with fabric.capture(machine, None, "p1") as capture:
+        vm.write("os0", 0, b"\x99" * MIB)  # after the instant: the copy must not see it
+        vm.write("os0", 60 * MIB, b"\x98" * MIB)
+        disk = next(d for d in capture.disks if d.name == "os0")
+        seen = bytearray(disk.size)
+        view = memoryview(seen)
+        for offset in range(0, disk.size, 4 * MIB):
+            assert disk.reader.read_into(view[offset : offset + 4 * MIB], offset) == 4 * MIB
+    assert bytes(seen) == before
+    assert vm.content("os0")[:MIB] == b"\x99" * MIB
+    # everything the capture added to QEMU is gone but its point's bitmaps
+    with_bitmaps = vm.bitmaps()
+    assert all([b["name"] for b in bm] == ["orch-p1"] for bm in with_bitmaps.values())
+
+
+def test_a_restarted_qemu_keeps_the_qcow2_bitmap_and_reads_the_raw_disk_whole(
+    qclient: tuple[Client, str], vm: QemuVm, bulk: Path
+) -> None:
+    client, vault = qclient
+    _backup(client, vault)
+    vm.stop()  # a clean quit stores the qcow2 disk's persistent bitmap in the image
+    vm.start()
+    vm.write("os0", 8 * MIB, b"\x55" * (256 * 1024))
+    vm.write("data0", 8 * MIB, b"\x66" * (256 * 1024))
+    state = _state(vm)
+    job = client.wait(client.backup_now(vault, "qvm1"))
+    tracking = job.result["tracking"]
+    assert "dirty bitmap" in tracking["os0"]
+    assert tracking["data0"].startswith("read whole: it has no dirty bitmap since point")
+    resets = [w for w in job.warnings if w["code"] == "ChangeTrackingReset"]
+    assert len(resets) == 1 and "data0" in resets[0]["message"]
+    assert job.result["read_bytes"] == 32 * MIB + 256 * 1024
+    assert _restored(client, job.result["recovery_point_id"], bulk / "out", "after-restart") == state
+
+
+def test_a_killed_qemu_leaves_an_inconsistent_bitmap_and_the_disk_is_read_whole(
+    qclient: tuple[Client, str], vm: QemuVm, bulk: Path
+) -> None:
+    client, vault = qclient
+    _backup(client, vault)
+    vm.stop()  # the bitmap is stored in the image,
+    vm.start()  # marked in use as QEMU loads it,
+    deadline = time.monotonic() + 30
+    while not all("in-use" in flags for flags in vm.image_bitmaps("os0").values()):
+        assert time.monotonic() < deadline, vm.image_bitmaps("os0")
+        time.sleep(0.05)
+    assert vm.image_bitmaps("os0")
+    vm.kill()  # and never stored again: inconsistent when QEMU next opens the image
+    vm.start()
+    vm.write("os0", 9 * MIB, b"\x57" * 4096)
+    state = _state(vm)
+    job = client.wait(client.backup_now(vault, "qvm1"))
+    assert job.result["tracking"]["os0"].startswith("read whole: its dirty bitmap is inconsistent")
+    assert job.result["read_bytes"] == 96 * MIB
+    assert _restored(client, job.result["recovery_point_id"], bulk / "out", "after-kill") == state
+    assert vm.bitmaps()["os0"] == [b for b in vm.bitmaps()["os0"] if not b.get("inconsistent")]
+
+
+def test_a_backup_that_dies_after_its_instant_loses_no_change(
+    tmp_path: Path, qclient: tuple[Client, str], vm: QemuVm, bulk: Path
+) -> None:
+    """A capture left open (its worker gone: export, job, overlay and bitmaps left in QEMU), then
+    writes: the next backup removes what was left and still reads every change since the last point."""
+    client, vault = qclient
+    first = _backup(client, vault)
+    vm.write("os0", 12 * MIB, b"\x71" * 4096)
+    fabric = QemuFabric(tmp_path / "fabric" / "inventory.yaml")
+    abandoned = fabric.capture(fabric.get_vm(fabric.list_vms("default")[0].ref.key), first["recovery_point_id"], "gone")
+    abandoned.__enter__()  # never left: as a killed worker's
+    vm.write("os0", 30 * MIB, b"\x72" * 4096)
+    vm.write("data0", 1 * MIB, b"\x73" * 4096)
+    state = _state(vm)
+    job = client.wait(client.backup_now(vault, "qvm1"))
+    assert job.status == "completed_with_warnings", job.error_message
+    assert all("dirty bitmap" in how for how in job.result["tracking"].values()), job.result["tracking"]
+    assert job.result["read_bytes"] <= 3 * 256 * 1024
+    assert _restored(client, job.result["recovery_point_id"], bulk / "out", "after-death") == state
+
+
+def test_a_failed_backup_keeps_the_changes_for_the_next(
+    tmp_path: Path, qclient: tuple[Client, str], vm: QemuVm, bulk: Path
+) -> None:
+    client, vault = qclient
+    first = _backup(client, vault)
+    fabric = QemuFabric(tmp_path / "fabric" / "inventory.yaml")
+    machine = fabric.list_vms("default")[0]
+    vm.write("os0", 2 * MIB, b"\x81" * 4096)
+    with pytest.raises(RuntimeError), fabric.capture(machine, first["recovery_point_id"], "failed"):
+        vm.write("os0", 4 * MIB, b"\x82" * 4096)
+        raise RuntimeError("the vault store went away")
+    names = {b["name"] for b in vm.bitmaps()["os0"]}
+    assert names == {f"orch-{first['recovery_point_id']}", "orch-failed"}  # nothing dropped
+    state = _state(vm)
+    job = client.wait(client.backup_now(vault, "qvm1"))
+    assert "dirty bitmap" in job.result["tracking"]["os0"]
+    assert _restored(client, job.result["recovery_point_id"], bulk / "out", "after-failure") == state
+
+
+def test_a_stopped_vm_is_read_offline_and_tracked_again_when_it_runs(
+    qclient: tuple[Client, str], vm: QemuVm, bulk: Path
+) -> None:
+    client, vault = qclient
+    _backup(client, vault)
+    vm.write("os0", 6 * MIB, b"\x91" * 4096)
+    vm.stop()
+    offline = client.wait(client.backup_now(vault, "qvm1"))
+    assert offline.status in ("completed", "completed_with_warnings"), offline.error_message
+    assert offline.result["consistency"] == "crash"
+    assert set(offline.result["tracking"].values()) == {
+        "read whole: the VM is off (a disk's dirty bitmap is read only while QEMU runs it)"
+    }
+    vm.start()
+    stopped_state = _state(vm)
+    assert _restored(client, offline.result["recovery_point_id"], bulk / "out", "offline") == stopped_state
+    vm.write("os0", 7 * MIB, b"\x92" * 4096)
+    job = client.wait(client.backup_now(vault, "qvm1"))
+    assert "dirty bitmap" in job.result["tracking"]["os0"]  # the bitmap the offline backup added
+    assert job.result["tracking"]["data0"].startswith("read whole")
+
+
+def test_vms_are_discovered_from_a_directory_of_qmp_sockets(tmp_path: Path, vm: QemuVm) -> None:
+    inventory = tmp_path / "fabric" / "inventory.yaml"
+    inventory.parent.mkdir()
+    inventory.write_text(
+        "subscriptions:\n- name: default\n  fabric: qemu\n  qmp_dirs:\n"
+        f"  - {{path: {vm.sockets}, resource_group: rg-host, region: japaneast}}\n"
+    )
+    [found] = QemuFabric(inventory).list_vms("default")
+    assert found.spec.name == "vm" and found.ref.resource_group == "rg-host"
+    assert {d.name: d.size_gb for d in found.spec.disks} == {"os0": 1, "data0": 1}
+    assert found.qemu is not None and {n: d.format for n, d in found.qemu.disks.items()} == {
+        "os0": "qcow2",
+        "data0": "raw",
+    }
+
+
+def test_restoring_a_qemu_vm_as_a_new_vm_is_refused_before_anything_is_written(
+    qclient: tuple[Client, str], vm: QemuVm, tmp_path: Path
+) -> None:
+    client, vault = qclient
+    point = _backup(client, vault)["recovery_point_id"]
+    job = client.wait(client.restore(str(point), "copy"))
+    assert job.status == "failed" and job.error_code == "RestoreAsVmUnavailable"
+    assert not (tmp_path / "fabric" / "state" / "qemu" / "restored").exists()
+
+
+def test_an_unreachable_vm_never_seen_is_not_listed(tmp_path: Path, vm: QemuVm) -> None:
+    inventory = qemu_inventory(tmp_path / "fabric", {"qvm1": vm}, os=OS)
+    vm.kill()
+    fabric = QemuFabric(inventory)
+    assert fabric.list_vms("default") == []
+    with pytest.raises(OrchestratorError) as err:
+        fabric.get_vm("default/rg-qemu/qvm1")
+    assert err.value.code == "QemuUnreachable"
