@@ -1,14 +1,14 @@
 """A running QEMU VM's disks as of one instant, and what changed in them since the last point.
 
 In one QMP `transaction` (atomic: no guest write falls between its actions), for every disk: a new
-dirty bitmap `orch-<point>` starts recording, the bitmaps of earlier points stop, and a
+dirty bitmap `orch-<point>.<nonce>` starts recording, the bitmaps of earlier points stop, and a
 `blockdev-backup sync=none` job starts copying, before each guest write, the old content of what
 the guest overwrites into a fleecing overlay (a qcow2 file whose backing is the disk). The overlay is
 then exported read-only over QEMU's NBD server: it reads as the disk stood at the transaction while
 the guest goes on writing.
 
 Changed-block tracking: the blocks changed since point P are those recorded by P's bitmap, and by
-any later bitmap (a backup that failed or was killed after its transaction leaves `orch-<its point>`
+any later bitmap (a backup that failed or was killed after its transaction leaves its point's bitmap
 recording, and P's stopped: together they cover every write since P). The bitmaps are merged into a
 temporary one exported with the overlay, and NBD_CMD_BLOCK_STATUS reads it. When P's bitmap is
 missing (QEMU restarted: a raw disk's bitmaps live only in QEMU's memory; a qcow2's persist in the
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -47,8 +48,15 @@ FLEECE = f"{PREFIX}fleece-"
 DIRTY = 1  # NBD block status flag of a qemu:dirty-bitmap context: the range is dirty
 
 
-def bitmap_of(point: str) -> str:
-    return f"{PREFIX}{point}"
+def new_bitmap(point: str) -> str:
+    """A bitmap recording from `point` on: each attempt at a point makes its own (a retried job's
+    point has the same id as its killed attempt's, whose bitmap may still be recording)."""
+    return f"{PREFIX}{point}.{secrets.token_hex(4)}"
+
+
+def since(name: str, point: str) -> bool:
+    """Whether the bitmap `name` records from `point` on."""
+    return name.startswith(f"{PREFIX}{point}.")
 
 
 class NbdReader:
@@ -85,6 +93,7 @@ def live_capture(vm: FabricVm, base_point: str | None, point: str, timeout: floa
     disks = [(spec.name, link.disks[spec.name]) for spec in vm.spec.disks]
     readers: list[NbdReader] = []
     confirmed = False
+    bitmap = new_bitmap(point)
     try:
         with Monitor(link.qmp, timeout) as qmp:
             remove_leftovers(qmp)
@@ -92,7 +101,7 @@ def live_capture(vm: FabricVm, base_point: str | None, point: str, timeout: floa
             plans = [_plan(qmp, disk_name, disk, base_point, name, capture) for disk_name, disk in disks]
             for index, (_, disk) in enumerate(disks):
                 _add_overlay(qmp, work, index, disk)
-            qmp.execute("transaction", {"actions": _actions(disks, plans, point)})
+            qmp.execute("transaction", {"actions": _actions(disks, plans, bitmap)})
             socket = work / "nbd.sock"
             _start_nbd(qmp, socket)
             for index, ((disk_name, disk), plan) in enumerate(zip(disks, plans, strict=True)):
@@ -109,7 +118,7 @@ def live_capture(vm: FabricVm, base_point: str | None, point: str, timeout: floa
                 with Monitor(link.qmp, timeout) as qmp:
                     remove_leftovers(qmp)
                     if confirmed:
-                        _drop_older_bitmaps(qmp, [d for _, d in disks], point)
+                        _drop_older_bitmaps(qmp, [d for _, d in disks], bitmap)
             except QemuError as exc:  # the next capture removes what is left
                 log.warning("capture of VM %s not cleaned up: %s", name, exc.message)
 
@@ -147,7 +156,7 @@ def _plan(
         return {"since": None, "why": "read whole: the first point of this VM", "stop": _names(ours, bad)}
     if bad:
         why = f"read whole: its dirty bitmap is inconsistent (QEMU stopped uncleanly since point {base_point})"
-    elif bitmap_of(base_point) not in _names(ours, bad):
+    elif not any(since(name, base_point) for name in _names(ours, bad)):
         why = (
             f"read whole: it has no dirty bitmap since point {base_point} (QEMU restarted, or the VM runs "
             "another image; a raw disk's bitmap lives only while QEMU runs)"
@@ -190,18 +199,18 @@ def _add_overlay(qmp: Monitor, work: Path, index: int, disk: QemuDisk) -> None:
     )
 
 
-def _actions(disks: list[tuple[str, QemuDisk]], plans: list[dict[str, Any]], point: str) -> list[dict[str, Any]]:
+def _actions(disks: list[tuple[str, QemuDisk]], plans: list[dict[str, Any]], bitmap: str) -> list[dict[str, Any]]:
     actions: list[dict[str, Any]] = []
     for index, ((_, disk), plan) in enumerate(zip(disks, plans, strict=True)):
         persistent = disk.format == "qcow2"  # only a qcow2 image can keep a bitmap across restarts
         actions.append(
             {
                 "type": "block-dirty-bitmap-add",
-                "data": {"node": disk.node, "name": bitmap_of(point), "persistent": persistent},
+                "data": {"node": disk.node, "name": bitmap, "persistent": persistent},
             }
         )
-        for bitmap in plan["stop"]:
-            actions.append({"type": "block-dirty-bitmap-disable", "data": {"node": disk.node, "name": bitmap}})
+        for earlier in plan["stop"]:
+            actions.append({"type": "block-dirty-bitmap-disable", "data": {"node": disk.node, "name": earlier}})
         actions.append(
             {
                 "type": "blockdev-backup",
@@ -291,12 +300,12 @@ def remove_leftovers(qmp: Monitor) -> None:
             qmp.execute("nbd-server-stop")
 
 
-def _drop_older_bitmaps(qmp: Monitor, disks: list[QemuDisk], point: str) -> None:
-    """The point is stored: the bitmaps that led to it are done with."""
+def _drop_older_bitmaps(qmp: Monitor, disks: list[QemuDisk], bitmap: str) -> None:
+    """The point is stored: the bitmaps that led to it are done with; `bitmap`, its own, records on."""
     for disk in disks:
-        for bitmap in node_bitmaps(qmp, disk.node):
-            name = bitmap["name"]
-            if name.startswith(PREFIX) and name != bitmap_of(point):
+        for found in node_bitmaps(qmp, disk.node):
+            name = found["name"]
+            if name.startswith(PREFIX) and name != bitmap:
                 qmp.execute("block-dirty-bitmap-remove", {"node": disk.node, "name": name})
 
 

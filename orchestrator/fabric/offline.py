@@ -25,7 +25,7 @@ from pathlib import Path
 from orchestrator import safefs
 from orchestrator.domain.values import Consistency
 from orchestrator.fabric import Capture, CapturedDisk
-from orchestrator.fabric.fleece import PREFIX, NbdReader, bitmap_of
+from orchestrator.fabric.fleece import PREFIX, NbdReader, new_bitmap, since
 from orchestrator.fabric.inventory import FabricVm, QemuDisk
 from orchestrator.fabric.qmp import QemuError
 
@@ -116,10 +116,10 @@ def _track_from(disk: QemuDisk, point: str) -> None:
     info = json.loads(listed or "{}")
     bitmaps = [b["name"] for b in (info.get("format-specific", {}).get("data", {}).get("bitmaps") or [])]
     for name in bitmaps:
-        if name.startswith(PREFIX) and name != bitmap_of(point):
+        if name.startswith(PREFIX) and not since(name, point):
             _qemu_img("bitmap", "--remove", disk.image, name)
-    if bitmap_of(point) not in bitmaps:
-        _qemu_img("bitmap", "--add", disk.image, bitmap_of(point))
+    if not any(since(name, point) for name in bitmaps):
+        _qemu_img("bitmap", "--add", disk.image, new_bitmap(point))
 
 
 def _qemu_img(*args: str) -> str | None:
