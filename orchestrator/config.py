@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     # Where the local fabric's disk images may be (os.pathsep-separated absolute directories); empty:
     # the inventory file's directory. The fabric's own state directory (restored VMs) is always one.
     fabric_image_roots: str = ""
+    # The QEMU fabric (orchestrator/fabric/qemu.py): the format a VM restored from a QEMU VM's point
+    # gets its disks in, and whether the restore starts it.
+    qemu_restore_format: Literal["qcow2", "raw"] = "qcow2"
+    qemu_start_restored: bool = False
+    # qemu-guest-agent: how long it has to answer, the oldest version trusted to freeze, and how long
+    # a guest may stay frozen around a capture's instant at most (orchestrator/fabric/agent.py).
+    qemu_agent_timeout: float = Field(5.0, gt=0, le=120)
+    qemu_agent_min_version: str = Field("2.5", pattern=r"^\d+(\.\d+){0,3}$")
+    qemu_freeze_timeout: float = Field(10.0, gt=0, le=600)
     workers: int = Field(2, ge=1, le=32)
     principal: Principal = Field(default_factory=getpass.getuser)
     poll_interval: float = Field(0.1, gt=0, le=10)

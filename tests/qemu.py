@@ -141,8 +141,9 @@ class QemuVm:
             return out.read_bytes()
 
 
-def qemu_inventory(path: Path, vms: dict[str, QemuVm], region: str = "japaneast", **extra: Any) -> Path:
-    """An inventory whose subscription `default` is on the QEMU fabric, with these VMs."""
+def qemu_inventory(path: Path, vms: dict[str, Any], region: str = "japaneast", **extra: Any) -> Path:
+    """An inventory whose subscription `default` is on the QEMU fabric, with these VMs (anything with
+    a `qmp` socket: a QemuVm, a booted guest)."""
     entries = [
         {"name": name, "qmp": str(vm.qmp), "resource_group": "rg-qemu", "region": region, **extra}
         for name, vm in vms.items()

@@ -12,6 +12,7 @@ from typing import Literal
 
 from orchestrator.domain.values import CheckResult, DeploymentModel, Finding, VaultKind
 from orchestrator.fabric import BACKUP_SERVICE, Fabric
+from orchestrator.fabric.agent import check_minimum
 from orchestrator.fabric.inventory import FabricVm, KeyVaultSpec, PowerState
 
 Stage = Literal["register", "protect", "backup", "restore"]
@@ -254,16 +255,46 @@ CATALOGUE: tuple[Rule, ...] = (
         lambda t: f"the VM agent is not installed on VM {_name(t)}",
         "install the Azure VM agent (Windows: the agent MSI; Linux: the walinuxagent package), then retry",
     ),
-    Rule(  # a QEMU VM is backed up without its agent, crash-consistent (fabric/qemu.py)
+    # A QEMU VM is backed up without a ready agent, crash-consistent (orchestrator/fabric/agent.py).
+    Rule(
         "VmAgentNotInstalled",
         "warning",
-        ("register", "protect", "backup"),
+        AGENT_STAGES,
         lambda t: _running(t) and not t.vm.spec.agent.installed and t.vm.qemu is not None,
         lambda t: (
             f"VM {_name(t)} has no qemu-guest-agent channel: its backups are crash-consistent (the disks as at a "
             "power loss), as the guest is not asked to freeze its file systems"
         ),
-        "add a virtio-serial channel named org.qemu.guest_agent.0 to the VM and install qemu-guest-agent in the guest",
+        "add a virtio-serial channel named org.qemu.guest_agent.0 to the VM, install qemu-guest-agent in the guest, "
+        "and name the channel's socket as guest_agent in the inventory",
+    ),
+    Rule(
+        "VmAgentNotReady",
+        "warning",
+        AGENT_STAGES,
+        lambda t: _running(t) and t.vm.qemu is not None and t.vm.spec.agent.installed and not t.vm.spec.agent.ready,
+        lambda t: (
+            f"qemu-guest-agent on VM {_name(t)} does not answer guest-ping: its backups are crash-consistent until "
+            "it does"
+        ),
+        "start qemu-guest-agent in the guest (systemctl start qemu-guest-agent) and check its virtio-serial channel",
+    ),
+    Rule(
+        "VmAgentVersionTooOld",
+        "warning",
+        AGENT_STAGES,
+        lambda t: (
+            _running(t)
+            and t.vm.qemu is not None
+            and t.vm.spec.agent.ready
+            and not check_minimum(t.vm.spec.agent.version, t.vm.qemu.agent_minimum)
+        ),
+        lambda t: (
+            f"VM {_name(t)} runs qemu-guest-agent {t.vm.spec.agent.version or '(version unknown)'}, older than "
+            f"{t.vm.qemu.agent_minimum if t.vm.qemu else ''} (BACKUP_QEMU_AGENT_MIN_VERSION): it is not asked to "
+            "freeze, and its backups are crash-consistent"
+        ),
+        "update qemu-guest-agent in the guest",
     ),
     Rule(
         "VmAgentVersionTooOld",
@@ -290,7 +321,7 @@ CATALOGUE: tuple[Rule, ...] = (
         "VmAgentNotReady",
         "error",
         AGENT_STAGES,
-        lambda t: _running(t) and t.vm.spec.agent.installed and not t.vm.spec.agent.ready,
+        lambda t: _running(t) and t.vm.spec.agent.installed and not t.vm.spec.agent.ready and t.vm.qemu is None,
         lambda t: f"the VM agent on VM {_name(t)} is installed but not ready",
         "restart the agent service (WindowsAzureGuestAgent / waagent) and check its outbound connectivity",
     ),

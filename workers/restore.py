@@ -88,7 +88,12 @@ def run_restore(ctx: WorkerContext, job: Job) -> str:
                 "disks": [{**d, "image": str(restored[d["name"]])} for d in manifest.vm_spec["disks"]],
             }
         )
-        ctx.fabric.create_vm(subscription, spec)
+        try:
+            made = ctx.fabric.create_vm(subscription, spec)
+        except BaseException:
+            folder.discard()  # the disks of a VM that could not be made
+            raise
+        restored = {disk.name: made.disk_path(disk) for disk in made.spec.disks}  # as the fabric keeps them
     ctx.report(
         c.CompleteJob(
             job_id=job.id,
@@ -159,6 +164,11 @@ class Folder:
                 if isinstance(exc, OSError):
                     raise _target_error(self.path, exc) from None
                 raise
+
+    def discard(self) -> None:
+        """Remove everything the job wrote, its claim, and the folder if the job made it."""
+        with self._opened() as (fd, made):
+            self._remove_all(fd, made)
 
     def release(self) -> None:
         """The job is over: its claim goes (the folder and the disks stay)."""

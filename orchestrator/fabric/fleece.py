@@ -37,6 +37,7 @@ from typing import Any
 
 from orchestrator.domain.values import Consistency, Finding
 from orchestrator.fabric import Capture, CapturedDisk
+from orchestrator.fabric.agent import AgentSettings, frozen
 from orchestrator.fabric.inventory import FabricVm, QemuDisk
 from orchestrator.fabric.nbd import NbdClient
 from orchestrator.fabric.qmp import Monitor, QemuError
@@ -85,7 +86,9 @@ class NbdReader:
 
 
 @contextmanager
-def live_capture(vm: FabricVm, base_point: str | None, point: str, timeout: float) -> Iterator[Capture]:
+def live_capture(
+    vm: FabricVm, base_point: str | None, point: str, timeout: float, agent: AgentSettings
+) -> Iterator[Capture]:
     assert vm.qemu is not None
     link, name = vm.qemu, vm.ref.display_name
     work = Path(tempfile.mkdtemp(prefix="orch-"))  # short: a Unix socket's path has at most 107 bytes
@@ -101,7 +104,8 @@ def live_capture(vm: FabricVm, base_point: str | None, point: str, timeout: floa
             plans = [_plan(qmp, disk_name, disk, base_point, name, capture) for disk_name, disk in disks]
             for index, (_, disk) in enumerate(disks):
                 _add_overlay(qmp, work, index, disk)
-            qmp.execute("transaction", {"actions": _actions(disks, plans, bitmap)})
+            with _quiesced(vm, capture, agent):
+                qmp.execute("transaction", {"actions": _actions(disks, plans, bitmap)})
             socket = work / "nbd.sock"
             _start_nbd(qmp, socket)
             for index, ((disk_name, disk), plan) in enumerate(zip(disks, plans, strict=True)):
@@ -126,6 +130,19 @@ def live_capture(vm: FabricVm, base_point: str | None, point: str, timeout: floa
 def drive_id(device: dict[str, Any]) -> str:
     """What names a drive across node changes: its id, or (a -blockdev disk) its device's path."""
     return str(device.get("device") or device.get("qdev") or "")
+
+
+@contextmanager
+def _quiesced(vm: FabricVm, capture: Capture, agent: AgentSettings) -> Iterator[None]:
+    """The guest frozen for the transaction when its agent can freeze it; crash-consistent otherwise
+    (the prechecks' warnings say why)."""
+    assert vm.qemu is not None
+    if vm.qemu.guest_agent is None or not vm.qemu.can_freeze:
+        capture.consistency = Consistency.CRASH
+        yield
+        return
+    with frozen(vm, vm.qemu.guest_agent, capture, agent.freeze_timeout, agent.timeout):
+        yield
 
 
 def _current(qmp: Monitor, disks: list[tuple[str, QemuDisk]]) -> list[tuple[str, QemuDisk]]:

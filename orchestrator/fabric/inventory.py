@@ -217,6 +217,8 @@ class VmSpec(Spec):
     cluster: Literal["csv", "sofs"] | None = None  # a cluster shared volume / scale-out file server member
     network_mounts: list[str] = Field(default_factory=list)  # network drives mounted in the VM
     domain_controller: Literal["single", "multi"] | None = None  # DC of a one-DC or a multi-DC domain
+    memory_mib: int | None = Field(None, ge=1)  # what QEMU gives the VM (the QEMU fabric); a restore gives it again
+    vcpus: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _classic_has_cloud_service(self) -> VmSpec:
@@ -242,7 +244,9 @@ class QemuVmSpec(Spec):
     region: RegionName
     os: OsSpec = OsSpec(type="linux", version="Linux")
     os_disk: DiskName | None = Field(None, description="the QEMU drive id of the OS disk; default: the first")
+    guest_agent: Path | None = Field(None, description="the host end of the VM's qemu-guest-agent channel")
     network: NetworkSpec = Field(default_factory=NetworkSpec)
+    freeze: FreezeSpec = Field(default_factory=FreezeSpec)  # scripts are paths in the guest, run by the agent
 
 
 class QmpDirSpec(Spec):
@@ -294,6 +298,9 @@ class QemuLink(BaseModel):
     qmp: Path
     status: str  # QEMU's run state ("running", "paused", ...); "off" when no QEMU answers
     disks: dict[str, QemuDisk]
+    guest_agent: Path | None = None  # its qemu-guest-agent channel
+    can_freeze: bool = False  # the agent answered, lists the fsfreeze commands, and is recent enough
+    agent_minimum: str = ""  # the agent version the settings ask for (BACKUP_QEMU_AGENT_MIN_VERSION)
 
 
 class FabricVm(BaseModel):

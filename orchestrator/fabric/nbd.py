@@ -132,16 +132,22 @@ class NbdClient:
         return length
 
     def _read_chunked(self, view: memoryview, offset: int) -> None:
+        """One read; data chunks are received straight into `view` (no copy of their bytes)."""
         cookie = self._send_request(CMD_READ, offset, len(view))
-        covered = 0
-        for kind, payload in self._chunks(cookie):
+        covered, done = 0, False
+        while not done:
+            flags, kind, length = self._chunk_header(cookie)
+            done = bool(flags & REPLY_FLAG_DONE)
             if kind == CHUNK_DATA:
-                at = struct.unpack(">Q", self._take(payload, 8))[0] - offset
-                data = payload[8:]
-                self._inside(at, len(data), len(view))
-                view[at : at + len(data)] = data
-                covered += len(data)
-            elif kind == CHUNK_HOLE:
+                if length < 8:
+                    raise NbdError(f"{self.path}: a short NBD reply chunk")
+                at = struct.unpack(">Q", self._recv(8))[0] - offset
+                self._inside(at, length - 8, len(view))
+                self._recv_into(view[at : at + length - 8])
+                covered += length - 8
+                continue
+            payload = self._payload(kind, length)
+            if kind == CHUNK_HOLE:
                 at, size = struct.unpack(">QI", self._take(payload, 12))
                 self._inside(at - offset, size, len(view))
                 view[at - offset : at - offset + size] = bytes(size)
@@ -188,25 +194,33 @@ class NbdClient:
     def _chunks(self, cookie: int) -> list[tuple[int, bytes]]:
         chunks: list[tuple[int, bytes]] = []
         while True:
-            magic = struct.unpack(">I", self._recv(4))[0]
-            if magic == SIMPLE_REPLY_MAGIC:  # only for an error, once structured replies are on
-                error, got = struct.unpack(">IQ", self._recv(12))
-                self._check_cookie(got, cookie)
-                raise NbdError(f"{self.path}: the NBD server failed the request (errno {error})")
-            if magic != STRUCTURED_REPLY_MAGIC:
-                raise NbdError(f"{self.path}: malformed NBD reply")
-            flags, kind, got, length = struct.unpack(">HHQI", self._recv(16))
-            self._check_cookie(got, cookie)
-            if length > MAX_REQUEST + 64:
-                raise NbdError(f"{self.path}: an NBD reply chunk of {length} bytes")
-            payload = self._recv(length)
-            if kind & CHUNK_ERROR_BIT:
-                error = struct.unpack(">I", self._take(payload, 4))[0]
-                why = payload[6:].decode(errors="replace")[:200]
-                raise NbdError(f"{self.path}: the NBD server failed the request (errno {error}: {why})")
-            chunks.append((kind, payload))
+            flags, kind, length = self._chunk_header(cookie)
+            chunks.append((kind, self._payload(kind, length)))
             if flags & REPLY_FLAG_DONE:
                 return chunks
+
+    def _chunk_header(self, cookie: int) -> tuple[int, int, int]:
+        """The next reply chunk's flags, type and length, for the request `cookie`."""
+        magic = struct.unpack(">I", self._recv(4))[0]
+        if magic == SIMPLE_REPLY_MAGIC:  # only for an error, once structured replies are on
+            error, got = struct.unpack(">IQ", self._recv(12))
+            self._check_cookie(got, cookie)
+            raise NbdError(f"{self.path}: the NBD server failed the request (errno {error})")
+        if magic != STRUCTURED_REPLY_MAGIC:
+            raise NbdError(f"{self.path}: malformed NBD reply")
+        flags, kind, got, length = struct.unpack(">HHQI", self._recv(16))
+        self._check_cookie(got, cookie)
+        if length > MAX_REQUEST + 64:
+            raise NbdError(f"{self.path}: an NBD reply chunk of {length} bytes")
+        return flags, kind, length
+
+    def _payload(self, kind: int, length: int) -> bytes:
+        payload = self._recv(length)
+        if kind & CHUNK_ERROR_BIT:
+            error = struct.unpack(">I", self._take(payload, 4))[0]
+            why = payload[6:].decode(errors="replace")[:200]
+            raise NbdError(f"{self.path}: the NBD server failed the request (errno {error}: {why})")
+        return payload
 
     def _check_cookie(self, got: int, cookie: int) -> None:
         if got != cookie:
@@ -220,6 +234,14 @@ class NbdClient:
         if len(payload) < size:
             raise NbdError(f"{self.path}: a short NBD reply chunk")
         return payload[:size]
+
+    def _recv_into(self, view: memoryview) -> None:
+        got = 0
+        while got < len(view):
+            n = self._sock.recv_into(view[got:])
+            if not n:
+                raise NbdError(f"{self.path}: the NBD server closed the connection")
+            got += n
 
     def _recv(self, size: int) -> bytes:
         data = bytearray()

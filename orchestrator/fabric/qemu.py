@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import stat
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +33,7 @@ from orchestrator.domain.names import VM
 from orchestrator.domain.values import DeploymentModel, VmRef
 from orchestrator.errors import InventoryError, OrchestratorError
 from orchestrator.fabric import Capture
+from orchestrator.fabric.agent import AgentFacts, AgentSettings, check_minimum, probe, run_in_guest
 from orchestrator.fabric.fleece import drive_id, live_capture
 from orchestrator.fabric.inventory import (
     GIB,
@@ -47,16 +50,37 @@ from orchestrator.fabric.inventory import (
 )
 from orchestrator.fabric.offline import offline_capture
 from orchestrator.fabric.qmp import Monitor, QemuError
+from orchestrator.fabric.vmdef import (
+    check_socket_path,
+    command_line,
+    convert_disks,
+    domain_xml,
+    socket_of,
+    write_definition,
+)
 
 log = logging.getLogger(__name__)
 OFF = "off"
 
 
 class QemuFabric:
-    def __init__(self, inventory_path: Path, timeout: float = 10.0) -> None:
+    """`restore_format`: the format (qcow2 or raw) of a restored VM's disks; `start_restored`: whether
+    a restore starts the VM it makes."""
+
+    def __init__(
+        self,
+        inventory_path: Path,
+        timeout: float = 10.0,
+        restore_format: str = "qcow2",
+        start_restored: bool = False,
+        agent: AgentSettings | None = None,
+    ) -> None:
         self.inventory_path = inventory_path
         self.state_dir = inventory_path.parent / "state" / "qemu"
+        self.restored_dir = self.state_dir / "restored"
         self.timeout = timeout
+        self.restore_format, self.start_restored = restore_format, start_restored
+        self.agent = agent or AgentSettings()
 
     # -- finding VMs ------------------------------------------------------------------------------
 
@@ -69,7 +93,21 @@ class QemuFabric:
             found += sub.qemu_vms
             for folder in sub.qmp_dirs:
                 found += _socket_dir_vms(folder.path, folder.resource_group, folder.region, folder.os)
+            found += self._restored(subscription)
         return found
+
+    def _restored(self, subscription: str) -> list[QemuVmSpec]:
+        """The VMs restores made in the subscription (`restored/<subscription>-<name>.json`)."""
+        try:
+            records = sorted(self.restored_dir.glob(f"{subscription}-*.json"))
+        except OSError:
+            return []
+        vms = []
+        for record in records:
+            data = json.loads(record.read_text())
+            if data["subscription"] == subscription:
+                vms.append(QemuVmSpec.model_validate(data["vm"]))
+        return vms
 
     def list_vms(self, subscription: str) -> list[FabricVm]:
         vms = []
@@ -104,8 +142,19 @@ class QemuFabric:
                 raise
             facts = {**self._remembered(subscription, entry, exc), "status": OFF}
         disks = {name: QemuDisk.model_validate(d) for name, d in facts["disks"].items()}
-        spec = _spec(self.inventory_path, entry, facts["status"], facts["version"], disks)
-        link = QemuLink(qmp=entry.qmp, status=facts["status"], disks=disks)
+        running = facts["status"] not in (OFF, "shutdown")
+        agent = probe(entry.guest_agent if running else None, self.agent.timeout)
+        if entry.guest_agent is not None and not running:
+            agent = AgentFacts(installed=True)
+        spec = _spec(self.inventory_path, entry, facts, disks, agent)
+        link = QemuLink(
+            qmp=entry.qmp,
+            status=facts["status"],
+            disks=disks,
+            guest_agent=entry.guest_agent,
+            can_freeze=agent.ready and agent.can_freeze and check_minimum(agent.version, self.agent.minimum),
+            agent_minimum=self.agent.minimum,
+        )
         return FabricVm(subscription=subscription, spec=spec, base_dir=self.inventory_path.parent, qemu=link)
 
     def _state_path(self, subscription: str, entry: QemuVmSpec) -> Path:
@@ -114,7 +163,8 @@ class QemuFabric:
 
     def _remember(self, subscription: str, entry: QemuVmSpec, facts: dict[str, Any]) -> None:
         path = self._state_path(subscription, entry)
-        record = json.dumps({"disks": facts["disks"], "version": facts["version"]}, sort_keys=True).encode()
+        kept = {k: facts[k] for k in ("disks", "version", "memory_mib", "vcpus") if k in facts}
+        record = json.dumps(kept, sort_keys=True).encode()
         try:
             if path.read_bytes() == record:
                 return
@@ -150,29 +200,82 @@ class QemuFabric:
             with offline_capture(vm, self.timeout, point) as capture:
                 yield capture
         else:
-            with live_capture(vm, base_point, point, self.timeout) as capture:
+            with live_capture(vm, base_point, point, self.timeout, self.agent) as capture:
                 yield capture
 
     def restored_disk_dir(self, subscription: str, name: str) -> Path:
-        raise OrchestratorError(
-            "RestoreAsVmUnavailable",
-            (
-                f"restoring a QEMU VM of subscription {subscription!r} as a new VM is not available yet: "
-                "restore its disks into a folder (backupctl restore RP --disks-to DIR); they are raw images"
-            ),
-        )
+        folder = self.restored_dir / f"{subscription}-{name}"
+        check_socket_path(folder, name)
+        return folder
 
     def create_vm(self, subscription: str, spec: VmSpec) -> FabricVm:
-        self.restored_disk_dir(subscription, spec.name)
-        raise AssertionError("unreachable")
+        """A VM from restored (raw) disks: converted to the restore format, its definition written
+        beside them, recorded as a VM of the subscription (stopped, with those disks), and started
+        when the settings say so. Refuses a name the subscription has."""
+        if any(entry.name.lower() == spec.name.lower() for entry in self.entries(subscription)):
+            raise OrchestratorError("RestoreTargetExists", f"a VM named {spec.name!r} exists in the fabric")
+        folder = self.restored_disk_dir(subscription, spec.name)
+        images = convert_disks(spec, self.restore_format)
+        socket = socket_of(folder, spec.name)
+        script, _ = write_definition(folder, spec, command_line(spec, images, socket), domain_xml(spec, images, socket))
+        entry = QemuVmSpec(
+            name=spec.name, qmp=socket, resource_group=spec.resource_group, region=spec.region, os=spec.os
+        )
+        disks = {
+            disk.name: {
+                "device": disk.name,
+                "node": "",
+                "format": fmt,
+                "size": image.stat().st_size,
+                "image": str(image),
+            }
+            for disk in spec.disks
+            for image, fmt in [images[disk.name]]
+        }
+        if self.restore_format == "qcow2":  # the virtual size, not the file's
+            for disk in disks.values():
+                disk["size"] = _virtual_size(Path(disk["image"]))
+        if self.start_restored:
+            _start(script, socket, self.timeout)
+        self._remember(subscription, entry, {"disks": disks, "version": ""})
+        record = {"subscription": subscription, "vm": json.loads(entry.model_dump_json())}
+        safefs.make_dirs(self.restored_dir)
+        if not safefs.write_new(self.restored_dir / f"{subscription}-{spec.name}.json", json.dumps(record).encode()):
+            raise OrchestratorError("RestoreTargetExists", f"a VM named {spec.name!r} exists in the fabric")
+        return self._vm(subscription, entry)
 
     def run_script(self, vm: FabricVm, script: Path, timeout: float) -> tuple[bool, str]:
-        return False, f"VM {vm.ref.display_name} has no qemu-guest-agent channel to run {script.name} through"
+        """Run a program in the guest, through qemu-guest-agent."""
+        if vm.qemu is None or vm.qemu.guest_agent is None:
+            return False, f"VM {vm.ref.display_name} has no qemu-guest-agent channel to run {script.name} through"
+        return run_in_guest(vm.qemu.guest_agent, script, timeout)
+
+
+def _virtual_size(image: Path) -> int:
+    done = subprocess.run(["qemu-img", "info", "--output=json", str(image)], capture_output=True, check=True)
+    return int(json.loads(done.stdout)["virtual-size"])
+
+
+def _start(script: Path, socket: Path, timeout: float) -> None:
+    """Start a restored VM (its own session, so it outlives the worker) and wait for its monitor."""
+    process = subprocess.Popen([str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not socket.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            why = (
+                process.stderr.read().decode(errors="replace").strip()[:300]
+                if process.poll() is not None and process.stderr
+                else "it did not open its monitor in time"
+            )
+            raise OrchestratorError("QemuStartFailed", f"the restored VM did not start: {why}")
+        time.sleep(0.05)
 
 
 def _facts(qmp: Monitor) -> dict[str, Any]:
     status = str(qmp.execute("query-status")["status"])
     version = qmp.execute("query-version")["qemu"]
+    memory = int(qmp.execute("query-memory-size-summary")["base-memory"]) // (1024 * 1024)
+    vcpus = len(qmp.execute("query-cpus-fast"))
     disks: dict[str, dict[str, Any]] = {}
     for device in qmp.execute("query-block"):
         inserted = device.get("inserted")
@@ -186,11 +289,15 @@ def _facts(qmp: Monitor) -> dict[str, Any]:
             "size": int(inserted["image"]["virtual-size"]),
             "image": inserted["image"]["filename"],
         }
-    return {"status": status, "version": f"{version['major']}.{version['minor']}.{version['micro']}", "disks": disks}
+    release = f"{version['major']}.{version['minor']}.{version['micro']}"
+    return {"status": status, "version": release, "disks": disks, "memory_mib": memory, "vcpus": vcpus}
 
 
-def _spec(path: Path, entry: QemuVmSpec, status: str, version: str, disks: dict[str, QemuDisk]) -> VmSpec:
+def _spec(
+    path: Path, entry: QemuVmSpec, facts: dict[str, Any], disks: dict[str, QemuDisk], agent: AgentFacts
+) -> VmSpec:
     os_disk = entry.os_disk or next(iter(disks), None)
+    status, version = facts["status"], facts["version"]
     try:
         return VmSpec(
             name=entry.name,
@@ -198,7 +305,8 @@ def _spec(path: Path, entry: QemuVmSpec, status: str, version: str, disks: dict[
             region=entry.region,
             os=entry.os,
             power_state=PowerState.STOPPED if status in (OFF, "shutdown") else PowerState.RUNNING,
-            agent=AgentSpec(installed=False, version="", ready=False),
+            agent=AgentSpec(installed=agent.installed, version=_dotted(agent.version), ready=agent.ready),
+            freeze=entry.freeze,
             extension=ExtensionSpec(installed=status != OFF, version=f"QEMU {version}"),
             disks=[
                 DiskSpec(
@@ -210,6 +318,8 @@ def _spec(path: Path, entry: QemuVmSpec, status: str, version: str, disks: dict[
                 for name, disk in disks.items()
             ],
             network=entry.network,
+            memory_mib=facts.get("memory_mib"),
+            vcpus=facts.get("vcpus"),
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -218,6 +328,11 @@ def _spec(path: Path, entry: QemuVmSpec, status: str, version: str, disks: dict[
             f"{path}: QEMU VM {entry.name!r} ({entry.qmp}): {'.'.join(map(str, err['loc']))}: {err['msg']}",
             field=".".join(map(str, err["loc"])),
         ) from None
+
+
+def _dotted(version: str) -> str:
+    """An agent's version as the inventory's rule wants it (dotted digits), "" when it is not one."""
+    return version if version and all(part.isdigit() for part in version.split(".")) else ""
 
 
 def _ref(subscription: str, entry: QemuVmSpec) -> VmRef:
@@ -244,5 +359,15 @@ def _socket_dir_vms(folder: Path, resource_group: str, region: str, os: Any) -> 
         except (OSError, OrchestratorError) as exc:
             log.warning("QMP socket %s is not a VM: %s", socket, exc)
             continue
-        vms.append(QemuVmSpec(name=socket.stem, qmp=socket, resource_group=resource_group, region=region, os=os))
+        agent = socket.with_suffix(".qga")
+        vms.append(
+            QemuVmSpec(
+                name=socket.stem,
+                qmp=socket,
+                guest_agent=agent if agent.exists() else None,
+                resource_group=resource_group,
+                region=region,
+                os=os,
+            )
+        )
     return vms

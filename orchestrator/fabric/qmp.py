@@ -23,10 +23,16 @@ class QemuError(OrchestratorError):
 
 
 class Monitor:
-    def __init__(self, socket: Path, timeout: float = 10.0, name: str = "") -> None:
+    """`guest_agent`: the socket is a qemu-guest-agent channel's (the same protocol, without QMP's
+    greeting and capabilities negotiation)."""
+
+    def __init__(self, socket: Path, timeout: float = 10.0, name: str = "", *, guest_agent: bool = False) -> None:
         self.socket, self.timeout, self.name = socket, timeout, name or socket.name
         self._loop = asyncio.new_event_loop()
         self._client = QMPClient(self.name)
+        if guest_agent:
+            self._client.await_greeting = False
+            self._client.negotiate = False
 
     def __enter__(self) -> Monitor:
         try:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.fabric import Capture
+from orchestrator.fabric.agent import AgentSettings
 from orchestrator.fabric.inventory import FabricVm, KeyVaultSpec, VmSpec, inventory_subscriptions
 from orchestrator.fabric.local import LocalFabric
 from orchestrator.fabric.qemu import QemuFabric
@@ -19,8 +21,19 @@ class Fabrics:
         self.local, self.qemu = local, qemu
 
     @classmethod
-    def at(cls, inventory: Path, image_roots: tuple[Path, ...] = ()) -> Fabrics:
-        return cls(LocalFabric(inventory, image_roots), QemuFabric(inventory))
+    def of(cls, settings: Settings) -> Fabrics:
+        inventory = settings.fabric_path
+        return cls(
+            LocalFabric(inventory, settings.image_roots_for()),
+            QemuFabric(
+                inventory,
+                restore_format=settings.qemu_restore_format,
+                start_restored=settings.qemu_start_restored,
+                agent=AgentSettings(
+                    settings.qemu_agent_timeout, settings.qemu_agent_min_version, settings.qemu_freeze_timeout
+                ),
+            ),
+        )
 
     @property
     def inventory_path(self) -> Path:

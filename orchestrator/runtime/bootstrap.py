@@ -140,7 +140,7 @@ def bootstrap(settings: Settings) -> Runtime:
         settings,
         app,
         store,
-        Fabrics.at(settings.fabric_path, settings.image_roots_for()),
+        Fabrics.of(settings),
         redis,
         fake_server,
         _lock=lock,
@@ -213,7 +213,7 @@ def worker_context(settings: Settings) -> WorkerContext:
     app = build_app(settings)
     return WorkerContext(
         app=app,
-        fabric=Fabrics.at(settings.fabric_path, settings.image_roots_for()),
+        fabric=Fabrics.of(settings),
         principal=f"worker:{settings.principal}",
         vault_store_root=settings.vault_store_path,
         clock=SystemClock(),

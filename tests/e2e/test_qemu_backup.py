@@ -5,15 +5,21 @@ point as disks equal to the disks as they stood at the point."""
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
+import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator import Client, OrchestratorError
 from orchestrator.fabric.fleece import since
 from orchestrator.fabric.qemu import QemuFabric
+from orchestrator.fabric.qmp import Monitor
 from tests.qemu import MIB, Disk, QemuVm, need_qemu, qemu_inventory
 
 OS = {"type": "linux", "version": "Debian 12"}
@@ -30,14 +36,31 @@ def vm(bulk: Path) -> Iterator[QemuVm]:
 
 
 @pytest.fixture
-def qclient(tmp_path: Path, vm: QemuVm) -> Iterator[tuple[Client, str]]:
-    inventory = qemu_inventory(tmp_path / "fabric", {"qvm1": vm}, os=OS)
-    with Client(data_dir=tmp_path / "data", fabric=inventory) as client:
-        vault = client.create_vault("vault-q", "japaneast", "rg")
-        assert client.wait(client.discover(vault)).result["new_vms"] == ["qvm1"]
-        assert {j.status for j in client.wait_all(client.register(vault, ["qvm1"]))} == {"completed_with_warnings"}
-        assert {j.status for j in client.wait_all(client.protect(vault, ["qvm1"]))} == {"completed_with_warnings"}
-        yield client, vault
+def short_dir() -> Iterator[Path]:
+    """A fabric directory short enough for a restored VM's QMP socket (a Unix socket's path has at
+    most 107 bytes, fewer than a test's tmp_path leaves)."""
+    path = Path(tempfile.mkdtemp(prefix="qf-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _client(tmp_path: Path, short_dir: Path, vm: QemuVm, **settings: Any) -> Client:
+    inventory = qemu_inventory(short_dir / "fabric", {"qvm1": vm}, os=OS)
+    return Client(data_dir=tmp_path / "data", fabric=inventory, **settings)
+
+
+def _protect(client: Client) -> str:
+    vault = client.create_vault("vault-q", "japaneast", "rg")
+    assert client.wait(client.discover(vault)).result["new_vms"] == ["qvm1"]
+    assert {j.status for j in client.wait_all(client.register(vault, ["qvm1"]))} == {"completed_with_warnings"}
+    assert {j.status for j in client.wait_all(client.protect(vault, ["qvm1"]))} == {"completed_with_warnings"}
+    return vault
+
+
+@pytest.fixture
+def qclient(tmp_path: Path, short_dir: Path, vm: QemuVm) -> Iterator[tuple[Client, str]]:
+    with _client(tmp_path, short_dir, vm) as client:
+        yield client, _protect(client)
 
 
 def _sha(data: bytes) -> str:
@@ -152,14 +175,14 @@ def test_a_killed_qemu_leaves_an_inconsistent_bitmap_and_the_disk_is_read_whole(
 
 
 def test_a_backup_that_dies_after_its_instant_loses_no_change(
-    tmp_path: Path, qclient: tuple[Client, str], vm: QemuVm, bulk: Path
+    short_dir: Path, qclient: tuple[Client, str], vm: QemuVm, bulk: Path
 ) -> None:
     """A capture left open (its worker gone: export, job, overlay and bitmaps left in QEMU), then
     writes: the next backup removes what was left and still reads every change since the last point."""
     client, vault = qclient
     first = _backup(client, vault)
     vm.write("os0", 12 * MIB, b"\x71" * 4096)
-    fabric = QemuFabric(tmp_path / "fabric" / "inventory.yaml")
+    fabric = QemuFabric(short_dir / "fabric" / "inventory.yaml")
     abandoned = fabric.capture(fabric.get_vm(fabric.list_vms("default")[0].ref.key), first["recovery_point_id"], "gone")
     abandoned.__enter__()  # never left: as a killed worker's
     vm.write("os0", 30 * MIB, b"\x72" * 4096)
@@ -173,11 +196,11 @@ def test_a_backup_that_dies_after_its_instant_loses_no_change(
 
 
 def test_a_failed_backup_keeps_the_changes_for_the_next(
-    tmp_path: Path, qclient: tuple[Client, str], vm: QemuVm, bulk: Path
+    short_dir: Path, qclient: tuple[Client, str], vm: QemuVm, bulk: Path
 ) -> None:
     client, vault = qclient
     first = _backup(client, vault)
-    fabric = QemuFabric(tmp_path / "fabric" / "inventory.yaml")
+    fabric = QemuFabric(short_dir / "fabric" / "inventory.yaml")
     machine = fabric.list_vms("default")[0]
     vm.write("os0", 2 * MIB, b"\x81" * 4096)
     with pytest.raises(RuntimeError), fabric.capture(machine, first["recovery_point_id"], "failed"):
@@ -235,14 +258,66 @@ def test_vms_are_discovered_from_a_directory_of_qmp_sockets(tmp_path: Path, vm: 
     }
 
 
-def test_restoring_a_qemu_vm_as_a_new_vm_is_refused_before_anything_is_written(
-    qclient: tuple[Client, str], vm: QemuVm, tmp_path: Path
+def _raw(image: Path, fmt: str) -> str:
+    """The sha256 of an image's content, whatever its format."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "disk.raw"
+        subprocess.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", str(image), str(out)], check=True)
+        return _sha(out.read_bytes())
+
+
+def test_a_point_restores_as_a_new_qemu_vm_with_qcow2_disks_and_its_definition(
+    qclient: tuple[Client, str], vm: QemuVm, short_dir: Path
 ) -> None:
     client, vault = qclient
+    state = _state(vm)
     point = _backup(client, vault)["recovery_point_id"]
     job = client.wait(client.restore(str(point), "copy"))
-    assert job.status == "failed" and job.error_code == "RestoreAsVmUnavailable"
-    assert not (tmp_path / "fabric" / "state" / "qemu" / "restored").exists()
+    assert job.status == "completed", job.error_message
+    made = client._runtime.fabric.find_vm("default", "copy")
+    assert made is not None and made.qemu is not None and made.qemu.status == "off"
+    assert {n: d.format for n, d in made.qemu.disks.items()} == {"os0": "qcow2", "data0": "qcow2"}
+    assert {n: _raw(Path(d.image), "qcow2") for n, d in made.qemu.disks.items()} == state
+    assert {n: Path(p).suffix for n, p in job.result["disks"].items()} == {"os0": ".qcow2", "data0": ".qcow2"}
+    folder = Path(job.result["disks"]["os0"]).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["copy.sh", "copy.xml", "data0.qcow2", "os0.qcow2"]
+    script = (folder / "copy.sh").read_text()
+    assert f"unix:{folder / 'copy.qmp'},server=on,wait=off" in script and "-m 64" in script
+    domain = ET.parse(folder / "copy.xml").getroot()
+    assert [d.find("source").get("file") for d in domain.iter("disk")] == [  # type: ignore[union-attr]
+        str(folder / "os0.qcow2"),
+        str(folder / "data0.qcow2"),
+    ]
+    again = client.wait(client.restore(str(point), "copy"))
+    assert again.status == "failed" and again.error_code == "RestoreTargetExists"
+    assert sorted(p.name for p in folder.iterdir()) == ["copy.sh", "copy.xml", "data0.qcow2", "os0.qcow2"]
+
+
+def test_a_restored_vm_with_raw_disks_is_started_and_backed_up_like_any(
+    tmp_path: Path, short_dir: Path, vm: QemuVm, bulk: Path
+) -> None:
+    with _client(tmp_path, short_dir, vm, qemu_restore_format="raw", qemu_start_restored=True) as client:
+        vault = _protect(client)
+        state = _state(vm)
+        point = _backup(client, vault)["recovery_point_id"]
+        job = client.wait(client.restore(str(point), "copy"))
+        assert job.status == "completed", job.error_message
+        made = client._runtime.fabric.find_vm("default", "copy")
+        assert made is not None and made.qemu is not None
+        try:
+            assert made.qemu.status == "running" and made.spec.memory_mib == 64
+            assert {n: d.format for n, d in made.qemu.disks.items()} == {"os0": "raw", "data0": "raw"}
+            assert {n: _raw(Path(d.image), "raw") for n, d in made.qemu.disks.items()} == state
+            # the restored VM is discovered, and protected and backed up as any of the subscription's
+            assert client.wait(client.discover(vault)).result["new_vms"] == ["copy"]
+            client.wait_all(client.register(vault, ["copy"]))
+            client.wait_all(client.protect(vault, ["copy"]))
+            copied = client.wait(client.backup_now(vault, "copy"))
+            assert copied.status == "completed_with_warnings", copied.error_message
+            assert _restored(client, copied.result["recovery_point_id"], bulk / "out", "copy-disks") == state
+        finally:
+            with Monitor(made.qemu.qmp) as qmp:
+                qmp.execute("quit")
 
 
 def test_an_unreachable_vm_never_seen_is_not_listed(tmp_path: Path, vm: QemuVm) -> None:
