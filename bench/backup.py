@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import workdir
-from bench.processes import product_env
+from bench.processes import product_env, protect_in_new_vault
 
 MIB = 1024 * 1024
 REGION = 4 * MIB
@@ -246,13 +246,7 @@ class Ours(Tool):
             self.env.update(s3_settings(self.s3, self.bucket))
             make_s3_bucket(self.s3, self.bucket)
         self.restores = 0
-        for command in (
-            ["vault", "create", "bench", "--region", "japaneast", "-g", "rg", "--replication", "local"],
-            ["discover", "bench"],
-            ["register", VM, "--vault", "bench"],
-            ["protect", VM, "--vault", "bench"],
-        ):
-            subprocess.run([self.backupctl, *command], env=self.env, check=True, capture_output=True)
+        protect_in_new_vault(self.backupctl, self.env, VM)
 
     def backup(self, images: Path) -> Run:
         run, out = timed([self.backupctl, "backup-now", VM, "--vault", "bench", "--json"], self.env)

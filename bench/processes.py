@@ -26,3 +26,14 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return time.perf_counter() - started
+
+
+def protect_in_new_vault(backupctl: str, env: dict[str, str], vm: str) -> None:
+    """A vault `bench` (locally redundant) protecting `vm` with the default policy, through the CLI."""
+    for command in (
+        ["vault", "create", "bench", "--region", "japaneast", "-g", "rg", "--replication", "local"],
+        ["discover", "bench"],
+        ["register", vm, "--vault", "bench"],
+        ["protect", vm, "--vault", "bench"],
+    ):
+        subprocess.run([backupctl, *command], env=env, check=True, capture_output=True)

@@ -38,7 +38,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 
 from bench import workdir
 from bench.backup import Run, job_seconds, median_range, timed
-from bench.processes import product_env
+from bench.processes import product_env, protect_in_new_vault
 from orchestrator.fabric.qmp import Monitor
 
 MIB = 1024 * 1024
@@ -107,23 +107,17 @@ class Ours:
     name = "ours"
 
     def __init__(self, base: Path, qmp: Path, block_size: str) -> None:
-        inventory = base / "fabric" / "inventory.yaml"
+        inventory = base / "fabric" / "inventory.json"
         inventory.parent.mkdir()
-        entry = {"name": VM, "qmp": str(qmp), "resource_group": "rg", "region": "japaneast"}
-        entry["os"] = {"type": "linux", "version": "Debian 12"}
+        os_spec = {"type": "linux", "version": "Debian 12"}
+        entry = {"name": VM, "qmp": str(qmp), "resource_group": "rg", "region": "japaneast", "os": os_spec}
         subscription = {"name": "default", "fabric": "qemu", "qemu_vms": [entry]}
         inventory.write_text(json.dumps({"subscriptions": [subscription]}))
         self.env = product_env(base / "ours", inventory)
         if block_size:
             self.env["BACKUP_BLOCK_SIZE"] = block_size
         self.backupctl = str(Path(sys.executable).with_name("backupctl"))
-        for command in (
-            ["vault", "create", "bench", "--region", "japaneast", "-g", "rg", "--replication", "local"],
-            ["discover", "bench"],
-            ["register", VM, "--vault", "bench"],
-            ["protect", VM, "--vault", "bench"],
-        ):
-            subprocess.run([self.backupctl, *command], env=self.env, check=True, capture_output=True)
+        protect_in_new_vault(self.backupctl, self.env, VM)
 
     def backup(self) -> tuple[Run, int]:
         run, out = timed([self.backupctl, "backup-now", VM, "--vault", "bench", "--json"], self.env)

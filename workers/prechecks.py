@@ -326,6 +326,18 @@ CATALOGUE: tuple[Rule, ...] = (
         "restart the agent service (WindowsAzureGuestAgent / waagent) and check its outbound connectivity",
     ),
     Rule(
+        "QemuEncryptedDiskUnsupported",
+        "error",
+        ("protect", "backup"),
+        lambda t: t.vm.qemu is not None and any(d.encrypted for d in t.vm.qemu.disks.values()),
+        lambda t: (
+            f"VM {_name(t)} has LUKS-encrypted disks "
+            f"({', '.join(n for n, d in (t.vm.qemu.disks if t.vm.qemu else {}).items() if d.encrypted)}): QEMU "
+            "would hand the backup their decrypted content, and a restore could not encrypt them again yet"
+        ),
+        "back the VM up once encrypted QEMU disks are supported, or protect an unencrypted copy",
+    ),
+    Rule(
         "OutboundConnectivityBlocked",
         "error",
         ("protect", "backup"),

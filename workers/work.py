@@ -112,23 +112,23 @@ def _snapshot(
         disk_manifests, stats = transfer_disks(
             store, capture.disks, progress, previous=previous, block_size=ctx.block_size
         )
-        manifest = Manifest(
-            recovery_point_id=rp_id,
-            job_id=str(job.id),
-            vm_key=job.vm_key,
-            vm_spec=json.loads(vm.spec.model_dump_json()),
-            taken_at=taken_at.isoformat(),
-            consistency=capture.consistency.value,
-            logical_bytes=stats.logical_bytes,
-            stored_bytes=stats.stored_bytes,
-            read_bytes=stats.read_bytes,
-            disks=disk_manifests,
-            tracking=stats.tracking,
-            encryption=encryption,
-            sealed_keys=sealed_keys,
-        )
-        # Committed inside the capture: the capture ends confirming the point only once it is stored.
-        manifest, digest = store.commit_manifest(manifest)
+    manifest = Manifest(
+        recovery_point_id=rp_id,
+        job_id=str(job.id),
+        vm_key=job.vm_key,
+        vm_spec=json.loads(vm.spec.model_dump_json()),
+        taken_at=taken_at.isoformat(),
+        consistency=capture.consistency.value,
+        logical_bytes=stats.logical_bytes,
+        stored_bytes=stats.stored_bytes,
+        read_bytes=stats.read_bytes,
+        disks=disk_manifests,
+        tracking=stats.tracking,
+        encryption=encryption,
+        sealed_keys=sealed_keys,
+    )
+    manifest, digest = store.commit_manifest(manifest)
+    capture.confirm()  # the point is stored: the fabric's change tracking moves on to it
     return manifest, digest, capture.warnings
 
 

@@ -4,6 +4,7 @@ each subscription to the one its inventory entry names."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,18 @@ class CapturedDisk:
     tracking: str = ""
 
 
+def _nothing_to_confirm() -> None:
+    return None
+
+
 @dataclass
 class Capture:
     consistency: Consistency
     warnings: list[Finding] = field(default_factory=list)  # the capture's findings, some added as it ends
     disks: list[CapturedDisk] = field(default_factory=list)
+    # Called once the point is stored, after the capture ended: the fabric's change tracking moves on
+    # to the point (until then, the changes since the base point are all kept).
+    confirm: Callable[[], None] = _nothing_to_confirm
 
 
 class Fabric(Protocol):
@@ -67,9 +75,9 @@ class Fabric(Protocol):
     def capture(self, vm: FabricVm, base_point: str | None, point: str) -> AbstractContextManager[Capture]:
         """The VM's disks as of one instant, for as long as the block runs: quiesced as the VM
         allows, each disk with its changes since `base_point` (the VM's last recovery point) when the
-        fabric tracks them. `point`: the recovery point being taken. The capture's resources are
-        released when the block ends; a block that ends without an error confirms the point (change
-        tracking moves on to it)."""
+        fabric tracks them. `point`: the recovery point being taken. The capture's resources (the
+        freeze included) are released when the block ends; once the point is stored, the caller calls
+        `capture.confirm()`."""
         ...
 
     def run_script(self, vm: FabricVm, script: Path, timeout: float) -> tuple[bool, str]:

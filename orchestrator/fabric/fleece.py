@@ -13,16 +13,18 @@ recording, and P's stopped: together they cover every write since P). The bitmap
 temporary one exported with the overlay, and NBD_CMD_BLOCK_STATUS reads it. When P's bitmap is
 missing (QEMU restarted: a raw disk's bitmaps live only in QEMU's memory; a qcow2's persist in the
 image, unless QEMU stopped uncleanly, which marks them inconsistent), the disk is read whole, with
-the reason. Only when the point is stored (the block ends without an error) are the earlier bitmaps
-removed: until then, a failed backup loses no change.
+the reason. Only once the point is stored (`Capture.confirm`) are the earlier bitmaps removed: until
+then, a failed backup loses no change.
 
 Everything the capture adds to QEMU is named `orch-*` and removed as it ends; what a killed worker
-left behind is removed by the next capture before it starts.
+left behind is removed by the next capture before it starts (its overlays are in the fabric's
+`state/qemu/captures/`, QEMU's NBD server listens on an abstract socket: no file to leave).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import secrets
 import shutil
@@ -35,6 +37,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from orchestrator import safefs
 from orchestrator.domain.values import Consistency, Finding
 from orchestrator.fabric import Capture, CapturedDisk
 from orchestrator.fabric.agent import AgentSettings, frozen
@@ -63,7 +66,7 @@ def since(name: str, point: str) -> bool:
 class NbdReader:
     """An NBD export read by many threads, each on a connection of its own."""
 
-    def __init__(self, socket: Path, export: str) -> None:
+    def __init__(self, socket: Path | str, export: str) -> None:
         self.socket, self.export = socket, export
         self._local = threading.local()
         self._clients: list[NbdClient] = []
@@ -87,15 +90,16 @@ class NbdReader:
 
 @contextmanager
 def live_capture(
-    vm: FabricVm, base_point: str | None, point: str, timeout: float, agent: AgentSettings
+    vm: FabricVm, base_point: str | None, point: str, timeout: float, agent: AgentSettings, work_root: Path
 ) -> Iterator[Capture]:
+    """`work_root`: where the overlays go, a directory per capture (`<VM's digest>-<random>`); a
+    killed capture's of the same VM is removed first (one backup of a VM runs at a time)."""
     assert vm.qemu is not None
     link, name = vm.qemu, vm.ref.display_name
-    work = Path(tempfile.mkdtemp(prefix="orch-"))  # short: a Unix socket's path has at most 107 bytes
+    work = _work_dir(work_root, vm)
     capture = Capture(consistency=Consistency.CRASH)
     disks = [(spec.name, link.disks[spec.name]) for spec in vm.spec.disks]
     readers: list[NbdReader] = []
-    confirmed = False
     bitmap = new_bitmap(point)
     try:
         with Monitor(link.qmp, timeout) as qmp:
@@ -106,13 +110,13 @@ def live_capture(
                 _add_overlay(qmp, work, index, disk)
             with _quiesced(vm, capture, agent):
                 qmp.execute("transaction", {"actions": _actions(disks, plans, bitmap)})
-            socket = work / "nbd.sock"
+            socket = f"@orch-nbd-{secrets.token_hex(8)}"  # abstract: no file, nothing left if killed
             _start_nbd(qmp, socket)
             for index, ((disk_name, disk), plan) in enumerate(zip(disks, plans, strict=True)):
                 capture.disks.append(_export(qmp, socket, index, disk_name, disk, plan, point, base_point))
                 readers.append(capture.disks[-1].reader)  # type: ignore[arg-type]
+        capture.confirm = lambda: _drop_older_bitmaps(link.qmp, timeout, [d for _, d in disks], bitmap)
         yield capture
-        confirmed = True
     finally:
         for reader in readers:
             reader.close()
@@ -121,8 +125,6 @@ def live_capture(
             try:
                 with Monitor(link.qmp, timeout) as qmp:
                     remove_leftovers(qmp)
-                    if confirmed:
-                        _drop_older_bitmaps(qmp, [d for _, d in disks], bitmap)
             except QemuError as exc:  # the next capture removes what is left
                 log.warning("capture of VM %s not cleaned up: %s", name, exc.message)
 
@@ -242,9 +244,21 @@ def _actions(disks: list[tuple[str, QemuDisk]], plans: list[dict[str, Any]], bit
     return actions
 
 
-def _start_nbd(qmp: Monitor, socket: Path) -> None:
+def _work_dir(root: Path, vm: FabricVm) -> Path:
+    mine = hashlib.sha256(vm.ref.key.lower().encode()).hexdigest()[:16]
+    safefs.make_dirs(root)
+    for stale in root.glob(f"{mine}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{mine}-", dir=root))
+
+
+def _nbd_address(socket: str) -> dict[str, Any]:
+    return {"type": "unix", "data": {"path": socket.removeprefix("@"), "abstract": True}}
+
+
+def _start_nbd(qmp: Monitor, socket: str) -> None:
     try:
-        qmp.execute("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(socket)}}})
+        qmp.execute("nbd-server-start", {"addr": _nbd_address(socket)})
     except QemuError as exc:
         if "already running" not in exc.message:
             raise
@@ -255,12 +269,12 @@ def _start_nbd(qmp: Monitor, socket: Path) -> None:
                 "QEMU's NBD server is in use by another tool's exports; the backup needs it (one per QEMU)",
             ) from None
         qmp.execute("nbd-server-stop")  # a killed capture's, exporting nothing now
-        qmp.execute("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(socket)}}})
+        qmp.execute("nbd-server-start", {"addr": _nbd_address(socket)})
 
 
 def _export(
     qmp: Monitor,
-    socket: Path,
+    socket: str,
     index: int,
     disk_name: str,
     disk: QemuDisk,
@@ -317,13 +331,18 @@ def remove_leftovers(qmp: Monitor) -> None:
             qmp.execute("nbd-server-stop")
 
 
-def _drop_older_bitmaps(qmp: Monitor, disks: list[QemuDisk], bitmap: str) -> None:
-    """The point is stored: the bitmaps that led to it are done with; `bitmap`, its own, records on."""
-    for disk in disks:
-        for found in node_bitmaps(qmp, disk.node):
-            name = found["name"]
-            if name.startswith(PREFIX) and name != bitmap:
-                qmp.execute("block-dirty-bitmap-remove", {"node": disk.node, "name": name})
+def _drop_older_bitmaps(socket: Path, timeout: float, disks: list[QemuDisk], bitmap: str) -> None:
+    """The point is stored: the bitmaps that led to it are done with; `bitmap`, its own, records on.
+    Left in place when QEMU does not answer: the next backup reads their union, a little more."""
+    try:
+        with Monitor(socket, timeout) as qmp:
+            for disk in disks:
+                for found in node_bitmaps(qmp, disk.node):
+                    name = found["name"]
+                    if name.startswith(PREFIX) and name != bitmap:
+                        qmp.execute("block-dirty-bitmap-remove", {"node": disk.node, "name": name})
+    except QemuError as exc:
+        log.warning("earlier bitmaps of %s not removed: %s", socket, exc.message)
 
 
 def _wait(qmp: Monitor, done: Any, seconds: float = 10.0) -> None:

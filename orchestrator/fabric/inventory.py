@@ -288,6 +288,7 @@ class QemuDisk(BaseModel):
     format: str
     size: int  # bytes (QEMU's virtual size)
     image: str = ""  # the image file QEMU opened (read offline when QEMU is not running)
+    encrypted: bool = False  # a LUKS-encrypted image (QEMU decrypts it with a secret object)
 
 
 class QemuLink(BaseModel):

@@ -40,7 +40,8 @@ class NbdError(OrchestratorError):
 class NbdClient:
     """A connection to one export. `meta_context`: a metadata context to negotiate for `extents`."""
 
-    def __init__(self, path: Path, export: str, meta_context: str = "", timeout: float = 60.0) -> None:
+    def __init__(self, path: Path | str, export: str, meta_context: str = "", timeout: float = 60.0) -> None:
+        """`path`: the server's Unix socket, or "@name" for one in Linux's abstract namespace."""
         self.path, self.export, self.meta_context = path, export, meta_context
         self.size = 0
         self._context_id: int | None = None
@@ -48,7 +49,8 @@ class NbdClient:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
-            self._sock.connect(str(path))
+            address = str(path)
+            self._sock.connect("\0" + address[1:] if address.startswith("@") else address)
             self._handshake()
         except OSError as exc:
             self._sock.close()

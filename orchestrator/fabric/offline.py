@@ -40,7 +40,6 @@ def offline_capture(vm: FabricVm, timeout: float, point: str = "") -> Iterator[C
     servers: list[subprocess.Popen[bytes]] = []
     readers: list[NbdReader] = []
     disks = [vm.qemu.disks[spec.name] for spec in vm.spec.disks]
-    confirmed = False
     try:
         capture = Capture(consistency=Consistency.CRASH)
         for index, (spec, disk) in enumerate(zip(vm.spec.disks, disks, strict=True)):
@@ -49,19 +48,15 @@ def offline_capture(vm: FabricVm, timeout: float, point: str = "") -> Iterator[C
             _wait_for(socket, servers[-1], timeout, disk)
             readers.append(NbdReader(socket, ""))
             capture.disks.append(CapturedDisk(spec.name, disk.size, readers[-1], tracking=WHY))
+        capture.confirm = lambda: _track_all(disks, point)
         yield capture
-        confirmed = True
     finally:
         for reader in readers:
             reader.close()
-        for server in servers:
+        for server in servers:  # their image locks go with them, before `confirm` writes a bitmap
             server.terminate()
             server.wait(timeout)
         shutil.rmtree(work, ignore_errors=True)
-    if confirmed and point:
-        for disk in disks:
-            if disk.format == "qcow2":
-                _track_from(disk, point)
 
 
 def _serve(disk: QemuDisk, socket: Path) -> subprocess.Popen[bytes]:
@@ -106,6 +101,12 @@ def _wait_for(socket: Path, server: subprocess.Popen[bytes], timeout: float, dis
         if time.monotonic() > deadline:
             raise QemuError("QemuImageMissing", f"qemu-nbd did not serve {disk.image} within {timeout:g}s")
         time.sleep(0.02)
+
+
+def _track_all(disks: list[QemuDisk], point: str) -> None:
+    for disk in disks:
+        if disk.format == "qcow2" and point:
+            _track_from(disk, point)
 
 
 def _track_from(disk: QemuDisk, point: str) -> None:

@@ -200,7 +200,7 @@ class QemuFabric:
             with offline_capture(vm, self.timeout, point) as capture:
                 yield capture
         else:
-            with live_capture(vm, base_point, point, self.timeout, self.agent) as capture:
+            with live_capture(vm, base_point, point, self.timeout, self.agent, self.state_dir / "captures") as capture:
                 yield capture
 
     def restored_disk_dir(self, subscription: str, name: str) -> Path:
@@ -288,6 +288,7 @@ def _facts(qmp: Monitor) -> dict[str, Any]:
             "format": inserted["image"]["format"],
             "size": int(inserted["image"]["virtual-size"]),
             "image": inserted["image"]["filename"],
+            "encrypted": bool(inserted.get("encrypted")),
         }
     release = f"{version['major']}.{version['minor']}.{version['micro']}"
     return {"status": status, "version": release, "disks": disks, "memory_mib": memory, "vcpus": vcpus}

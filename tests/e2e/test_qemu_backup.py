@@ -8,6 +8,7 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -112,6 +113,82 @@ def test_a_running_vm_is_read_incrementally_after_one_percent_changes(
     assert all(since(bm[0]["name"], str(second["recovery_point_id"])) for bm in bitmaps.values())
 
 
+WRITER_AT, WRITER_SIZE = 20 * MIB, 64 * 1024  # data0's region the writer keeps rewriting
+
+
+class Writer:
+    """Rewrites one region of data0 through QEMU, a new byte each time, until stopped: the disks
+    change while the backups run."""
+
+    def __init__(self, vm: QemuVm) -> None:
+        self.vm, self.writes = vm, 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            self.writes += 1
+            self.vm.write("data0", WRITER_AT, bytes([self.writes % 250 + 1]) * WRITER_SIZE)
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(30)
+
+
+def _masked(data: bytes, disk: str) -> tuple[str, bytes]:
+    """A disk's content with the writer's region cut out (its digest), and that region."""
+    if disk != "data0":
+        return _sha(data), b""
+    return _sha(data[:WRITER_AT] + data[WRITER_AT + WRITER_SIZE :]), data[WRITER_AT : WRITER_AT + WRITER_SIZE]
+
+
+def _expected(vm: QemuVm) -> dict[str, str]:
+    return {d.name: _masked(vm.content(d.name), d.name)[0] for d in vm.disks}
+
+
+def _as_restored(images: dict[str, tuple[Path, str]]) -> dict[str, str]:
+    """The restored disks' digests, the writer's region cut out; that region holds one write, whole."""
+    found = {}
+    for disk, (image, fmt) in images.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "disk.raw"
+            subprocess.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", str(image), str(out)], check=True)
+            found[disk], region = _masked(out.read_bytes(), disk)
+        assert len(set(region)) <= 1, "the writer's region is not one write: the copy is not of one instant"
+    return found
+
+
+def test_a_vm_under_a_writer_restores_each_point_as_disks_and_as_vms(
+    qclient: tuple[Client, str], vm: QemuVm, bulk: Path
+) -> None:
+    """Known patterns written before each point, a writer rewriting another region all along: each
+    point, restored as disks and as a new VM, holds the patterns and one whole write of the writer."""
+    client, vault = qclient
+    expected, points = [], []
+    with Writer(vm) as writer:
+        for step in range(2):  # the initial backup, then one after 1% changed
+            for offset in (step * 8 * MIB, 30 * MIB + step * MIB):
+                vm.write("os0", offset, bytes([0x60 + step]) * (320 * 1024))
+            vm.write("data0", 5 * MIB + step * MIB, bytes([0x70 + step]) * (320 * 1024))
+            expected.append(_expected(vm))
+            points.append(str(_backup(client, vault)["recovery_point_id"]))
+    assert writer.writes > 2
+    for index, point in enumerate(points):
+        as_disks = client.wait(client.restore(point, f"d{index}", mode="disks", target_dir=bulk / "out"))
+        assert as_disks.status == "completed", as_disks.error_message
+        disks = {n: (Path(p), "raw") for n, p in as_disks.result["disks"].items()}
+        assert _as_restored(disks) == expected[index]
+        as_vm = client.wait(client.restore(point, f"vm{index}"))
+        assert as_vm.status == "completed", as_vm.error_message
+        made = client._runtime.fabric.find_vm("default", f"vm{index}")
+        assert made is not None and made.qemu is not None
+        assert _as_restored({n: (Path(d.image), d.format) for n, d in made.qemu.disks.items()}) == expected[index]
+
+
 def test_the_copy_is_of_one_instant_while_the_guest_writes(tmp_path: Path, vm: QemuVm) -> None:
     fabric = QemuFabric(qemu_inventory(tmp_path / "fabric", {"qvm1": vm}, os=OS))
     [machine] = fabric.list_vms("default")
@@ -193,6 +270,7 @@ def test_a_backup_that_dies_after_its_instant_loses_no_change(
     assert all("dirty bitmap" in how for how in job.result["tracking"].values()), job.result["tracking"]
     assert job.result["read_bytes"] <= 3 * 256 * 1024
     assert _restored(client, job.result["recovery_point_id"], bulk / "out", "after-death") == state
+    abandoned.__exit__(None, None, None)  # its temporary directory goes (QEMU has nothing of it left)
 
 
 def test_a_failed_backup_keeps_the_changes_for_the_next(
@@ -328,3 +406,41 @@ def test_an_unreachable_vm_never_seen_is_not_listed(tmp_path: Path, vm: QemuVm) 
     with pytest.raises(OrchestratorError) as err:
         fabric.get_vm("default/rg-qemu/qvm1")
     assert err.value.code == "QemuUnreachable"
+
+
+def test_a_vm_with_a_luks_encrypted_disk_is_refused_protection(tmp_path: Path, bulk: Path) -> None:
+    need_qemu()
+    image = bulk / "secret.qcow2"
+    secret = ["--object", "secret,id=sec0,data=correct-horse"]
+    options = "encrypt.format=luks,encrypt.key-secret=sec0"
+    subprocess.run(["qemu-img", "create", "-q", *secret, "-f", "qcow2", "-o", options, str(image), "32M"], check=True)
+    sockets = Path(tempfile.mkdtemp(prefix="qvm-"))
+    process = subprocess.Popen(
+        [
+            *("qemu-system-x86_64", "-S", "-nodefaults", "-display", "none", "-machine", "accel=tcg"),
+            *("-object", "secret,id=sec0,data=correct-horse", "-qmp", f"unix:{sockets}/vm.qmp,server=on,wait=off"),
+            *("-drive", f"file={image},format=qcow2,encrypt.key-secret=sec0,if=none,id=os0"),
+            *("-device", "virtio-blk-pci,drive=os0"),
+        ]
+    )
+    try:
+        while not (sockets / "vm.qmp").exists():
+            assert process.poll() is None
+            time.sleep(0.02)
+        inventory = qemu_inventory(tmp_path / "fabric", {"qvm1": QemuVm(bulk, [], sockets)}, os=OS)
+        with Client(data_dir=tmp_path / "data", fabric=inventory) as client:
+            refused = _protect_refused(client)
+            assert refused.error_code == "QemuEncryptedDiskUnsupported" and "os0" in refused.error_message
+    finally:
+        process.kill()
+        process.wait()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _protect_refused(client: Client) -> Any:
+    vault = client.create_vault("vault-q", "japaneast", "rg")
+    client.wait(client.discover(vault))
+    client.wait_all(client.register(vault, ["qvm1"]))
+    [job] = client.wait_all(client.protect(vault, ["qvm1"]))
+    assert job.status == "failed"
+    return job

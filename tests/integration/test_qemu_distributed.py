@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +45,13 @@ def _restored(client: Client, rp_id: str, out: Path, name: str) -> dict[str, str
     return {disk: hashlib.sha256(Path(path).read_bytes()).hexdigest() for disk, path in job.result["disks"].items()}
 
 
+def _qcow2_sha(image: Path) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "disk.raw"
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(image), str(raw)], check=True)
+        return hashlib.sha256(raw.read_bytes()).hexdigest()
+
+
 def _protected(client: Client) -> str:
     vault = client.create_vault("vault-q", "japaneast", "rg")
     assert client.wait(client.discover(vault), timeout=60).result["new_vms"] == ["qvm1"]
@@ -61,10 +71,18 @@ def _write_random(vm: QemuVm, bulk: Path, disk: str, offset: int, size: int) -> 
     source.unlink()
 
 
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A fabric directory short enough for a restored VM's QMP socket (107 bytes at most)."""
+    path = Path(tempfile.mkdtemp(prefix="qf-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def test_a_running_vm_backs_up_incrementally_through_rq_workers(
-    tmp_path: Path, bulk: Path, deployment: Deployment, vm: QemuVm
+    short_dir: Path, bulk: Path, deployment: Deployment, vm: QemuVm
 ) -> None:
-    deployment.env["BACKUP_FABRIC"] = str(qemu_inventory(tmp_path / "qfabric", {"qvm1": vm}, os=OS))
+    deployment.env["BACKUP_FABRIC"] = str(qemu_inventory(short_dir / "fabric", {"qvm1": vm}, os=OS))
     deployment.start_all(workers=2)
     with deployment.client() as client:
         vault = _protected(client)
@@ -80,8 +98,12 @@ def test_a_running_vm_backs_up_incrementally_through_rq_workers(
         assert second.result["read_bytes"] < 0.01 * second.result["logical_bytes"], second.result
         assert all("dirty bitmap" in how for how in second.result["tracking"].values())
         out = bulk / "out"
-        assert _restored(client, first.result["recovery_point_id"], out, "first") == first_state
-        assert _restored(client, second.result["recovery_point_id"], out, "second") == second_state
+        for name, job, state in (("first", first, first_state), ("second", second, second_state)):
+            point = job.result["recovery_point_id"]
+            assert _restored(client, point, out, name) == state
+            as_vm = client.wait(client.restore(point, f"{name}-vm"), timeout=120)
+            assert as_vm.status == "completed", (as_vm.error_message, deployment.logs())
+            assert {disk: _qcow2_sha(Path(path)) for disk, path in as_vm.result["disks"].items()} == state
 
 
 def test_a_worker_killed_while_it_reads_the_copy_loses_no_change(
