@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import stat
 import subprocess
 import time
@@ -257,16 +258,17 @@ def _virtual_size(image: Path) -> int:
 
 
 def _start(script: Path, socket: Path, timeout: float) -> None:
-    """Start a restored VM (its own session, so it outlives the worker) and wait for its monitor."""
-    process = subprocess.Popen([str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    """Start a restored VM (its own session, so it outlives the worker) and wait for its monitor.
+    QEMU's output goes to `<name>.log` beside its definition (a pipe would close with the worker)."""
+    log_path = script.with_suffix(".log")
+    with os.fdopen(safefs.create(log_path), "wb") as output:
+        process = subprocess.Popen([str(script)], stdout=output, stderr=output, start_new_session=True)
     deadline = time.monotonic() + timeout
     while not socket.exists():
         if process.poll() is not None or time.monotonic() > deadline:
-            why = (
-                process.stderr.read().decode(errors="replace").strip()[:300]
-                if process.poll() is not None and process.stderr
-                else "it did not open its monitor in time"
-            )
+            if process.poll() is None:
+                process.kill()
+            why = log_path.read_text(errors="replace").strip()[-300:] or "it did not open its monitor in time"
             raise OrchestratorError("QemuStartFailed", f"the restored VM did not start: {why}")
         time.sleep(0.05)
 
