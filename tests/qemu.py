@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,31 @@ class QemuVm:
                 check=True,
             )
             return out.read_bytes()
+
+
+@contextmanager
+def two_disk_vm(images: Path, os_mib: int, data_mib: int) -> Iterator[QemuVm]:
+    """A running VM with a qcow2 OS disk `os0` and a raw data disk `data0`, each with a pattern
+    written; QEMU stops and its sockets go as the block ends."""
+    need_qemu()
+    machine = QemuVm(images, [Disk("os0", "qcow2", os_mib), Disk("data0", "raw", data_mib)]).start()
+    try:
+        machine.write("os0", 0, b"\x11" * MIB)
+        machine.write("data0", 3 * MIB, b"\x22" * (2 * MIB))
+        yield machine
+    finally:
+        machine.close()
+
+
+@contextmanager
+def short_dir() -> Iterator[Path]:
+    """A directory short enough for a restored VM's QMP socket (a Unix socket's path has at most 107
+    bytes, fewer than a test's tmp_path leaves), removed as the block ends."""
+    path = Path(tempfile.mkdtemp(prefix="qf-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def qemu_inventory(path: Path, vms: dict[str, Any], region: str = "japaneast", **extra: Any) -> Path:

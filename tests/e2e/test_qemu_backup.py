@@ -21,28 +21,22 @@ from orchestrator import Client, OrchestratorError
 from orchestrator.fabric.fleece import since
 from orchestrator.fabric.qemu import QemuFabric
 from orchestrator.fabric.qmp import Monitor
-from tests.qemu import MIB, Disk, QemuVm, need_qemu, qemu_inventory
+from tests.qemu import MIB, QemuVm, need_qemu, qemu_inventory, two_disk_vm
+from tests.qemu import short_dir as short_fabric_dir
 
 OS = {"type": "linux", "version": "Debian 12"}
 
 
 @pytest.fixture
 def vm(bulk: Path) -> Iterator[QemuVm]:
-    need_qemu()
-    machine = QemuVm(bulk, [Disk("os0", "qcow2", 64), Disk("data0", "raw", 32)]).start()
-    machine.write("os0", 0, b"\x11" * MIB)
-    machine.write("data0", 3 * MIB, b"\x22" * (2 * MIB))
-    yield machine
-    machine.close()
+    with two_disk_vm(bulk, 64, 32) as machine:
+        yield machine
 
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
-    """A fabric directory short enough for a restored VM's QMP socket (a Unix socket's path has at
-    most 107 bytes, fewer than a test's tmp_path leaves)."""
-    path = Path(tempfile.mkdtemp(prefix="qf-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with short_fabric_dir() as path:
+        yield path
 
 
 def _client(tmp_path: Path, short_dir: Path, vm: QemuVm, **settings: Any) -> Client:

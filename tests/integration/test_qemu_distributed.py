@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,8 @@ import pytest
 from orchestrator import Client
 from orchestrator.fabric.qmp import Monitor
 from tests.deployment import Deployment
-from tests.qemu import MIB, Disk, QemuVm, need_qemu, qemu_inventory
+from tests.qemu import MIB, QemuVm, qemu_inventory, two_disk_vm
+from tests.qemu import short_dir as short_fabric_dir
 
 pytestmark = pytest.mark.integration
 OS = {"type": "linux", "version": "Debian 12"}
@@ -27,12 +27,8 @@ OS = {"type": "linux", "version": "Debian 12"}
 
 @pytest.fixture
 def vm(bulk: Path) -> Iterator[QemuVm]:
-    need_qemu()
-    machine = QemuVm(bulk, [Disk("os0", "qcow2", 256), Disk("data0", "raw", 64)]).start()
-    machine.write("os0", 0, b"\x11" * MIB)
-    machine.write("data0", 3 * MIB, b"\x22" * (2 * MIB))
-    yield machine
-    machine.close()
+    with two_disk_vm(bulk, 256, 64) as machine:
+        yield machine
 
 
 def _state(vm: QemuVm) -> dict[str, str]:
@@ -73,10 +69,8 @@ def _write_random(vm: QemuVm, bulk: Path, disk: str, offset: int, size: int) -> 
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
-    """A fabric directory short enough for a restored VM's QMP socket (107 bytes at most)."""
-    path = Path(tempfile.mkdtemp(prefix="qf-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with short_fabric_dir() as path:
+        yield path
 
 
 def test_a_running_vm_backs_up_incrementally_through_rq_workers(
