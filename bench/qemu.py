@@ -39,6 +39,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 from bench import workdir
 from bench.backup import Run, job_seconds, median_range, timed
 from bench.processes import product_env, protect_in_new_vault
+from orchestrator.fabric.qemu import answers
 from orchestrator.fabric.qmp import Monitor
 
 MIB = 1024 * 1024
@@ -73,7 +74,7 @@ class Vm:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        while not self.qmp.exists():
+        while not answers(self.qmp):
             if self.proc.poll() is not None:
                 raise SystemExit("QEMU did not start")
             time.sleep(0.02)

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.fabric.qemu import answers
 from orchestrator.fabric.qmp import Monitor
 from tests.helpers import need
 
@@ -74,7 +75,7 @@ class QemuVm:
             command += ["-device", f"virtio-blk-pci,drive={disk.name},share-rw=on"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
-        while not self.qmp.exists():
+        while not answers(self.qmp):  # its file comes a moment before QEMU listens on it
             if self.process.poll() is not None or time.monotonic() > deadline:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 raise RuntimeError(f"QEMU did not start: {err}")

@@ -264,13 +264,24 @@ def _start(script: Path, socket: Path, timeout: float) -> None:
     with os.fdopen(safefs.create(log_path), "wb") as output:
         process = subprocess.Popen([str(script)], stdout=output, stderr=output, start_new_session=True)
     deadline = time.monotonic() + timeout
-    while not socket.exists():
+    while not answers(socket):  # the socket's file comes a moment before QEMU listens on it
         if process.poll() is not None or time.monotonic() > deadline:
             if process.poll() is None:
                 process.kill()
             why = log_path.read_text(errors="replace").strip()[-300:] or "it did not open its monitor in time"
             raise OrchestratorError("QemuStartFailed", f"the restored VM did not start: {why}")
         time.sleep(0.05)
+
+
+def answers(socket: Path) -> bool:
+    """Whether a QEMU monitor listens at `socket` (and greets)."""
+    if not socket.exists():
+        return False
+    try:
+        with Monitor(socket, 2.0):
+            return True
+    except QemuError:
+        return False
 
 
 def _facts(qmp: Monitor) -> dict[str, Any]:

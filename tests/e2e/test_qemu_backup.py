@@ -19,7 +19,7 @@ import pytest
 
 from orchestrator import Client, OrchestratorError
 from orchestrator.fabric.fleece import since
-from orchestrator.fabric.qemu import QemuFabric
+from orchestrator.fabric.qemu import QemuFabric, answers
 from orchestrator.fabric.qmp import Monitor
 from tests.qemu import MIB, QemuVm, need_qemu, qemu_inventory, two_disk_vm
 from tests.qemu import short_dir as short_fabric_dir
@@ -418,7 +418,7 @@ def test_a_vm_with_a_luks_encrypted_disk_is_refused_protection(tmp_path: Path, b
         ]
     )
     try:
-        while not (sockets / "vm.qmp").exists():
+        while not answers(sockets / "vm.qmp"):
             assert process.poll() is None
             time.sleep(0.02)
         inventory = qemu_inventory(tmp_path / "fabric", {"qvm1": QemuVm(bulk, [], sockets)}, os=OS)
