@@ -21,7 +21,7 @@ import base64
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +208,4 @@ def check_minimum(version: str, minimum: str) -> bool:
             found.append(int(digits) if digits else 0)
         return tuple(found)
 
-    with suppress(ValueError):
-        return parts(version) >= parts(minimum)
-    return False
+    return parts(version) >= parts(minimum)

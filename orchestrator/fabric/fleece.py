@@ -113,8 +113,8 @@ def live_capture(
             socket = f"@orch-nbd-{secrets.token_hex(8)}"  # abstract: no file, nothing left if killed
             _start_nbd(qmp, socket)
             for index, ((disk_name, disk), plan) in enumerate(zip(disks, plans, strict=True)):
-                capture.disks.append(_export(qmp, socket, index, disk_name, disk, plan, point, base_point))
-                readers.append(capture.disks[-1].reader)  # type: ignore[arg-type]
+                readers.append(NbdReader(socket, f"{FLEECE}{index}"))
+                capture.disks.append(_export(qmp, readers[-1], disk_name, disk, plan, base_point))
         capture.confirm = lambda: _drop_older_bitmaps(link.qmp, timeout, [d for _, d in disks], bitmap)
         yield capture
     finally:
@@ -273,18 +273,12 @@ def _start_nbd(qmp: Monitor, socket: str) -> None:
 
 
 def _export(
-    qmp: Monitor,
-    socket: str,
-    index: int,
-    disk_name: str,
-    disk: QemuDisk,
-    plan: dict[str, Any],
-    point: str,
-    base_point: str | None,
+    qmp: Monitor, reader: NbdReader, disk_name: str, disk: QemuDisk, plan: dict[str, Any], base_point: str | None
 ) -> CapturedDisk:
-    export = f"{FLEECE}{index}"
+    """Export the disk's overlay as `reader.export`, with its merged bitmap when read incrementally."""
+    export = reader.export
     options: dict[str, Any] = {"type": "nbd", "id": export, "node-name": export, "name": export, "writable": False}
-    merged = f"{TEMPORARY}{index}"
+    merged = f"{TEMPORARY}{export.removeprefix(FLEECE)}"
     if plan["since"] is not None:
         qmp.execute(
             "block-dirty-bitmap-add", {"node": disk.node, "name": merged, "persistent": False, "disabled": True}
@@ -292,10 +286,9 @@ def _export(
         qmp.execute("block-dirty-bitmap-merge", {"node": disk.node, "target": merged, "bitmaps": plan["since"]})
         options["bitmaps"] = [merged]
     qmp.execute("block-export-add", options)
-    reader = NbdReader(socket, export)
     if plan["since"] is None:
         return CapturedDisk(disk_name, disk.size, reader, tracking=plan["why"])
-    with NbdClient(socket, export, f"qemu:dirty-bitmap:{merged}") as client:
+    with NbdClient(reader.socket, export, f"qemu:dirty-bitmap:{merged}") as client:
         changed = [(at, size) for at, size, flags in client.extents(0, disk.size) if flags & DIRTY]
     done = sum(size for _, size in changed)
     return CapturedDisk(

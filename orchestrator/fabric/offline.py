@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
@@ -22,11 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from orchestrator import safefs
 from orchestrator.domain.values import Consistency
 from orchestrator.fabric import Capture, CapturedDisk
 from orchestrator.fabric.fleece import PREFIX, NbdReader, new_bitmap, since
-from orchestrator.fabric.inventory import FabricVm, QemuDisk
+from orchestrator.fabric.inventory import FabricVm, QemuDisk, image_problem
 from orchestrator.fabric.qmp import QemuError
 
 log = logging.getLogger(__name__)
@@ -77,18 +75,12 @@ def _serve(disk: QemuDisk, socket: Path) -> subprocess.Popen[bytes]:
 
 
 def _checked(disk: QemuDisk) -> str:
-    """The image QEMU last reported, if it is a regular file or a disk (never a kernel file)."""
-    real = Path(os.path.realpath(disk.image))
-    try:
-        st = os.stat(real)
-    except OSError as exc:
-        raise QemuError(
-            "QemuImageMissing", f"disk {disk.device}: {disk.image} cannot be read ({exc.strerror})"
-        ) from None
-    block = stat.S_ISBLK(st.st_mode)
-    if not (stat.S_ISREG(st.st_mode) or block) or any(safefs.within(real, d) for d in safefs.KERNEL_DIRS if not block):
-        raise QemuError("QemuImageMissing", f"disk {disk.device}: {disk.image} is not a disk image")
-    return str(real)
+    """The image QEMU last reported, if it is a regular file or a disk (never a kernel file): the
+    inventory's rule for images, wherever the file is (QEMU's VM chose it)."""
+    problem = image_problem(Path(disk.image), (Path("/"),))
+    if problem is not None:
+        raise QemuError("QemuImageMissing", f"disk {disk.device}: {problem}")
+    return os.path.realpath(disk.image)
 
 
 def _wait_for(socket: Path, server: subprocess.Popen[bytes], timeout: float, disk: QemuDisk) -> None:

@@ -216,6 +216,7 @@ class QemuFabric:
         if any(entry.name.lower() == spec.name.lower() for entry in self.entries(subscription)):
             raise OrchestratorError("RestoreTargetExists", f"a VM named {spec.name!r} exists in the fabric")
         folder = self.restored_disk_dir(subscription, spec.name)
+        sizes = {disk.name: disk.image.stat().st_size for disk in spec.disks}  # raw: the virtual size
         images = convert_disks(spec, self.restore_format)
         socket = socket_of(folder, spec.name)
         script, _ = write_definition(folder, spec, command_line(spec, images, socket), domain_xml(spec, images, socket))
@@ -227,15 +228,12 @@ class QemuFabric:
                 "device": disk.name,
                 "node": "",
                 "format": fmt,
-                "size": image.stat().st_size,
+                "size": sizes[disk.name],
                 "image": str(image),
             }
             for disk in spec.disks
             for image, fmt in [images[disk.name]]
         }
-        if self.restore_format == "qcow2":  # the virtual size, not the file's
-            for disk in disks.values():
-                disk["size"] = _virtual_size(Path(disk["image"]))
         if self.start_restored:
             _start(script, socket, self.timeout)
         self._remember(subscription, entry, {"disks": disks, "version": ""})
@@ -250,11 +248,6 @@ class QemuFabric:
         if vm.qemu is None or vm.qemu.guest_agent is None:
             return False, f"VM {vm.ref.display_name} has no qemu-guest-agent channel to run {script.name} through"
         return run_in_guest(vm.qemu.guest_agent, script, timeout)
-
-
-def _virtual_size(image: Path) -> int:
-    done = subprocess.run(["qemu-img", "info", "--output=json", str(image)], capture_output=True, check=True)
-    return int(json.loads(done.stdout)["virtual-size"])
 
 
 def _start(script: Path, socket: Path, timeout: float) -> None:
